@@ -1,0 +1,2 @@
+//! The `switchboard` binary: one command for every Switchboard service.
+fn main() {}
