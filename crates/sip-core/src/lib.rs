@@ -3,3 +3,18 @@
 //! This crate reads and writes SIP messages (RFC 3261) and SDP (RFC 8866) and holds the
 //! protocol state machines. It has no sockets, no clock and no threads: callers hand it
 //! bytes and an explicit `now`, and it tells them what to send and when to wake it.
+
+pub mod error;
+pub mod headers;
+pub mod message;
+pub mod method;
+pub mod name;
+pub mod params;
+pub mod scan;
+pub mod uri;
+
+pub use error::ParseError;
+pub use message::{HeaderField, Limits, Message};
+pub use method::Method;
+pub use name::HeaderName;
+pub use uri::{Host, SipUri, Uri};
