@@ -11,6 +11,7 @@ pub mod method;
 pub mod name;
 pub mod params;
 pub mod scan;
+pub mod sdp;
 pub mod uri;
 
 pub use error::ParseError;
