@@ -4,18 +4,24 @@
 //! protocol state machines. It has no sockets, no clock and no threads: callers hand it
 //! bytes and an explicit `now`, and it tells them what to send and when to wake it.
 
+pub mod builder;
 pub mod error;
+pub mod framing;
 pub mod headers;
 pub mod message;
 pub mod method;
 pub mod name;
 pub mod params;
 pub mod scan;
+pub mod transport;
 pub mod sdp;
 pub mod uri;
 
+pub use builder::{MessageBuilder, response_to};
 pub use error::ParseError;
+pub use framing::{Frame, FramingError, StreamFramer};
 pub use message::{HeaderField, Limits, Message};
 pub use method::Method;
 pub use name::HeaderName;
+pub use transport::{ConnectionId, Flow, Transport};
 pub use uri::{Host, SipUri, Uri};

@@ -1,0 +1,228 @@
+//! Writing messages: a builder that produces correct wire bytes, and the RFC 3261
+//! §8.2.6 response builder every server needs. What the builder writes is parsed back
+//! before it is handed out, so a built [`Message`] is as trustworthy as a received one.
+
+use crate::error::ParseError;
+use crate::message::Message;
+use crate::method::Method;
+use crate::name::HeaderName;
+use bytes::{BufMut, Bytes, BytesMut};
+use std::fmt::{self, Write as _};
+
+/// Builds a request or response header by header.
+#[derive(Debug, Clone)]
+pub struct MessageBuilder {
+    head: BytesMut,
+    body: Option<(String, Bytes)>,
+    error: Option<String>,
+}
+
+/// The reason phrase RFC 3261 §21 gives a status code (or a generic one per class).
+pub fn reason_phrase(code: u16) -> &'static str {
+    match code {
+        100 => "Trying",
+        180 => "Ringing",
+        181 => "Call Is Being Forwarded",
+        182 => "Queued",
+        183 => "Session Progress",
+        200 => "OK",
+        202 => "Accepted",
+        300 => "Multiple Choices",
+        301 => "Moved Permanently",
+        302 => "Moved Temporarily",
+        305 => "Use Proxy",
+        380 => "Alternative Service",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        402 => "Payment Required",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        407 => "Proxy Authentication Required",
+        408 => "Request Timeout",
+        410 => "Gone",
+        413 => "Request Entity Too Large",
+        414 => "Request-URI Too Long",
+        415 => "Unsupported Media Type",
+        416 => "Unsupported URI Scheme",
+        420 => "Bad Extension",
+        421 => "Extension Required",
+        422 => "Session Interval Too Small",
+        423 => "Interval Too Brief",
+        480 => "Temporarily Unavailable",
+        481 => "Call/Transaction Does Not Exist",
+        482 => "Loop Detected",
+        483 => "Too Many Hops",
+        484 => "Address Incomplete",
+        485 => "Ambiguous",
+        486 => "Busy Here",
+        487 => "Request Terminated",
+        488 => "Not Acceptable Here",
+        489 => "Bad Event",
+        491 => "Request Pending",
+        493 => "Undecipherable",
+        500 => "Server Internal Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Server Time-out",
+        505 => "Version Not Supported",
+        513 => "Message Too Large",
+        600 => "Busy Everywhere",
+        603 => "Decline",
+        604 => "Does Not Exist Anywhere",
+        606 => "Not Acceptable",
+        100..=199 => "Progress",
+        200..=299 => "Success",
+        300..=399 => "Redirection",
+        400..=499 => "Client Error",
+        500..=599 => "Server Error",
+        _ => "Global Failure",
+    }
+}
+
+impl MessageBuilder {
+    /// Starts a request line.
+    pub fn request(method: &Method, uri: &str) -> Self {
+        let mut b = Self::empty();
+        let _ = write!(b, "{method} {uri} SIP/2.0\r\n");
+        if uri.bytes().any(|c| c <= b' ') {
+            b.error = Some(format!("Request-URI \"{uri}\" contains white space"));
+        }
+        b
+    }
+
+    /// Starts a status line; an empty `reason` takes the standard phrase.
+    pub fn response(code: u16, reason: &str) -> Self {
+        let mut b = Self::empty();
+        let reason = if reason.is_empty() {
+            reason_phrase(code)
+        } else {
+            reason
+        };
+        let _ = write!(b, "SIP/2.0 {code} {reason}\r\n");
+        if reason.bytes().any(|c| c == b'\r' || c == b'\n') {
+            b.error = Some("reason phrase contains a line break".into());
+        }
+        b
+    }
+
+    fn empty() -> Self {
+        MessageBuilder {
+            head: BytesMut::with_capacity(512),
+            body: None,
+            error: None,
+        }
+    }
+
+    /// Appends a header. A name that is not a token or a value with a line break is an
+    /// error reported by [`MessageBuilder::build`]: the builder never writes a message
+    /// whose header could smuggle in another header.
+    pub fn header(mut self, name: &str, value: impl fmt::Display) -> Self {
+        self.push(name, value);
+        self
+    }
+
+    /// Appends a header by its known name.
+    pub fn typed(self, name: HeaderName, value: impl fmt::Display) -> Self {
+        let n = name.as_str().unwrap_or("X-Unknown");
+        self.header(n, value)
+    }
+
+    /// [`MessageBuilder::header`] through `&mut self`, for loops.
+    pub fn push(&mut self, name: &str, value: impl fmt::Display) {
+        if !crate::scan::is_token_str(name) {
+            self.error.get_or_insert(format!("header name \"{name}\" is not a token"));
+            return;
+        }
+        let start = self.head.len();
+        let _ = write!(self, "{name}: {value}");
+        if self.head[start..].iter().any(|c| *c == b'\r' || *c == b'\n') {
+            self.head.truncate(start);
+            self.error.get_or_insert(format!("value of header {name} contains a line break"));
+            return;
+        }
+        self.head.put_slice(b"\r\n");
+    }
+
+    /// Sets the body and its Content-Type. Content-Length is always written by `build`.
+    pub fn body(mut self, content_type: &str, body: impl Into<Bytes>) -> Self {
+        self.body = Some((content_type.to_string(), body.into()));
+        self
+    }
+
+    /// The finished bytes: headers, Content-Type (with a body), Content-Length, body.
+    pub fn into_bytes(mut self) -> Result<Bytes, ParseError> {
+        if let Some(e) = self.error.take() {
+            return Err(ParseError::Malformed(e));
+        }
+        let body = match self.body.take() {
+            Some((ct, body)) => {
+                self.push("Content-Type", ct);
+                body
+            }
+            None => Bytes::new(),
+        };
+        if let Some(e) = self.error.take() {
+            return Err(ParseError::Malformed(e));
+        }
+        let _ = write!(self, "Content-Length: {}\r\n\r\n", body.len());
+        self.head.put_slice(&body);
+        Ok(self.head.freeze())
+    }
+
+    /// Writes and parses the message.
+    pub fn build(self) -> Result<Message, ParseError> {
+        Message::parse(self.into_bytes()?)
+    }
+}
+
+impl fmt::Write for MessageBuilder {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.head.put_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// Starts a response to `request` as RFC 3261 §8.2.6.2 requires: every Via, From,
+/// To, Call-ID and CSeq copied; a To tag added when `to_tag` is given and the request
+/// had none (never on 100 Trying, which the caller simply does not pass a tag for).
+/// Record-Route is copied for 18x/2xx to dialog-creating requests (§12.1.1).
+pub fn response_to(request: &Message, code: u16, to_tag: Option<&str>) -> MessageBuilder {
+    let mut b = MessageBuilder::response(code, "");
+    copy_response_headers(request, &mut b, code, to_tag);
+    b
+}
+
+/// [`response_to`] with a reason phrase of the caller's choosing.
+pub fn response_to_with_reason(
+    request: &Message,
+    code: u16,
+    reason: &str,
+    to_tag: Option<&str>,
+) -> MessageBuilder {
+    let mut b = MessageBuilder::response(code, reason);
+    copy_response_headers(request, &mut b, code, to_tag);
+    b
+}
+
+fn copy_response_headers(request: &Message, b: &mut MessageBuilder, code: u16, to_tag: Option<&str>) {
+    for f in request.headers() {
+        match f.name {
+            HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
+                b.push(f.name.as_str().unwrap_or(f.name_text), f.value)
+            }
+            HeaderName::To => {
+                let has_tag = request.to().ok().and_then(|t| t.tag()).is_some();
+                match to_tag {
+                    Some(tag) if !has_tag && code > 100 => b.push("To", format_args!("{};tag={tag}", f.value)),
+                    _ => b.push("To", f.value),
+                }
+            }
+            HeaderName::RecordRoute if (101..300).contains(&code) => b.push("Record-Route", f.value),
+            HeaderName::Timestamp if code == 100 => b.push("Timestamp", f.value),
+            _ => {}
+        }
+    }
+}
