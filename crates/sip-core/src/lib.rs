@@ -4,6 +4,7 @@
 //! protocol state machines. It has no sockets, no clock and no threads: callers hand it
 //! bytes and an explicit `now`, and it tells them what to send and when to wake it.
 
+pub mod auth;
 pub mod builder;
 pub mod error;
 pub mod framing;
