@@ -73,12 +73,14 @@ pub fn reason_phrase(code: u16) -> &'static str {
         603 => "Decline",
         604 => "Does Not Exist Anywhere",
         606 => "Not Acceptable",
-        100..=199 => "Progress",
-        200..=299 => "Success",
-        300..=399 => "Redirection",
-        400..=499 => "Client Error",
-        500..=599 => "Server Error",
-        _ => "Global Failure",
+        _ => match code / 100 {
+            1 => "Progress",
+            2 => "Success",
+            3 => "Redirection",
+            4 => "Client Error",
+            5 => "Server Error",
+            _ => "Global Failure",
+        },
     }
 }
 
@@ -133,14 +135,19 @@ impl MessageBuilder {
     /// [`MessageBuilder::header`] through `&mut self`, for loops.
     pub fn push(&mut self, name: &str, value: impl fmt::Display) {
         if !crate::scan::is_token_str(name) {
-            self.error.get_or_insert(format!("header name \"{name}\" is not a token"));
+            self.error
+                .get_or_insert(format!("header name \"{name}\" is not a token"));
             return;
         }
         let start = self.head.len();
         let _ = write!(self, "{name}: {value}");
-        if self.head[start..].iter().any(|c| *c == b'\r' || *c == b'\n') {
+        if self.head[start..]
+            .iter()
+            .any(|c| *c == b'\r' || *c == b'\n')
+        {
             self.head.truncate(start);
-            self.error.get_or_insert(format!("value of header {name} contains a line break"));
+            self.error
+                .get_or_insert(format!("value of header {name} contains a line break"));
             return;
         }
         self.head.put_slice(b"\r\n");
@@ -207,7 +214,12 @@ pub fn response_to_with_reason(
     b
 }
 
-fn copy_response_headers(request: &Message, b: &mut MessageBuilder, code: u16, to_tag: Option<&str>) {
+fn copy_response_headers(
+    request: &Message,
+    b: &mut MessageBuilder,
+    code: u16,
+    to_tag: Option<&str>,
+) {
     for f in request.headers() {
         match f.name {
             HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
@@ -216,11 +228,15 @@ fn copy_response_headers(request: &Message, b: &mut MessageBuilder, code: u16, t
             HeaderName::To => {
                 let has_tag = request.to().ok().and_then(|t| t.tag()).is_some();
                 match to_tag {
-                    Some(tag) if !has_tag && code > 100 => b.push("To", format_args!("{};tag={tag}", f.value)),
+                    Some(tag) if !has_tag && code > 100 => {
+                        b.push("To", format_args!("{};tag={tag}", f.value))
+                    }
                     _ => b.push("To", f.value),
                 }
             }
-            HeaderName::RecordRoute if (101..300).contains(&code) => b.push("Record-Route", f.value),
+            HeaderName::RecordRoute if (101..300).contains(&code) => {
+                b.push("Record-Route", f.value)
+            }
             HeaderName::Timestamp if code == 100 => b.push("Timestamp", f.value),
             _ => {}
         }

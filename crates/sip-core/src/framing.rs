@@ -189,8 +189,14 @@ fn content_length(head: &[u8]) -> Result<usize, FramingError> {
 }
 
 fn trim(s: &[u8]) -> &[u8] {
-    let start = s.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(s.len());
-    let end = s.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = s
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &s[start..end.max(start)]
 }
 
@@ -198,7 +204,8 @@ fn trim(s: &[u8]) -> &[u8] {
 mod tests {
     use super::*;
 
-    const OPTIONS: &[u8] = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nl: 5\r\n\r\nhello";
+    const OPTIONS: &[u8] =
+        b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nl: 5\r\n\r\nhello";
 
     #[test]
     fn many_messages_in_one_read() {
@@ -209,7 +216,10 @@ mod tests {
         }
         f.push(&data);
         for _ in 0..3 {
-            assert_eq!(f.next_frame(), Ok(Some(Frame::Message(Bytes::from_static(OPTIONS)))));
+            assert_eq!(
+                f.next_frame(),
+                Ok(Some(Frame::Message(Bytes::from_static(OPTIONS))))
+            );
         }
         assert_eq!(f.next_frame(), Ok(None));
         assert_eq!(f.buffered(), 0);
@@ -243,9 +253,15 @@ mod tests {
 
     #[test]
     fn limits_and_errors() {
-        let mut f = StreamFramer::new(FramerLimits { max_headers: 64, max_body: 10 });
+        let mut f = StreamFramer::new(FramerLimits {
+            max_headers: 64,
+            max_body: 10,
+        });
         f.push(&[b'A'; 100]);
-        assert_eq!(f.next_frame(), Err(FramingError::HeadersTooLarge { limit: 64 }));
+        assert_eq!(
+            f.next_frame(),
+            Err(FramingError::HeadersTooLarge { limit: 64 })
+        );
 
         let mut f = StreamFramer::default();
         f.push(b"OPTIONS sip:a@b SIP/2.0\r\nVia: x\r\n\r\n");
@@ -253,14 +269,31 @@ mod tests {
 
         let mut f = StreamFramer::default();
         f.push(b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: -999\r\n\r\n");
-        assert_eq!(f.next_frame(), Err(FramingError::BadContentLength("\"-999\"".into())));
+        assert_eq!(
+            f.next_frame(),
+            Err(FramingError::BadContentLength("\"-999\"".into()))
+        );
 
         let mut f = StreamFramer::default();
         f.push(b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 13\r\nl: 5\r\n\r\n");
-        assert_eq!(f.next_frame(), Err(FramingError::BadContentLength("two values, 13 and 5".into())));
+        assert_eq!(
+            f.next_frame(),
+            Err(FramingError::BadContentLength(
+                "two values, 13 and 5".into()
+            ))
+        );
 
-        let mut f = StreamFramer::new(FramerLimits { max_headers: 1024, max_body: 10 });
+        let mut f = StreamFramer::new(FramerLimits {
+            max_headers: 1024,
+            max_body: 10,
+        });
         f.push(b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 9999\r\n\r\n");
-        assert_eq!(f.next_frame(), Err(FramingError::BodyTooLarge { declared: 9999, limit: 10 }));
+        assert_eq!(
+            f.next_frame(),
+            Err(FramingError::BodyTooLarge {
+                declared: 9999,
+                limit: 10
+            })
+        );
     }
 }

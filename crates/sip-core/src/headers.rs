@@ -301,7 +301,10 @@ impl<'a> NameAddr<'a> {
             if uri_text.contains(['?', ',']) {
                 return Err(ParseError::header(
                     header,
-                    format!("URI \"{}\" with ? or , must be enclosed in <>", clip(uri_text)),
+                    format!(
+                        "URI \"{}\" with ? or , must be enclosed in <>",
+                        clip(uri_text)
+                    ),
                 ));
             }
             c.pos += end;
@@ -416,15 +419,21 @@ impl CSeq {
         let seq = parse_u32(digits).ok_or_else(|| {
             ParseError::header(
                 "CSeq",
-                format!("sequence number \"{}\" is not a 32-bit number", clip(digits)),
+                format!(
+                    "sequence number \"{}\" is not a 32-bit number",
+                    clip(digits)
+                ),
             )
         })?;
         if !c.skip_lws() {
-            return Err(ParseError::header("CSeq", format!("\"{}\" has no method", clip(s))));
+            return Err(ParseError::header(
+                "CSeq",
+                format!("\"{}\" has no method", clip(s)),
+            ));
         }
-        let method = c.token().ok_or_else(|| {
-            ParseError::header("CSeq", format!("\"{}\" has no method", clip(s)))
-        })?;
+        let method = c
+            .token()
+            .ok_or_else(|| ParseError::header("CSeq", format!("\"{}\" has no method", clip(s))))?;
         expect_end(&mut c, "CSeq")?;
         Ok(CSeq {
             seq,
@@ -454,13 +463,21 @@ impl RAck {
     /// Parses a RAck value.
     pub fn parse(s: &str) -> Result<RAck, ParseError> {
         let mut it = s.split_ascii_whitespace();
-        match (it.next().and_then(parse_u32), it.next().and_then(parse_u32), it.next(), it.next()) {
+        match (
+            it.next().and_then(parse_u32),
+            it.next().and_then(parse_u32),
+            it.next(),
+            it.next(),
+        ) {
             (Some(rseq), Some(cseq), Some(m), None) if crate::scan::is_token_str(m) => Ok(RAck {
                 rseq,
                 cseq,
                 method: Method::from_token(m),
             }),
-            _ => Err(ParseError::header("RAck", format!("\"{}\" is not \"RSEQ CSEQ METHOD\"", clip(s)))),
+            _ => Err(ParseError::header(
+                "RAck",
+                format!("\"{}\" is not \"RSEQ CSEQ METHOD\"", clip(s)),
+            )),
         }
     }
 }
@@ -543,7 +560,10 @@ impl<'a> SessionExpires<'a> {
         c.skip_lws();
         let digits = c.take_while(|b| b.is_ascii_digit());
         let delta = parse_u32(digits).ok_or_else(|| {
-            ParseError::header("Session-Expires", format!("\"{}\" is not delta-seconds", clip(s)))
+            ParseError::header(
+                "Session-Expires",
+                format!("\"{}\" is not delta-seconds", clip(s)),
+            )
         })?;
         let params = parse_params(&mut c, "Session-Expires")?;
         expect_end(&mut c, "Session-Expires")?;
@@ -583,9 +603,8 @@ pub fn parse_max_forwards(s: &str) -> Result<u8, ParseError> {
 
 /// Reads delta-seconds (at most 2³²-1).
 pub fn parse_delta(header: &'static str, s: &str) -> Result<u32, ParseError> {
-    crate::message::delta(s).ok_or_else(|| {
-        ParseError::header(header, format!("\"{}\" is not delta-seconds", clip(s)))
-    })
+    crate::message::delta(s)
+        .ok_or_else(|| ParseError::header(header, format!("\"{}\" is not delta-seconds", clip(s))))
 }
 
 /// Checks Date: `wkday "," SP date1 SP time SP "GMT"` (RFC 3261 §20.17 allows only GMT).

@@ -14,8 +14,8 @@ pub mod method;
 pub mod name;
 pub mod params;
 pub mod scan;
-pub mod transport;
 pub mod sdp;
+pub mod transport;
 pub mod uri;
 
 pub use builder::{MessageBuilder, response_to};

@@ -177,7 +177,11 @@ impl Message {
             None => available,
         };
         let end = body_start + body_len;
-        let buf = if end < buf.len() { buf.slice(..end) } else { buf };
+        let buf = if end < buf.len() {
+            buf.slice(..end)
+        } else {
+            buf
+        };
         Ok(Message {
             buf,
             start,
@@ -288,8 +292,7 @@ impl Message {
             .iter()
             .filter(move |e| {
                 if known == HeaderName::Other {
-                    e.name == HeaderName::Other
-                        && self.text(e.name_span).eq_ignore_ascii_case(name)
+                    e.name == HeaderName::Other && self.text(e.name_span).eq_ignore_ascii_case(name)
                 } else {
                     e.name == known
                 }
@@ -322,7 +325,9 @@ impl Message {
     }
     /// The topmost Via: the one a transaction is matched by.
     pub fn top_via(&self) -> Result<Via<'_>, ParseError> {
-        self.vias().next().unwrap_or(Err(ParseError::Missing("Via")))
+        self.vias()
+            .next()
+            .unwrap_or(Err(ParseError::Missing("Via")))
     }
     /// From.
     pub fn from(&self) -> Result<NameAddr<'_>, ParseError> {
@@ -412,7 +417,10 @@ impl Message {
                 if crate::scan::is_token_str(t) {
                     Ok(t)
                 } else {
-                    Err(ParseError::header(canonical(name), format!("\"{t}\" is not a token")))
+                    Err(ParseError::header(
+                        canonical(name),
+                        format!("\"{t}\" is not a token"),
+                    ))
                 }
             })
     }
@@ -448,7 +456,12 @@ impl Message {
     /// runs this before acting on a request and answers the error's
     /// [`ParseError::status_code`].
     pub fn validate(&self) -> Result<(), ParseError> {
-        for name in [HeaderName::To, HeaderName::From, HeaderName::CallId, HeaderName::CSeq] {
+        for name in [
+            HeaderName::To,
+            HeaderName::From,
+            HeaderName::CallId,
+            HeaderName::CSeq,
+        ] {
             self.required(name)?;
         }
         if self.count(HeaderName::Via) == 0 {
@@ -466,14 +479,14 @@ impl Message {
         self.to()?;
         self.call_id()?;
         let cseq = self.cseq()?;
-        if let Some(m) = self.method() {
-            if *m != cseq.method {
-                return Err(ParseError::CSeqMismatch {
-                    method: m.to_string(),
-                    cseq: cseq.method.to_string(),
-                    unknown_method: !m.is_known(),
-                });
-            }
+        if let Some(m) = self.method()
+            && *m != cseq.method
+        {
+            return Err(ParseError::CSeqMismatch {
+                method: m.to_string(),
+                cseq: cseq.method.to_string(),
+                unknown_method: !m.is_known(),
+            });
         }
         self.max_forwards()?;
         self.expires()?;
@@ -498,7 +511,11 @@ impl Message {
                 "\"*\" must be the only Contact value",
             ));
         }
-        for r in self.routes().chain(self.record_routes()).chain(self.paths()) {
+        for r in self
+            .routes()
+            .chain(self.record_routes())
+            .chain(self.paths())
+        {
             r?;
         }
         for name in [
@@ -582,15 +599,15 @@ fn parse_start_line(b: &[u8], start: usize, stop: usize) -> Result<StartLine, Pa
             clip(uri)
         )));
     }
-    let parsed = Uri::parse(uri)
-        .map_err(|e| ParseError::malformed(format_args!("bad Request-URI: {e}")))?;
-    if let Uri::Sip(u) = parsed {
-        if u.headers.is_some() {
-            return Err(ParseError::malformed(format_args!(
-                "Request-URI \"{}\" must not carry headers",
-                clip(uri)
-            )));
-        }
+    let parsed =
+        Uri::parse(uri).map_err(|e| ParseError::malformed(format_args!("bad Request-URI: {e}")))?;
+    if let Uri::Sip(u) = parsed
+        && u.headers.is_some()
+    {
+        return Err(ParseError::malformed(format_args!(
+            "Request-URI \"{}\" must not carry headers",
+            clip(uri)
+        )));
     }
     check_version(version)?;
     let uri_start = start + method.len() + 1;

@@ -141,7 +141,10 @@ mod tests {
         assert_eq!(HeaderName::from_bytes(b"V"), HeaderName::Via);
         assert_eq!(HeaderName::from_bytes(b"cAlL-iD"), HeaderName::CallId);
         assert_eq!(HeaderName::from_bytes(b"i"), HeaderName::CallId);
-        assert_eq!(HeaderName::from_bytes(b"Proxy-Authorization"), HeaderName::ProxyAuthorization);
+        assert_eq!(
+            HeaderName::from_bytes(b"Proxy-Authorization"),
+            HeaderName::ProxyAuthorization
+        );
         assert_eq!(HeaderName::from_bytes(b"X-Custom"), HeaderName::Other);
         assert_eq!(HeaderName::from_bytes(b"C%6Fntact"), HeaderName::Other);
         assert_eq!(HeaderName::from_bytes(&[b'a'; 40]), HeaderName::Other);

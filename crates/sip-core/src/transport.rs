@@ -50,9 +50,15 @@ impl Transport {
     }
     /// Reads a Via token or a `transport=` value, in any case.
     pub fn from_token(s: &str) -> Option<Transport> {
-        [Transport::Udp, Transport::Tcp, Transport::Tls, Transport::Ws, Transport::Wss]
-            .into_iter()
-            .find(|t| t.name().eq_ignore_ascii_case(s))
+        [
+            Transport::Udp,
+            Transport::Tcp,
+            Transport::Tls,
+            Transport::Ws,
+            Transport::Wss,
+        ]
+        .into_iter()
+        .find(|t| t.name().eq_ignore_ascii_case(s))
     }
     /// The default port (RFC 3261 §19.1.2; WebSocket has no SIP default, we use HTTP's).
     pub fn default_port(self) -> u16 {

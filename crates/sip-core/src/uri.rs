@@ -115,7 +115,10 @@ impl<'a> Uri<'a> {
             parse_tel(rest, s).map(Uri::Tel)
         } else {
             if rest.is_empty() || rest.bytes().any(|c| c <= b' ' || c == 0x7f) {
-                return err(format_args!("URI \"{}\" contains spaces or controls", clip(s)));
+                return err(format_args!(
+                    "URI \"{}\" contains spaces or controls",
+                    clip(s)
+                ));
             }
             Ok(Uri::Other { scheme, raw: s })
         }
@@ -182,7 +185,10 @@ fn check_chars(s: &str, allowed: fn(u8) -> bool) -> Result<(), usize> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            match (b.get(i + 1).and_then(|c| hex_val(*c)), b.get(i + 2).and_then(|c| hex_val(*c))) {
+            match (
+                b.get(i + 1).and_then(|c| hex_val(*c)),
+                b.get(i + 2).and_then(|c| hex_val(*c)),
+            ) {
                 (Some(_), Some(_)) => i += 3,
                 _ => return Err(i),
             }
@@ -205,7 +211,10 @@ fn parse_sip<'a>(secure: bool, rest: &'a str, whole: &'a str) -> Result<SipUri<'
                 None => (userinfo, None),
             };
             if user.is_empty() {
-                return err(format_args!("URI \"{}\" has an empty user part", clip(whole)));
+                return err(format_args!(
+                    "URI \"{}\" has an empty user part",
+                    clip(whole)
+                ));
             }
             if let Err(i) = check_chars(user, is_user) {
                 return err(format_args!(
@@ -213,10 +222,10 @@ fn parse_sip<'a>(secure: bool, rest: &'a str, whole: &'a str) -> Result<SipUri<'
                     clip(whole)
                 ));
             }
-            if let Some(p) = password {
-                if check_chars(p, is_password).is_err() {
-                    return err(format_args!("URI \"{}\" has a bad password", clip(whole)));
-                }
+            if let Some(p) = password
+                && check_chars(p, is_password).is_err()
+            {
+                return err(format_args!("URI \"{}\" has a bad password", clip(whole)));
             }
             (Some(user), password, &rest[at + 1..])
         }
@@ -256,14 +265,14 @@ fn parse_sip<'a>(secure: bool, rest: &'a str, whole: &'a str) -> Result<SipUri<'
                     clip(piece)
                 ));
             }
-            if let Some(v) = value {
-                if check_chars(v, is_param).is_err() {
-                    return err(format_args!(
-                        "URI \"{}\" has a bad parameter value \"{}\"",
-                        clip(whole),
-                        clip(v)
-                    ));
-                }
+            if let Some(v) = value
+                && check_chars(v, is_param).is_err()
+            {
+                return err(format_args!(
+                    "URI \"{}\" has a bad parameter value \"{}\"",
+                    clip(whole),
+                    clip(v)
+                ));
             }
         }
         params = Params::from_raw(raw);
@@ -273,9 +282,7 @@ fn parse_sip<'a>(secure: bool, rest: &'a str, whole: &'a str) -> Result<SipUri<'
     if let Some(h) = after.strip_prefix('?') {
         for piece in h.split('&') {
             let ok = piece.split_once('=').is_some_and(|(n, v)| {
-                !n.is_empty()
-                    && check_chars(n, is_hnv).is_ok()
-                    && check_chars(v, is_hnv).is_ok()
+                !n.is_empty() && check_chars(n, is_hnv).is_ok() && check_chars(v, is_hnv).is_ok()
             });
             if !ok {
                 return err(format_args!(
@@ -310,7 +317,10 @@ fn parse_sip<'a>(secure: bool, rest: &'a str, whole: &'a str) -> Result<SipUri<'
 pub(crate) fn parse_host<'a>(s: &'a str, whole: &str) -> Result<(Host<'a>, &'a str), UriError> {
     if let Some(v6) = s.strip_prefix('[') {
         let Some(close) = v6.find(']') else {
-            return err(format_args!("\"{}\": unterminated IPv6 reference", clip(whole)));
+            return err(format_args!(
+                "\"{}\": unterminated IPv6 reference",
+                clip(whole)
+            ));
         };
         let inner = &v6[..close];
         if !valid_ipv6_text(inner) {
@@ -341,7 +351,8 @@ pub(crate) fn parse_host<'a>(s: &'a str, whole: &str) -> Result<(Host<'a>, &'a s
 fn valid_ipv6_text(s: &str) -> bool {
     s.len() >= 2
         && s.bytes().filter(|c| *c == b':').count() >= 2
-        && s.bytes().all(|c| c.is_ascii_hexdigit() || c == b':' || c == b'.')
+        && s.bytes()
+            .all(|c| c.is_ascii_hexdigit() || c == b':' || c == b'.')
 }
 
 fn parse_tel<'a>(rest: &'a str, whole: &'a str) -> Result<TelUri<'a>, UriError> {
@@ -349,14 +360,19 @@ fn parse_tel<'a>(rest: &'a str, whole: &'a str) -> Result<TelUri<'a>, UriError> 
         Some((n, p)) => (n, p),
         None => (rest, ""),
     };
-    let ok_char = |c: u8| c.is_ascii_hexdigit() || matches!(c, b'+' | b'-' | b'.' | b'(' | b')' | b'*' | b'#');
+    let ok_char = |c: u8| {
+        c.is_ascii_hexdigit() || matches!(c, b'+' | b'-' | b'.' | b'(' | b')' | b'*' | b'#')
+    };
     if number.is_empty() || !number.bytes().all(ok_char) {
         return err(format_args!("tel URI \"{}\" has a bad number", clip(whole)));
     }
     for piece in params.split(';').filter(|p| !p.is_empty()) {
         let name = piece.split_once('=').map_or(piece, |(n, _)| n);
         if name.is_empty() || check_chars(piece, |c| is_param(c) || c == b'=').is_err() {
-            return err(format_args!("tel URI \"{}\" has a bad parameter", clip(whole)));
+            return err(format_args!(
+                "tel URI \"{}\" has a bad parameter",
+                clip(whole)
+            ));
         }
     }
     Ok(TelUri {

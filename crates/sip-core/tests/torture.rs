@@ -78,7 +78,10 @@ fn wsinv_short_tortuous_invite() {
     assert_eq!(via.host, Host::V4("192.0.2.2".parse().unwrap()));
     assert_eq!(via.branch(), Some("390skdjuw"));
     assert_eq!(m.get(HeaderName::Subject), Some(""));
-    assert_eq!(m.get_by_name("newfangledheader"), Some("newfangled value\r\n continued newfangled value"));
+    assert_eq!(
+        m.get_by_name("newfangledheader"),
+        Some("newfangled value\r\n continued newfangled value")
+    );
     assert_eq!(m.body().len(), 150);
     let ct = m.content_type().unwrap().unwrap();
     assert!(ct.is("application", "sdp"));
@@ -91,19 +94,37 @@ fn intmeth_unusual_method_and_characters() {
     // RFC 4475 §3.1.1.2.
     let m = parse("valid/intmeth.dat");
     let method = m.method().unwrap();
-    assert_eq!(method.as_str(), "!interesting-Method0123456789_*+`.%indeed'~");
+    assert_eq!(
+        method.as_str(),
+        "!interesting-Method0123456789_*+`.%indeed'~"
+    );
     assert!(!method.is_known());
     let uri = m.request_uri().unwrap();
     let sip = uri.as_sip().unwrap();
-    assert_eq!(sip.user, Some("1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*"));
-    assert_eq!(sip.password, Some("&it+has=1,weird!*pas$wo~d_too.(doesn't-it)"));
+    assert_eq!(
+        sip.user,
+        Some("1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*")
+    );
+    assert_eq!(
+        sip.password,
+        Some("&it+has=1,weird!*pas$wo~d_too.(doesn't-it)")
+    );
     assert_eq!(m.top_via().unwrap().branch(), Some("z9hG4bK-.!%66*_+`'~"));
     let to = m.to().unwrap();
     assert_eq!(to.display_name_text().unwrap(), "BEL:\x07 NUL:\0 DEL:\x7f");
-    assert_eq!(m.from().unwrap().display_name, Some("token1~` token2'+_ token3*%!.-"));
+    assert_eq!(
+        m.from().unwrap().display_name,
+        Some("token1~` token2'+_ token3*%!.-")
+    );
     assert_eq!(m.from().unwrap().tag(), Some("_token~1'+`*%!-."));
-    assert_eq!(m.call_id().unwrap(), "intmeth.word%ZK-!.*_+'@word`~)(><:\\/\"][?}{");
-    assert_eq!(m.get_by_name("extensionHeader-!.%*+_`'~"), Some("\u{FEFF}\u{5927}\u{505C}\u{96FB}"));
+    assert_eq!(
+        m.call_id().unwrap(),
+        "intmeth.word%ZK-!.*_+'@word`~)(><:\\/\"][?}{"
+    );
+    assert_eq!(
+        m.get_by_name("extensionHeader-!.%*+_`'~"),
+        Some("\u{FEFF}\u{5927}\u{505C}\u{96FB}")
+    );
 }
 
 #[test]
@@ -116,8 +137,13 @@ fn esc01_escapes_are_kept_and_decoded_once() {
     let to = m.to().unwrap();
     assert_eq!(&*to.uri.as_sip().unwrap().user_decoded().unwrap(), b"user");
     let from = m.from().unwrap();
-    assert_eq!(&*from.uri.as_sip().unwrap().user_decoded().unwrap(), b"I have spaces");
-    let Contact::Addr(c) = m.contacts().next().unwrap().unwrap() else { panic!() };
+    assert_eq!(
+        &*from.uri.as_sip().unwrap().user_decoded().unwrap(),
+        b"I have spaces"
+    );
+    let Contact::Addr(c) = m.contacts().next().unwrap().unwrap() else {
+        panic!()
+    };
     let params = c.uri.as_sip().unwrap().params;
     // name=value%25%34%31 is "value%41" after one decoding, never "valueA".
     let raw = params.get("n%61me").unwrap().unwrap();
@@ -137,7 +163,10 @@ fn escnull_keeps_nul_in_users() {
         .collect();
     assert_eq!(users, vec![vec![0u8], vec![0, 0]]);
     let to = m.to().unwrap();
-    assert_eq!(&*to.uri.as_sip().unwrap().user_decoded().unwrap(), b"null-\0-null");
+    assert_eq!(
+        &*to.uri.as_sip().unwrap().user_decoded().unwrap(),
+        b"null-\0-null"
+    );
 }
 
 #[test]
@@ -147,7 +176,10 @@ fn esc02_percent_is_not_an_escape_in_tokens() {
     assert_eq!(m.method().unwrap().as_str(), "RE%47IST%45R");
     assert_ne!(m.method(), Some(&Method::Register));
     assert_eq!(m.contacts().count(), 2);
-    assert_eq!(m.get_by_name("C%6Fntact"), Some("<sip:alias2@host2.example.com>"));
+    assert_eq!(
+        m.get_by_name("C%6Fntact"),
+        Some("<sip:alias2@host2.example.com>")
+    );
     assert_eq!(m.to().unwrap().display_name_text().unwrap(), "%Z%45");
 }
 
@@ -174,7 +206,10 @@ fn dblreq_trailing_octets_ignored() {
     assert_eq!(m.method(), Some(&Method::Register));
     assert_eq!(m.body(), b"");
     assert!(!m.as_bytes().windows(6).any(|w| w == b"INVITE"));
-    assert_eq!(m.call_id().unwrap(), "dblreq.0ha0isndaksdj99sdfafnl3lk233412");
+    assert_eq!(
+        m.call_id().unwrap(),
+        "dblreq.0ha0isndaksdj99sdfafnl3lk233412"
+    );
 }
 
 #[test]
@@ -205,7 +240,12 @@ fn mpart01_binary_body_framed_by_length() {
 fn unreason_and_noreason() {
     let m = parse("valid/unreason.dat");
     assert_eq!(m.status(), Some(200));
-    assert_eq!(m.reason(), Some("= 2**3 * 5**2 \u{43d}\u{43e} \u{441}\u{442}\u{43e} \u{434}\u{435}\u{432}\u{44f}\u{43d}\u{43e}\u{441}\u{442}\u{43e} \u{434}\u{435}\u{432}\u{44f}\u{442}\u{44c} - \u{43f}\u{440}\u{43e}\u{441}\u{442}\u{43e}\u{435}"));
+    assert_eq!(
+        m.reason(),
+        Some(
+            "= 2**3 * 5**2 \u{43d}\u{43e} \u{441}\u{442}\u{43e} \u{434}\u{435}\u{432}\u{44f}\u{43d}\u{43e}\u{441}\u{442}\u{43e} \u{434}\u{435}\u{432}\u{44f}\u{442}\u{44c} - \u{43f}\u{440}\u{43e}\u{441}\u{442}\u{43e}\u{435}"
+        )
+    );
     let m = parse("valid/noreason.dat");
     assert_eq!(m.status(), Some(100));
     assert_eq!(m.reason(), Some(""));
@@ -246,7 +286,10 @@ fn invalid_messages_name_their_fault() {
     assert_eq!(refuse("invalid/mismatch02.dat").status_code(), 501);
     assert_eq!(refuse("invalid/mismatch01.dat").status_code(), 400);
     let reason = refuse("invalid/scalar02.dat").reason_phrase();
-    assert!(reason.starts_with("Bad Request (bad CSeq header"), "{reason}");
+    assert!(
+        reason.starts_with("Bad Request (bad CSeq header"),
+        "{reason}"
+    );
 }
 
 #[test]
@@ -255,8 +298,13 @@ fn baddn_fault_is_the_display_name() {
     // found is the one RFC 4475 §3.1.2.15 describes: an unquoted display name with a comma.
     let mut bytes = load("invalid/baddn.dat").to_vec();
     bytes.extend_from_slice(b"\r\n");
-    let e = Message::parse(Bytes::from(bytes)).and_then(|m| m.validate()).unwrap_err();
-    assert!(e.to_string().contains("bad From header") || e.to_string().contains("bad To header"), "{e}");
+    let e = Message::parse(Bytes::from(bytes))
+        .and_then(|m| m.validate())
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("bad From header") || e.to_string().contains("bad To header"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -266,7 +314,13 @@ fn application_level_rejections_have_what_they_need() {
     assert!(!m.top_via().unwrap().has_rfc3261_branch());
     // §3.3.2, §3.3.3: unknown schemes are kept, to be answered 416.
     let m = parse("valid/unkscm.dat");
-    assert!(matches!(m.request_uri(), Some(Uri::Other { scheme: "nobodyKnowsThisScheme", .. })));
+    assert!(matches!(
+        m.request_uri(),
+        Some(Uri::Other {
+            scheme: "nobodyKnowsThisScheme",
+            ..
+        })
+    ));
     let m = parse("valid/novelsc.dat");
     assert_eq!(m.request_uri().unwrap().scheme(), "soap.beep");
     // §3.3.4: non-SIP URIs in To, From, Contact parse; the registrar refuses them.
@@ -283,7 +337,11 @@ fn application_level_rejections_have_what_they_need() {
     assert!(!m.content_type().unwrap().unwrap().is("application", "sdp"));
     // §3.3.7: an Authorization of an unknown scheme is kept verbatim.
     let m = parse("valid/regaut01.dat");
-    assert!(m.get(HeaderName::Authorization).unwrap().starts_with("NoOneKnowsThisScheme"));
+    assert!(
+        m.get(HeaderName::Authorization)
+            .unwrap()
+            .starts_with("NoOneKnowsThisScheme")
+    );
     // §3.3.10: the broadcast Via is visible to whoever must drop it.
     let m = parse("valid/bcast.dat");
     let second = m.vias().nth(1).unwrap().unwrap();
@@ -299,18 +357,27 @@ fn application_level_rejections_have_what_they_need() {
 fn contact_params_belong_where_the_brackets_say() {
     // §3.3.12: without <>, ;unknownparam is a contact parameter.
     let m = parse("valid/cparam01.dat");
-    let Contact::Addr(c) = m.contacts().next().unwrap().unwrap() else { panic!() };
+    let Contact::Addr(c) = m.contacts().next().unwrap().unwrap() else {
+        panic!()
+    };
     assert!(c.params.contains("unknownparam"));
     assert!(c.uri.as_sip().unwrap().params.is_empty());
     // §3.3.13: inside <>, it is a URI parameter.
     let m = parse("valid/cparam02.dat");
-    let Contact::Addr(c) = m.contacts().next().unwrap().unwrap() else { panic!() };
+    let Contact::Addr(c) = m.contacts().next().unwrap().unwrap() else {
+        panic!()
+    };
     assert!(c.params.is_empty());
     assert!(c.uri.as_sip().unwrap().params.contains("unknownparam"));
     // §3.3.14: an escaped header in a bracketed compact Contact is kept.
     let m = parse("valid/regescrt.dat");
-    let Contact::Addr(c) = m.contacts().next().unwrap().unwrap() else { panic!() };
-    assert_eq!(c.uri.as_sip().unwrap().headers, Some("Route=%3Csip:sip.example.com%3E"));
+    let Contact::Addr(c) = m.contacts().next().unwrap().unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        c.uri.as_sip().unwrap().headers,
+        Some("Route=%3Csip:sip.example.com%3E")
+    );
     assert_eq!(m.content_length(), Some(0));
 }
 
@@ -343,8 +410,15 @@ fn rfc5118_ipv6_references() {
     let sip = uri.as_sip().unwrap();
     assert_eq!((sip.host, sip.port), (Host::V6("2001:db8::10"), Some(5070)));
     // §4.5: received with and without brackets reads the same.
-    for f in ["valid/via-received-param-with-delim.dat", "valid/via-received-param-no-delim.dat"] {
-        assert_eq!(parse(f).top_via().unwrap().received(), Some("2001:db8::9:255"), "{f}");
+    for f in [
+        "valid/via-received-param-with-delim.dat",
+        "valid/via-received-param-no-delim.dat",
+    ] {
+        assert_eq!(
+            parse(f).top_via().unwrap().received(),
+            Some("2001:db8::9:255"),
+            "{f}"
+        );
     }
     // §4.7
     let m = parse("valid/mult-ip-in-header.dat");
@@ -370,7 +444,11 @@ fn rfc5118_ipv6_references() {
 #[test]
 fn rfc5118_sdp_bodies() {
     use sip_core::sdp::SessionDescription;
-    for f in ["valid/ipv6-in-sdp.dat", "valid/mult-ip-in-sdp.dat", "valid/ipv4-mapped-ipv6.dat"] {
+    for f in [
+        "valid/ipv6-in-sdp.dat",
+        "valid/mult-ip-in-sdp.dat",
+        "valid/ipv4-mapped-ipv6.dat",
+    ] {
         let m = parse(f);
         let sdp = SessionDescription::parse(m.body()).unwrap_or_else(|e| panic!("{f}: {e}"));
         assert!(!sdp.media.is_empty(), "{f}");
