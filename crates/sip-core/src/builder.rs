@@ -221,9 +221,11 @@ fn copy_response_headers(
     to_tag: Option<&str>,
 ) {
     for f in request.headers() {
+        let value = crate::scan::unfold(f.value);
+        let value = value.as_ref();
         match f.name {
             HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
-                b.push(f.name.as_str().unwrap_or(f.name_text), f.value)
+                b.push(f.name.as_str().unwrap_or(f.name_text), value)
             }
             HeaderName::To => {
                 let has_tag = request.to().ok().and_then(|t| t.tag()).is_some();
@@ -240,5 +242,52 @@ fn copy_response_headers(
             HeaderName::Timestamp if code == 100 => b.push("Timestamp", f.value),
             _ => {}
         }
+    }
+}
+
+/// Forms an error response to a request that could not be parsed, by copying the raw
+/// Via, From, To, Call-ID and CSeq lines RFC 3261 §8.2.6 needs. Returns `None` for a
+/// response (a response is never answered) or when any of those lines is missing, in
+/// which case the message must be dropped: there is no way to address an answer.
+pub fn error_response_to_raw(raw: &[u8], code: u16, reason: &str) -> Option<Bytes> {
+    if raw.len() >= 4 && raw[..4].eq_ignore_ascii_case(b"SIP/") {
+        return None;
+    }
+    let head_end = memchr::memmem::find(raw, b"\r\n\r\n").unwrap_or(raw.len());
+    let head = std::str::from_utf8(&raw[..head_end]).ok()?;
+    let mut b = MessageBuilder::response(code, reason);
+    let mut seen = [false; 5];
+    let mut lines = head.split('\n').skip(1).peekable();
+    while let Some(line) = lines.next() {
+        let mut value = line.trim_end_matches('\r').to_string();
+        // Unfold continuation lines into one.
+        while let Some(next) = lines.peek() {
+            if next.starts_with([' ', '\t']) {
+                value.push(' ');
+                value.push_str(next.trim());
+                lines.next();
+            } else {
+                break;
+            }
+        }
+        let Some((name, v)) = value.split_once(':') else {
+            continue;
+        };
+        let slot = match HeaderName::from_bytes(name.trim().as_bytes()) {
+            HeaderName::Via => 0,
+            HeaderName::From => 1,
+            HeaderName::To => 2,
+            HeaderName::CallId => 3,
+            HeaderName::CSeq => 4,
+            _ => continue,
+        };
+        let name = HeaderName::from_bytes(name.trim().as_bytes());
+        seen[slot] = true;
+        b.push(name.as_str().unwrap_or("X"), v.trim());
+    }
+    if seen.iter().all(|s| *s) {
+        b.into_bytes().ok()
+    } else {
+        None
     }
 }

@@ -294,3 +294,27 @@ pub(crate) fn parse_u64(s: &str) -> Option<u64> {
 pub(crate) fn parse_u32(s: &str) -> Option<u32> {
     parse_u64(s).and_then(|v| u32::try_from(v).ok())
 }
+
+/// Replaces each folded line break (CRLF or LF followed by white space) with one space,
+/// so that a received value can be written into a new message on one line.
+pub fn unfold(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains(['\r', '\n']) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\r' || c == '\n' {
+            while chars
+                .peek()
+                .is_some_and(|n| matches!(n, '\r' | '\n' | ' ' | '\t'))
+            {
+                chars.next();
+            }
+            out.push(' ');
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}

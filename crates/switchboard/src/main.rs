@@ -3,7 +3,11 @@
 //! Only this crate talks to the outside world: it parses arguments, prints, picks exit
 //! codes and touches files; the protocol logic it calls lives in `sip-core`.
 
+#[allow(dead_code)] // read by `serve`, which lands with the transport layer (issue 3)
+mod config;
 mod parse_cmd;
+#[allow(dead_code)] // driven by `serve`, which lands with the transport layer (issue 3)
+mod service;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

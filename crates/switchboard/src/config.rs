@@ -1,0 +1,289 @@
+//! `switchboard serve --config FILE`: the TOML configuration, its defaults, and errors
+//! that name the key and the line so an admin can fix a typo without guessing.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// The whole configuration. Every section is optional; the defaults make a working
+/// server on 5060 UDP/TCP with an SQLite file in the current directory.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[sip]`: listening and the served domain.
+    pub sip: SipConfig,
+    /// `[tls]`: certificate for `tls:` and `wss:` listeners.
+    pub tls: TlsConfig,
+    /// `[storage]`: where state is kept.
+    pub storage: StorageConfig,
+    /// `[registrar]`: REGISTER handling.
+    pub registrar: RegistrarConfig,
+    /// `[limits]`: protection against floods and oversize input.
+    pub limits: LimitsConfig,
+}
+
+/// `[sip]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    /// Listen specs: `udp:127.0.0.1:5060`, `tcp:…`, `tls:…`, `ws:…`, `wss:…`.
+    pub listen: Vec<String>,
+    /// The domain of local users, and the authentication realm.
+    pub domain: String,
+    /// The User-Agent/Server string we send.
+    pub server_name: String,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            listen: vec!["udp:0.0.0.0:5060".into(), "tcp:0.0.0.0:5060".into()],
+            domain: "localhost".into(),
+            server_name: format!("Switchboard/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// `[tls]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain; without it a self-signed certificate is generated.
+    pub certificate: Option<PathBuf>,
+    /// PEM private key.
+    pub private_key: Option<PathBuf>,
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// SQLite file (relative to the working directory), or a URL for other backends.
+    pub database: String,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            database: "switchboard.db".into(),
+        }
+    }
+}
+
+/// `[registrar]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrarConfig {
+    /// Challenge REGISTER with digest authentication.
+    pub require_auth: bool,
+    /// Shortest registration accepted (423 Interval Too Brief below it).
+    pub min_expires: u32,
+    /// Longest registration granted.
+    pub max_expires: u32,
+    /// Granted when the phone asks for none.
+    pub default_expires: u32,
+}
+
+impl Default for RegistrarConfig {
+    fn default() -> Self {
+        RegistrarConfig {
+            require_auth: true,
+            min_expires: 60,
+            max_expires: 3600,
+            default_expires: 3600,
+        }
+    }
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest SIP message accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// Connections accepted from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Connections accepted in all.
+    pub max_connections: usize,
+    /// Seconds an idle TCP/TLS/WS connection is kept open.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_message_bytes: 65_535,
+            max_connections_per_ip: 64,
+            max_connections: 10_000,
+            idle_timeout_secs: 300,
+        }
+    }
+}
+
+/// A configuration that cannot be used, with the file, line and key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TOML that does not parse, or a key or value that is wrong.
+    #[error("{path}:{line}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the fault.
+        line: usize,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses configuration text; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let invalid = |offset: usize, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            line: text[..offset.min(text.len())].matches('\n').count() + 1,
+            message,
+        };
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map_or(0, |s| s.start);
+            // toml's message carries its own snippet; the first line is the useful one.
+            let message = e.message().lines().next().unwrap_or("invalid").to_string();
+            invalid(offset, message)
+        })?;
+        config.check().map_err(|(key, message)| {
+            let offset = find_key(text, key).unwrap_or(0);
+            invalid(offset, format!("{key}: {message}"))
+        })?;
+        Ok(config)
+    }
+
+    /// Checks the values serde cannot: ranges and relations between keys.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        let r = &self.registrar;
+        if r.min_expires > r.max_expires {
+            return Err((
+                "min_expires",
+                format!(
+                    "{} is greater than max_expires ({})",
+                    r.min_expires, r.max_expires
+                ),
+            ));
+        }
+        if self.sip.listen.is_empty() {
+            return Err(("listen", "at least one listen address is needed".into()));
+        }
+        for spec in &self.sip.listen {
+            check_listen(spec).map_err(|m| ("listen", format!("\"{spec}\": {m}")))?;
+        }
+        if self.sip.domain.trim().is_empty() {
+            return Err(("domain", "must not be empty".into()));
+        }
+        if self.tls.certificate.is_some() != self.tls.private_key.is_some() {
+            return Err((
+                "certificate",
+                "certificate and private_key go together".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Validates a `transport:address:port` listen spec.
+pub fn check_listen(spec: &str) -> Result<(), String> {
+    let Some((transport, addr)) = spec.split_once(':') else {
+        return Err("expected transport:address:port, like udp:127.0.0.1:5060".into());
+    };
+    if sip_core::Transport::from_token(transport).is_none() {
+        return Err(format!(
+            "unknown transport \"{transport}\" (udp, tcp, tls, ws or wss)"
+        ));
+    }
+    addr.parse::<std::net::SocketAddr>()
+        .map(|_| ())
+        .map_err(|_| format!("\"{addr}\" is not an address:port (IPv6 as [::1]:5060)"))
+}
+
+/// Where `key = ` first appears in the text, to point an error at its line.
+fn find_key(text: &str, key: &str) -> Option<usize> {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim_start();
+        if t.starts_with(key) && t[key.len()..].trim_start().starts_with('=') {
+            return Some(offset);
+        }
+        offset += line.len();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("sb.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_issue_example_parses() {
+        let c = parse(
+            "[sip]\nlisten = [\"udp:127.0.0.1:5060\", \"tcp:127.0.0.1:5060\"]\ndomain = \"example.test\"\n[storage]\ndatabase = \"switchboard.db\"\n[registrar]\nrequire_auth = true\nmin_expires = 60\nmax_expires = 3600\n",
+        )
+        .unwrap();
+        assert_eq!(c.sip.domain, "example.test");
+        assert_eq!(c.registrar.max_expires, 3600);
+        assert_eq!(c.sip.listen.len(), 2);
+    }
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.sip.listen, ["udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"]);
+        assert_eq!(c.storage.database, "switchboard.db");
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let e = parse("[sip]\ndomain = \"a\"\nlisten_on = []\n").unwrap_err();
+        assert!(e.starts_with("sb.toml:3: unknown field `listen_on`"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_names_key_and_line() {
+        let e = parse("[registrar]\n\nmin_expires = \"soon\"\n").unwrap_err();
+        assert!(e.starts_with("sb.toml:3: "), "{e}");
+        assert!(e.contains("string"), "{e}");
+        let e = parse("[registrar]\nmin_expires = 600\nmax_expires = 60\n").unwrap_err();
+        assert_eq!(
+            e,
+            "sb.toml:2: min_expires: 600 is greater than max_expires (60)"
+        );
+        let e = parse("[sip]\n\nlisten = [\"sctp:1.2.3.4:5\"]\n").unwrap_err();
+        assert!(
+            e.starts_with("sb.toml:3: listen: \"sctp:1.2.3.4:5\": unknown transport"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn syntax_error_has_a_line() {
+        let e = parse("[sip]\ndomain = \n").unwrap_err();
+        assert!(e.starts_with("sb.toml:2: "), "{e}");
+    }
+}
