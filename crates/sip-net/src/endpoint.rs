@@ -244,7 +244,6 @@ type ConnKey = (Transport, SocketAddr);
 struct ConnEntry {
     tx: mpsc::Sender<Bytes>,
     flow: Flow,
-    inbound: bool,
 }
 
 #[derive(Default)]
@@ -392,7 +391,7 @@ impl Endpoint {
         lock(&self.inner.conns).by_id.len()
     }
 
-    /// Closes a connection (its task writes what is queued... no: drops it and stops).
+    /// Closes a connection at once; messages still queued for it are dropped.
     /// Returns whether it was open.
     pub fn close_connection(&self, id: ConnectionId) -> bool {
         let mut t = lock(&self.inner.conns);
@@ -801,7 +800,6 @@ impl Inner {
             ConnEntry {
                 tx: tx.clone(),
                 flow,
-                inbound,
             },
         );
         t.by_remote.insert((transport, remote), id);
@@ -833,7 +831,7 @@ impl Drop for ConnGuard {
     fn drop(&mut self) {
         let mut t = lock(&self.inner.conns);
         // The entry may already be gone (close_connection); the per-IP count may not.
-        let _ = t.by_id.remove(&self.id).map(|e| e.inbound);
+        t.by_id.remove(&self.id);
         if t.by_remote.get(&self.key) == Some(&self.id) {
             t.by_remote.remove(&self.key);
         }

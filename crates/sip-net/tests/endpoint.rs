@@ -382,8 +382,10 @@ async fn tls_client_connection_to_another_endpoint() {
     let mut bcfg = EndpointConfig::new([spec("tls:127.0.0.1:0")]);
     bcfg.tls_server = Some(cert.server_config.clone());
     let (b, mut brx) = bind_with(bcfg).await;
-    let mut acfg = EndpointConfig::default();
-    acfg.tls_client = Some(tls::client_config([cert.cert_der.clone()]).unwrap());
+    let acfg = EndpointConfig {
+        tls_client: Some(tls::client_config([cert.cert_der.clone()]).unwrap()),
+        ..EndpointConfig::default()
+    };
     let (a, mut arx) = bind_with(acfg).await;
     let to = b.local_addr(Transport::Tls).unwrap();
     let uri = format!("sips:server@127.0.0.1:{}", to.port());
