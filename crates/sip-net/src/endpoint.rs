@@ -835,12 +835,16 @@ impl Drop for ConnGuard {
         if t.by_remote.get(&self.key) == Some(&self.id) {
             t.by_remote.remove(&self.key);
         }
-        if self.inbound {
-            if let Some(n) = t.per_ip.get_mut(&self.ip) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    t.per_ip.remove(&self.ip);
-                }
+        // Only inbound connections count against the per-IP limit.
+        let per_ip = if self.inbound {
+            t.per_ip.get_mut(&self.ip)
+        } else {
+            None
+        };
+        if let Some(n) = per_ip {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                t.per_ip.remove(&self.ip);
             }
         }
         self.inner.counters.closed();
