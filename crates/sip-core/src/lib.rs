@@ -15,6 +15,7 @@ pub mod params;
 pub mod scan;
 pub mod transport;
 pub mod sdp;
+pub mod transaction;
 pub mod uri;
 
 pub use builder::{MessageBuilder, response_to};
