@@ -64,13 +64,15 @@ fn events(layer: &mut TransactionLayer) -> Vec<Event> {
     std::iter::from_fn(|| layer.poll_event()).collect()
 }
 
+/// Transmits with the instant they left.
+type Sent = Vec<(Instant, Transmit)>;
+/// Events with the instant they came.
+type Seen = Vec<(Instant, Event)>;
+
 /// Runs the clock through every timer up to `until`, following `poll_timeout` as an
 /// I/O driver would, and returns the instants at which something was sent, plus every
 /// event, in order.
-fn run_until(
-    layer: &mut TransactionLayer,
-    until: Instant,
-) -> (Vec<(Instant, Transmit)>, Vec<(Instant, Event)>) {
+fn run_until(layer: &mut TransactionLayer, until: Instant) -> (Sent, Seen) {
     let (mut tx, mut ev) = (Vec::new(), Vec::new());
     while let Some(t) = layer.poll_timeout() {
         if t > until {
@@ -90,7 +92,12 @@ fn offsets(base: Instant, sent: &[(Instant, Transmit)]) -> Vec<u64> {
 }
 
 /// A server transaction for a received request; returns its key.
-fn serve(layer: &mut TransactionLayer, now: Instant, req: &Message, f: Flow) -> sip_core::transaction::TransactionKey {
+fn serve(
+    layer: &mut TransactionLayer,
+    now: Instant,
+    req: &Message,
+    f: Flow,
+) -> sip_core::transaction::TransactionKey {
     layer.handle_message(now, req.clone(), f).unwrap();
     match events(layer).as_slice() {
         [Event::Request { key, .. }] => *key,
@@ -106,7 +113,8 @@ fn has_timeout(ev: &[(Instant, Event)], timer: Timer) -> Option<Instant> {
 }
 
 fn terminated_at(ev: &[(Instant, Event)]) -> Option<Instant> {
-    ev.iter().find_map(|(t, e)| matches!(e, Event::Terminated { .. }).then_some(*t))
+    ev.iter()
+        .find_map(|(t, e)| matches!(e, Event::Terminated { .. }).then_some(*t))
 }
 
 // ----- non-INVITE client: timers E, F, K -----
@@ -124,9 +132,14 @@ fn non_invite_client_udp_retransmits_doubling_to_t2_then_timer_f() {
     // E: 500, 1000, 2000, 4000 (T2), 4000, ... until F at 64·T1 = 32 s.
     assert_eq!(
         offsets(base, &sent),
-        vec![500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500]
+        vec![
+            500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500
+        ]
     );
-    assert_eq!(has_timeout(&ev, Timer::F), Some(base + Duration::from_secs(32)));
+    assert_eq!(
+        has_timeout(&ev, Timer::F),
+        Some(base + Duration::from_secs(32))
+    );
     assert_eq!(terminated_at(&ev), Some(base + Duration::from_secs(32)));
     assert_eq!(layer.len(), 0);
     assert_eq!(layer.scheduled_timers(), 0);
@@ -144,7 +157,10 @@ fn non_invite_client_retransmits_every_t2_in_proceeding() {
     layer
         .handle_message(base + ms(600), respond(&req, 100), udp())
         .unwrap();
-    assert!(matches!(events(&mut layer).as_slice(), [Event::Response { .. }]));
+    assert!(matches!(
+        events(&mut layer).as_slice(),
+        [Event::Response { .. }]
+    ));
     // E was armed for 1500 before the provisional; from then on it is T2.
     let (sent, _) = run_until(&mut layer, base + ms(10_000));
     assert_eq!(offsets(base, &sent), vec![1500, 5500, 9500]);
@@ -160,7 +176,10 @@ fn non_invite_client_tcp_never_retransmits_and_times_out_with_f() {
     assert_eq!(transmits(&mut layer).len(), 1);
     let (sent, ev) = run_until(&mut layer, base + Duration::from_secs(60));
     assert!(sent.is_empty());
-    assert_eq!(has_timeout(&ev, Timer::F), Some(base + Duration::from_secs(32)));
+    assert_eq!(
+        has_timeout(&ev, Timer::F),
+        Some(base + Duration::from_secs(32))
+    );
     assert_eq!(layer.len(), 0);
 }
 
@@ -174,7 +193,9 @@ fn non_invite_client_timer_k_udp_t4_tcp_zero() {
         .handle_message(base + ms(100), respond(&req, 200), udp())
         .unwrap();
     let ev = events(&mut layer);
-    assert!(matches!(&ev[..], [Event::Response { key: k, response }] if *k == key && response.status() == Some(200)));
+    assert!(
+        matches!(&ev[..], [Event::Response { key: k, response }] if *k == key && response.status() == Some(200))
+    );
     assert_eq!(layer.state(key), Some(State::Completed));
     // A retransmitted 200 is absorbed.
     layer
@@ -186,7 +207,9 @@ fn non_invite_client_timer_k_udp_t4_tcp_zero() {
 
     let req = request("OPTIONS", "z9hG4bKk2", 1, "");
     layer.send_request(base, req.clone(), tcp()).unwrap();
-    layer.handle_message(base + ms(100), respond(&req, 200), tcp()).unwrap();
+    layer
+        .handle_message(base + ms(100), respond(&req, 200), tcp())
+        .unwrap();
     assert!(matches!(
         &events(&mut layer)[..],
         [Event::Response { .. }, Event::Terminated { .. }]
@@ -206,8 +229,14 @@ fn invite_client_udp_timer_a_doubles_then_timer_b() {
     assert_eq!(transmits(&mut layer).len(), 1);
     let (sent, ev) = run_until(&mut layer, base + Duration::from_secs(60));
     // A: 500, 1000, 2000, 4000, 8000, 16000: INVITE intervals are not capped by T2.
-    assert_eq!(offsets(base, &sent), vec![500, 1500, 3500, 7500, 15500, 31500]);
-    assert_eq!(has_timeout(&ev, Timer::B), Some(base + Duration::from_secs(32)));
+    assert_eq!(
+        offsets(base, &sent),
+        vec![500, 1500, 3500, 7500, 15500, 31500]
+    );
+    assert_eq!(
+        has_timeout(&ev, Timer::B),
+        Some(base + Duration::from_secs(32))
+    );
     assert_eq!(layer.len(), 0);
     // Timer C's entry is left behind in the heap until it surfaces; it is not live.
     assert_eq!(layer.poll_timeout(), None);
@@ -223,7 +252,10 @@ fn invite_client_tcp_no_retransmission() {
     let _ = transmits(&mut layer);
     let (sent, ev) = run_until(&mut layer, base + Duration::from_secs(60));
     assert!(sent.is_empty());
-    assert_eq!(has_timeout(&ev, Timer::B), Some(base + Duration::from_secs(32)));
+    assert_eq!(
+        has_timeout(&ev, Timer::B),
+        Some(base + Duration::from_secs(32))
+    );
 }
 
 #[test]
@@ -244,7 +276,10 @@ fn invite_client_provisional_stops_retransmission_and_resets_timer_c() {
     assert!(sent.is_empty(), "no retransmission in Proceeding");
     // C was reset by the 180: 10 s + 180 s. The transaction waits 64·T1 more for the
     // CANCEL's 487, then gives up with B.
-    assert_eq!(has_timeout(&ev, Timer::C), Some(t + Duration::from_secs(180)));
+    assert_eq!(
+        has_timeout(&ev, Timer::C),
+        Some(t + Duration::from_secs(180))
+    );
     assert_eq!(
         has_timeout(&ev, Timer::B),
         Some(t + Duration::from_secs(180 + 32))
@@ -274,9 +309,13 @@ fn invite_client_non_2xx_generates_ack_with_the_right_headers() {
     let key = layer.send_request(base, invite.clone(), udp()).unwrap();
     let _ = transmits(&mut layer);
     let busy = respond(&invite, 486);
-    layer.handle_message(base + ms(100), busy.clone(), udp()).unwrap();
+    layer
+        .handle_message(base + ms(100), busy.clone(), udp())
+        .unwrap();
     let ev = events(&mut layer);
-    assert!(matches!(&ev[..], [Event::Response { key: k, response }] if *k == key && response.status() == Some(486)));
+    assert!(
+        matches!(&ev[..], [Event::Response { key: k, response }] if *k == key && response.status() == Some(486))
+    );
     let sent = transmits(&mut layer);
     assert_eq!(sent.len(), 1);
     let ack = Message::parse(sent[0].bytes.clone()).unwrap();
@@ -297,12 +336,17 @@ fn invite_client_non_2xx_generates_ack_with_the_right_headers() {
         vec!["SIP/2.0/UDP pc33.atlanta.example.com;branch=z9hG4bKnashds8"]
     );
     let routes: Vec<_> = ack.get_all(HeaderName::Route).collect();
-    assert_eq!(routes, vec!["<sip:p1.example.com;lr>", "<sip:p2.example.com;lr>"]);
+    assert_eq!(
+        routes,
+        vec!["<sip:p1.example.com;lr>", "<sip:p2.example.com;lr>"]
+    );
     assert_eq!(ack.get(HeaderName::Contact), None);
     assert_eq!(ack, build_ack(&invite, &busy).unwrap());
 
     // A retransmitted 486 is re-ACKed and not passed up.
-    layer.handle_message(base + ms(600), busy.clone(), udp()).unwrap();
+    layer
+        .handle_message(base + ms(600), busy.clone(), udp())
+        .unwrap();
     assert!(events(&mut layer).is_empty());
     let again = transmits(&mut layer);
     assert_eq!(again.len(), 1);
@@ -310,7 +354,10 @@ fn invite_client_non_2xx_generates_ack_with_the_right_headers() {
 
     // Timer D: 32 s over UDP.
     let (_, ev) = run_until(&mut layer, base + Duration::from_secs(60));
-    assert_eq!(terminated_at(&ev), Some(base + ms(100) + Duration::from_secs(32)));
+    assert_eq!(
+        terminated_at(&ev),
+        Some(base + ms(100) + Duration::from_secs(32))
+    );
 }
 
 #[test]
@@ -320,7 +367,9 @@ fn invite_client_timer_d_is_zero_over_tcp() {
     let invite = request("INVITE", "z9hG4bKd2", 1, "");
     layer.send_request(base, invite.clone(), tcp()).unwrap();
     let _ = transmits(&mut layer);
-    layer.handle_message(base + ms(10), respond(&invite, 404), tcp()).unwrap();
+    layer
+        .handle_message(base + ms(10), respond(&invite, 404), tcp())
+        .unwrap();
     assert_eq!(transmits(&mut layer).len(), 1, "the ACK");
     assert!(matches!(
         &events(&mut layer)[..],
@@ -337,20 +386,32 @@ fn invite_client_2xx_goes_up_and_accepted_passes_retransmissions() {
     let key = layer.send_request(base, invite.clone(), udp()).unwrap();
     let _ = transmits(&mut layer);
     let ok = respond(&invite, 200);
-    layer.handle_message(base + ms(100), ok.clone(), udp()).unwrap();
+    layer
+        .handle_message(base + ms(100), ok.clone(), udp())
+        .unwrap();
     assert!(matches!(&events(&mut layer)[..], [Event::Response { key: k, .. }] if *k == key));
-    assert!(transmits(&mut layer).is_empty(), "the TU ACKs a 2xx, not the transaction");
+    assert!(
+        transmits(&mut layer).is_empty(),
+        "the TU ACKs a 2xx, not the transaction"
+    );
     assert_eq!(layer.state(key), Some(State::Accepted));
     // The 2xx retransmission goes up again so the TU can re-ACK.
-    layer.handle_message(base + ms(600), ok.clone(), udp()).unwrap();
+    layer
+        .handle_message(base + ms(600), ok.clone(), udp())
+        .unwrap();
     assert!(matches!(&events(&mut layer)[..], [Event::Response { .. }]));
     assert!(transmits(&mut layer).is_empty());
     // A late 486 (another fork) is not passed up in Accepted.
-    layer.handle_message(base + ms(700), respond(&invite, 486), udp()).unwrap();
+    layer
+        .handle_message(base + ms(700), respond(&invite, 486), udp())
+        .unwrap();
     assert!(events(&mut layer).is_empty());
     // Timer M: 64·T1.
     let (_, ev) = run_until(&mut layer, base + Duration::from_secs(60));
-    assert_eq!(terminated_at(&ev), Some(base + ms(100) + Duration::from_secs(32)));
+    assert_eq!(
+        terminated_at(&ev),
+        Some(base + ms(100) + Duration::from_secs(32))
+    );
     assert_eq!(layer.len(), 0);
 }
 
@@ -373,7 +434,9 @@ fn invite_server_sends_100_trying_after_200ms() {
     assert_eq!(trying.status(), Some(100));
     assert_eq!(trying.to().unwrap().tag(), None);
     // A retransmitted INVITE gets the 100 again.
-    layer.handle_message(base + ms(500), invite.clone(), udp()).unwrap();
+    layer
+        .handle_message(base + ms(500), invite.clone(), udp())
+        .unwrap();
     assert!(events(&mut layer).is_empty());
     assert_eq!(transmits(&mut layer)[0].bytes, sent[0].bytes);
 }
@@ -384,13 +447,17 @@ fn invite_server_no_100_when_tu_sends_a_provisional_first() {
     let mut layer = TransactionLayer::default();
     let invite = request("INVITE", "z9hG4bKt2", 1, "");
     let key = serve(&mut layer, base, &invite, udp());
-    layer.send_response(base + ms(50), key, respond(&invite, 180)).unwrap();
+    layer
+        .send_response(base + ms(50), key, respond(&invite, 180))
+        .unwrap();
     let ringing = transmits(&mut layer);
     assert_eq!(ringing.len(), 1);
     layer.handle_timeout(base + ms(300));
     assert!(transmits(&mut layer).is_empty());
     // Request retransmission absorbed, the last response (180) resent.
-    layer.handle_message(base + ms(500), invite.clone(), udp()).unwrap();
+    layer
+        .handle_message(base + ms(500), invite.clone(), udp())
+        .unwrap();
     assert!(events(&mut layer).is_empty());
     let resent = transmits(&mut layer);
     assert_eq!(resent.len(), 1);
@@ -403,16 +470,23 @@ fn invite_server_non_2xx_retransmits_with_g_until_h() {
     let mut layer = TransactionLayer::default();
     let invite = request("INVITE", "z9hG4bKg1", 1, "");
     let key = serve(&mut layer, base, &invite, udp());
-    layer.send_response(base, key, respond(&invite, 486)).unwrap();
+    layer
+        .send_response(base, key, respond(&invite, 486))
+        .unwrap();
     assert_eq!(transmits(&mut layer).len(), 1);
     assert_eq!(layer.state(key), Some(State::Completed));
     let (sent, ev) = run_until(&mut layer, base + Duration::from_secs(60));
     // G: 500, 1000, 2000, 4000 (T2), 4000, ... until H at 64·T1.
     assert_eq!(
         offsets(base, &sent),
-        vec![500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500]
+        vec![
+            500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500
+        ]
     );
-    assert_eq!(has_timeout(&ev, Timer::H), Some(base + Duration::from_secs(32)));
+    assert_eq!(
+        has_timeout(&ev, Timer::H),
+        Some(base + Duration::from_secs(32))
+    );
     assert_eq!(layer.len(), 0);
 }
 
@@ -426,18 +500,28 @@ fn invite_server_ack_absorbed_confirmed_then_timer_i() {
     layer.send_response(base, key, busy.clone()).unwrap();
     let _ = transmits(&mut layer);
     // An INVITE retransmission in Completed gets the 486 again.
-    layer.handle_message(base + ms(100), invite.clone(), udp()).unwrap();
+    layer
+        .handle_message(base + ms(100), invite.clone(), udp())
+        .unwrap();
     assert_eq!(transmits(&mut layer).len(), 1);
     let ack = build_ack(&invite, &busy).unwrap();
-    layer.handle_message(base + ms(700), ack.clone(), udp()).unwrap();
-    assert!(events(&mut layer).is_empty(), "the ACK to a non-2xx is absorbed");
+    layer
+        .handle_message(base + ms(700), ack.clone(), udp())
+        .unwrap();
+    assert!(
+        events(&mut layer).is_empty(),
+        "the ACK to a non-2xx is absorbed"
+    );
     assert_eq!(layer.state(key), Some(State::Confirmed));
     // ACK retransmissions are absorbed too, and G stopped.
     layer.handle_message(base + ms(800), ack, udp()).unwrap();
     let (sent, ev) = run_until(&mut layer, base + Duration::from_secs(60));
     assert!(sent.is_empty());
     assert!(has_timeout(&ev, Timer::H).is_none());
-    assert_eq!(terminated_at(&ev), Some(base + ms(700) + Duration::from_secs(5)));
+    assert_eq!(
+        terminated_at(&ev),
+        Some(base + ms(700) + Duration::from_secs(5))
+    );
 }
 
 #[test]
@@ -453,7 +537,10 @@ fn invite_server_timer_i_zero_over_tcp_and_no_g() {
     assert_eq!(layer.poll_timeout(), Some(base + Duration::from_secs(32)));
     let ack = build_ack(&invite, &busy).unwrap();
     layer.handle_message(base + ms(10), ack, tcp()).unwrap();
-    assert!(matches!(&events(&mut layer)[..], [Event::Terminated { .. }]));
+    assert!(matches!(
+        &events(&mut layer)[..],
+        [Event::Terminated { .. }]
+    ));
     assert_eq!(layer.len(), 0);
 }
 
@@ -468,19 +555,29 @@ fn invite_server_2xx_accepted_absorbs_invites_passes_ack_timer_l() {
     assert_eq!(transmits(&mut layer).len(), 1);
     assert_eq!(layer.state(key), Some(State::Accepted));
     // INVITE retransmissions are absorbed: no response, nothing to the TU.
-    layer.handle_message(base + ms(500), invite.clone(), udp()).unwrap();
+    layer
+        .handle_message(base + ms(500), invite.clone(), udp())
+        .unwrap();
     assert!(transmits(&mut layer).is_empty());
     assert!(events(&mut layer).is_empty());
     // The transaction never retransmits the 2xx; the TU does, through it.
     let (sent, _) = run_until(&mut layer, base + ms(5000));
     assert!(sent.is_empty());
-    layer.send_response(base + ms(5000), key, ok.clone()).unwrap();
+    layer
+        .send_response(base + ms(5000), key, ok.clone())
+        .unwrap();
     assert_eq!(transmits(&mut layer).len(), 1);
     // A non-2xx after a 2xx is the TU's mistake.
     let err = layer
         .send_response(base + ms(5000), key, respond(&invite, 500))
         .unwrap_err();
-    assert!(matches!(err, TransactionError::InvalidState { state: State::Accepted, .. }));
+    assert!(matches!(
+        err,
+        TransactionError::InvalidState {
+            state: State::Accepted,
+            ..
+        }
+    ));
     // An ACK that matches the transaction in Accepted goes to the TU.
     let ack = request("ACK", "z9hG4bKl1", 1, "");
     layer.handle_message(base + ms(5100), ack, udp()).unwrap();
@@ -488,10 +585,16 @@ fn invite_server_2xx_accepted_absorbs_invites_passes_ack_timer_l() {
     // A 2xx ACK with its own branch matches nothing: a stray ACK for the dialog layer.
     let ack = request("ACK", "z9hG4bKother", 1, "");
     layer.handle_message(base + ms(5100), ack, udp()).unwrap();
-    assert!(matches!(&events(&mut layer)[..], [Event::Ack { key: None, .. }]));
+    assert!(matches!(
+        &events(&mut layer)[..],
+        [Event::Ack { key: None, .. }]
+    ));
     // Timer L: 64·T1 from the 2xx, on every transport.
     let (_, ev) = run_until(&mut layer, base + Duration::from_secs(60));
-    assert_eq!(terminated_at(&ev), Some(base + ms(10) + Duration::from_secs(32)));
+    assert_eq!(
+        terminated_at(&ev),
+        Some(base + ms(10) + Duration::from_secs(32))
+    );
     assert_eq!(layer.len(), 0);
 }
 
@@ -504,22 +607,35 @@ fn non_invite_server_absorbs_retransmissions_and_lingers_for_timer_j() {
     let req = request("OPTIONS", "z9hG4bKj1", 1, "");
     let key = serve(&mut layer, base, &req, udp());
     // Retransmission in Trying: absorbed, nothing to resend yet.
-    layer.handle_message(base + ms(500), req.clone(), udp()).unwrap();
+    layer
+        .handle_message(base + ms(500), req.clone(), udp())
+        .unwrap();
     assert!(events(&mut layer).is_empty());
     assert!(transmits(&mut layer).is_empty());
-    layer.send_response(base + ms(600), key, respond(&req, 200)).unwrap();
+    layer
+        .send_response(base + ms(600), key, respond(&req, 200))
+        .unwrap();
     let ok = transmits(&mut layer);
     // Retransmission in Completed: the 200 again.
-    layer.handle_message(base + ms(1500), req.clone(), udp()).unwrap();
+    layer
+        .handle_message(base + ms(1500), req.clone(), udp())
+        .unwrap();
     assert!(events(&mut layer).is_empty());
     assert_eq!(transmits(&mut layer)[0].bytes, ok[0].bytes);
-    let err = layer.send_response(base + ms(1600), key, respond(&req, 500)).unwrap_err();
+    let err = layer
+        .send_response(base + ms(1600), key, respond(&req, 500))
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
-        format!("transaction {key} is Completed and cannot send another response after its final response")
+        format!(
+            "transaction {key} is Completed and cannot send another response after its final response"
+        )
     );
     let (_, ev) = run_until(&mut layer, base + Duration::from_secs(60));
-    assert_eq!(terminated_at(&ev), Some(base + ms(600) + Duration::from_secs(32)));
+    assert_eq!(
+        terminated_at(&ev),
+        Some(base + ms(600) + Duration::from_secs(32))
+    );
     assert_eq!(layer.len(), 0);
 }
 
@@ -578,8 +694,12 @@ fn cancel_is_its_own_server_transaction_and_finds_its_invite() {
     assert_eq!(layer.find_cancelled(&cancel), Some(inv_key));
     assert_eq!(layer.state(inv_key), Some(State::Proceeding));
     // Each answers on its own.
-    layer.send_response(base + ms(60), cancel_key, respond(&cancel, 200)).unwrap();
-    layer.send_response(base + ms(60), inv_key, respond(&invite, 487)).unwrap();
+    layer
+        .send_response(base + ms(60), cancel_key, respond(&cancel, 200))
+        .unwrap();
+    layer
+        .send_response(base + ms(60), inv_key, respond(&invite, 487))
+        .unwrap();
     assert_eq!(transmits(&mut layer).len(), 2);
     assert_eq!(layer.state(inv_key), Some(State::Completed));
     assert_eq!(layer.state(cancel_key), Some(State::Completed));
@@ -589,13 +709,26 @@ fn cancel_is_its_own_server_transaction_and_finds_its_invite() {
 fn client_cancel_shares_the_branch_and_responses_find_their_transaction() {
     let base = Instant::now();
     let mut layer = TransactionLayer::default();
-    let invite = request("INVITE", "z9hG4bKcc", 7, "Route: <sip:p1.example.com;lr>\r\n");
+    let invite = request(
+        "INVITE",
+        "z9hG4bKcc",
+        7,
+        "Route: <sip:p1.example.com;lr>\r\n",
+    );
     let inv_key = layer.send_request(base, invite.clone(), udp()).unwrap();
     let _ = transmits(&mut layer);
     // Before a provisional, CANCEL must wait (§9.1).
     let err = layer.cancel(base, inv_key).unwrap_err();
-    assert!(matches!(err, TransactionError::InvalidState { state: State::Calling, .. }));
-    layer.handle_message(base + ms(100), respond(&invite, 180), udp()).unwrap();
+    assert!(matches!(
+        err,
+        TransactionError::InvalidState {
+            state: State::Calling,
+            ..
+        }
+    ));
+    layer
+        .handle_message(base + ms(100), respond(&invite, 180), udp())
+        .unwrap();
     let _ = events(&mut layer);
     let cancel_key = layer.cancel(base + ms(200), inv_key).unwrap();
     let sent = transmits(&mut layer);
@@ -606,13 +739,22 @@ fn client_cancel_shares_the_branch_and_responses_find_their_transaction() {
     assert_eq!(cancel.top_via().unwrap().branch(), Some("z9hG4bKcc"));
     assert_eq!(cancel.get_all(HeaderName::Via).count(), 1);
     assert_eq!(cancel.get(HeaderName::CSeq), Some("7 CANCEL"));
-    for h in [HeaderName::From, HeaderName::To, HeaderName::CallId, HeaderName::Route] {
+    for h in [
+        HeaderName::From,
+        HeaderName::To,
+        HeaderName::CallId,
+        HeaderName::Route,
+    ] {
         assert_eq!(cancel.get(h), invite.get(h), "{h:?}");
     }
     // 200 to the CANCEL goes to the CANCEL transaction, 487 to the INVITE.
-    layer.handle_message(base + ms(300), respond(&cancel, 200), udp()).unwrap();
+    layer
+        .handle_message(base + ms(300), respond(&cancel, 200), udp())
+        .unwrap();
     assert!(matches!(&events(&mut layer)[..], [Event::Response { key, .. }] if *key == cancel_key));
-    layer.handle_message(base + ms(300), respond(&invite, 487), udp()).unwrap();
+    layer
+        .handle_message(base + ms(300), respond(&invite, 487), udp())
+        .unwrap();
     assert!(matches!(&events(&mut layer)[..], [Event::Response { key, .. }] if *key == inv_key));
     assert_eq!(layer.state(inv_key), Some(State::Completed));
 }
@@ -637,14 +779,23 @@ fn rfc2543_matching_without_magic_cookie() {
     let invite = rfc2543_request("INVITE", "INVITE", "");
     let key = serve(&mut layer, base, &invite, udp());
     // A retransmission (same Request-URI, tags, Call-ID, CSeq, Via) matches.
-    layer.handle_message(base + ms(100), invite.clone(), udp()).unwrap();
+    layer
+        .handle_message(base + ms(100), invite.clone(), udp())
+        .unwrap();
     assert!(events(&mut layer).is_empty());
     assert_eq!(layer.len(), 1);
-    layer.send_response(base + ms(150), key, respond(&invite, 486)).unwrap();
+    layer
+        .send_response(base + ms(150), key, respond(&invite, 486))
+        .unwrap();
     // An ACK with another To tag is not ours.
     let stranger = rfc2543_request("ACK", "ACK", ";tag=zz");
-    layer.handle_message(base + ms(200), stranger, udp()).unwrap();
-    assert!(matches!(&events(&mut layer)[..], [Event::Ack { key: None, .. }]));
+    layer
+        .handle_message(base + ms(200), stranger, udp())
+        .unwrap();
+    assert!(matches!(
+        &events(&mut layer)[..],
+        [Event::Ack { key: None, .. }]
+    ));
     // The ACK carrying our response's To tag matches and is absorbed.
     let ack = rfc2543_request("ACK", "ACK", ";tag=b2");
     layer.handle_message(base + ms(200), ack, udp()).unwrap();
@@ -662,7 +813,9 @@ fn rfc2543_ack_to_2xx_in_accepted_goes_to_tu() {
     let mut layer = TransactionLayer::default();
     let invite = rfc2543_request("INVITE", "INVITE", "");
     let key = serve(&mut layer, base, &invite, udp());
-    layer.send_response(base, key, respond(&invite, 200)).unwrap();
+    layer
+        .send_response(base, key, respond(&invite, 200))
+        .unwrap();
     let ack = rfc2543_request("ACK", "ACK", ";tag=b2");
     layer.handle_message(base + ms(100), ack, udp()).unwrap();
     assert!(matches!(&events(&mut layer)[..], [Event::Ack { key: Some(k), .. }] if *k == key));
@@ -673,8 +826,13 @@ fn stray_response_is_reported() {
     let base = Instant::now();
     let mut layer = TransactionLayer::default();
     let req = request("OPTIONS", "z9hG4bKnone", 1, "");
-    layer.handle_message(base, respond(&req, 200), udp()).unwrap();
-    assert!(matches!(&events(&mut layer)[..], [Event::StrayResponse { .. }]));
+    layer
+        .handle_message(base, respond(&req, 200), udp())
+        .unwrap();
+    assert!(matches!(
+        &events(&mut layer)[..],
+        [Event::StrayResponse { .. }]
+    ));
     assert_eq!(layer.len(), 0);
 }
 
@@ -703,9 +861,14 @@ fn transport_error_terminates_client_and_keeps_server() {
     // RFC 6026 §8.8: the server transaction stays, its timers end it.
     let invite = request("INVITE", "z9hG4bKts", 1, "");
     let key = serve(&mut layer, base, &invite, udp());
-    layer.send_response(base, key, respond(&invite, 500)).unwrap();
+    layer
+        .send_response(base, key, respond(&invite, 500))
+        .unwrap();
     layer.handle_transport_error(base + ms(1), key).unwrap();
-    assert!(matches!(&events(&mut layer)[..], [Event::TransportError { .. }]));
+    assert!(matches!(
+        &events(&mut layer)[..],
+        [Event::TransportError { .. }]
+    ));
     assert_eq!(layer.state(key), Some(State::Completed));
 }
 
@@ -805,7 +968,9 @@ fn burst_of_100k_transactions_leaves_nothing_behind() {
                 };
                 let busy = respond(&req, 486);
                 layer.send_response(now, key, busy.clone()).unwrap();
-                layer.handle_message(now, build_ack(&req, &busy).unwrap(), f).unwrap();
+                layer
+                    .handle_message(now, build_ack(&req, &busy).unwrap(), f)
+                    .unwrap();
             }
             2 => {
                 // INVITE server, accepted: L.
@@ -847,6 +1012,10 @@ fn burst_of_100k_transactions_leaves_nothing_behind() {
     assert_eq!(terminated, n as usize);
     assert_eq!(layer.len(), 0);
     assert!(layer.is_empty());
-    assert_eq!(layer.scheduled_timers(), 0, "no timer entries, live or stale");
+    assert_eq!(
+        layer.scheduled_timers(),
+        0,
+        "no timer entries, live or stale"
+    );
     assert_eq!(layer.poll_timeout(), None);
 }

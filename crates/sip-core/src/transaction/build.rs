@@ -50,18 +50,26 @@ fn build_from_invite(
     what: &'static str,
 ) -> Result<Message, TransactionError> {
     let err = |source| TransactionError::Build { what, source };
-    let uri = invite.request_uri_str().ok_or(TransactionError::WrongKind {
-        expected: "request",
-        got: "response",
-    })?;
+    let uri = invite
+        .request_uri_str()
+        .ok_or(TransactionError::WrongKind {
+            expected: "request",
+            got: "response",
+        })?;
     let via = invite
         .get_all(HeaderName::Via)
         .flat_map(split_list)
         .next()
         .ok_or(ParseError::Missing("Via"))
         .map_err(err)?;
-    let from = invite.get(HeaderName::From).ok_or(ParseError::Missing("From")).map_err(err)?;
-    let call_id = invite.get(HeaderName::CallId).ok_or(ParseError::Missing("Call-ID")).map_err(err)?;
+    let from = invite
+        .get(HeaderName::From)
+        .ok_or(ParseError::Missing("From"))
+        .map_err(err)?;
+    let call_id = invite
+        .get(HeaderName::CallId)
+        .ok_or(ParseError::Missing("Call-ID"))
+        .map_err(err)?;
     let seq = invite.cseq().map_err(err)?.seq;
     let mut b = MessageBuilder::request(&method, uri);
     b.push("Via", via);

@@ -17,7 +17,9 @@ pub enum TransactionError {
 
     /// The caller's fault: a request handed to `send_request` has no usable Via branch.
     /// Add a top Via whose branch starts with `z9hG4bK` (RFC 3261 §8.1.1.7).
-    #[error("request has no RFC 3261 branch in its top Via (got {0:?}); generate one starting with z9hG4bK")]
+    #[error(
+        "request has no RFC 3261 branch in its top Via (got {0:?}); generate one starting with z9hG4bK"
+    )]
     NoBranch(Option<String>),
 
     /// The caller's fault: the message is a response where a request belongs or the

@@ -140,7 +140,11 @@ impl Transaction {
             } else {
                 Kind::NonInviteClient
             },
-            state: if invite { State::Calling } else { State::Trying },
+            state: if invite {
+                State::Calling
+            } else {
+                State::Trying
+            },
             flow,
             request: Some(request),
             last: None,
@@ -425,7 +429,10 @@ impl Transaction {
             (Timer::Trying, State::Proceeding) if self.last.is_none() => {
                 // §17.2.1: the TU has been silent for 200 ms, so stop the client's
                 // INVITE retransmissions with our own 100 Trying.
-                let trying = self.request.as_ref().map(|r| response_to(r, 100, None).into_bytes());
+                let trying = self
+                    .request
+                    .as_ref()
+                    .map(|r| response_to(r, 100, None).into_bytes());
                 if let Some(Ok(bytes)) = trying {
                     self.send(ctx, bytes.clone());
                     self.last = Some(bytes);

@@ -324,7 +324,11 @@ impl TransactionLayer {
             // RFC 2543: the ACK to an initial INVITE carries the To tag of our response,
             // which the INVITE (and so its key) lacked. Look up without it and check
             // the tag against the response we sent.
-            let found = if rfc2543 { self.find_rfc2543_ack(&msg) } else { None };
+            let found = if rfc2543 {
+                self.find_rfc2543_ack(&msg)
+            } else {
+                None
+            };
             if let Some(key) = found {
                 self.step(now, key, |tx, ctx| tx.on_request(ctx, msg, flow, true));
                 return Ok(());
@@ -435,12 +439,10 @@ impl TransactionLayer {
             Some(Method::Ack) => return Err(TransactionError::AckIsNotATransaction),
             Some(_) => {}
         }
-        let via = request
-            .top_via()
-            .map_err(|e| TransactionError::Build {
-                what: "client transaction",
-                source: e,
-            })?;
+        let via = request.top_via().map_err(|e| TransactionError::Build {
+            what: "client transaction",
+            source: e,
+        })?;
         if !via.has_rfc3261_branch() {
             return Err(TransactionError::NoBranch(via.branch().map(str::to_owned)));
         }
