@@ -97,8 +97,12 @@ pub(crate) fn client_key(msg: &Message) -> Result<String, ParseError> {
     let branch = via
         .branch()
         .ok_or_else(|| ParseError::header("Via", "top Via has no branch parameter"))?;
-    let cseq = msg.cseq()?;
+    Ok(client_key_of(branch, &msg.cseq()?.method))
+}
+
+/// [`client_key`] from its parts, for a caller that has parsed them already.
+pub(crate) fn client_key_of(branch: &str, method: &Method) -> String {
     let mut key = String::with_capacity(branch.len() + 16);
-    let _ = write!(key, "c\n{}\n{branch}", cseq.method);
-    Ok(key)
+    let _ = write!(key, "c\n{method}\n{branch}");
+    key
 }

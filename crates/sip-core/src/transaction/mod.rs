@@ -439,20 +439,19 @@ impl TransactionLayer {
             Some(Method::Ack) => return Err(TransactionError::AckIsNotATransaction),
             Some(_) => {}
         }
-        let via = request.top_via().map_err(|e| TransactionError::Build {
+        let build_err = |source| TransactionError::Build {
             what: "client transaction",
-            source: e,
-        })?;
-        if !via.has_rfc3261_branch() {
-            return Err(TransactionError::NoBranch(via.branch().map(str::to_owned)));
-        }
-        let key_text = key::client_key(&request).map_err(|e| TransactionError::Build {
-            what: "client transaction",
-            source: e,
-        })?;
+            source,
+        };
+        let via = request.top_via().map_err(build_err)?;
+        let branch = match via.branch() {
+            Some(b) if via.has_rfc3261_branch() => b,
+            other => return Err(TransactionError::NoBranch(other.map(str::to_owned))),
+        };
+        let cseq = request.cseq().map_err(build_err)?;
+        let key_text = key::client_key_of(branch, &cseq.method);
         if self.index.contains_key(key_text.as_str()) {
-            let branch = via.branch().unwrap_or("").to_owned();
-            return Err(TransactionError::DuplicateBranch(branch));
+            return Err(TransactionError::DuplicateBranch(branch.to_owned()));
         }
         let key = self.insert_with(now, key_text.into(), |ctx, mk| {
             Transaction::start_client(ctx, request, flow, mk)
