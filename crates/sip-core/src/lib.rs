@@ -15,6 +15,7 @@ pub mod name;
 pub mod params;
 pub mod scan;
 pub mod sdp;
+pub mod transaction;
 pub mod transport;
 pub mod uri;
 
