@@ -7,6 +7,8 @@
 mod config;
 mod parse_cmd;
 #[allow(dead_code)] // driven by `serve`, which lands with the transport layer (issue 3)
+mod registrar;
+#[allow(dead_code)] // driven by `serve`, which lands with the transport layer (issue 3)
 mod service;
 
 use clap::{Parser, Subcommand};
