@@ -1920,6 +1920,13 @@ mod tests {
     }
 
     #[test]
+    fn the_registrar_can_move_to_its_own_thread() {
+        fn send<T: Send + 'static>() {}
+        send::<Registrar<Box<dyn LocationStore>, Box<dyn UserStore>>>();
+        send::<Registrar<store::SqliteLocationStore, store::SqliteUserStore>>();
+    }
+
+    #[test]
     fn dates() {
         assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
         assert_eq!(http_date(1_289_690_940), "Sat, 13 Nov 2010 23:29:00 GMT");
