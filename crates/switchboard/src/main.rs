@@ -7,9 +7,13 @@
 mod config;
 mod parse_cmd;
 #[allow(dead_code)] // driven by `serve`, which lands with the transport layer (issue 3)
+mod registrar;
+#[allow(dead_code)] // driven by `serve`, which lands with the transport layer (issue 3)
 mod service;
+mod user_cmd;
 
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Switchboard: a SIP registrar, proxy, PBX and softphone in one binary.
@@ -17,7 +21,9 @@ use std::process::ExitCode;
 #[command(name = "switchboard", version, about, long_about = None)]
 #[command(after_help = "Examples:\n  \
     switchboard parse invite.txt        show a SIP message from a capture as JSON\n  \
-    pbpaste | switchboard parse -       the same, from standard input")]
+    pbpaste | switchboard parse -       the same, from standard input\n  \
+    switchboard user add alice --password s3cret   let alice register\n  \
+    switchboard location                show who is registered where")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -39,11 +45,35 @@ enum Command {
         #[arg(long)]
         compact: bool,
     },
+    /// Manage the users who may register: add, list, passwd, remove, import.
+    ///
+    /// Works on the database `serve` uses (`[storage] database`), whether `serve` is
+    /// running or not. Passwords are stored only as digest hashes for the realm
+    /// `[sip] domain`.
+    User {
+        /// The configuration file, the same as `serve`'s (the defaults when not given).
+        #[arg(long, global = true, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: user_cmd::UserAction,
+    },
+    /// Print the current registrations: AOR, contact, expiry, transport, source address
+    /// and user agent.
+    Location {
+        /// The configuration file, the same as `serve`'s (the defaults when not given).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print JSON (every stored field) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Parse { file, compact } => parse_cmd::run(&file, compact),
+        Command::User { config, action } => user_cmd::run_user(config.as_deref(), action),
+        Command::Location { config, json } => user_cmd::run_location(config.as_deref(), json),
     }
 }

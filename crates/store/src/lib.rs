@@ -1,0 +1,417 @@
+//! `store`: what Switchboard keeps across restarts, behind traits.
+//!
+//! Two kinds of records live here:
+//!
+//! - the **location service** ([`LocationStore`]): the registrar's bindings of an
+//!   address-of-record (AOR) to contact URIs, with their expiry, q-value, Call-ID/CSeq,
+//!   Path and outbound (RFC 5626) identity;
+//! - the **users** ([`UserStore`]): names with their digest HA1 hashes, never a password.
+//!
+//! SQLite ([`SqliteLocationStore`], [`SqliteUserStore`]) is the embedded backend, and both
+//! kinds share one file. The traits leave room for PostgreSQL or Redis, which would let
+//! several Switchboard nodes share one location service; [`Backend::parse`] reads the
+//! `[storage] database` setting and names the backends that are not built in yet.
+//! [`CachedStore`] puts an in-memory copy of the bindings in front of any location store,
+//! so that routing reads never touch the disk; its [`LocationReader`] is a cheap,
+//! cloneable, thread-safe handle for those reads.
+//!
+//! Everything is synchronous (rusqlite). Every store is `Send + 'static`, so an async
+//! server owns it on a dedicated thread or moves it into `spawn_blocking`. Time is passed
+//! in as Unix seconds: nothing here reads the clock, so tests run on a fake one.
+//!
+//! ```
+//! use store::{Binding, CachedStore, LocationStore, MemoryLocationStore};
+//! use sip_core::Transport;
+//!
+//! let mut loc = CachedStore::new(MemoryLocationStore::default(), 1_000).unwrap();
+//! let reader = loc.reader();
+//! loc.upsert(Binding {
+//!     aor: "sip:alice@example.test".into(),
+//!     contact: "sip:alice@192.0.2.7:5060".into(),
+//!     expires_at: 1_000 + 3600,
+//!     q: None,
+//!     call_id: "a84b4c76e66710".into(),
+//!     cseq: 1,
+//!     transport: Transport::Udp,
+//!     source: "192.0.2.7:5060".parse().unwrap(),
+//!     path: vec![],
+//!     instance_id: None,
+//!     reg_id: None,
+//!     user_agent: Some("Phone/1.0".into()),
+//!     registered_at: 1_000,
+//! })
+//! .unwrap();
+//! assert_eq!(reader.lookup("sip:alice@example.test", 1_001).len(), 1);
+//! assert!(reader.lookup("sip:alice@example.test", 1_000 + 3600).is_empty()); // expired
+//! ```
+
+#![deny(missing_docs)]
+
+mod cache;
+mod memory;
+mod sqlite;
+mod user;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+pub use cache::{CachedStore, LocationReader};
+pub use memory::{MemoryLocationStore, MemoryUserStore};
+pub use sip_core::Transport;
+pub use sqlite::{Durability, SqliteLocationStore, SqliteUserStore};
+pub use user::{Ha1Set, ImportReport, User, check_user_name};
+
+/// One registration: an address-of-record bound to a contact (RFC 3261 §10).
+///
+/// A binding is identified by (`aor`, `contact`) in a store. The registrar decides which
+/// existing binding a REGISTER refers to (URI comparison, or the outbound instance-id and
+/// reg-id of RFC 5626) and turns that into [`Change`]s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// The address-of-record in canonical form (`sip:user@domain`, no parameters).
+    pub aor: String,
+    /// The contact URI as the UA sent it, without `<>`: where requests for the AOR go.
+    pub contact: String,
+    /// When the binding expires, in Unix seconds.
+    pub expires_at: u64,
+    /// The q-value in thousandths (`q=0.5` is 500), when the UA gave one.
+    pub q: Option<u16>,
+    /// The Call-ID of the REGISTER that made or last refreshed the binding.
+    pub call_id: String,
+    /// Its CSeq number: a later REGISTER with the same Call-ID must have a higher one.
+    pub cseq: u32,
+    /// The transport the REGISTER arrived on.
+    pub transport: Transport,
+    /// The address it came from (what NAT traversal and outbound flows send to).
+    pub source: SocketAddr,
+    /// The Path header values (RFC 3327), in order, each as `<uri>;params`.
+    pub path: Vec<String>,
+    /// The `+sip.instance` value (RFC 5626), without the quotes, e.g. `<urn:uuid:…>`.
+    pub instance_id: Option<String>,
+    /// The `reg-id` (RFC 5626), kept only when an instance-id came with it.
+    pub reg_id: Option<u32>,
+    /// The User-Agent header of the REGISTER.
+    pub user_agent: Option<String>,
+    /// When the binding was made or last refreshed, in Unix seconds.
+    pub registered_at: u64,
+}
+
+impl Binding {
+    /// Seconds left at `now` (0 once expired).
+    pub fn expires_in(&self, now: u64) -> u64 {
+        self.expires_at.saturating_sub(now)
+    }
+
+    /// Whether the binding is over at `now`: a binding is valid strictly before `expires_at`.
+    pub fn is_expired(&self, now: u64) -> bool {
+        self.expires_at <= now
+    }
+
+    /// The order in which a proxy should try contacts: highest q first (an absent q counts
+    /// as 1.0, as most registrars and UAs read it), then the most recently registered,
+    /// then by contact so the order is stable.
+    pub fn priority_cmp(a: &Binding, b: &Binding) -> std::cmp::Ordering {
+        let q = |x: &Binding| x.q.unwrap_or(1000);
+        q(b).cmp(&q(a))
+            .then(b.registered_at.cmp(&a.registered_at))
+            .then_with(|| a.contact.cmp(&b.contact))
+    }
+}
+
+/// One write to the location store. [`LocationStore::apply`] performs a list of them as
+/// one transaction: RFC 3261 §10.3 wants a REGISTER processed "completely or not at all".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Insert the binding, or replace the one with the same (aor, contact).
+    Upsert(Binding),
+    /// Remove one binding; removing one that is not there is not an error.
+    Remove {
+        /// The address-of-record.
+        aor: String,
+        /// The contact URI as stored.
+        contact: String,
+    },
+    /// Remove every binding of an address-of-record (`Contact: *`).
+    RemoveAll {
+        /// The address-of-record.
+        aor: String,
+    },
+}
+
+/// The location service: bindings per address-of-record.
+///
+/// Reads take `now` and never return expired bindings, whether or not they were swept
+/// yet; [`LocationStore::sweep`] deletes them. Results are in [`Binding::priority_cmp`]
+/// order.
+pub trait LocationStore: Send + 'static {
+    /// Performs all the changes, in order, atomically and durably (as the backend defines
+    /// durable; see [`Durability`] for SQLite): when this returns `Ok`, they are stored;
+    /// when it returns an error, none is.
+    fn apply(&mut self, changes: &[Change]) -> Result<(), StoreError>;
+
+    /// The current bindings of an AOR.
+    fn lookup(&self, aor: &str, now: u64) -> Result<Vec<Binding>, StoreError>;
+
+    /// Every current binding, grouped by AOR (AORs in no particular order).
+    fn list_all(&self, now: u64) -> Result<Vec<Binding>, StoreError>;
+
+    /// Deletes the bindings expired at `now`; returns how many.
+    fn sweep(&mut self, now: u64) -> Result<usize, StoreError>;
+
+    /// Inserts or replaces one binding.
+    fn upsert(&mut self, binding: Binding) -> Result<(), StoreError> {
+        self.apply(&[Change::Upsert(binding)])
+    }
+
+    /// Removes one binding.
+    fn remove(&mut self, aor: &str, contact: &str) -> Result<(), StoreError> {
+        self.apply(&[Change::Remove {
+            aor: aor.into(),
+            contact: contact.into(),
+        }])
+    }
+
+    /// Removes every binding of an AOR.
+    fn remove_all(&mut self, aor: &str) -> Result<(), StoreError> {
+        self.apply(&[Change::RemoveAll { aor: aor.into() }])
+    }
+}
+
+impl<T: LocationStore + ?Sized> LocationStore for Box<T> {
+    fn apply(&mut self, changes: &[Change]) -> Result<(), StoreError> {
+        (**self).apply(changes)
+    }
+    fn lookup(&self, aor: &str, now: u64) -> Result<Vec<Binding>, StoreError> {
+        (**self).lookup(aor, now)
+    }
+    fn list_all(&self, now: u64) -> Result<Vec<Binding>, StoreError> {
+        (**self).list_all(now)
+    }
+    fn sweep(&mut self, now: u64) -> Result<usize, StoreError> {
+        (**self).sweep(now)
+    }
+}
+
+/// The users who may register: name, realm and HA1 hashes.
+///
+/// Names are unique. There is no password anywhere: [`User::new`] hashes it on the way in.
+pub trait UserStore: Send + 'static {
+    /// The user with this name.
+    fn get(&self, name: &str) -> Result<Option<User>, StoreError>;
+
+    /// Every user, by name.
+    fn list(&self) -> Result<Vec<User>, StoreError>;
+
+    /// Adds a new user; [`StoreError::UserExists`] if the name is taken.
+    fn add(&mut self, user: &User) -> Result<(), StoreError>;
+
+    /// Replaces a user's realm and hashes (a password change);
+    /// [`StoreError::NoSuchUser`] if there is none by that name.
+    fn set_ha1(&mut self, name: &str, realm: &str, ha1: &Ha1Set) -> Result<(), StoreError>;
+
+    /// Removes a user; [`StoreError::NoSuchUser`] if there is none by that name.
+    fn remove(&mut self, name: &str) -> Result<(), StoreError>;
+
+    /// Adds or updates many users in one transaction: all of them or none. An existing
+    /// user keeps its creation time and gets the new realm and hashes.
+    fn import(&mut self, users: &[User]) -> Result<ImportReport, StoreError>;
+}
+
+impl<T: UserStore + ?Sized> UserStore for Box<T> {
+    fn get(&self, name: &str) -> Result<Option<User>, StoreError> {
+        (**self).get(name)
+    }
+    fn list(&self) -> Result<Vec<User>, StoreError> {
+        (**self).list()
+    }
+    fn add(&mut self, user: &User) -> Result<(), StoreError> {
+        (**self).add(user)
+    }
+    fn set_ha1(&mut self, name: &str, realm: &str, ha1: &Ha1Set) -> Result<(), StoreError> {
+        (**self).set_ha1(name, realm, ha1)
+    }
+    fn remove(&mut self, name: &str) -> Result<(), StoreError> {
+        (**self).remove(name)
+    }
+    fn import(&mut self, users: &[User]) -> Result<ImportReport, StoreError> {
+        (**self).import(users)
+    }
+}
+
+/// Why a store operation failed, naming what was being done.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database could not be opened or prepared.
+    #[error("cannot open database {path}: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+    /// A query or a write failed.
+    #[error("database error while {doing}: {source}")]
+    Sqlite {
+        /// What was being done, e.g. "storing bindings".
+        doing: &'static str,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+    /// A stored value cannot be read back (written by something else, or damaged).
+    #[error("stored {what} is corrupt: {detail}")]
+    Corrupt {
+        /// The column or record.
+        what: &'static str,
+        /// The bad value.
+        detail: String,
+    },
+    /// `add` of a name that exists.
+    #[error("user \"{0}\" already exists")]
+    UserExists(String),
+    /// `set_ha1` or `remove` of a name that does not exist.
+    #[error("no user \"{0}\"")]
+    NoSuchUser(String),
+    /// A user name that cannot be the user part of a SIP URI as it is.
+    #[error("invalid user name \"{name}\": {why}")]
+    InvalidUserName {
+        /// The name.
+        name: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// A `database` setting naming a backend this build does not have.
+    #[error(
+        "database \"{url}\": the {scheme} backend is not built in yet; use an SQLite file path"
+    )]
+    UnsupportedBackend {
+        /// The setting.
+        url: String,
+        /// Its scheme.
+        scheme: String,
+    },
+}
+
+/// Which backend the `[storage] database` setting names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Backend {
+    /// An SQLite file: a plain path, or `sqlite:PATH` / `sqlite://PATH`.
+    Sqlite(PathBuf),
+    /// `memory:`: nothing persists, and users cannot be provisioned from the command line
+    /// (each process has its own); for tests and throwaway runs.
+    Memory,
+}
+
+impl Backend {
+    /// Reads a `database` setting. `postgres://…`, `postgresql://…` and `redis://…` are
+    /// recognised and refused with [`StoreError::UnsupportedBackend`] until they are built;
+    /// so is any other `scheme://`.
+    pub fn parse(database: &str) -> Result<Backend, StoreError> {
+        let d = database.trim();
+        if d == "memory:" || d == ":memory:" {
+            return Ok(Backend::Memory);
+        }
+        if let Some(rest) = d.strip_prefix("sqlite://") {
+            return Ok(Backend::Sqlite(PathBuf::from(rest)));
+        }
+        if let Some(rest) = d.strip_prefix("sqlite:") {
+            return Ok(Backend::Sqlite(PathBuf::from(rest)));
+        }
+        if let Some((scheme, _)) = d.split_once("://") {
+            return Err(StoreError::UnsupportedBackend {
+                url: d.to_owned(),
+                scheme: scheme.to_owned(),
+            });
+        }
+        Ok(Backend::Sqlite(PathBuf::from(d)))
+    }
+
+    /// Opens the location store of this backend.
+    pub fn open_location(
+        &self,
+        durability: Durability,
+    ) -> Result<Box<dyn LocationStore>, StoreError> {
+        Ok(match self {
+            Backend::Sqlite(p) => Box::new(SqliteLocationStore::open(p, durability)?),
+            Backend::Memory => Box::new(MemoryLocationStore::default()),
+        })
+    }
+
+    /// Opens the user store of this backend.
+    pub fn open_users(&self) -> Result<Box<dyn UserStore>, StoreError> {
+        Ok(match self {
+            Backend::Sqlite(p) => Box::new(SqliteUserStore::open(p)?),
+            Backend::Memory => Box::new(MemoryUserStore::default()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn backend_settings() {
+        assert_eq!(
+            Backend::parse("switchboard.db").unwrap(),
+            Backend::Sqlite("switchboard.db".into())
+        );
+        assert_eq!(
+            Backend::parse("sqlite:///var/lib/sb.db").unwrap(),
+            Backend::Sqlite("/var/lib/sb.db".into())
+        );
+        assert_eq!(
+            Backend::parse("sqlite:sb.db").unwrap(),
+            Backend::Sqlite("sb.db".into())
+        );
+        assert_eq!(Backend::parse(":memory:").unwrap(), Backend::Memory);
+        let e = Backend::parse("postgres://db.example/sb").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "database \"postgres://db.example/sb\": the postgres backend is not built in yet; use an SQLite file path"
+        );
+        assert!(Backend::parse("redis://127.0.0.1/").is_err());
+    }
+
+    #[test]
+    fn priority_order() {
+        let b = |contact: &str, q: Option<u16>, at: u64| Binding {
+            aor: "sip:a@x".into(),
+            contact: contact.into(),
+            expires_at: 100,
+            q,
+            call_id: "c".into(),
+            cseq: 1,
+            transport: Transport::Udp,
+            source: "192.0.2.1:5060".parse().unwrap(),
+            path: vec![],
+            instance_id: None,
+            reg_id: None,
+            user_agent: None,
+            registered_at: at,
+        };
+        let mut v = [
+            b("sip:low", Some(100), 5),
+            b("sip:none-old", None, 1),
+            b("sip:half", Some(500), 9),
+            b("sip:none-new", None, 2),
+            b("sip:one", Some(1000), 2),
+        ];
+        v.sort_by(Binding::priority_cmp);
+        let order: Vec<&str> = v.iter().map(|b| b.contact.as_str()).collect();
+        assert_eq!(
+            order,
+            [
+                "sip:none-new",
+                "sip:one",
+                "sip:none-old",
+                "sip:half",
+                "sip:low"
+            ]
+        );
+        assert_eq!(v[0].expires_in(40), 60);
+        assert!(v[0].is_expired(100) && !v[0].is_expired(99));
+    }
+}

@@ -1,0 +1,628 @@
+//! The embedded backend: one SQLite file holding the `location` and `users` tables.
+//!
+//! The file is opened in WAL mode, so one writer and any number of readers work at once:
+//! `switchboard user add` or `switchboard location` run while `serve` holds the file.
+//! Every connection sets a busy timeout, so a writer that finds the file locked by
+//! another process waits for it instead of failing.
+//!
+//! Durability: in WAL mode a commit appends the transaction to the `-wal` file before it
+//! returns. With `synchronous=NORMAL` ([`Durability::Process`], the default) that append is
+//! not fsync'ed: the data is in the operating system's page cache, so a committed
+//! transaction survives the process being killed (`kill -9`, a panic, an OOM kill) but the
+//! last commits may be lost if the machine loses power or the kernel crashes. Phones
+//! re-register within their refresh interval, so that window costs little, and skipping
+//! an fsync per REGISTER is what lets one disk keep up with thousands of registrations a
+//! second. `synchronous=FULL` ([`Durability::Power`]) fsyncs the WAL at every commit and
+//! survives power loss too, at the disk's fsync latency per write.
+
+use crate::{
+    Binding, Change, Ha1Set, ImportReport, LocationStore, StoreError, Transport, User, UserStore,
+};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long a connection waits for another process's write lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The schema version in `PRAGMA user_version`, for future migrations.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS location (
+    aor           TEXT    NOT NULL,
+    contact       TEXT    NOT NULL,
+    expires_at    INTEGER NOT NULL,
+    q             INTEGER,
+    call_id       TEXT    NOT NULL,
+    cseq          INTEGER NOT NULL,
+    transport     TEXT    NOT NULL,
+    source        TEXT    NOT NULL,
+    path          TEXT    NOT NULL DEFAULT '',
+    instance_id   TEXT,
+    reg_id        INTEGER,
+    user_agent    TEXT,
+    registered_at INTEGER NOT NULL,
+    PRIMARY KEY (aor, contact)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS location_expires_at ON location (expires_at);
+CREATE TABLE IF NOT EXISTS users (
+    name           TEXT    NOT NULL PRIMARY KEY,
+    realm          TEXT    NOT NULL,
+    ha1_md5        TEXT    NOT NULL,
+    ha1_sha256     TEXT    NOT NULL,
+    ha1_sha512_256 TEXT    NOT NULL,
+    created_at     INTEGER NOT NULL
+);
+";
+
+/// How hard a commit tries to reach the disk; see the module documentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous=NORMAL`: survives a process crash, not a power loss.
+    #[default]
+    Process,
+    /// `synchronous=FULL`: survives a power loss, one fsync per commit.
+    Power,
+}
+
+fn sql(doing: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |source| StoreError::Sqlite { doing, source }
+}
+
+/// Opens (creating if needed) the database file with the settings every connection
+/// needs, and makes sure the tables exist.
+fn open_connection(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
+    let opened = |source| StoreError::Open {
+        path: path.to_owned(),
+        source,
+    };
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(opened)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(opened)?;
+    // journal_mode answers with the mode in force; a file that cannot do WAL (some network
+    // file systems) would say "delete", which still works, one process at a time.
+    let _mode: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .map_err(opened)?;
+    let sync = match durability {
+        Durability::Process => "NORMAL",
+        Durability::Power => "FULL",
+    };
+    conn.execute_batch(&format!("PRAGMA synchronous={sync};"))
+        .map_err(opened)?;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(opened)?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Corrupt {
+            what: "schema version",
+            detail: format!(
+                "{version} is newer than this Switchboard knows ({SCHEMA_VERSION}); upgrade it"
+            ),
+        });
+    }
+    conn.execute_batch(&format!(
+        "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
+    ))
+    .map_err(opened)?;
+    Ok(conn)
+}
+
+fn to_sql_secs(t: u64) -> i64 {
+    i64::try_from(t).unwrap_or(i64::MAX)
+}
+
+fn from_sql_secs(t: i64) -> u64 {
+    u64::try_from(t).unwrap_or(0)
+}
+
+/// The SQLite location store.
+#[derive(Debug)]
+pub struct SqliteLocationStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl SqliteLocationStore {
+    /// Opens or creates the file.
+    pub fn open(path: &Path, durability: Durability) -> Result<SqliteLocationStore, StoreError> {
+        Ok(SqliteLocationStore {
+            conn: open_connection(path, durability)?,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn query(&self, sql_text: &str, p: impl rusqlite::Params) -> Result<Vec<Binding>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(sql_text)
+            .map_err(sql("reading bindings"))?;
+        let rows = stmt
+            .query_map(p, RawBinding::from_row)
+            .map_err(sql("reading bindings"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row.map_err(sql("reading bindings"))?.into_binding()?);
+        }
+        Ok(out)
+    }
+}
+
+const BINDING_COLUMNS: &str = "aor, contact, expires_at, q, call_id, cseq, transport, source, \
+                               path, instance_id, reg_id, user_agent, registered_at";
+
+/// A row as SQLite types it, before the checks that turn it into a [`Binding`].
+struct RawBinding {
+    aor: String,
+    contact: String,
+    expires_at: i64,
+    q: Option<i64>,
+    call_id: String,
+    cseq: i64,
+    transport: String,
+    source: String,
+    path: String,
+    instance_id: Option<String>,
+    reg_id: Option<i64>,
+    user_agent: Option<String>,
+    registered_at: i64,
+}
+
+impl RawBinding {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<RawBinding> {
+        Ok(RawBinding {
+            aor: r.get(0)?,
+            contact: r.get(1)?,
+            expires_at: r.get(2)?,
+            q: r.get(3)?,
+            call_id: r.get(4)?,
+            cseq: r.get(5)?,
+            transport: r.get(6)?,
+            source: r.get(7)?,
+            path: r.get(8)?,
+            instance_id: r.get(9)?,
+            reg_id: r.get(10)?,
+            user_agent: r.get(11)?,
+            registered_at: r.get(12)?,
+        })
+    }
+
+    fn into_binding(self) -> Result<Binding, StoreError> {
+        let corrupt = |what, detail: String| StoreError::Corrupt { what, detail };
+        let transport = Transport::from_token(&self.transport)
+            .ok_or_else(|| corrupt("location.transport", self.transport.clone()))?;
+        let source: SocketAddr = self
+            .source
+            .parse()
+            .map_err(|_| corrupt("location.source", self.source.clone()))?;
+        let cseq = u32::try_from(self.cseq)
+            .map_err(|_| corrupt("location.cseq", self.cseq.to_string()))?;
+        let q = self
+            .q
+            .map(|q| u16::try_from(q).map_err(|_| corrupt("location.q", q.to_string())))
+            .transpose()?;
+        let reg_id = self
+            .reg_id
+            .map(|r| u32::try_from(r).map_err(|_| corrupt("location.reg_id", r.to_string())))
+            .transpose()?;
+        Ok(Binding {
+            aor: self.aor,
+            contact: self.contact,
+            expires_at: from_sql_secs(self.expires_at),
+            q,
+            call_id: self.call_id,
+            cseq,
+            transport,
+            source,
+            // Path values are stored one per line: a header value cannot hold a line break.
+            path: if self.path.is_empty() {
+                Vec::new()
+            } else {
+                self.path.split('\n').map(str::to_owned).collect()
+            },
+            instance_id: self.instance_id,
+            reg_id,
+            user_agent: self.user_agent,
+            registered_at: from_sql_secs(self.registered_at),
+        })
+    }
+}
+
+impl LocationStore for SqliteLocationStore {
+    fn apply(&mut self, changes: &[Change]) -> Result<(), StoreError> {
+        const DOING: &str = "storing bindings";
+        // IMMEDIATE takes the write lock up front, so the transaction cannot fail half way
+        // through for a lock another process took meanwhile.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql(DOING))?;
+        for change in changes {
+            match change {
+                Change::Upsert(b) => {
+                    let path = b.path.join("\n");
+                    tx.prepare_cached(&format!(
+                        "INSERT OR REPLACE INTO location ({BINDING_COLUMNS}) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+                    ))
+                    .and_then(|mut s| {
+                        s.execute(params![
+                            b.aor,
+                            b.contact,
+                            to_sql_secs(b.expires_at),
+                            b.q,
+                            b.call_id,
+                            b.cseq,
+                            b.transport.name(),
+                            b.source.to_string(),
+                            path,
+                            b.instance_id,
+                            b.reg_id,
+                            b.user_agent,
+                            to_sql_secs(b.registered_at),
+                        ])
+                    })
+                    .map_err(sql(DOING))?;
+                }
+                Change::Remove { aor, contact } => {
+                    tx.prepare_cached("DELETE FROM location WHERE aor = ?1 AND contact = ?2")
+                        .and_then(|mut s| s.execute(params![aor, contact]))
+                        .map_err(sql(DOING))?;
+                }
+                Change::RemoveAll { aor } => {
+                    tx.prepare_cached("DELETE FROM location WHERE aor = ?1")
+                        .and_then(|mut s| s.execute(params![aor]))
+                        .map_err(sql(DOING))?;
+                }
+            }
+        }
+        // Dropping `tx` on an early return above rolls everything back.
+        tx.commit().map_err(sql(DOING))
+    }
+
+    fn lookup(&self, aor: &str, now: u64) -> Result<Vec<Binding>, StoreError> {
+        let mut v = self.query(
+            &format!("SELECT {BINDING_COLUMNS} FROM location WHERE aor = ?1 AND expires_at > ?2"),
+            params![aor, to_sql_secs(now)],
+        )?;
+        v.sort_by(Binding::priority_cmp);
+        Ok(v)
+    }
+
+    fn list_all(&self, now: u64) -> Result<Vec<Binding>, StoreError> {
+        let mut v = self.query(
+            &format!("SELECT {BINDING_COLUMNS} FROM location WHERE expires_at > ?1 ORDER BY aor"),
+            params![to_sql_secs(now)],
+        )?;
+        v.sort_by(|a, b| a.aor.cmp(&b.aor).then_with(|| Binding::priority_cmp(a, b)));
+        Ok(v)
+    }
+
+    fn sweep(&mut self, now: u64) -> Result<usize, StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM location WHERE expires_at <= ?1",
+                params![to_sql_secs(now)],
+            )
+            .map_err(sql("sweeping expired bindings"))
+    }
+}
+
+/// The SQLite user store (the `users` table of the same file).
+#[derive(Debug)]
+pub struct SqliteUserStore {
+    conn: Connection,
+}
+
+const USER_COLUMNS: &str = "name, realm, ha1_md5, ha1_sha256, ha1_sha512_256, created_at";
+
+fn user_from_row(r: &Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        name: r.get(0)?,
+        realm: r.get(1)?,
+        ha1: Ha1Set {
+            md5: r.get(2)?,
+            sha256: r.get(3)?,
+            sha512_256: r.get(4)?,
+        },
+        created_at: from_sql_secs(r.get(5)?),
+    })
+}
+
+impl SqliteUserStore {
+    /// Opens or creates the file. User changes are rare and precious, so they are always
+    /// written with [`Durability::Power`].
+    pub fn open(path: &Path) -> Result<SqliteUserStore, StoreError> {
+        Ok(SqliteUserStore {
+            conn: open_connection(path, Durability::Power)?,
+        })
+    }
+}
+
+impl UserStore for SqliteUserStore {
+    fn get(&self, name: &str) -> Result<Option<User>, StoreError> {
+        self.conn
+            .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1"))
+            .and_then(|mut s| s.query_row(params![name], user_from_row).optional())
+            .map_err(sql("reading a user"))
+    }
+
+    fn list(&self) -> Result<Vec<User>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY name"))
+            .map_err(sql("listing users"))?;
+        let rows = stmt
+            .query_map([], user_from_row)
+            .map_err(sql("listing users"))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(sql("listing users"))
+    }
+
+    fn add(&mut self, user: &User) -> Result<(), StoreError> {
+        let n = self
+            .conn
+            .execute(
+                &format!(
+                    "INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                     ON CONFLICT (name) DO NOTHING"
+                ),
+                params![
+                    user.name,
+                    user.realm,
+                    user.ha1.md5,
+                    user.ha1.sha256,
+                    user.ha1.sha512_256,
+                    to_sql_secs(user.created_at)
+                ],
+            )
+            .map_err(sql("adding a user"))?;
+        if n == 0 {
+            return Err(StoreError::UserExists(user.name.clone()));
+        }
+        Ok(())
+    }
+
+    fn set_ha1(&mut self, name: &str, realm: &str, ha1: &Ha1Set) -> Result<(), StoreError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE users SET realm = ?2, ha1_md5 = ?3, ha1_sha256 = ?4, ha1_sha512_256 = ?5 \
+                 WHERE name = ?1",
+                params![name, realm, ha1.md5, ha1.sha256, ha1.sha512_256],
+            )
+            .map_err(sql("changing a password"))?;
+        if n == 0 {
+            return Err(StoreError::NoSuchUser(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self, name: &str) -> Result<(), StoreError> {
+        let n = self
+            .conn
+            .execute("DELETE FROM users WHERE name = ?1", params![name])
+            .map_err(sql("removing a user"))?;
+        if n == 0 {
+            return Err(StoreError::NoSuchUser(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    fn import(&mut self, users: &[User]) -> Result<ImportReport, StoreError> {
+        const DOING: &str = "importing users";
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql(DOING))?;
+        let mut report = ImportReport::default();
+        {
+            let mut exists = tx
+                .prepare("SELECT 1 FROM users WHERE name = ?1")
+                .map_err(sql(DOING))?;
+            let mut upsert = tx
+                .prepare(&format!(
+                    "INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                     ON CONFLICT (name) DO UPDATE SET realm = excluded.realm, \
+                     ha1_md5 = excluded.ha1_md5, ha1_sha256 = excluded.ha1_sha256, \
+                     ha1_sha512_256 = excluded.ha1_sha512_256"
+                ))
+                .map_err(sql(DOING))?;
+            for u in users {
+                if exists.exists(params![u.name]).map_err(sql(DOING))? {
+                    report.updated += 1;
+                } else {
+                    report.added += 1;
+                }
+                upsert
+                    .execute(params![
+                        u.name,
+                        u.realm,
+                        u.ha1.md5,
+                        u.ha1.sha256,
+                        u.ha1.sha512_256,
+                        to_sql_secs(u.created_at)
+                    ])
+                    .map_err(sql(DOING))?;
+            }
+        }
+        tx.commit().map_err(sql(DOING))?;
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn binding(aor: &str, contact: &str, expires_at: u64) -> Binding {
+        Binding {
+            aor: aor.into(),
+            contact: contact.into(),
+            expires_at,
+            q: Some(500),
+            call_id: "c@h".into(),
+            cseq: 7,
+            transport: Transport::Tls,
+            source: "[2001:db8::1]:5061".parse().unwrap(),
+            path: vec![
+                "<sip:edge1.example;lr;ob>".into(),
+                "<sip:edge2.example;lr>".into(),
+            ],
+            instance_id: Some("<urn:uuid:00000000-0000-1000-8000-000A95A0E128>".into()),
+            reg_id: Some(1),
+            user_agent: Some("Phone \"X\" 1.0".into()),
+            registered_at: 90,
+        }
+    }
+
+    #[test]
+    fn bindings_and_users_survive_reopen_and_no_password_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sb.db");
+        let b1 = binding("sip:alice@example.test", "sip:alice@192.0.2.1", 1000);
+        let mut b2 = binding("sip:alice@example.test", "sip:alice@192.0.2.2", 2000);
+        b2.q = None;
+        b2.path.clear();
+        b2.instance_id = None;
+        b2.reg_id = None;
+        b2.user_agent = None;
+        {
+            let mut loc = SqliteLocationStore::open(&path, Durability::Process).unwrap();
+            loc.apply(&[Change::Upsert(b1.clone()), Change::Upsert(b2.clone())])
+                .unwrap();
+            loc.upsert(binding("sip:bob@example.test", "sip:bob@x", 500))
+                .unwrap();
+            let mut users = SqliteUserStore::open(&path).unwrap();
+            users
+                .add(&User::new("alice", "example.test", "pa55word-XYZ", 10).unwrap())
+                .unwrap();
+        }
+        let loc = SqliteLocationStore::open(&path, Durability::Power).unwrap();
+        assert_eq!(
+            loc.lookup("sip:alice@example.test", 100).unwrap(),
+            vec![b2.clone(), b1.clone()],
+            "absent q counts as 1.0 and sorts first"
+        );
+        assert_eq!(
+            loc.lookup("sip:alice@example.test", 1000).unwrap(),
+            vec![b2]
+        );
+        assert_eq!(loc.list_all(100).unwrap().len(), 3);
+        let users = SqliteUserStore::open(&path).unwrap();
+        let alice = users.get("alice").unwrap().unwrap();
+        assert_eq!(alice.created_at, 10);
+        assert_eq!(
+            alice.ha1,
+            Ha1Set::compute("alice", "example.test", "pa55word-XYZ")
+        );
+        assert!(users.get("bob").unwrap().is_none());
+        drop((loc, users));
+        let raw = std::fs::read(&path).unwrap();
+        let wal = std::fs::read(dir.path().join("sb.db-wal")).unwrap_or_default();
+        for bytes in [raw, wal] {
+            assert!(
+                !bytes.windows(12).any(|w| w == b"pa55word-XYZ"),
+                "the password reached the file"
+            );
+        }
+    }
+
+    #[test]
+    fn apply_is_atomic_and_sweep_deletes_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sb.db");
+        let mut loc = SqliteLocationStore::open(&path, Durability::Process).unwrap();
+        loc.upsert(binding("sip:a@x", "sip:1", 100)).unwrap();
+        loc.upsert(binding("sip:a@x", "sip:2", 200)).unwrap();
+        // A second connection holds the write lock: the whole apply fails, nothing changes.
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE;").unwrap();
+        loc.conn.busy_timeout(Duration::from_millis(10)).unwrap();
+        let e = loc
+            .apply(&[
+                Change::RemoveAll {
+                    aor: "sip:a@x".into(),
+                },
+                Change::Upsert(binding("sip:a@x", "sip:3", 300)),
+            ])
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("database error while storing bindings"),
+            "{e}"
+        );
+        other.execute_batch("ROLLBACK;").unwrap();
+        assert_eq!(loc.lookup("sip:a@x", 0).unwrap().len(), 2);
+        loc.apply(&[
+            Change::RemoveAll {
+                aor: "sip:a@x".into(),
+            },
+            Change::Upsert(binding("sip:a@x", "sip:3", 300)),
+            Change::Remove {
+                aor: "sip:nobody@x".into(),
+                contact: "sip:9".into(),
+            },
+        ])
+        .unwrap();
+        assert_eq!(loc.lookup("sip:a@x", 0).unwrap().len(), 1);
+        loc.upsert(binding("sip:b@x", "sip:1", 100)).unwrap();
+        assert_eq!(loc.sweep(100).unwrap(), 1);
+        assert_eq!(loc.sweep(100).unwrap(), 0);
+        assert_eq!(loc.list_all(0).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn user_operations() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut users = SqliteUserStore::open(&dir.path().join("u.db")).unwrap();
+        let alice = User::new("alice", "r", "one", 1).unwrap();
+        users.add(&alice).unwrap();
+        assert!(matches!(users.add(&alice), Err(StoreError::UserExists(n)) if n == "alice"));
+        users
+            .set_ha1("alice", "r", &Ha1Set::compute("alice", "r", "two"))
+            .unwrap();
+        assert_eq!(
+            users.get("alice").unwrap().unwrap().ha1,
+            Ha1Set::compute("alice", "r", "two")
+        );
+        assert!(matches!(
+            users.set_ha1("zed", "r", &alice.ha1),
+            Err(StoreError::NoSuchUser(_))
+        ));
+        let batch: Vec<User> = (0..1000)
+            .map(|i| User::new(&format!("u{i}"), "r", "pw", 5).unwrap())
+            .chain([User::new("alice", "r", "three", 5).unwrap()])
+            .collect();
+        let report = users.import(&batch).unwrap();
+        assert_eq!(
+            report,
+            ImportReport {
+                added: 1000,
+                updated: 1
+            }
+        );
+        let a = users.get("alice").unwrap().unwrap();
+        assert_eq!(a.created_at, 1, "an update keeps the creation time");
+        assert_eq!(a.ha1, Ha1Set::compute("alice", "r", "three"));
+        assert_eq!(users.list().unwrap().len(), 1001);
+        users.remove("alice").unwrap();
+        assert!(matches!(
+            users.remove("alice"),
+            Err(StoreError::NoSuchUser(_))
+        ));
+    }
+}

@@ -1,0 +1,150 @@
+//! Users as the registrar needs them: a name and the digest HA1 per algorithm.
+
+use crate::StoreError;
+use sip_core::auth::{Algorithm, ha1};
+use std::fmt;
+
+/// A user who may register, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// The name: the user part of the AOR and the digest username.
+    pub name: String,
+    /// The realm the hashes were computed for (the served domain): if the domain changes,
+    /// the hashes no longer verify and the password must be set again.
+    pub realm: String,
+    /// H(name:realm:password) per algorithm.
+    pub ha1: Ha1Set,
+    /// When the user was added, in Unix seconds.
+    pub created_at: u64,
+}
+
+impl User {
+    /// A user with the hashes of `password` for `realm`; the name is checked with
+    /// [`check_user_name`]. The password itself is not kept.
+    pub fn new(name: &str, realm: &str, password: &str, now: u64) -> Result<User, StoreError> {
+        check_user_name(name)?;
+        Ok(User {
+            name: name.to_owned(),
+            realm: realm.to_owned(),
+            ha1: Ha1Set::compute(name, realm, password),
+            created_at: now,
+        })
+    }
+}
+
+/// The HA1 hashes of one user, one per base digest algorithm, in lowercase hex.
+///
+/// An HA1 is as good as the password against this realm (whoever has it can answer any
+/// challenge), so `Debug` does not print them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Ha1Set {
+    /// MD5 (RFC 3261).
+    pub md5: String,
+    /// SHA-256 (RFC 8760).
+    pub sha256: String,
+    /// SHA-512/256 (RFC 8760).
+    pub sha512_256: String,
+}
+
+impl Ha1Set {
+    /// The hashes of `password` for `name` in `realm`.
+    pub fn compute(name: &str, realm: &str, password: &str) -> Ha1Set {
+        Ha1Set {
+            md5: ha1(Algorithm::Md5, name, realm, password),
+            sha256: ha1(Algorithm::Sha256, name, realm, password),
+            sha512_256: ha1(Algorithm::Sha512_256, name, realm, password),
+        }
+    }
+
+    /// The hash for an algorithm (a `-sess` variant uses its base algorithm's HA1).
+    pub fn get(&self, alg: Algorithm) -> &str {
+        match alg.base() {
+            Algorithm::Sha256 => &self.sha256,
+            Algorithm::Sha512_256 => &self.sha512_256,
+            _ => &self.md5,
+        }
+    }
+}
+
+impl fmt::Debug for Ha1Set {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Ha1Set(..)")
+    }
+}
+
+/// What [`crate::UserStore::import`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ImportReport {
+    /// New users.
+    pub added: usize,
+    /// Existing users whose hashes were replaced.
+    pub updated: usize,
+}
+
+/// Checks that a name can be used as it is as the user part of a SIP URI and as a digest
+/// username: 1 to 64 characters among letters, digits and `-_.!~*'()+&=$`.
+///
+/// The set is RFC 3261's `unreserved` plus some `user-unreserved` characters, minus those
+/// (`,;?/`) that would need escaping or quoting somewhere on the way, so that the name in
+/// the database, in the To header and in the Authorization header is the same string.
+pub fn check_user_name(name: &str) -> Result<(), StoreError> {
+    let bad = |why| {
+        Err(StoreError::InvalidUserName {
+            name: name.to_owned(),
+            why,
+        })
+    };
+    if name.is_empty() {
+        return bad("it is empty");
+    }
+    if name.len() > 64 {
+        return bad("it is longer than 64 characters");
+    }
+    if !name
+        .bytes()
+        .all(|c| c.is_ascii_alphanumeric() || b"-_.!~*'()+&=$".contains(&c))
+    {
+        return bad("use letters, digits and -_.!~*'()+&=$ only");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn hashes_match_sip_core_and_hide_in_debug() {
+        let u = User::new("alice", "example.test", "secret", 7).unwrap();
+        assert_eq!(
+            u.ha1.get(Algorithm::Md5),
+            ha1(Algorithm::Md5, "alice", "example.test", "secret")
+        );
+        assert_eq!(u.ha1.get(Algorithm::Sha256Sess), u.ha1.sha256);
+        assert_eq!(u.ha1.sha256.len(), 64);
+        assert_eq!(u.ha1.md5.len(), 32);
+        let dbg = format!("{u:?}");
+        assert!(
+            !dbg.contains(&u.ha1.md5) && !dbg.contains("secret"),
+            "{dbg}"
+        );
+    }
+
+    #[test]
+    fn names() {
+        check_user_name("alice").unwrap();
+        check_user_name("user.10000+x").unwrap();
+        for (bad, why) in [
+            ("", "it is empty"),
+            ("a b", "use letters"),
+            ("a@b", "use letters"),
+            ("a:b", "use letters"),
+            ("ä", "use letters"),
+        ] {
+            let e = check_user_name(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        assert!(check_user_name(&"a".repeat(65)).is_err());
+    }
+}

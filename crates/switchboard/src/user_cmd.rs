@@ -1,0 +1,357 @@
+//! `switchboard user …` and `switchboard location`: provisioning users and looking at
+//! registrations from the command line, in the database `serve` uses.
+//!
+//! They read the same `--config FILE` as `serve` (the defaults when it is not given) and
+//! work whether `serve` is running or not: the SQLite file is in WAL mode, so a second
+//! process can read and write beside it, waiting briefly if `serve` holds the write lock.
+//! Passwords are hashed here (HA1 per digest algorithm, for the realm = `[sip] domain`) and
+//! never stored.
+
+use crate::config::Config;
+use crate::registrar::http_date;
+use clap::{Args, Subcommand};
+use std::io::{BufRead, Read};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+use store::{Backend, Binding, Durability, LocationStore, SqliteLocationStore, SqliteUserStore};
+use store::{Ha1Set, User, UserStore};
+
+/// What `switchboard user` does.
+#[derive(Subcommand, Debug)]
+pub enum UserAction {
+    /// Add a user who may register as NAME@domain.
+    Add {
+        /// The user name: the user part of the address and the digest username.
+        name: String,
+        #[command(flatten)]
+        password: PasswordArgs,
+    },
+    /// List the users (name, realm, when added).
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a user. Their current registrations stay until they expire.
+    Remove {
+        /// The user name.
+        name: String,
+    },
+    /// Set a user's password.
+    Passwd {
+        /// The user name.
+        name: String,
+        #[command(flatten)]
+        password: PasswordArgs,
+    },
+    /// Add or update many users from a file of `name,password` lines, in one transaction:
+    /// all of them or, if any line is wrong, none. Blank lines and lines starting with `#`
+    /// are skipped; the password is everything after the first comma.
+    Import {
+        /// The file, or `-` for standard input.
+        file: PathBuf,
+    },
+}
+
+/// Where the password comes from: exactly one of the two.
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+pub struct PasswordArgs {
+    /// The password (visible to other local users in the process list; prefer
+    /// --password-stdin on shared machines).
+    #[arg(long)]
+    password: Option<String>,
+    /// Read the password from the first line of standard input.
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Writes to standard output, ignoring a closed pipe (`switchboard user list | head`):
+/// the reader has what it wanted, and that is no reason to panic.
+fn emit(text: impl std::fmt::Display) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
+}
+
+/// Prints `error: …` and returns exit code 1.
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config, String> {
+    match path {
+        Some(p) => Config::load(p).map_err(|e| e.to_string()),
+        None => Ok(Config::default()),
+    }
+}
+
+/// The SQLite file the configuration names; the CLI only manages SQLite databases.
+fn database(config: &Config) -> Result<PathBuf, String> {
+    match Backend::parse(&config.storage.database).map_err(|e| e.to_string())? {
+        Backend::Sqlite(path) => Ok(path),
+        _ => Err(format!(
+            "[storage] database = \"{}\" keeps nothing on disk; there are no users to manage",
+            config.storage.database
+        )),
+    }
+}
+
+fn read_password(args: &PasswordArgs) -> Result<String, String> {
+    let pw = match &args.password {
+        Some(p) => p.clone(),
+        None => {
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    if pw.is_empty() {
+        return Err("the password is empty".into());
+    }
+    Ok(pw)
+}
+
+/// Runs `switchboard user ACTION`.
+pub fn run_user(config: Option<&Path>, action: UserAction) -> ExitCode {
+    match user(config, action) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+fn user(config: Option<&Path>, action: UserAction) -> Result<(), String> {
+    let config = load_config(config)?;
+    let path = database(&config)?;
+    let realm = config.sip.domain.as_str();
+    let mut users = SqliteUserStore::open(&path).map_err(|e| e.to_string())?;
+    match action {
+        UserAction::Add { name, password } => {
+            let pw = read_password(&password)?;
+            let u = User::new(&name, realm, &pw, now()).map_err(|e| e.to_string())?;
+            users.add(&u).map_err(|e| e.to_string())?;
+            emit(format_args!("added user {name} (sip:{name}@{realm})"));
+        }
+        UserAction::List { json } => {
+            let list = users.list().map_err(|e| e.to_string())?;
+            print_users(&list, realm, json);
+        }
+        UserAction::Remove { name } => {
+            users.remove(&name).map_err(|e| e.to_string())?;
+            emit(format_args!("removed user {name}"));
+        }
+        UserAction::Passwd { name, password } => {
+            let pw = read_password(&password)?;
+            users
+                .set_ha1(&name, realm, &Ha1Set::compute(&name, realm, &pw))
+                .map_err(|e| e.to_string())?;
+            emit(format_args!("changed the password of {name}"));
+        }
+        UserAction::Import { file } => {
+            let list = read_import(&file, realm, now())?;
+            let report = users.import(&list).map_err(|e| e.to_string())?;
+            emit(format_args!(
+                "imported {} users ({} added, {} updated) into {}",
+                list.len(),
+                report.added,
+                report.updated,
+                path.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Reads and checks a whole import file before anything is written.
+fn read_import(file: &Path, realm: &str, now: u64) -> Result<Vec<User>, String> {
+    let name = file.display().to_string();
+    let mut text = String::new();
+    if file == Path::new("-") {
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| format!("cannot read standard input: {e}"))?;
+    } else {
+        text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {name}: {e}"))?;
+    }
+    let mut users = Vec::new();
+    let mut errors = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        let at = format!("{name}:{}", i + 1);
+        let Some((user, password)) = line.split_once(',') else {
+            errors.push(format!("{at}: expected name,password"));
+            continue;
+        };
+        let user = user.trim();
+        if password.is_empty() {
+            errors.push(format!("{at}: the password of {user} is empty"));
+            continue;
+        }
+        if !seen.insert(user.to_owned()) {
+            errors.push(format!("{at}: {user} appears twice"));
+            continue;
+        }
+        match User::new(user, realm, password, now) {
+            Ok(u) => users.push(u),
+            Err(e) => errors.push(format!("{at}: {e}")),
+        }
+    }
+    if !errors.is_empty() {
+        let shown = errors.len().min(10);
+        let mut msg = errors[..shown].join("\n  ");
+        if errors.len() > shown {
+            msg.push_str(&format!("\n  … and {} more", errors.len() - shown));
+        }
+        return Err(format!(
+            "nothing imported; {} bad line(s):\n  {msg}",
+            errors.len()
+        ));
+    }
+    Ok(users)
+}
+
+fn print_users(list: &[User], realm: &str, json: bool) {
+    if json {
+        let v: Vec<serde_json::Value> = list
+            .iter()
+            .map(|u| {
+                serde_json::json!({
+                    "name": u.name,
+                    "realm": u.realm,
+                    "created_at": u.created_at,
+                })
+            })
+            .collect();
+        emit(format_args!("{}", serde_json::Value::Array(v)));
+        return;
+    }
+    if list.is_empty() {
+        emit(format_args!("no users"));
+        return;
+    }
+    let rows: Vec<[String; 3]> = list
+        .iter()
+        .map(|u| {
+            let mut r = u.realm.clone();
+            if u.realm != realm {
+                // The hashes cover the realm: after a domain change they no longer verify.
+                r.push_str(" (not the domain: set the password again)");
+            }
+            [u.name.clone(), r, http_date(u.created_at)]
+        })
+        .collect();
+    print_table(&["NAME", "REALM", "CREATED"], &rows);
+}
+
+/// Runs `switchboard location`.
+pub fn run_location(config: Option<&Path>, json: bool) -> ExitCode {
+    let result = (|| {
+        let config = load_config(config)?;
+        let path = database(&config)?;
+        let store =
+            SqliteLocationStore::open(&path, Durability::Process).map_err(|e| e.to_string())?;
+        let now = now();
+        let bindings = store.list_all(now).map_err(|e| e.to_string())?;
+        print_bindings(&bindings, now, json);
+        Ok::<(), String>(())
+    })();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+fn print_bindings(bindings: &[Binding], now: u64, json: bool) {
+    if json {
+        let v: Vec<serde_json::Value> = bindings
+            .iter()
+            .map(|b| {
+                serde_json::json!({
+                    "aor": b.aor,
+                    "contact": b.contact,
+                    "expires_in": b.expires_in(now),
+                    "expires_at": b.expires_at,
+                    "q": b.q.map(|q| f64::from(q) / 1000.0),
+                    "transport": b.transport.name(),
+                    "source": b.source.to_string(),
+                    "user_agent": b.user_agent,
+                    "path": b.path,
+                    "instance_id": b.instance_id,
+                    "reg_id": b.reg_id,
+                    "call_id": b.call_id,
+                    "cseq": b.cseq,
+                    "registered_at": b.registered_at,
+                })
+            })
+            .collect();
+        emit(format_args!("{}", serde_json::Value::Array(v)));
+        return;
+    }
+    if bindings.is_empty() {
+        emit(format_args!("no current registrations"));
+        return;
+    }
+    let rows: Vec<[String; 6]> = bindings
+        .iter()
+        .map(|b| {
+            [
+                b.aor.clone(),
+                b.contact.clone(),
+                format!("{}s", b.expires_in(now)),
+                b.transport.name().to_owned(),
+                b.source.to_string(),
+                b.user_agent.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "AOR",
+            "CONTACT",
+            "EXPIRES IN",
+            "TRANSPORT",
+            "SOURCE",
+            "USER AGENT",
+        ],
+        &rows,
+    );
+}
+
+/// Left-aligned columns, two spaces apart, the last one unpadded.
+fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
+    let mut width = header.map(|h| h.chars().count());
+    for r in rows {
+        for (w, cell) in width.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, (cell, w)) in cells.iter().zip(width).enumerate() {
+            if i + 1 == N {
+                s.push_str(cell);
+            } else {
+                s.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        emit(format_args!("{}", s.trim_end()));
+    };
+    line(header.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}

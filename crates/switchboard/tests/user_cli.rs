@@ -1,0 +1,271 @@
+//! `switchboard user …` and `switchboard location` run as an admin runs them: the real
+//! binary, a configuration file in a temporary directory, the SQLite file beside it.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use store::{Binding, Durability, LocationStore, SqliteLocationStore, Transport};
+
+struct Env {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("sb.toml");
+        // A relative database path is relative to the working directory, which `run` sets
+        // to the temporary directory.
+        std::fs::write(
+            &config,
+            "[sip]\ndomain = \"example.test\"\n[storage]\ndatabase = \"sb.db\"\n",
+        )
+        .unwrap();
+        Env { dir, config }
+    }
+
+    fn db(&self) -> PathBuf {
+        self.dir.path().join("sb.db")
+    }
+
+    /// Runs `switchboard ARGS --config sb.toml`; returns (exit code, stdout, stderr).
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let (code, out, err) = self.run(args, stdin);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        out
+    }
+
+    fn names(&self) -> Vec<String> {
+        let out = self.ok(&["user", "list", "--json"], None);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["name"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+fn file_contains(path: &Path, needle: &str) -> bool {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn add_list_passwd_remove() {
+    let env = Env::new();
+    assert_eq!(
+        env.ok(&["user", "add", "alice", "--password", "Secret-One"], None),
+        "added user alice (sip:alice@example.test)\n"
+    );
+    env.ok(
+        &["user", "add", "bob", "--password-stdin"],
+        Some("Secret-Two\n"),
+    );
+    let (code, _, err) = env.run(&["user", "add", "alice", "--password", "x"], None);
+    assert_eq!(
+        (code, err.as_str()),
+        (1, "error: user \"alice\" already exists\n")
+    );
+    let (code, _, err) = env.run(&["user", "add", "carol"], None);
+    assert_eq!(code, 2, "clap refuses a missing password: {err}");
+    let (code, _, err) = env.run(&["user", "add", "bad name", "--password", "x"], None);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("error: invalid user name \"bad name\""),
+        "{err}"
+    );
+
+    let table = env.ok(&["user", "list"], None);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(
+        lines[0].starts_with("NAME   REALM         CREATED"),
+        "{table}"
+    );
+    assert!(lines[1].starts_with("alice  example.test  "), "{table}");
+    assert_eq!(env.names(), ["alice", "bob"]);
+
+    env.ok(
+        &["user", "passwd", "alice", "--password", "Secret-Three"],
+        None,
+    );
+    let (code, _, err) = env.run(&["user", "passwd", "zed", "--password", "x"], None);
+    assert_eq!((code, err.as_str()), (1, "error: no user \"zed\"\n"));
+
+    // The hashes are the digest HA1 of the current password, and no password is stored.
+    let users = store::SqliteUserStore::open(&env.db()).unwrap();
+    use store::UserStore;
+    let alice = users.get("alice").unwrap().unwrap();
+    assert_eq!(
+        alice.ha1,
+        store::Ha1Set::compute("alice", "example.test", "Secret-Three")
+    );
+    drop(users);
+    for f in ["sb.db", "sb.db-wal"] {
+        for pw in ["Secret-One", "Secret-Two", "Secret-Three"] {
+            assert!(!file_contains(&env.dir.path().join(f), pw), "{pw} in {f}");
+        }
+    }
+
+    assert_eq!(
+        env.ok(&["user", "remove", "bob"], None),
+        "removed user bob\n"
+    );
+    let (code, _, _) = env.run(&["user", "remove", "bob"], None);
+    assert_eq!(code, 1);
+    assert_eq!(env.names(), ["alice"]);
+}
+
+#[test]
+fn import_1000_users_in_one_go() {
+    let env = Env::new();
+    env.ok(&["user", "add", "u7", "--password", "old"], None);
+    let mut csv = String::from("# name,password\n\n");
+    for i in 0..1000 {
+        csv.push_str(&format!("u{i},pw,{i}\r\n"));
+    }
+    let file = env.dir.path().join("users.csv");
+    std::fs::write(&file, &csv).unwrap();
+    let out = env.ok(&["user", "import", file.to_str().unwrap()], None);
+    assert_eq!(
+        out,
+        "imported 1000 users (999 added, 1 updated) into sb.db\n"
+    );
+    assert_eq!(env.names().len(), 1000);
+    let users = store::SqliteUserStore::open(&env.db()).unwrap();
+    use store::UserStore;
+    assert_eq!(
+        users.get("u7").unwrap().unwrap().ha1,
+        store::Ha1Set::compute("u7", "example.test", "pw,7"),
+        "the password is everything after the first comma"
+    );
+    drop(users);
+
+    // One bad line and nothing is imported.
+    let out = env.run(
+        &["user", "import", "-"],
+        Some("new1,a\nnot a line\nnew2,b\nnew1,c\n"),
+    );
+    assert_eq!(out.0, 1);
+    assert_eq!(
+        out.2,
+        "error: nothing imported; 2 bad line(s):\n  -:2: expected name,password\n  -:4: new1 appears twice\n"
+    );
+    assert_eq!(env.names().len(), 1000);
+}
+
+#[test]
+fn location_empty_and_with_a_binding() {
+    let env = Env::new();
+    assert_eq!(env.ok(&["location"], None), "no current registrations\n");
+    assert_eq!(env.ok(&["location", "--json"], None), "[]\n");
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut loc = SqliteLocationStore::open(&env.db(), Durability::Process).unwrap();
+    loc.upsert(Binding {
+        aor: "sip:alice@example.test".into(),
+        contact: "sip:alice@192.0.2.7:5062;transport=tcp".into(),
+        expires_at: now + 3000,
+        q: Some(500),
+        call_id: "abc".into(),
+        cseq: 3,
+        transport: Transport::Tcp,
+        source: "192.0.2.7:5062".parse().unwrap(),
+        path: vec![],
+        instance_id: None,
+        reg_id: None,
+        user_agent: Some("Phone/2.1".into()),
+        registered_at: now,
+    })
+    .unwrap();
+    // `serve` keeps its connection open meanwhile: the CLI works beside it.
+    let table = env.ok(&["location"], None);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 2, "{table}");
+    assert!(
+        lines[0].starts_with("AOR                     CONTACT"),
+        "{table}"
+    );
+    for cell in [
+        "sip:alice@example.test",
+        "sip:alice@192.0.2.7:5062;transport=tcp",
+        "tcp",
+        "192.0.2.7:5062",
+        "Phone/2.1",
+    ] {
+        assert!(lines[1].contains(cell), "{cell}: {table}");
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&env.ok(&["location", "--json"], None)).unwrap();
+    let b = &v[0];
+    assert_eq!(b["aor"], "sip:alice@example.test");
+    assert_eq!(b["q"], 0.5);
+    assert!(b["expires_in"].as_u64().unwrap() <= 3000);
+    drop(loc);
+}
+
+#[test]
+fn config_errors_are_reported() {
+    let env = Env::new();
+    let (code, _, err) = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["location", "--config", "/nonexistent/sb.toml"])
+        .output()
+        .map(|o| {
+            (
+                o.status.code().unwrap_or(-1),
+                String::new(),
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+            )
+        })
+        .unwrap();
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("error: cannot read /nonexistent/sb.toml"),
+        "{err}"
+    );
+    std::fs::write(
+        &env.config,
+        "[storage]\ndatabase = \"redis://127.0.0.1/\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = env.run(&["user", "list"], None);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("the redis backend is not built in yet"),
+        "{err}"
+    );
+}
