@@ -81,6 +81,19 @@ pub struct RegistrarConfig {
     pub max_expires: u32,
     /// Granted when the phone asks for none.
     pub default_expires: u32,
+    /// Failed authentications from one source, within the window, that ban it (0: never).
+    pub max_auth_failures: u32,
+    /// The window those failures are counted in, seconds.
+    pub auth_failure_window_secs: u64,
+    /// How long a ban lasts, seconds.
+    pub ban_secs: u64,
+    /// How long a nonce may be used before it is answered with `stale=true`, seconds.
+    pub nonce_lifetime_secs: u64,
+    /// Other host names that mean this server in a Request-URI or To URI.
+    pub aliases: Vec<String>,
+    /// Digest algorithms offered in a challenge, in order: "SHA-256", "MD5". Clients
+    /// that read only the first challenge (SIPp 3.6, older phones) need "MD5" first.
+    pub digest_algorithms: Vec<String>,
 }
 
 impl Default for RegistrarConfig {
@@ -90,6 +103,12 @@ impl Default for RegistrarConfig {
             min_expires: 60,
             max_expires: 3600,
             default_expires: 3600,
+            max_auth_failures: 10,
+            auth_failure_window_secs: 60,
+            ban_secs: 600,
+            nonce_lifetime_secs: 300,
+            aliases: Vec::new(),
+            digest_algorithms: vec!["SHA-256".into(), "MD5".into()],
         }
     }
 }
@@ -184,6 +203,20 @@ impl Config {
                 ),
             ));
         }
+        if r.digest_algorithms.is_empty() {
+            return Err((
+                "digest_algorithms",
+                "at least one algorithm is needed".into(),
+            ));
+        }
+        for a in &r.digest_algorithms {
+            if !a.eq_ignore_ascii_case("SHA-256") && !a.eq_ignore_ascii_case("MD5") {
+                return Err((
+                    "digest_algorithms",
+                    format!("\"{a}\" is not one of \"SHA-256\", \"MD5\""),
+                ));
+            }
+        }
         if self.sip.listen.is_empty() {
             return Err(("listen", "at least one listen address is needed".into()));
         }
@@ -273,6 +306,11 @@ mod tests {
         assert_eq!(
             e,
             "sb.toml:2: min_expires: 600 is greater than max_expires (60)"
+        );
+        let e = parse("[registrar]\ndigest_algorithms = [\"SHA-1\"]\n").unwrap_err();
+        assert_eq!(
+            e,
+            "sb.toml:2: digest_algorithms: \"SHA-1\" is not one of \"SHA-256\", \"MD5\""
         );
         let e = parse("[sip]\n\nlisten = [\"sctp:1.2.3.4:5\"]\n").unwrap_err();
         assert!(

@@ -3,12 +3,10 @@
 //! Only this crate talks to the outside world: it parses arguments, prints, picks exit
 //! codes and touches files; the protocol logic it calls lives in `sip-core`.
 
-#[allow(dead_code)] // read by `serve`, which lands with the transport layer (issue 3)
 mod config;
 mod parse_cmd;
-#[allow(dead_code)] // driven by `serve`, which lands with the transport layer (issue 3)
 mod registrar;
-#[allow(dead_code)] // driven by `serve`, which lands with the transport layer (issue 3)
+mod serve;
 mod service;
 mod user_cmd;
 
@@ -31,6 +29,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the SIP server: listen on the configured transports (UDP and TCP 5060 by
+    /// default), register phones, answer OPTIONS. Stops cleanly on Ctrl-C or SIGTERM.
+    ///
+    /// Without --config it runs on defaults: SIP on 0.0.0.0:5060 UDP and TCP, users and
+    /// registrations in ./switchboard.db, domain "localhost". Log detail is set with
+    /// RUST_LOG (e.g. RUST_LOG=debug, or RUST_LOG=sip_net::trace=debug to see every message).
+    Serve {
+        /// The TOML configuration file (see README for every key).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Read one SIP message and print it as JSON: the start line, each header (typed
     /// where Switchboard knows it), the body, and the SDP decoded when there is one.
     ///
@@ -72,6 +81,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve { config } => serve::run(config.as_deref()),
         Command::Parse { file, compact } => parse_cmd::run(&file, compact),
         Command::User { config, action } => user_cmd::run_user(config.as_deref(), action),
         Command::Location { config, json } => user_cmd::run_location(config.as_deref(), json),

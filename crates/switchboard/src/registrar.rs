@@ -90,6 +90,49 @@ pub struct RegistrarSettings {
     /// How long a nonce may be used before it is `stale`, seconds
     /// (`[registrar] nonce_lifetime_secs`).
     pub nonce_lifetime_secs: u64,
+    /// The digest algorithms offered in a 401, in order (`[registrar] digest_algorithms`).
+    pub digest_algorithms: Vec<DigestAlgorithm>,
+}
+
+/// Whether the Authorization `uri` names the same resource as the Request-URI: equal
+/// text, or SIP URIs with the same scheme, user and host (the port may differ).
+fn digest_uri_matches(digest_uri: &str, request_uri: Option<&str>) -> bool {
+    let Some(request_uri) = request_uri else {
+        return false;
+    };
+    if digest_uri == request_uri {
+        return true;
+    }
+    match (Uri::parse(digest_uri), Uri::parse(request_uri)) {
+        (Ok(Uri::Sip(a)), Ok(Uri::Sip(b))) => {
+            a.secure == b.secure
+                && a.user == b.user
+                && a.host.to_string().eq_ignore_ascii_case(&b.host.to_string())
+        }
+        _ => false,
+    }
+}
+
+/// An algorithm a challenge can offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DigestAlgorithm {
+    /// SHA-256 (RFC 8760).
+    Sha256,
+    /// MD5 (RFC 3261).
+    Md5,
+}
+
+impl DigestAlgorithm {
+    /// Reads a configured name (`SHA-256` or `MD5`, any case).
+    pub fn from_name(s: &str) -> Option<DigestAlgorithm> {
+        if s.eq_ignore_ascii_case("SHA-256") {
+            Some(DigestAlgorithm::Sha256)
+        } else if s.eq_ignore_ascii_case("MD5") {
+            Some(DigestAlgorithm::Md5)
+        } else {
+            None
+        }
+    }
 }
 
 impl Default for RegistrarSettings {
@@ -106,6 +149,7 @@ impl Default for RegistrarSettings {
             auth_failure_window_secs: 60,
             ban_secs: 600,
             nonce_lifetime_secs: 300,
+            digest_algorithms: vec![DigestAlgorithm::Sha256, DigestAlgorithm::Md5],
         }
     }
 }
@@ -122,7 +166,16 @@ impl RegistrarSettings {
             min_expires: r.min_expires,
             max_expires: r.max_expires,
             default_expires: r.default_expires,
-            ..RegistrarSettings::default()
+            max_auth_failures: r.max_auth_failures,
+            auth_failure_window_secs: r.auth_failure_window_secs,
+            ban_secs: r.ban_secs,
+            nonce_lifetime_secs: r.nonce_lifetime_secs,
+            aliases: r.aliases.clone(),
+            digest_algorithms: r
+                .digest_algorithms
+                .iter()
+                .filter_map(|a| DigestAlgorithm::from_name(a))
+                .collect(),
         }
     }
 }
@@ -271,11 +324,13 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
     }
 
     /// The settings in force.
+    #[allow(dead_code)] // for the admin API
     pub fn settings(&self) -> &RegistrarSettings {
         &self.settings
     }
 
     /// The user store (e.g. for an admin page).
+    #[allow(dead_code)] // for the admin API
     pub fn users(&self) -> &U {
         &self.users
     }
@@ -699,8 +754,10 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
             .verify(&creds, stored, "REGISTER", req.body(), now);
         match verdict {
             Verdict::Ok if known => {
-                // RFC 2617 §3.2.2.5: the digest-uri must be the Request-URI.
-                if Some(creds.uri.as_ref()) != req.request_uri_str() {
+                // RFC 2617 §3.2.2.5: the digest-uri must be the Request-URI. Clients
+                // such as SIPp sign the URI with the port they sent to, so scheme, user
+                // and host must match and the port may differ.
+                if !digest_uri_matches(creds.uri.as_ref(), req.request_uri_str()) {
                     return Err(Refusal::because(
                         400,
                         "Bad Request (Authorization uri is not the Request-URI)",
@@ -736,9 +793,17 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
         let [sha256, md5] = self
             .verifier
             .challenges(&self.settings.domain, None, stale, now);
-        Refusal::new(401)
-            .with("WWW-Authenticate", sha256.to_string())
-            .with("WWW-Authenticate", md5.to_string())
+        let mut refusal = Refusal::new(401);
+        // Offered in the configured order: clients that only read the first challenge
+        // (SIPp 3.6, older phones) need MD5 first or alone.
+        for alg in &self.settings.digest_algorithms {
+            let challenge = match alg {
+                DigestAlgorithm::Sha256 => &sha256,
+                DigestAlgorithm::Md5 => &md5,
+            };
+            refusal = refusal.with("WWW-Authenticate", challenge.to_string());
+        }
+        refusal
     }
 
     fn store_failed(&mut self, e: &StoreError) -> Refusal {

@@ -1,7 +1,8 @@
 //! What `serve` answers, decided without I/O: a request in, a response out. The
 //! transport and transaction layers deliver requests here and send what comes back.
 //!
-//! Today Switchboard serves OPTIONS (RFC 3261 §11); every other method gets the answer
+//! Today Switchboard serves OPTIONS (RFC 3261 §11) here and REGISTER in the registrar;
+//! every other method gets the answer
 //! RFC 3261 §8.2.1 prescribes for a method the server does not offer: 405 with Allow
 //! for methods it knows, 501 for methods it has never heard of.
 
@@ -9,7 +10,7 @@ use sip_core::builder::{error_response_to_raw, response_to, response_to_with_rea
 use sip_core::{HeaderName, Message, Method, ParseError, Uri};
 
 /// Methods `serve` accepts (the Allow header).
-pub const ALLOW: &str = "OPTIONS, ACK";
+pub const ALLOW: &str = "REGISTER, OPTIONS, ACK";
 /// Option tags we support (the Supported header).
 pub const SUPPORTED: &str = "path, outbound";
 
