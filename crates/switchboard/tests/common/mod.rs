@@ -1,0 +1,205 @@
+//! Shared harness for the end-to-end tests: runs the real `switchboard serve` binary on
+//! loopback with a temporary configuration and database, and stops it when dropped.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_switchboard")
+}
+
+/// The project's shared folder (`../shared` beside the repository).
+pub fn shared() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
+}
+
+/// A port free on 127.0.0.1 for both UDP and TCP at the time of asking.
+pub fn free_port() -> u16 {
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A running `switchboard serve`.
+pub struct Server {
+    child: Option<Child>,
+    /// The temporary directory holding config, database and log.
+    pub dir: tempfile::TempDir,
+    /// The SIP port (UDP and TCP).
+    pub port: u16,
+    /// Extra listeners by transport name (`tls`, `ws`, `wss`) and port.
+    pub extra: Vec<(String, u16)>,
+}
+
+/// How to start a server.
+pub struct ServerOptions {
+    /// Extra transports to listen on besides UDP and TCP (`tls`, `ws`, `wss`).
+    pub extra_transports: Vec<&'static str>,
+    /// Extra TOML appended to the configuration.
+    pub extra_toml: String,
+    /// Users to create before start: (name, password).
+    pub users: Vec<(String, String)>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            extra_transports: Vec::new(),
+            extra_toml: String::new(),
+            users: Vec::new(),
+        }
+    }
+}
+
+impl Server {
+    /// Starts a server with UDP and TCP on one free port, domain `example.test`.
+    pub fn start(opts: ServerOptions) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut listen = vec![
+            format!("\"udp:127.0.0.1:{port}\""),
+            format!("\"tcp:127.0.0.1:{port}\""),
+        ];
+        let mut extra = Vec::new();
+        for t in &opts.extra_transports {
+            let p = free_port();
+            listen.push(format!("\"{t}:127.0.0.1:{p}\""));
+            extra.push((t.to_string(), p));
+        }
+        let config = format!(
+            "[sip]\nlisten = [{}]\ndomain = \"example.test\"\n[storage]\ndatabase = \"{}\"\n{}\n",
+            listen.join(", "),
+            dir.path().join("sb.db").display(),
+            opts.extra_toml
+        );
+        std::fs::write(dir.path().join("sb.toml"), config).unwrap();
+        let mut server = Server {
+            child: None,
+            dir,
+            port,
+            extra,
+        };
+        for (name, password) in &opts.users {
+            let out = server.cli(&["user", "add", name, "--password", password]);
+            assert!(out.status.success(), "user add: {out:?}");
+        }
+        server.spawn();
+        server
+    }
+
+    /// The configuration file.
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("sb.toml")
+    }
+
+    /// The server's log (stderr).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+    }
+
+    /// Runs a CLI subcommand with this server's configuration.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(binary())
+            .args(args)
+            .arg("--config")
+            .arg(self.config())
+            .output()
+            .unwrap()
+    }
+
+    /// Starts (or restarts) the process and waits until it answers on UDP.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("serve.log"))
+            .unwrap();
+        let child = Command::new(binary())
+            .args(["serve", "--config"])
+            .arg(self.config())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if self.log().contains("switchboard serve is ready") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("serve did not start; log:\n{}", self.log());
+    }
+
+    /// Stops the process with SIGKILL (kill -9), as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops the process with SIGTERM and waits for it to exit.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill").arg(c.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        c.wait().ok()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Runs SIPp (from Debian's `sip-tester`) with a time bound; returns (exit code, output).
+/// SIPp exits 0 when every call succeeded.
+pub fn sipp(scenario: &Path, server_port: u16, args: &[&str], timeout: Duration) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new("sipp");
+    cmd.current_dir(dir.path())
+        .arg("-sf")
+        .arg(scenario)
+        .arg(format!("127.0.0.1:{server_port}"))
+        .args(["-i", "127.0.0.1", "-nostdin", "-trace_err", "-timeout"])
+        .arg(format!("{}s", timeout.as_secs()))
+        .arg("-timeout_error")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = cmd
+        .output()
+        .expect("sipp is installed (scripts/test installs sip-tester)");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    for entry in std::fs::read_dir(dir.path()).unwrap().flatten() {
+        if entry.file_name().to_string_lossy().ends_with("errors.log") {
+            text.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+        }
+    }
+    (out.status.code().unwrap_or(-1), text)
+}
