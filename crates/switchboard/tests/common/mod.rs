@@ -40,6 +40,7 @@ pub struct Server {
 }
 
 /// How to start a server.
+#[derive(Default)]
 pub struct ServerOptions {
     /// Extra transports to listen on besides UDP and TCP (`tls`, `ws`, `wss`).
     pub extra_transports: Vec<&'static str>,
@@ -47,16 +48,6 @@ pub struct ServerOptions {
     pub extra_toml: String,
     /// Users to create before start: (name, password).
     pub users: Vec<(String, String)>,
-}
-
-impl Default for ServerOptions {
-    fn default() -> Self {
-        ServerOptions {
-            extra_transports: Vec::new(),
-            extra_toml: String::new(),
-            users: Vec::new(),
-        }
-    }
 }
 
 impl Server {
