@@ -100,16 +100,19 @@ impl StreamFramer {
                     self.scanned = 0;
                     return Ok(Some(Frame::Ping));
                 }
-                [b'\r', b'\n'] => {
-                    self.buf.advance(2);
-                    return Ok(Some(Frame::Pong));
-                }
-                [b'\r', b'\n', c, ..] if *c != b'\r' => {
-                    self.buf.advance(2);
-                    return Ok(Some(Frame::Pong));
-                }
+                // Could still become a ping: wait for the next byte.
                 [b'\r'] | [b'\r', b'\n', b'\r'] => return Ok(None),
-                [b'\n', ..] => self.buf.advance(1),
+                // A CRLF that does not start a ping is a pong, whatever follows it, so
+                // that how the stream was split never changes the answer (found by fuzzing).
+                [b'\r', b'\n', ..] => {
+                    self.buf.advance(2);
+                    self.scanned = 0;
+                    return Ok(Some(Frame::Pong));
+                }
+                [b'\n', ..] => {
+                    self.buf.advance(1);
+                    self.scanned = 0;
+                }
                 _ => break,
             }
         }
@@ -249,6 +252,32 @@ mod tests {
         assert!(matches!(f.next_frame(), Ok(Some(Frame::Message(_)))));
         assert_eq!(f.next_frame(), Ok(Some(Frame::Pong)));
         assert_eq!(f.next_frame(), Ok(None));
+    }
+
+    #[test]
+    fn crlf_then_cr_frames_the_same_however_split() {
+        // Fuzzer find: "\r\n\rL:0\n\n" once framed differently whole and byte by byte.
+        let input = b"\r\n\rL:0\n\n";
+        let frames = |chunks: Vec<&[u8]>| {
+            let mut f = StreamFramer::default();
+            let mut out = Vec::new();
+            for c in chunks {
+                f.push(c);
+                while let Ok(Some(fr)) = f.next_frame() {
+                    out.push(fr);
+                }
+            }
+            (out, f.next_frame())
+        };
+        let whole = frames(vec![&input[..]]);
+        let bytewise = frames(input.chunks(1).collect());
+        assert_eq!(whole, bytewise);
+        assert_eq!(whole.0.first(), Some(&Frame::Pong));
+        let mut f = StreamFramer::default();
+        f.push(b"\r\n\r");
+        assert_eq!(f.next_frame(), Ok(None), "may still become a ping");
+        f.push(b"\n");
+        assert_eq!(f.next_frame(), Ok(Some(Frame::Ping)));
     }
 
     #[test]

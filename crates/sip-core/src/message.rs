@@ -547,7 +547,12 @@ fn parse_start_line(b: &[u8], start: usize, stop: usize) -> Result<StartLine, Pa
             "start line is not valid UTF-8"
         )));
     };
-    if text.len() >= 4 && text[..4].eq_ignore_ascii_case("SIP/") {
+    // Compared as bytes: a multi-byte character may straddle byte 4 (found by fuzzing).
+    if text
+        .as_bytes()
+        .get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/"))
+    {
         // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
         let mut parts = text.splitn(3, ' ');
         let version = parts.next().unwrap_or("");
@@ -622,13 +627,15 @@ fn check_version(v: &str) -> Result<(), ParseError> {
         return Ok(());
     }
     let looks_like_version = v.len() > 4
-        && v[..4].eq_ignore_ascii_case("SIP/")
-        && v[4..].split_once('.').is_some_and(|(a, b)| {
-            !a.is_empty()
-                && !b.is_empty()
-                && a.bytes().all(|c| c.is_ascii_digit())
-                && b.bytes().all(|c| c.is_ascii_digit())
-        });
+        && v.as_bytes()[..4].eq_ignore_ascii_case(b"SIP/")
+        && v.get(4..)
+            .and_then(|r| r.split_once('.'))
+            .is_some_and(|(a, b)| {
+                !a.is_empty()
+                    && !b.is_empty()
+                    && a.bytes().all(|c| c.is_ascii_digit())
+                    && b.bytes().all(|c| c.is_ascii_digit())
+            });
     if looks_like_version {
         Err(ParseError::Version(v.to_string()))
     } else {
