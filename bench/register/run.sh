@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# REGISTER with digest auth, Switchboard (persisting to SQLite) beside Kamailio (usrloc in
+# memory), same machine, same run, with ../shared/bench's driver (sipbench.py).
+#
+# usage: bench/register/run.sh [RATES] [DURATION]     e.g. bench/register/run.sh "2000 5000" 20
+# needs: a release build (cargo build --release), SIPp and Kamailio (../shared/bench/install.sh)
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+SHARED="$(cd "$ROOT/../shared/bench" && pwd)"
+RATES="${1:-2000 5000}"
+DURATION="${2:-20}"
+WORK="$(mktemp -d /tmp/sb-register-XXXX)"
+SB="$ROOT/target/release/switchboard"
+export SIPBENCH_DIR="$WORK/sipbench"
+
+cat >"$WORK/sb.toml" <<TOML
+[sip]
+listen = ["udp:127.0.0.1:15060"]
+domain = "127.0.0.1"
+[storage]
+database = "$WORK/sb.db"
+[registrar]
+require_auth = true
+# SIPp 3.6 answers only MD5, and only the first challenge; Kamailio's reference offers MD5.
+digest_algorithms = ["MD5"]
+# The load is 10,000 honest users from one address: no bans.
+max_auth_failures = 0
+TOML
+tail -n +2 "$SHARED/scenarios/users.csv" | cut -d';' -f1,2 | tr ';' ',' >"$WORK/users.txt"
+"$SB" user import "$WORK/users.txt" --config "$WORK/sb.toml"
+
+run_load() {  # label pidfile
+  for rate in $RATES; do
+    python3 "$SHARED/sipbench.py" reg --auth --proxy 127.0.0.1:15060 --proxy-pidfile "$2" \
+      --rate "$rate" --duration "$DURATION" --label "$1-$rate" --json 2>&1 | tee "$WORK/$1-$rate.txt" | tail -25
+  done
+}
+
+"$SB" serve --config "$WORK/sb.toml" 2>"$WORK/serve.log" &
+echo $! >"$WORK/sb.pid"
+sleep 1
+run_load switchboard "$WORK/sb.pid"
+echo "bindings stored: $("$SB" location --config "$WORK/sb.toml" --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')"
+kill "$(cat "$WORK/sb.pid")"; wait "$(cat "$WORK/sb.pid")" 2>/dev/null || true
+
+RUN_DIR="$WORK/kam" "$SHARED/kamailio/start.sh" auth 2 >/dev/null
+run_load kamailio "$WORK/kam/kamailio.pid"
+RUN_DIR="$WORK/kam" "$SHARED/kamailio/stop.sh" >/dev/null 2>&1 || kill "$(cat "$WORK/kam/kamailio.pid")"
+echo "results in $WORK"
