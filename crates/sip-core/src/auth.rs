@@ -1760,11 +1760,6 @@ impl Verifier {
                 cnonce,
             }),
         };
-        // A nonce we never issued cannot have a right response; say so the same way as a
-        // wrong password, so probing learns nothing more.
-        let Some(issued) = self.issuer.issued_at(&creds.nonce) else {
-            return Verdict::BadResponse;
-        };
         let expected = response(
             alg,
             stored_ha1,
@@ -1777,10 +1772,16 @@ impl Verifier {
         if !response_matches(&expected, &creds.response) {
             return Verdict::BadResponse;
         }
+        // The digest is right for the nonce the client used, so it knows the password; a
+        // nonce we cannot vouch for (issued before a restart under another key, by another
+        // node, or expired) is then `stale` (RFC 7616 §3.3), never a failure that could
+        // lock out a phone that simply reused its last nonce.
+        let Some(issued) = self.issuer.issued_at(&creds.nonce) else {
+            return Verdict::Stale;
+        };
         match self.issuer.status_of(issued, now_secs) {
             NonceStatus::Valid => {}
-            NonceStatus::Stale => return Verdict::Stale,
-            NonceStatus::Invalid => return Verdict::BadResponse,
+            NonceStatus::Stale | NonceStatus::Invalid => return Verdict::Stale,
         }
         // Counts are checked only now, after the response proved the sender knows the
         // password: otherwise anyone could burn a client's counts.
@@ -2312,7 +2313,13 @@ mod tests {
             None,
             false,
         );
+        // A nonce we did not issue, answered with the right password: stale (RFC 7616
+        // §3.3), so a phone reusing a nonce from before a restart is challenged afresh.
         let c = respond(&forged, "bob", "pw", "REGISTER", "sip:r", "cn", 1).expect("answer");
+        let d = c.as_digest().expect("digest");
+        assert_eq!(v.verify(d, &stored, "REGISTER", b"", 10), Verdict::Stale);
+        // The same nonce with a wrong password is a failure.
+        let c = respond(&forged, "bob", "guess", "REGISTER", "sip:r", "cn", 1).expect("answer");
         let d = c.as_digest().expect("digest");
         assert_eq!(
             v.verify(d, &stored, "REGISTER", b"", 10),

@@ -282,6 +282,11 @@ pub fn error_response_to_raw(raw: &[u8], code: u16, reason: &str) -> Option<Byte
             _ => continue,
         };
         let name = HeaderName::from_bytes(name.trim().as_bytes());
+        // Every Via goes back; of the single-valued ones only the first, so that the
+        // answer to a message with duplicates (RFC 4475 §3.3.8) is itself well formed.
+        if slot > 0 && seen[slot] {
+            continue;
+        }
         seen[slot] = true;
         b.push(name.as_str().unwrap_or("X"), v.trim());
     }

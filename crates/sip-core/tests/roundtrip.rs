@@ -340,3 +340,19 @@ fn response_to_copies_what_rfc3261_says() {
     assert_eq!(ok.get(HeaderName::MaxForwards), None);
     ok.validate().unwrap();
 }
+
+#[test]
+fn error_response_to_raw_answers_duplicates_with_one_of_each() {
+    let path = format!(
+        "{}/../../../shared/torture/invalid/multi01.dat",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let raw = std::fs::read(path).unwrap();
+    let resp = sip_core::builder::error_response_to_raw(&raw, 400, "Bad Request").unwrap();
+    let m = Message::parse(resp).unwrap();
+    m.validate().unwrap();
+    assert_eq!(m.count(HeaderName::CallId), 1);
+    assert_eq!(m.count(HeaderName::From), 1);
+    assert_eq!(m.count(HeaderName::To), 1);
+    assert_eq!(m.count(HeaderName::CSeq), 1);
+}

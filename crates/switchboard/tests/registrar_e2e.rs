@@ -677,8 +677,6 @@ fn repeated_failures_ban_the_source_then_the_ban_ends() {
 // Persistence
 
 #[test]
-#[ignore = "bug: after a restart, a pre-restart nonce with a correct digest is answered as a \
-            wrong password (401 without stale=true) and counts toward the ban"]
 fn a_nonce_from_before_a_restart_is_stale_not_a_failure() {
     // RFC 2617 §3.2.1 (kept by RFC 7616 §3.3): stale=TRUE when "the nonce is invalid but
     // with a valid digest for that nonce". UAs that reuse the last nonce for refreshes
