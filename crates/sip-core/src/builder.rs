@@ -273,7 +273,8 @@ pub fn error_response_to_raw(raw: &[u8], code: u16, reason: &str) -> Option<Byte
         let Some((name, v)) = value.split_once(':') else {
             continue;
         };
-        let slot = match HeaderName::from_bytes(name.trim().as_bytes()) {
+        let name = HeaderName::from_bytes(name.trim().as_bytes());
+        let slot = match name {
             HeaderName::Via => 0,
             HeaderName::From => 1,
             HeaderName::To => 2,
@@ -281,7 +282,6 @@ pub fn error_response_to_raw(raw: &[u8], code: u16, reason: &str) -> Option<Byte
             HeaderName::CSeq => 4,
             _ => continue,
         };
-        let name = HeaderName::from_bytes(name.trim().as_bytes());
         // Every Via goes back; of the single-valued ones only the first, so that the
         // answer to a message with duplicates (RFC 4475 §3.3.8) is itself well formed.
         if slot > 0 && seen[slot] {

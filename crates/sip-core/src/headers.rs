@@ -5,18 +5,10 @@
 use crate::error::ParseError;
 use crate::method::Method;
 use crate::params::Params;
-use crate::scan::{Cursor, is_token, parse_u32, unquote};
+use crate::scan::{Cursor, clip, is_token, parse_u32, unquote};
 use crate::uri::{Host, Uri, parse_host};
 use std::borrow::Cow;
 use std::fmt;
-
-fn clip(s: &str) -> &str {
-    let mut end = s.len().min(80);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
 
 /// Splits a header value into its comma-separated elements, ignoring commas inside
 /// quoted strings and `<...>`. Empty elements are kept, so that `a,,b` is refused by

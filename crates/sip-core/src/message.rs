@@ -12,7 +12,7 @@ use crate::error::ParseError;
 use crate::headers::{self, CSeq, Contact, MediaType, NameAddr, Via};
 use crate::method::Method;
 use crate::name::HeaderName;
-use crate::scan::{is_token, parse_u32};
+use crate::scan::{clip, is_token, parse_u32};
 use crate::uri::Uri;
 use bytes::Bytes;
 use std::fmt;
@@ -308,13 +308,12 @@ impl Message {
         let mut it = self.get_all(name);
         let first = it.next();
         if it.next().is_some() {
-            return Err(ParseError::Duplicate(canonical(name)));
+            return Err(ParseError::Duplicate(name.label()));
         }
         Ok(first)
     }
     fn required(&self, name: HeaderName) -> Result<&str, ParseError> {
-        self.single(name)?
-            .ok_or(ParseError::Missing(canonical(name)))
+        self.single(name)?.ok_or(ParseError::Missing(name.label()))
     }
 
     /// Every Via value, top first, across header lines and comma lists.
@@ -418,7 +417,7 @@ impl Message {
                     Ok(t)
                 } else {
                     Err(ParseError::header(
-                        canonical(name),
+                        name.label(),
                         format!("\"{t}\" is not a token"),
                     ))
                 }
@@ -467,9 +466,16 @@ impl Message {
         if self.count(HeaderName::Via) == 0 {
             return Err(ParseError::Missing("Via"));
         }
+        // One pass: a bit per header name seen.
+        const _: () = assert!((HeaderName::Other as u8) < 128, "one bit per header name");
+        let mut seen: u128 = 0;
         for e in &self.headers {
-            if e.name.is_single() && self.count(e.name) > 1 {
-                return Err(ParseError::Duplicate(canonical(e.name)));
+            if e.name.is_single() {
+                let bit = 1u128 << (e.name as u8);
+                if seen & bit != 0 {
+                    return Err(ParseError::Duplicate(e.name.label()));
+                }
+                seen |= bit;
             }
         }
         for v in self.vias() {
@@ -534,10 +540,6 @@ impl Message {
         }
         Ok(())
     }
-}
-
-pub(crate) fn canonical(name: HeaderName) -> &'static str {
-    name.as_str().unwrap_or("extension")
 }
 
 fn parse_start_line(b: &[u8], start: usize, stop: usize) -> Result<StartLine, ParseError> {
@@ -713,14 +715,6 @@ fn line_preview(b: &[u8], pos: usize) -> String {
     let end = memchr::memchr(b'\n', &b[pos..]).map_or(b.len(), |x| pos + x);
     let s = String::from_utf8_lossy(&b[pos..end.min(pos + 60)]);
     format!("\"{}\"", s.trim_end())
-}
-
-fn clip(s: &str) -> &str {
-    let mut end = s.len().min(80);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 impl fmt::Debug for Message {

@@ -109,6 +109,11 @@ header_names! {
 }
 
 impl HeaderName {
+    /// The canonical name, or "extension" for a header without a variant: for messages.
+    pub fn label(&self) -> &'static str {
+        self.as_str().unwrap_or("extension")
+    }
+
     /// Whether RFC 3261 allows this header only once in a message (§20, and §7.3.1: only
     /// comma-list headers may repeat).
     pub fn is_single(&self) -> bool {

@@ -318,3 +318,13 @@ pub fn unfold(s: &str) -> std::borrow::Cow<'_, str> {
     }
     std::borrow::Cow::Owned(out)
 }
+
+/// At most the first 80 bytes of `s`, cut on a character boundary: enough of a bad value
+/// to recognise it in an error message without echoing a whole hostile input.
+pub(crate) fn clip(s: &str) -> &str {
+    let mut end = s.len().min(80);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}

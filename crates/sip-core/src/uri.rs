@@ -7,7 +7,7 @@
 //! byte for byte.
 
 use crate::params::Params;
-use crate::scan::{hex_val, is_hnv, is_param, is_password, is_user, percent_decode};
+use crate::scan::{clip, hex_val, is_hnv, is_param, is_password, is_user, percent_decode};
 use std::borrow::Cow;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -161,14 +161,6 @@ impl<'a> SipUri<'a> {
     pub fn maddr(&self) -> Option<&'a str> {
         self.params.get("maddr").flatten()
     }
-}
-
-fn clip(s: &str) -> &str {
-    let mut end = s.len().min(80);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 fn valid_scheme(s: &str) -> bool {

@@ -179,11 +179,9 @@ fn typed(name: HeaderName, value: &str) -> Result<Option<Value>, ParseError> {
             Contact::Star => json!("*"),
             Contact::Addr(a) => name_addr_json(a),
         })?,
-        HeaderName::Route | HeaderName::RecordRoute | HeaderName::Path => list(
-            value,
-            |v| NameAddr::parse(v, canonical(name)),
-            name_addr_json,
-        )?,
+        HeaderName::Route | HeaderName::RecordRoute | HeaderName::Path => {
+            list(value, |v| NameAddr::parse(v, name.label()), name_addr_json)?
+        }
         HeaderName::CSeq => {
             let c = h::CSeq::parse(value)?;
             json!({ "seq": c.seq, "method": c.method.as_str() })
@@ -241,10 +239,6 @@ fn typed(name: HeaderName, value: &str) -> Result<Option<Value>, ParseError> {
         }
         _ => return Ok(None),
     }))
-}
-
-fn canonical(name: HeaderName) -> &'static str {
-    name.as_str().unwrap_or("extension")
 }
 
 /// Auth headers shown as scheme plus a parameter map.

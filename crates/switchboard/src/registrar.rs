@@ -40,6 +40,7 @@
 //! replaces the binding with the same pair; the checks of §6 (reg-id without instance is
 //! ignored, several reg-id contacts refused, 439 when the first hop lacks outbound) apply.
 
+use crate::config::RegistrarConfig;
 use bytes::Bytes;
 use sip_core::auth::{Algorithm, Credentials, NonceIssuer, Verdict, Verifier, ha1};
 use sip_core::builder::{error_response_to_raw, response_to_with_reason};
@@ -62,36 +63,17 @@ const MAX_TRACKED_SOURCES: usize = 100_000;
 /// Longest User-Agent kept with a binding.
 const MAX_USER_AGENT: usize = 256;
 
-/// What the registrar needs to know; see [`RegistrarSettings::from_config`].
+/// What the registrar needs to know: the served domain and Server header from `[sip]`,
+/// and the `[registrar]` section as configured (one set of keys and defaults, in
+/// `config.rs`).
 #[derive(Debug, Clone)]
 pub struct RegistrarSettings {
     /// The domain of local users and the digest realm (`[sip] domain`).
     pub domain: String,
-    /// Other host names that mean this registrar in a Request-URI or a To URI.
-    pub aliases: Vec<String>,
-    /// The Server header.
+    /// The Server header (`[sip] server_name`).
     pub server_name: String,
-    /// Challenge REGISTERs (`[registrar] require_auth`).
-    pub require_auth: bool,
-    /// Shortest registration accepted, seconds (`[registrar] min_expires`).
-    pub min_expires: u32,
-    /// Longest registration granted, seconds (`[registrar] max_expires`).
-    pub max_expires: u32,
-    /// Granted when the UA asks for none (`[registrar] default_expires`).
-    pub default_expires: u32,
-    /// Failed authentications from one source within the window that ban it; 0 disables
-    /// banning (`[registrar] max_auth_failures`).
-    pub max_auth_failures: u32,
-    /// The window those failures are counted in, seconds
-    /// (`[registrar] auth_failure_window_secs`).
-    pub auth_failure_window_secs: u64,
-    /// How long a ban lasts, seconds (`[registrar] ban_secs`).
-    pub ban_secs: u64,
-    /// How long a nonce may be used before it is `stale`, seconds
-    /// (`[registrar] nonce_lifetime_secs`).
-    pub nonce_lifetime_secs: u64,
-    /// The digest algorithms offered in a 401, in order (`[registrar] digest_algorithms`).
-    pub digest_algorithms: Vec<DigestAlgorithm>,
+    /// `[registrar]`: expiry bounds, authentication, bans, nonces, aliases.
+    pub rules: RegistrarConfig,
 }
 
 /// Whether the Authorization `uri` names the same resource as the Request-URI: equal
@@ -137,45 +119,22 @@ impl DigestAlgorithm {
 
 impl Default for RegistrarSettings {
     fn default() -> Self {
+        let sip = crate::config::SipConfig::default();
         RegistrarSettings {
-            domain: "localhost".into(),
-            aliases: Vec::new(),
-            server_name: format!("Switchboard/{}", env!("CARGO_PKG_VERSION")),
-            require_auth: true,
-            min_expires: 60,
-            max_expires: 3600,
-            default_expires: 3600,
-            max_auth_failures: 10,
-            auth_failure_window_secs: 60,
-            ban_secs: 600,
-            nonce_lifetime_secs: 300,
-            digest_algorithms: vec![DigestAlgorithm::Sha256, DigestAlgorithm::Md5],
+            domain: sip.domain,
+            server_name: sip.server_name,
+            rules: RegistrarConfig::default(),
         }
     }
 }
 
 impl RegistrarSettings {
-    /// The settings from the configuration file. The ban and nonce keys are not in
-    /// `config::RegistrarConfig` yet and take their defaults until they are.
+    /// The settings from the configuration file.
     pub fn from_config(config: &crate::config::Config) -> RegistrarSettings {
-        let r = &config.registrar;
         RegistrarSettings {
             domain: config.sip.domain.clone(),
             server_name: config.sip.server_name.clone(),
-            require_auth: r.require_auth,
-            min_expires: r.min_expires,
-            max_expires: r.max_expires,
-            default_expires: r.default_expires,
-            max_auth_failures: r.max_auth_failures,
-            auth_failure_window_secs: r.auth_failure_window_secs,
-            ban_secs: r.ban_secs,
-            nonce_lifetime_secs: r.nonce_lifetime_secs,
-            aliases: r.aliases.clone(),
-            digest_algorithms: r
-                .digest_algorithms
-                .iter()
-                .filter_map(|a| DigestAlgorithm::from_name(a))
-                .collect(),
+            rules: config.registrar.clone(),
         }
     }
 }
@@ -297,12 +256,13 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
         let mut h = DefaultHasher::new();
         nonce_key.hash(&mut h);
         let secret = h.finish();
-        let issuer = NonceIssuer::new(nonce_key, settings.nonce_lifetime_secs)?.with_seed(secret);
+        let issuer =
+            NonceIssuer::new(nonce_key, settings.rules.nonce_lifetime_secs)?.with_seed(secret);
         Ok(Registrar {
             bans: BanTable::new(
-                settings.max_auth_failures,
-                settings.auth_failure_window_secs,
-                settings.ban_secs,
+                settings.rules.max_auth_failures,
+                settings.rules.auth_failure_window_secs,
+                settings.rules.ban_secs,
             ),
             verifier: Verifier::new(issuer, NONCE_COUNTER_CAPACITY),
             location: CachedStore::new(location, now)?,
@@ -456,7 +416,7 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
         let user =
             aor_user(&to_uri).ok_or_else(|| Refusal::because(404, "Not Found (no such user)"))?;
         // Steps 3 and 4.
-        if self.settings.require_auth {
+        if self.settings.rules.require_auth {
             let who = self.authenticate(now, req, source)?;
             if who != user {
                 return Err(Refusal::because(
@@ -604,7 +564,7 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
             }
         }
         // 423 before any change: "It then skips the remaining steps".
-        let min = self.settings.min_expires;
+        let min = self.settings.rules.min_expires;
         if parsed
             .iter()
             .any(|c| c.expires > 0 && c.expires < ONE_HOUR && c.expires < min)
@@ -647,7 +607,7 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
                 continue;
             }
             used_reg_id |= c.reg_id.is_some();
-            let granted = c.expires.min(self.settings.max_expires);
+            let granted = c.expires.min(self.settings.rules.max_expires);
             changes.push(Change::Upsert(Binding {
                 aor: facts.aor.to_owned(),
                 contact: c.uri,
@@ -681,7 +641,7 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
             .expires()
             .map_err(|e| Refusal::because(400, e.reason_phrase()))?
             .or(facts.expires_header)
-            .unwrap_or(self.settings.default_expires);
+            .unwrap_or(self.settings.rules.default_expires);
         let q = match na.params.get("q") {
             None => None,
             Some(v) => Some(
@@ -776,9 +736,9 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
                     self.stats.bans += 1;
                     tracing::warn!(
                         source = %source.ip(),
-                        failures = self.settings.max_auth_failures,
-                        window_secs = self.settings.auth_failure_window_secs,
-                        ban_secs = self.settings.ban_secs,
+                        failures = self.settings.rules.max_auth_failures,
+                        window_secs = self.settings.rules.auth_failure_window_secs,
+                        ban_secs = self.settings.rules.ban_secs,
                         "registrar: banning source after repeated authentication failures"
                     );
                 }
@@ -796,7 +756,9 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
         let mut refusal = Refusal::new(401);
         // Offered in the configured order: clients that only read the first challenge
         // (SIPp 3.6, older phones) need MD5 first or alone.
-        for alg in &self.settings.digest_algorithms {
+        // config.rs refuses names other than these two, so none is skipped here.
+        let offered = self.settings.rules.digest_algorithms.iter();
+        for alg in offered.filter_map(|name| DigestAlgorithm::from_name(name)) {
             let challenge = match alg {
                 DigestAlgorithm::Sha256 => &sha256,
                 DigestAlgorithm::Md5 => &md5,
@@ -824,6 +786,7 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
         text.eq_ignore_ascii_case(&self.settings.domain)
             || self
                 .settings
+                .rules
                 .aliases
                 .iter()
                 .any(|a| a.eq_ignore_ascii_case(text))
@@ -1107,15 +1070,18 @@ mod tests {
     fn registrar(require_auth: bool) -> Reg {
         let settings = RegistrarSettings {
             domain: DOMAIN.into(),
-            aliases: vec!["sip.example.test".into()],
-            require_auth,
-            min_expires: 60,
-            max_expires: 3600,
-            default_expires: 1800,
-            max_auth_failures: 3,
-            auth_failure_window_secs: 60,
-            ban_secs: 300,
-            nonce_lifetime_secs: 300,
+            rules: RegistrarConfig {
+                aliases: vec!["sip.example.test".into()],
+                require_auth,
+                min_expires: 60,
+                max_expires: 3600,
+                default_expires: 1800,
+                max_auth_failures: 3,
+                auth_failure_window_secs: 60,
+                ban_secs: 300,
+                nonce_lifetime_secs: 300,
+                ..RegistrarConfig::default()
+            },
             ..RegistrarSettings::default()
         };
         let mut users = MemoryUserStore::default();
@@ -1925,7 +1891,10 @@ mod tests {
         let fail = std::sync::Arc::clone(&flaky.fail);
         let settings = RegistrarSettings {
             domain: DOMAIN.into(),
-            require_auth: false,
+            rules: RegistrarConfig {
+                require_auth: false,
+                ..RegistrarConfig::default()
+            },
             ..RegistrarSettings::default()
         };
         let mut users = MemoryUserStore::default();
@@ -1954,7 +1923,6 @@ mod tests {
             let users = store::SqliteUserStore::open(&path).unwrap();
             let settings = RegistrarSettings {
                 domain: DOMAIN.into(),
-                require_auth: true,
                 ..RegistrarSettings::default()
             };
             Registrar::new(settings, loc, users, KEY, T0).unwrap()

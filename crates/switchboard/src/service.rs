@@ -23,14 +23,13 @@ pub enum Answer {
     Nothing,
 }
 
-/// Decides the answer to a message that parsed. `server` is our Server header text.
+/// Decides the answer to a request that passed [`Message::validate`] (`serve` validates
+/// every request once, before the transaction layer; one that fails goes to
+/// [`answer_invalid`]). `server` is our Server header text.
 pub fn answer(msg: &Message, server: &str, to_tag: &str) -> Answer {
     let Some(method) = msg.method() else {
         return Answer::Nothing;
     };
-    if let Err(e) = msg.validate() {
-        return answer_invalid(msg.as_bytes(), &e);
-    }
     if *method == Method::Ack {
         return Answer::Nothing;
     }
@@ -116,7 +115,8 @@ mod tests {
     }
 
     fn answer_to(bytes: Bytes) -> Option<Message> {
-        let a = match Message::parse(bytes.clone()) {
+        // As serve does: parse, validate, then answer.
+        let a = match Message::parse(bytes.clone()).and_then(|m| m.validate().map(|()| m)) {
             Ok(m) => answer(&m, "Switchboard/test", "t1"),
             Err(e) => answer_invalid(&bytes, &e),
         };
