@@ -13,7 +13,8 @@
 //! `[storage] database` setting and names the backends that are not built in yet.
 //! [`CachedStore`] puts an in-memory copy of the bindings in front of any location store,
 //! so that routing reads never touch the disk; its [`LocationReader`] is a cheap,
-//! cloneable, thread-safe handle for those reads.
+//! cloneable, thread-safe handle for those reads. [`CachedUsers`] does the same for the
+//! users a registrar authenticates, and notices changes made by other processes.
 //!
 //! Everything is synchronous (rusqlite). Every store is `Send + 'static`, so an async
 //! server owns it on a dedicated thread or moves it into `spawn_blocking`. Time is passed
@@ -51,6 +52,7 @@ mod cache;
 mod memory;
 mod sqlite;
 mod user;
+mod user_cache;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -60,6 +62,7 @@ pub use memory::{MemoryLocationStore, MemoryUserStore};
 pub use sip_core::Transport;
 pub use sqlite::{Durability, SqliteLocationStore, SqliteUserStore};
 pub use user::{Ha1Set, ImportReport, User, check_user_name};
+pub use user_cache::CachedUsers;
 
 /// One registration: an address-of-record bound to a contact (RFC 3261 §10).
 ///
@@ -215,6 +218,11 @@ pub trait UserStore: Send + 'static {
     /// Adds or updates many users in one transaction: all of them or none. An existing
     /// user keeps its creation time and gets the new realm and hashes.
     fn import(&mut self, users: &[User]) -> Result<ImportReport, StoreError>;
+
+    /// A number that changes whenever any user is added, changed or removed, by this
+    /// handle or by another process sharing the backend: what [`CachedUsers`] compares
+    /// to know that its copy is stale. Cheap to read.
+    fn version(&self) -> Result<u64, StoreError>;
 }
 
 impl<T: UserStore + ?Sized> UserStore for Box<T> {
@@ -235,6 +243,9 @@ impl<T: UserStore + ?Sized> UserStore for Box<T> {
     }
     fn import(&mut self, users: &[User]) -> Result<ImportReport, StoreError> {
         (**self).import(users)
+    }
+    fn version(&self) -> Result<u64, StoreError> {
+        (**self).version()
     }
 }
 

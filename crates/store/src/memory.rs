@@ -145,6 +145,8 @@ impl LocationStore for MemoryLocationStore {
 #[derive(Debug, Default, Clone)]
 pub struct MemoryUserStore {
     users: BTreeMap<String, User>,
+    /// Bumped by every change, for [`UserStore::version`].
+    version: u64,
 }
 
 impl UserStore for MemoryUserStore {
@@ -159,6 +161,7 @@ impl UserStore for MemoryUserStore {
             return Err(StoreError::UserExists(user.name.clone()));
         }
         self.users.insert(user.name.clone(), user.clone());
+        self.version += 1;
         Ok(())
     }
     fn set_ha1(&mut self, name: &str, realm: &str, ha1: &Ha1Set) -> Result<(), StoreError> {
@@ -168,13 +171,15 @@ impl UserStore for MemoryUserStore {
             .ok_or_else(|| StoreError::NoSuchUser(name.to_owned()))?;
         u.realm = realm.to_owned();
         u.ha1 = ha1.clone();
+        self.version += 1;
         Ok(())
     }
     fn remove(&mut self, name: &str) -> Result<(), StoreError> {
         self.users
             .remove(name)
-            .map(|_| ())
-            .ok_or_else(|| StoreError::NoSuchUser(name.to_owned()))
+            .ok_or_else(|| StoreError::NoSuchUser(name.to_owned()))?;
+        self.version += 1;
+        Ok(())
     }
     fn import(&mut self, users: &[User]) -> Result<ImportReport, StoreError> {
         let mut report = ImportReport::default();
@@ -191,6 +196,10 @@ impl UserStore for MemoryUserStore {
                 }
             }
         }
+        self.version += 1;
         Ok(report)
+    }
+    fn version(&self) -> Result<u64, StoreError> {
+        Ok(self.version)
     }
 }

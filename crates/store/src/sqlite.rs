@@ -55,6 +55,19 @@ CREATE TABLE IF NOT EXISTS users (
     ha1_sha512_256 TEXT    NOT NULL,
     created_at     INTEGER NOT NULL
 );
+-- A counter every change to `users` bumps, whoever makes it, so that a server holding
+-- the users in memory (CachedUsers) learns of a change by reading one small row.
+CREATE TABLE IF NOT EXISTS users_version (
+    id      INTEGER PRIMARY KEY CHECK (id = 0),
+    version INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO users_version (id, version) VALUES (0, 0);
+CREATE TRIGGER IF NOT EXISTS users_inserted AFTER INSERT ON users
+    BEGIN UPDATE users_version SET version = version + 1; END;
+CREATE TRIGGER IF NOT EXISTS users_updated AFTER UPDATE ON users
+    BEGIN UPDATE users_version SET version = version + 1; END;
+CREATE TRIGGER IF NOT EXISTS users_deleted AFTER DELETE ON users
+    BEGIN UPDATE users_version SET version = version + 1; END;
 ";
 
 /// How hard a commit tries to reach the disk; see the module documentation.
@@ -460,6 +473,14 @@ impl UserStore for SqliteUserStore {
         }
         tx.commit().map_err(sql(DOING))?;
         Ok(report)
+    }
+
+    fn version(&self) -> Result<u64, StoreError> {
+        self.conn
+            .prepare_cached("SELECT version FROM users_version WHERE id = 0")
+            .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
+            .map(|v| u64::try_from(v).unwrap_or_default())
+            .map_err(sql("reading the users' version"))
     }
 }
 

@@ -50,7 +50,9 @@ use sip_core::{HeaderName, Host, Message, Method, SipUri, Transport, Uri};
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use store::{Binding, CachedStore, Change, LocationReader, LocationStore, StoreError, UserStore};
+use store::{
+    Binding, CachedStore, CachedUsers, Change, LocationReader, LocationStore, StoreError, UserStore,
+};
 
 /// How long a REGISTER may ask to be bound when it does not say: RFC 3261 §10.3 step 7
 /// allows 423 only for intervals under an hour.
@@ -225,7 +227,7 @@ impl Refusal {
 pub struct Registrar<L: LocationStore, U: UserStore> {
     settings: RegistrarSettings,
     location: CachedStore<L>,
-    users: U,
+    users: CachedUsers<U>,
     verifier: Verifier,
     bans: BanTable,
     stats: RegistrarStats,
@@ -266,7 +268,7 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
             ),
             verifier: Verifier::new(issuer, NONCE_COUNTER_CAPACITY),
             location: CachedStore::new(location, now)?,
-            users,
+            users: CachedUsers::new(users, now)?,
             settings,
             stats: RegistrarStats::default(),
             secret,
@@ -292,7 +294,7 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
     /// The user store (e.g. for an admin page).
     #[allow(dead_code)] // for the admin API
     pub fn users(&self) -> &U {
-        &self.users
+        self.users.backend()
     }
 
     /// Whether `ip` is banned at `now`: the I/O shell may drop all its traffic early.
@@ -424,13 +426,12 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
                     "Forbidden (may not register this address-of-record)",
                 ));
             }
-        } else if self
-            .users
-            .get(&user)
-            .map_err(|e| self.store_failed(&e))?
-            .is_none()
-        {
-            return Err(Refusal::because(404, "Not Found (no such user)"));
+        } else {
+            match self.users.get(&user, now) {
+                Ok(Some(_)) => {}
+                Ok(None) => return Err(Refusal::because(404, "Not Found (no such user)")),
+                Err(e) => return Err(self.store_failed(&e)),
+            }
         }
         let aor = format!("sip:{user}@{}", self.settings.domain.to_ascii_lowercase());
         *aor_out = Some(aor.clone());
@@ -694,15 +695,15 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
         let Some(creds) = creds else {
             return Err(self.challenge(now, false));
         };
-        let user = self
-            .users
-            .get(&creds.username)
-            .map_err(|e| self.store_failed(&e))?;
+        let user = match self.users.get(&creds.username, now) {
+            Ok(u) => u,
+            Err(e) => return Err(self.store_failed(&e)),
+        };
         let alg = creds.algorithm().unwrap_or(Algorithm::Md5);
         // An unknown user is checked against a stand-in hash, so that the work done and
         // the answer given are those of a wrong password: names cannot be probed.
         let stand_in;
-        let (stored, known) = match &user {
+        let (stored, known) = match user {
             Some(u) if u.realm == realm && !creds.userhash => (u.ha1.get(alg), true),
             _ => {
                 stand_in = ha1(alg, &creds.username, &realm, &format!("{:x}", self.secret));
