@@ -4,9 +4,16 @@
 //! Writes go to the backend first and reach the memory copy only once the backend has
 //! committed them, so a reader never sees a binding that a crash could lose, and a failed
 //! write leaves both unchanged. Reads never touch the backend.
+//!
+//! Group commit: a writer handling many REGISTERs at once may [`CachedStore::stage`]
+//! each one's changes and store them all with one [`CachedStore::commit_staged`], one
+//! backend transaction instead of one per REGISTER. Staged changes are visible to the
+//! writer's own [`LocationStore::lookup`] (so the next REGISTER of the same AOR in the
+//! batch is checked against them), never to a [`LocationReader`].
 
 use crate::memory::BindingMap;
 use crate::{Binding, Change, LocationStore, StoreError};
+use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// A [`LocationStore`] with an in-memory copy of all bindings in front of backend `S`.
@@ -18,6 +25,11 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub struct CachedStore<S> {
     backend: S,
     shared: Arc<RwLock<BindingMap>>,
+    /// Changes staged for the next commit, in order.
+    staged: Vec<Change>,
+    /// The bindings each AOR touched by `staged` will have once it commits (expired ones
+    /// included, unsorted); an empty list is an AOR all of whose bindings go.
+    staged_view: HashMap<String, Vec<Binding>>,
 }
 
 /// A cheap, cloneable, thread-safe read handle on a [`CachedStore`]'s memory copy: what
@@ -47,7 +59,71 @@ impl<S: LocationStore> CachedStore<S> {
         Ok(CachedStore {
             backend,
             shared: Arc::new(RwLock::new(map)),
+            staged: Vec::new(),
+            staged_view: HashMap::new(),
         })
+    }
+
+    /// Adds changes to the next [`CachedStore::commit_staged`]. Until then they are
+    /// visible to this store's `lookup` and `is_staged`, and to nothing else.
+    pub fn stage(&mut self, changes: Vec<Change>) {
+        for change in &changes {
+            let aor = match change {
+                Change::Upsert(b) => &b.aor,
+                Change::Remove { aor, .. } | Change::RemoveAll { aor } => aor,
+            };
+            if !self.staged_view.contains_key(aor.as_str()) {
+                let committed = read(&self.shared).bindings_of(aor).to_vec();
+                self.staged_view.insert(aor.clone(), committed);
+            }
+            let Some(list) = self.staged_view.get_mut(aor.as_str()) else {
+                continue;
+            };
+            match change {
+                Change::Upsert(b) => match list.iter_mut().find(|x| x.contact == b.contact) {
+                    Some(slot) => *slot = b.clone(),
+                    None => list.push(b.clone()),
+                },
+                Change::Remove { contact, .. } => list.retain(|x| x.contact != *contact),
+                Change::RemoveAll { .. } => list.clear(),
+            }
+        }
+        self.staged.extend(changes);
+    }
+
+    /// Whether changes to this AOR are staged and not yet committed.
+    pub fn is_staged(&self, aor: &str) -> bool {
+        self.staged_view.contains_key(aor)
+    }
+
+    /// Whether anything is staged.
+    pub fn has_staged(&self) -> bool {
+        !self.staged.is_empty()
+    }
+
+    /// Stores every staged change in one backend transaction, then shows them to the
+    /// readers. On an error none is stored and all are dropped: the writer must answer
+    /// every request whose changes were staged as failed.
+    pub fn commit_staged(&mut self) -> Result<(), StoreError> {
+        self.staged_view.clear();
+        let staged = std::mem::take(&mut self.staged);
+        if staged.is_empty() {
+            return Ok(());
+        }
+        let result = self.backend.apply(&staged);
+        if result.is_ok() {
+            write(&self.shared).apply(&staged);
+        }
+        // The vector is kept for its capacity: the next batch reuses it.
+        self.staged = staged;
+        self.staged.clear();
+        result
+    }
+
+    /// Drops every staged change.
+    pub fn discard_staged(&mut self) {
+        self.staged.clear();
+        self.staged_view.clear();
     }
 
     /// A read handle that sees every committed write.
@@ -64,14 +140,26 @@ impl<S: LocationStore> CachedStore<S> {
 }
 
 impl<S: LocationStore> LocationStore for CachedStore<S> {
+    /// Stores `changes` at once, together with anything staged before them.
     fn apply(&mut self, changes: &[Change]) -> Result<(), StoreError> {
-        self.backend.apply(changes)?;
-        write(&self.shared).apply(changes);
-        Ok(())
+        self.stage(changes.to_vec());
+        self.commit_staged()
     }
 
+    /// The writer's view: committed bindings with the staged changes on top.
     fn lookup(&self, aor: &str, now: u64) -> Result<Vec<Binding>, StoreError> {
-        Ok(read(&self.shared).lookup(aor, now))
+        match self.staged_view.get(aor) {
+            Some(list) => {
+                let mut v: Vec<Binding> = list
+                    .iter()
+                    .filter(|b| !b.is_expired(now))
+                    .cloned()
+                    .collect();
+                v.sort_by(Binding::priority_cmp);
+                Ok(v)
+            }
+            None => Ok(read(&self.shared).lookup(aor, now)),
+        }
     }
 
     fn list_all(&self, now: u64) -> Result<Vec<Binding>, StoreError> {
@@ -195,6 +283,52 @@ mod tests {
         // The backend still held the binding that had expired before the cache was loaded.
         assert_eq!(c.sweep(100).unwrap(), 2);
         assert!(r.is_empty() && r.aor_count() == 0);
+    }
+
+    #[test]
+    fn staged_changes_are_the_writers_view_until_one_commit_stores_them() {
+        let mut c = CachedStore::new(Flaky::default(), 0).unwrap();
+        c.upsert(binding("sip:a@x", "sip:1", 100)).unwrap();
+        let r = c.reader();
+        c.stage(vec![Change::Upsert(binding("sip:a@x", "sip:2", 100))]);
+        c.stage(vec![
+            Change::Remove {
+                aor: "sip:a@x".into(),
+                contact: "sip:1".into(),
+            },
+            Change::Upsert(binding("sip:b@x", "sip:3", 100)),
+        ]);
+        assert!(c.is_staged("sip:a@x") && c.is_staged("sip:b@x") && c.has_staged());
+        let contacts = |v: Vec<Binding>| v.into_iter().map(|b| b.contact).collect::<Vec<_>>();
+        assert_eq!(contacts(c.lookup("sip:a@x", 1).unwrap()), ["sip:2"]);
+        assert_eq!(contacts(c.lookup("sip:b@x", 1).unwrap()), ["sip:3"]);
+        // Readers and the backend see none of it yet.
+        assert_eq!(contacts(r.lookup("sip:a@x", 1)), ["sip:1"]);
+        assert!(c.backend.inner.lookup("sip:b@x", 1).unwrap().is_empty());
+        c.commit_staged().unwrap();
+        assert!(!c.has_staged() && !c.is_staged("sip:a@x"));
+        assert_eq!(contacts(r.lookup("sip:a@x", 1)), ["sip:2"]);
+        assert_eq!(
+            contacts(c.backend.inner.lookup("sip:b@x", 1).unwrap()),
+            ["sip:3"]
+        );
+
+        // A failed commit drops the whole batch: nothing reaches the backend or readers.
+        c.stage(vec![Change::RemoveAll {
+            aor: "sip:a@x".into(),
+        }]);
+        assert!(c.lookup("sip:a@x", 1).unwrap().is_empty());
+        c.backend.fail = true;
+        assert!(c.commit_staged().is_err());
+        assert!(!c.has_staged());
+        assert_eq!(contacts(c.lookup("sip:a@x", 1).unwrap()), ["sip:2"]);
+        assert_eq!(contacts(r.lookup("sip:a@x", 1)), ["sip:2"]);
+        c.backend.fail = false;
+        c.stage(vec![Change::RemoveAll {
+            aor: "sip:a@x".into(),
+        }]);
+        c.discard_staged();
+        assert_eq!(contacts(c.lookup("sip:a@x", 1).unwrap()), ["sip:2"]);
     }
 
     #[test]

@@ -64,6 +64,11 @@ impl BindingMap {
         v
     }
 
+    /// Every binding of an AOR, expired or not, unsorted.
+    pub(crate) fn bindings_of(&self, aor: &str) -> &[Binding] {
+        self.by_aor.get(aor).map_or(&[], Vec::as_slice)
+    }
+
     pub(crate) fn list_all(&self, now: u64) -> Vec<Binding> {
         let mut out = Vec::with_capacity(self.len);
         for list in self.by_aor.values() {

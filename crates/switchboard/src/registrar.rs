@@ -62,6 +62,8 @@ const NONCE_COUNTER_CAPACITY: usize = 100_000;
 /// Sources tracked for failed authentication; beyond it new sources are not tracked
 /// (failing open rather than letting an address sweep exhaust memory).
 const MAX_TRACKED_SOURCES: usize = 100_000;
+/// The reason phrase of the 500 for a store that failed.
+const STORAGE_FAILED: &str = "Server Internal Error (storage unavailable)";
 /// Longest User-Agent kept with a binding.
 const MAX_USER_AGENT: usize = 256;
 
@@ -182,6 +184,9 @@ pub struct RegisterOutcome {
     pub response: Option<Bytes>,
     /// The canonical AOR the request was about, once known.
     pub aor: Option<String>,
+    /// Whether the response may only be sent after the next [`Registrar::commit`]
+    /// (see [`Registrar::stage_register`]).
+    pub awaits_commit: bool,
 }
 
 /// Extra headers of a response, in order.
@@ -231,6 +236,8 @@ pub struct Registrar<L: LocationStore, U: UserStore> {
     verifier: Verifier,
     bans: BanTable,
     stats: RegistrarStats,
+    /// 200s built on staged changes, waiting for the next commit.
+    awaiting_commit: u64,
     /// Keys the To tags and the stand-in HA1 of unknown users.
     secret: u64,
 }
@@ -271,6 +278,7 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
             users: CachedUsers::new(users, now)?,
             settings,
             stats: RegistrarStats::default(),
+            awaiting_commit: 0,
             secret,
         })
     }
@@ -314,7 +322,32 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
     ///
     /// Any change to the bindings is stored before this returns; send the response only
     /// after, and from the same thread of control, so responses keep the request order.
+    /// [`Registrar::stage_register`] is the same with the store's commit left to the
+    /// caller, so that many REGISTERs share one (what `serve` does).
+    #[allow(dead_code)] // the one-at-a-time form, for the tests and callers without batches
     pub fn handle_register(
+        &mut self,
+        now: u64,
+        req: &Message,
+        source: SocketAddr,
+        transport: Transport,
+    ) -> RegisterOutcome {
+        let outcome = self.stage_register(now, req, source, transport);
+        if outcome.awaits_commit && self.commit().is_err() {
+            return self.failed_commit(req, outcome);
+        }
+        outcome
+    }
+
+    /// Handles one REGISTER like [`Registrar::handle_register`], except that its changes
+    /// to the bindings are only staged: they count for the REGISTERs handled after it,
+    /// and are stored by the next [`Registrar::commit`].
+    ///
+    /// When the outcome `awaits_commit`, its response (a 200) must not be sent before
+    /// that commit returned `Ok`; if the commit fails, send
+    /// [`Registrar::failed_commit`]'s response instead. Other outcomes (challenges,
+    /// refusals) may be sent at once.
+    pub fn stage_register(
         &mut self,
         now: u64,
         req: &Message,
@@ -332,6 +365,7 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
                     "Forbidden (too many failed authentications)",
                 ),
                 aor: None,
+                awaits_commit: false,
             };
         }
         if let Err(e) = req.validate() {
@@ -340,6 +374,7 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
                 status: code,
                 response: error_response_to_raw(req.as_bytes(), code, &e.reason_phrase()),
                 aor: None,
+                awaits_commit: false,
             };
         }
         let mut aor = None;
@@ -348,24 +383,70 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
             Ok(headers) => (200, None, headers),
             Err(r) => (r.code, r.reason, r.headers),
         };
+        // A 200 lists the AOR's bindings: if some of them are staged, it is true only
+        // once they are stored.
+        let awaits_commit =
+            code == 200 && aor.as_deref().is_some_and(|a| self.location.is_staged(a));
         match code {
             200 => self.stats.accepted += 1,
             401 => self.stats.challenges += 1,
             _ => {}
         }
+        if awaits_commit {
+            self.awaiting_commit += 1;
+        }
+        RegisterOutcome {
+            status: code,
+            response: self.respond(req, code, reason.as_deref(), &headers),
+            aor,
+            awaits_commit,
+        }
+    }
+
+    /// Stores every change staged by [`Registrar::stage_register`] since the last
+    /// commit, in one transaction. On an error nothing is stored, and every outcome
+    /// that awaited this commit must be answered with [`Registrar::failed_commit`].
+    pub fn commit(&mut self) -> Result<(), StoreError> {
+        let awaiting = std::mem::take(&mut self.awaiting_commit);
+        if let Err(e) = self.location.commit_staged() {
+            self.stats.accepted -= awaiting;
+            self.stats.store_errors += 1;
+            tracing::error!(error = %e, requests = awaiting, "registrar: storing bindings failed; answering 500");
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// What replaces an outcome whose changes a failed [`Registrar::commit`] did not
+    /// store: a 500, as when the store fails for a single REGISTER.
+    pub fn failed_commit(&self, req: &Message, outcome: RegisterOutcome) -> RegisterOutcome {
+        let refusal = Refusal::because(500, STORAGE_FAILED);
+        RegisterOutcome {
+            status: 500,
+            response: self.respond(req, 500, refusal.reason.as_deref(), &refusal.headers),
+            aor: outcome.aor,
+            awaits_commit: false,
+        }
+    }
+
+    /// The response to `req` with this status, reason (standard when `None`) and extra
+    /// headers, a To tag and our Server header.
+    fn respond(
+        &self,
+        req: &Message,
+        code: u16,
+        reason: Option<&str>,
+        headers: &Headers,
+    ) -> Option<Bytes> {
         let tag = self.to_tag(req);
-        let mut b = response_to_with_reason(req, code, reason.as_deref().unwrap_or(""), Some(&tag));
-        for (name, value) in &headers {
+        let mut b = response_to_with_reason(req, code, reason.unwrap_or(""), Some(&tag));
+        for (name, value) in headers {
             b.push(name, value);
         }
         b.push("Server", &self.settings.server_name);
-        RegisterOutcome {
-            status: code,
-            // The request validated, so the copied headers are sound and ours are built
-            // from checked values: an error here would be our bug; answer nothing then.
-            response: b.into_bytes().ok(),
-            aor,
-        }
+        // The request validated, so the copied headers are sound and ours are built
+        // from checked values: an error here would be our bug; answer nothing then.
+        b.into_bytes().ok()
     }
 
     /// §10.3 steps 1 to 8; `Ok` carries the headers of the 200.
@@ -488,10 +569,9 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
                 extra = headers;
                 changes
             };
-            // Step 7's commit: all or nothing, durable before the 200 is built.
-            self.location
-                .apply(&changes)
-                .map_err(|e| self.store_failed(&e))?;
+            // Step 7's commit: all or nothing, staged here and stored by `commit`
+            // before the 200 may be sent.
+            self.location.stage(changes);
         }
         // Step 8: every current binding, best first.
         let bindings = self
@@ -772,7 +852,7 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
     fn store_failed(&mut self, e: &StoreError) -> Refusal {
         self.stats.store_errors += 1;
         tracing::error!(error = %e, "registrar: storage failed; answering 500");
-        Refusal::because(500, "Server Internal Error (storage unavailable)")
+        Refusal::because(500, STORAGE_FAILED)
     }
 
     /// Whether a Request-URI host names this registrar.
@@ -1913,6 +1993,102 @@ mod tests {
         let out = reg.handle_register(T0, &req, src(), Transport::Tcp);
         assert_eq!(out.status, 200);
         assert_eq!(out.aor.as_deref(), Some(AOR));
+    }
+
+    #[test]
+    fn staged_registers_share_one_commit_and_fail_together() {
+        let flaky = Flaky::default();
+        let fail = std::sync::Arc::clone(&flaky.fail);
+        let settings = RegistrarSettings {
+            domain: DOMAIN.into(),
+            rules: RegistrarConfig {
+                require_auth: false,
+                ..RegistrarConfig::default()
+            },
+            ..RegistrarSettings::default()
+        };
+        let mut users = MemoryUserStore::default();
+        for name in ["alice", "bob"] {
+            users
+                .add(&User::new(name, DOMAIN, "pw", T0).unwrap())
+                .unwrap();
+        }
+        let mut reg = Registrar::new(settings, flaky, users, KEY, T0).unwrap();
+        let reader = reg.reader();
+        let stage = |reg: &mut Registrar<Flaky, MemoryUserStore>, req: &Message| {
+            let out = reg.stage_register(T0, req, src(), Transport::Udp);
+            let resp = Message::parse(out.response.clone().unwrap()).unwrap();
+            (out, resp)
+        };
+        // Two REGISTERs of one AOR and one of another, handled before one commit: the
+        // second sees the first's binding, its CSeq is checked against it, and every
+        // 200 awaits the commit; nothing is visible to readers before it.
+        let (a1, _) = stage(
+            &mut reg,
+            &register("alice", "c1", 1, &["Contact: <sip:a@192.0.2.1>"]),
+        );
+        let (a2, r2) = stage(
+            &mut reg,
+            &register("alice", "c2", 1, &["Contact: <sip:a@192.0.2.2>"]),
+        );
+        let (old, _) = stage(
+            &mut reg,
+            &register("alice", "c1", 1, &["Contact: <sip:a@192.0.2.1>"]),
+        );
+        let (b1, _) = stage(
+            &mut reg,
+            &register("bob", "c3", 1, &["Contact: <sip:b@192.0.2.3>"]),
+        );
+        let (query, _) = stage(&mut reg, &register("bob", "c4", 1, &[]));
+        assert_eq!(
+            (a1.status, a2.status, b1.status, query.status),
+            (200, 200, 200, 200)
+        );
+        assert!(a1.awaits_commit && a2.awaits_commit && b1.awaits_commit);
+        assert!(
+            query.awaits_commit,
+            "a query listing staged bindings waits too"
+        );
+        assert_eq!(bound(&r2).len(), 2);
+        assert_eq!(
+            (old.status, old.awaits_commit),
+            (500, false),
+            "CSeq not newer than the staged one"
+        );
+        assert!(reader.is_empty());
+        reg.commit().unwrap();
+        assert_eq!(reader.lookup(AOR, T0).len(), 2);
+        assert_eq!(reader.len(), 3);
+        assert_eq!(reg.stats().accepted, 4);
+
+        // A batch whose commit fails: its 200s become 500s and nothing is stored.
+        let req = register("alice", "c1", 2, &["Contact: <sip:a@192.0.2.1>;expires=0"]);
+        let (gone, _) = stage(&mut reg, &req);
+        assert!(gone.awaits_commit);
+        let challenge_free = stage(
+            &mut reg,
+            &register("carol", "c5", 1, &["Contact: <sip:c@x>"]),
+        )
+        .0;
+        assert_eq!(
+            (challenge_free.status, challenge_free.awaits_commit),
+            (404, false)
+        );
+        fail.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(reg.commit().is_err());
+        let failed = reg.failed_commit(&req, gone);
+        assert_eq!(failed.status, 500);
+        let resp = Message::parse(failed.response.unwrap()).unwrap();
+        resp.validate().unwrap();
+        assert_eq!(resp.status(), Some(500));
+        assert_eq!(reg.stats().store_errors, 1);
+        assert_eq!(reg.stats().accepted, 4);
+        assert_eq!(reader.lookup(AOR, T0).len(), 2);
+        fail.store(false, std::sync::atomic::Ordering::Relaxed);
+        // The failed batch left nothing staged behind.
+        let (again, r) = stage(&mut reg, &register("alice", "c2", 2, &[]));
+        assert!(!again.awaits_commit);
+        assert_eq!(bound(&r).len(), 2);
     }
 
     #[test]

@@ -7,10 +7,11 @@
 //! are handled one at a time, in order, with no locks. The transports run beside it.
 
 use crate::config::Config;
+use crate::registrar::RegisterOutcome;
 use crate::registrar::{Registrar, RegistrarSettings};
 use crate::service::{self, Answer};
 use bytes::Bytes;
-use sip_core::transaction::{Event, TimerConfig, TransactionLayer};
+use sip_core::transaction::{Event, TimerConfig, TransactionKey, TransactionLayer};
 use sip_core::{Message, Method};
 use sip_net::{Endpoint, EndpointConfig, Incoming, ListenSpec, Target};
 use std::path::Path;
@@ -109,6 +110,7 @@ async fn serve(config: Config) -> Result<(), String> {
         server_name: config.sip.server_name.clone(),
         epoch: Instant::now(),
         tag_counter: 0,
+        awaiting_commit: Vec::new(),
     };
     let result = core.run(incoming).await;
     endpoint.shutdown();
@@ -160,7 +162,14 @@ struct Core {
     server_name: String,
     epoch: Instant,
     tag_counter: u64,
+    /// REGISTERs answered 200 on staged bindings: their responses go out once the
+    /// batch's commit returned (group commit, see `drain`).
+    awaiting_commit: Vec<(TransactionKey, Message, RegisterOutcome)>,
 }
+
+/// Messages taken from the transports before the REGISTERs among them are committed
+/// together: bounds how long the first of them waits for its 200.
+const MAX_BATCH: usize = 64;
 
 impl Core {
     async fn run(mut self, mut incoming: mpsc::Receiver<Incoming>) -> Result<(), String> {
@@ -178,7 +187,17 @@ impl Core {
             };
             tokio::select! {
                 msg = incoming.recv() => match msg {
-                    Some(m) => self.handle_incoming(m).await,
+                    Some(m) => {
+                        self.handle_incoming(m).await;
+                        // Whatever else has arrived joins this batch, so that its
+                        // REGISTERs share one commit (see `drain`).
+                        for _ in 1..MAX_BATCH {
+                            match incoming.try_recv() {
+                                Ok(m) => self.handle_incoming(m).await,
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     None => return Err("the transport layer stopped".into()),
                 },
                 () = sleep => self.transactions.handle_timeout(Instant::now()),
@@ -247,7 +266,8 @@ impl Core {
     }
 
     /// Drains the transaction layer: events first (they may produce responses), then
-    /// what is to be sent; repeated until both are empty, as the layer's docs require.
+    /// the commit of the REGISTERs among them and their 200s, then what is to be sent;
+    /// repeated until all are empty, as the layer's docs require.
     async fn drain(&mut self) {
         loop {
             let mut progressed = false;
@@ -255,6 +275,7 @@ impl Core {
                 progressed = true;
                 self.handle_event(event);
             }
+            self.commit_registrations();
             while let Some(t) = self.transactions.poll_transmit() {
                 progressed = true;
                 self.send(Target::Flow(t.flow), t.bytes).await;
@@ -270,17 +291,20 @@ impl Core {
             return;
         };
         let response = if request.method() == Some(&Method::Register) {
-            // A synchronous SQLite commit: in WAL mode with synchronous=NORMAL it is a
-            // write to the log without fsync, microseconds, so it runs inline.
+            // Changes are staged; `commit_registrations` stores the batch's at once.
             let outcome =
                 self.registrar
-                    .handle_register(unix_now(), &request, flow.remote, flow.transport);
+                    .stage_register(unix_now(), &request, flow.remote, flow.transport);
             tracing::debug!(
                 status = outcome.status,
                 aor = outcome.aor.as_deref().unwrap_or("-"),
                 source = %flow.remote,
                 "REGISTER"
             );
+            if outcome.awaits_commit {
+                self.awaiting_commit.push((key, request, outcome));
+                return;
+            }
             outcome.response
         } else {
             self.tag_counter += 1;
@@ -294,9 +318,36 @@ impl Core {
                 Answer::Nothing => None,
             }
         };
-        let Some(bytes) = response else {
+        if let Some(bytes) = response {
+            self.respond(key, bytes);
+        }
+    }
+
+    /// Group commit: one synchronous SQLite transaction for every REGISTER of the batch
+    /// (in WAL mode with synchronous=NORMAL, a write to the log without fsync), then
+    /// their 200s, or 500s if it failed. A 200 never leaves before its bindings are
+    /// stored.
+    fn commit_registrations(&mut self) {
+        if self.awaiting_commit.is_empty() {
             return;
-        };
+        }
+        let stored = self.registrar.commit().is_ok();
+        let mut awaiting = std::mem::take(&mut self.awaiting_commit);
+        for (key, request, outcome) in awaiting.drain(..) {
+            let outcome = if stored {
+                outcome
+            } else {
+                self.registrar.failed_commit(&request, outcome)
+            };
+            if let Some(bytes) = outcome.response {
+                self.respond(key, bytes);
+            }
+        }
+        // Kept for its capacity.
+        self.awaiting_commit = awaiting;
+    }
+
+    fn respond(&mut self, key: TransactionKey, bytes: Bytes) {
         match Message::parse(bytes) {
             Ok(msg) => {
                 if let Err(e) = self.transactions.send_response(Instant::now(), key, msg) {
