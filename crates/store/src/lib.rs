@@ -349,6 +349,24 @@ impl Backend {
         })
     }
 
+    /// Opens the location store of this backend for a long-running server: SQLite's WAL
+    /// is then checkpointed by a thread of its own every `checkpoint_every`
+    /// ([`SqliteLocationStore::open_for_server`]).
+    pub fn open_server_location(
+        &self,
+        durability: Durability,
+        checkpoint_every: std::time::Duration,
+    ) -> Result<Box<dyn LocationStore>, StoreError> {
+        Ok(match self {
+            Backend::Sqlite(p) => Box::new(SqliteLocationStore::open_for_server(
+                p,
+                durability,
+                checkpoint_every,
+            )?),
+            Backend::Memory => Box::new(MemoryLocationStore::default()),
+        })
+    }
+
     /// Opens the user store of this backend.
     pub fn open_users(&self) -> Result<Box<dyn UserStore>, StoreError> {
         Ok(match self {

@@ -79,6 +79,19 @@ impl BindingMap {
         out
     }
 
+    /// A removal for every binding expired at `now`.
+    pub(crate) fn expired(&self, now: u64) -> Vec<Change> {
+        self.by_aor
+            .values()
+            .flatten()
+            .filter(|b| b.is_expired(now))
+            .map(|b| Change::Remove {
+                aor: b.aor.clone(),
+                contact: b.contact.clone(),
+            })
+            .collect()
+    }
+
     pub(crate) fn sweep(&mut self, now: u64) -> usize {
         let before = self.len;
         self.by_aor.retain(|_, list| {

@@ -46,7 +46,10 @@ CREATE TABLE IF NOT EXISTS location (
     registered_at INTEGER NOT NULL,
     PRIMARY KEY (aor, contact)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS location_expires_at ON location (expires_at);
+-- No index on expires_at: the server sweeps expired bindings by key (it holds them all
+-- in memory), and an index would cost a page write per REGISTER. Dropped from files
+-- made before.
+DROP INDEX IF EXISTS location_expires_at;
 CREATE TABLE IF NOT EXISTS users (
     name           TEXT    NOT NULL PRIMARY KEY,
     realm          TEXT    NOT NULL,
@@ -141,6 +144,27 @@ fn from_sql_secs(t: i64) -> u64 {
 pub struct SqliteLocationStore {
     conn: Connection,
     path: PathBuf,
+    /// The thread that checkpoints the WAL, when [`SqliteLocationStore::open_for_server`]
+    /// started one; it stops when this handle drops.
+    checkpointer: Option<Checkpointer>,
+}
+
+/// A thread that copies the WAL into the database file now and then; see
+/// [`SqliteLocationStore::open_for_server`].
+#[derive(Debug)]
+struct Checkpointer {
+    /// Dropping it wakes the thread and tells it to stop.
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl SqliteLocationStore {
@@ -149,7 +173,52 @@ impl SqliteLocationStore {
         Ok(SqliteLocationStore {
             conn: open_connection(path, durability)?,
             path: path.to_owned(),
+            checkpointer: None,
         })
+    }
+
+    /// Opens the file for a long-running writer (`serve`): as [`SqliteLocationStore::open`],
+    /// but the WAL is checkpointed (copied into the database file, with an fsync) by a
+    /// thread of its own every `every`, not by whichever commit crosses SQLite's
+    /// 1,000-page mark. That copy and fsync take milliseconds, which the server's one
+    /// protocol thread would otherwise spend blocked, receiving nothing.
+    pub fn open_for_server(
+        path: &Path,
+        durability: Durability,
+        every: Duration,
+    ) -> Result<SqliteLocationStore, StoreError> {
+        let mut store = SqliteLocationStore::open(path, durability)?;
+        let checkpoints = open_connection(path, durability)?;
+        store
+            .conn
+            .execute_batch("PRAGMA wal_autocheckpoint=0;")
+            .map_err(|source| StoreError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(every)
+                {
+                    // PASSIVE never blocks the writer; what it cannot copy now, it copies
+                    // next time. A failure (disk full) leaves the WAL growing, and
+                    // commits still work.
+                    let _ = checkpoints.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                }
+            })
+            .ok();
+        if thread.is_none() {
+            // No thread: let the commits checkpoint, as by default.
+            let _ = store.conn.execute_batch("PRAGMA wal_autocheckpoint=1000;");
+        }
+        store.checkpointer = Some(Checkpointer {
+            stop: Some(stop),
+            thread,
+        });
+        Ok(store)
     }
 
     /// The file.
@@ -604,6 +673,41 @@ mod tests {
         assert_eq!(loc.sweep(100).unwrap(), 1);
         assert_eq!(loc.sweep(100).unwrap(), 0);
         assert_eq!(loc.list_all(0).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_server_store_checkpoints_on_its_own_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sb.db");
+        let mut loc = SqliteLocationStore::open_for_server(
+            &path,
+            Durability::Process,
+            Duration::from_millis(10),
+        )
+        .unwrap();
+        for i in 0..50 {
+            loc.upsert(binding(&format!("sip:u{i}@x"), "sip:c", 1000))
+                .unwrap();
+        }
+        // The commits do not checkpoint; the thread does: the database file alone,
+        // without its WAL, soon holds every binding.
+        let copy = dir.path().join("copy.db");
+        let mut found = 0;
+        for _ in 0..200 {
+            std::thread::sleep(Duration::from_millis(10));
+            std::fs::copy(&path, &copy).unwrap();
+            // A copy taken in the middle of a checkpoint may be torn: that is "not yet".
+            found = SqliteLocationStore::open(&copy, Durability::Process)
+                .ok()
+                .and_then(|s| s.list_all(0).ok())
+                .map_or(0, |v| v.len());
+            std::fs::remove_file(&copy).unwrap();
+            if found == 50 {
+                break;
+            }
+        }
+        assert_eq!(found, 50);
+        drop(loc); // stops and joins the thread
     }
 
     #[test]

@@ -332,6 +332,19 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
         source: SocketAddr,
         transport: Transport,
     ) -> RegisterOutcome {
+        // A banned source is refused before anything is looked at (in `stage_register`).
+        if !self.bans.is_banned(source.ip(), now)
+            && let Err(e) = req.validate()
+        {
+            self.stats.requests += 1;
+            let code = e.status_code();
+            return RegisterOutcome {
+                status: code,
+                response: error_response_to_raw(req.as_bytes(), code, &e.reason_phrase()),
+                aor: None,
+                awaits_commit: false,
+            };
+        }
         let outcome = self.stage_register(now, req, source, transport);
         if outcome.awaits_commit && self.commit().is_err() {
             return self.failed_commit(req, outcome);
@@ -342,6 +355,11 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
     /// Handles one REGISTER like [`Registrar::handle_register`], except that its changes
     /// to the bindings are only staged: they count for the REGISTERs handled after it,
     /// and are stored by the next [`Registrar::commit`].
+    ///
+    /// The request must have passed [`Message::validate`] (a server validates every
+    /// request before its transaction layer takes it): it is not checked again here.
+    /// An invalid one is still answered, never a panic, but perhaps with a less precise
+    /// status.
     ///
     /// When the outcome `awaits_commit`, its response (a 200) must not be sent before
     /// that commit returned `Ok`; if the commit fails, send
@@ -364,15 +382,6 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
                     403,
                     "Forbidden (too many failed authentications)",
                 ),
-                aor: None,
-                awaits_commit: false,
-            };
-        }
-        if let Err(e) = req.validate() {
-            let code = e.status_code();
-            return RegisterOutcome {
-                status: code,
-                response: error_response_to_raw(req.as_bytes(), code, &e.reason_phrase()),
                 aor: None,
                 awaits_commit: false,
             };
