@@ -5,12 +5,18 @@
 
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use std::alloc::System;
-use store::{Binding, CachedStore, Change, LocationStore, MemoryLocationStore, Transport};
+use store::{
+    Binding, CachedStore, CachedUsers, Change, Ha1Set, LocationStore, MemoryLocationStore,
+    MemoryUserStore, Transport, User, UserStore,
+};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 const N: usize = 100_000;
+
+/// The allocator counts are process-wide: the tests must not run at the same time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// A binding as a typical phone makes it: Call-ID of a common length, an instance-id,
 /// a User-Agent, no Path.
@@ -43,6 +49,7 @@ fn binding(i: usize) -> Binding {
 
 #[test]
 fn a_cached_binding_costs_under_1_kb() {
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     // The backend holds its own copy; measure the cache's by giving it a backend that is
     // filled afterwards through the cache itself, and subtract the backend's share.
     let backend = MemoryLocationStore::default();
@@ -70,4 +77,29 @@ fn a_cached_binding_costs_under_1_kb() {
     assert_eq!(reader.len(), N);
     assert!(per_binding < 1024.0, "{per_binding} bytes per binding");
     assert!(estimate < 1024.0, "{estimate} bytes per binding");
+}
+
+/// The registrar also holds every user in memory ([`CachedUsers`]): what one costs, with
+/// its three HA1 hashes, for the total per registered phone.
+#[test]
+fn a_cached_user_costs_under_1_kb() {
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut backend = MemoryUserStore::default();
+    let users: Vec<User> = (0..N)
+        .map(|i| User {
+            name: format!("user{i}"),
+            realm: "example.test".into(),
+            ha1: Ha1Set::compute(&format!("user{i}"), "example.test", "pw"),
+            created_at: 10_000,
+        })
+        .collect();
+    backend.import(&users).unwrap();
+    drop(users);
+    let region = Region::new(GLOBAL);
+    let cache = CachedUsers::new(backend, 10_000).unwrap();
+    let stats = region.change();
+    let per_user = (stats.bytes_allocated as f64 - stats.bytes_deallocated as f64) / N as f64;
+    println!("users: {per_user:.0} bytes per cached user (allocator-counted)");
+    assert_eq!(cache.len(), N);
+    assert!(per_user < 1024.0, "{per_user} bytes per user");
 }
