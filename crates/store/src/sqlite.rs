@@ -226,6 +226,42 @@ impl SqliteLocationStore {
         &self.path
     }
 
+    /// The statements of `changes`, in the open transaction.
+    fn write_changes(&self, changes: &[Change]) -> rusqlite::Result<()> {
+        for change in changes {
+            match change {
+                Change::Upsert(b) => {
+                    self.conn.prepare_cached(UPSERT_BINDING)?.execute(params![
+                        b.aor,
+                        b.contact,
+                        to_sql_secs(b.expires_at),
+                        b.q,
+                        b.call_id,
+                        b.cseq,
+                        b.transport.name(),
+                        b.source.to_string(),
+                        b.path.join("\n"),
+                        b.instance_id,
+                        b.reg_id,
+                        b.user_agent,
+                        to_sql_secs(b.registered_at),
+                    ])?;
+                }
+                Change::Remove { aor, contact } => {
+                    self.conn
+                        .prepare_cached("DELETE FROM location WHERE aor = ?1 AND contact = ?2")?
+                        .execute(params![aor, contact])?;
+                }
+                Change::RemoveAll { aor } => {
+                    self.conn
+                        .prepare_cached("DELETE FROM location WHERE aor = ?1")?
+                        .execute(params![aor])?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn query(&self, sql_text: &str, p: impl rusqlite::Params) -> Result<Vec<Binding>, StoreError> {
         let mut stmt = self
             .conn
@@ -244,6 +280,12 @@ impl SqliteLocationStore {
 
 const BINDING_COLUMNS: &str = "aor, contact, expires_at, q, call_id, cseq, transport, source, \
                                path, instance_id, reg_id, user_agent, registered_at";
+
+/// Inserts or replaces one binding; the columns are [`BINDING_COLUMNS`], in order.
+const UPSERT_BINDING: &str = "INSERT OR REPLACE INTO location (aor, contact, expires_at, q, \
+                              call_id, cseq, transport, source, path, instance_id, reg_id, \
+                              user_agent, registered_at) \
+                              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
 
 /// A row as SQLite types it, before the checks that turn it into a [`Binding`].
 struct RawBinding {
@@ -326,52 +368,25 @@ impl LocationStore for SqliteLocationStore {
     fn apply(&mut self, changes: &[Change]) -> Result<(), StoreError> {
         const DOING: &str = "storing bindings";
         // IMMEDIATE takes the write lock up front, so the transaction cannot fail half way
-        // through for a lock another process took meanwhile.
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
+        // through for a lock another process took meanwhile. BEGIN and COMMIT are cached
+        // statements like the writes: a server runs them thousands of times a second.
+        self.conn
+            .prepare_cached("BEGIN IMMEDIATE")
+            .and_then(|mut s| s.execute([]))
             .map_err(sql(DOING))?;
-        for change in changes {
-            match change {
-                Change::Upsert(b) => {
-                    let path = b.path.join("\n");
-                    tx.prepare_cached(&format!(
-                        "INSERT OR REPLACE INTO location ({BINDING_COLUMNS}) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
-                    ))
-                    .and_then(|mut s| {
-                        s.execute(params![
-                            b.aor,
-                            b.contact,
-                            to_sql_secs(b.expires_at),
-                            b.q,
-                            b.call_id,
-                            b.cseq,
-                            b.transport.name(),
-                            b.source.to_string(),
-                            path,
-                            b.instance_id,
-                            b.reg_id,
-                            b.user_agent,
-                            to_sql_secs(b.registered_at),
-                        ])
-                    })
-                    .map_err(sql(DOING))?;
-                }
-                Change::Remove { aor, contact } => {
-                    tx.prepare_cached("DELETE FROM location WHERE aor = ?1 AND contact = ?2")
-                        .and_then(|mut s| s.execute(params![aor, contact]))
-                        .map_err(sql(DOING))?;
-                }
-                Change::RemoveAll { aor } => {
-                    tx.prepare_cached("DELETE FROM location WHERE aor = ?1")
-                        .and_then(|mut s| s.execute(params![aor]))
-                        .map_err(sql(DOING))?;
-                }
-            }
+        let written = self
+            .write_changes(changes)
+            .and_then(|()| self.conn.prepare_cached("COMMIT")?.execute([]).map(drop));
+        if let Err(e) = written {
+            // Nothing of it stays: the transaction is still open after a failed write or
+            // a failed COMMIT, and this undoes it (or finds none to undo).
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(StoreError::Sqlite {
+                doing: DOING,
+                source: e,
+            });
         }
-        // Dropping `tx` on an early return above rolls everything back.
-        tx.commit().map_err(sql(DOING))
+        Ok(())
     }
 
     fn lookup(&self, aor: &str, now: u64) -> Result<Vec<Binding>, StoreError> {

@@ -49,7 +49,9 @@ fn binding(i: usize) -> Binding {
 
 #[test]
 fn a_cached_binding_costs_under_1_kb() {
-    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     // The backend holds its own copy; measure the cache's by giving it a backend that is
     // filled afterwards through the cache itself, and subtract the backend's share.
     let backend = MemoryLocationStore::default();
@@ -83,7 +85,9 @@ fn a_cached_binding_costs_under_1_kb() {
 /// its three HA1 hashes, for the total per registered phone.
 #[test]
 fn a_cached_user_costs_under_1_kb() {
-    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut backend = MemoryUserStore::default();
     let users: Vec<User> = (0..N)
         .map(|i| User {
