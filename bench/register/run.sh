@@ -3,7 +3,11 @@
 # memory), same machine, same run, with ../shared/bench's driver (sipbench.py).
 #
 # usage: bench/register/run.sh [RATES] [DURATION]     e.g. bench/register/run.sh "2000 5000" 20
+#   MAXRATE=1 also searches each server's highest clean rate (sipbench.py maxrate), from
+#   MAXRATE_START (default 5000) by MAXRATE_FACTOR (1.5), MAXRATE_DURATION (10) s a step.
+#   SWITCHBOARD=path/to/binary measures another build than target/release/switchboard.
 # needs: a release build (cargo build --release), SIPp and Kamailio (../shared/bench/install.sh)
+# Hold the machine-wide benchmark lock: flock /tmp/sipbench.lock bench/register/run.sh ...
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
@@ -11,7 +15,7 @@ SHARED="$(cd "$ROOT/../shared/bench" && pwd)"
 RATES="${1:-2000 5000}"
 DURATION="${2:-20}"
 WORK="$(mktemp -d /tmp/sb-register-XXXX)"
-SB="$ROOT/target/release/switchboard"
+SB="${SWITCHBOARD:-$ROOT/target/release/switchboard}"
 export SIPBENCH_DIR="$WORK/sipbench"
 
 cat >"$WORK/sb.toml" <<TOML
@@ -35,6 +39,12 @@ run_load() {  # label pidfile
     python3 "$SHARED/sipbench.py" reg --auth --proxy 127.0.0.1:15060 --proxy-pidfile "$2" \
       --rate "$rate" --duration "$DURATION" --label "$1-$rate" --json 2>&1 | tee "$WORK/$1-$rate.txt" | tail -25
   done
+  if [ "${MAXRATE:-0}" = 1 ]; then
+    python3 "$SHARED/sipbench.py" maxrate --mode reg-auth --auth --proxy 127.0.0.1:15060 \
+      --proxy-pidfile "$2" --start "${MAXRATE_START:-5000}" --factor "${MAXRATE_FACTOR:-1.5}" \
+      --duration "${MAXRATE_DURATION:-10}" --label "$1-maxrate" --json 2>&1 |
+      tee "$WORK/$1-maxrate.txt" | tail -25
+  fi
 }
 
 "$SB" serve --config "$WORK/sb.toml" 2>"$WORK/serve.log" &

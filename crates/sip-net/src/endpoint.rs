@@ -28,6 +28,27 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 /// congestion-controlled transport (TCP) instead, since the path MTU is unknown.
 pub const UDP_MTU_LIMIT: usize = 1300;
 
+/// The receive buffer asked for on a UDP listening socket (the kernel caps it at
+/// `net.core.rmem_max`). Linux's default, about 200 KB, holds only a couple of hundred
+/// datagrams (each counts with its kernel overhead): at ten thousand a second, a 20 ms
+/// pause of the receiving thread (a busy machine, a disk write) loses requests.
+const UDP_RECV_BUFFER: usize = 4 << 20;
+
+/// A non-blocking UDP socket bound to `addr`, with [`UDP_RECV_BUFFER`] asked for.
+fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    if let Err(e) = sock.set_recv_buffer_size(UDP_RECV_BUFFER) {
+        tracing::debug!(%addr, "UDP receive buffer left at the default: {e}");
+    }
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    UdpSocket::from_std(sock.into())
+}
+
 /// What the endpoint delivers to the service above it.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -326,7 +347,7 @@ impl Endpoint {
                 source,
             };
             if spec.transport == Transport::Udp {
-                let sock = UdpSocket::bind(spec.addr).await.map_err(io_err)?;
+                let sock = bind_udp(spec.addr).map_err(io_err)?;
                 let local = sock.local_addr().map_err(io_err)?;
                 bound.push(ListenSpec::new(Transport::Udp, local));
                 udp.push((local, Arc::new(sock)));
