@@ -3,13 +3,20 @@
 //!
 //! [`Registrar::handle_register`] takes the request, where it came from and an explicit
 //! `now` (Unix seconds; nothing here reads the clock), and returns the response to send.
-//! The registrar owns its [`LocationStore`] (behind a [`CachedStore`]) and writes to it
-//! before it builds a 200, so "a 200 OK is sent only after the binding is stored
+//! The registrar owns its [`LocationStore`] (behind a [`CachedStore`]) and commits to it
+//! before it returns a 200, so "a 200 OK is sent only after the binding is stored
 //! durably" holds by construction: if the write fails, the answer is a 500 and nothing
 //! changed. The store is synchronous, so the I/O shell runs the registrar on its own
 //! thread (or in `spawn_blocking`), which also gives the in-order, one-at-a-time
 //! processing §10.3 asks for. Routing reads go through [`Registrar::reader`], which never
-//! waits for the disk.
+//! waits for the disk. Users are read from a [`CachedUsers`] copy in memory.
+//!
+//! Group commit: a server handling many REGISTERs at once calls
+//! [`Registrar::stage_register`] for each, which checks it against the bindings staged by
+//! the ones before, and then [`Registrar::commit`] once: one SQLite transaction for all.
+//! A 200 built on staged bindings says so (`awaits_commit`) and is held until that
+//! commit returned; if the commit fails, [`Registrar::failed_commit`] turns it into the
+//! 500 a single failed write gets.
 //!
 //! What it does, in §10.3's order:
 //! 1. the Request-URI must be `sip:`/`sips:` (else 416) and name this registrar: the
@@ -871,8 +878,15 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
 
     /// Whether a host is the configured domain or one of its aliases.
     fn is_our_domain(&self, host: &Host<'_>) -> bool {
-        let text = host.to_string();
-        let text = text.trim_end_matches('.');
+        // A name is compared as written; only addresses need formatting.
+        let formatted;
+        let text = match host {
+            Host::Name(name) => name.trim_end_matches('.'),
+            _ => {
+                formatted = host.to_string();
+                formatted.as_str()
+            }
+        };
         text.eq_ignore_ascii_case(&self.settings.domain)
             || self
                 .settings
