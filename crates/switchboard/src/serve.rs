@@ -7,8 +7,7 @@
 //! are handled one at a time, in order, with no locks. The transports run beside it.
 
 use crate::config::Config;
-use crate::registrar::RegisterOutcome;
-use crate::registrar::{Registrar, RegistrarSettings};
+use crate::registrar::{RegisterOutcome, Registrar, RegistrarSettings};
 use crate::service::{self, Answer};
 use bytes::Bytes;
 use sip_core::transaction::{Event, TimerConfig, TransactionKey, TransactionLayer};
