@@ -14,12 +14,6 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// mimalloc rather than the system allocator: every SIP message allocates and frees a
-/// handful of buffers, and glibc's malloc spent about 15% of `serve`'s CPU on them
-/// (consolidating its free lists whenever a buffer over 1 KB is asked for).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Switchboard: a SIP registrar, proxy, PBX and softphone in one binary.
 #[derive(Parser)]
 #[command(name = "switchboard", version, about, long_about = None)]
