@@ -1989,8 +1989,14 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_failed_write_is_a_500_and_changes_nothing() {
+    /// A registrar without authentication over a store whose writes fail while the
+    /// returned flag is set, with these users.
+    fn flaky_registrar(
+        names: &[&str],
+    ) -> (
+        Registrar<Flaky, MemoryUserStore>,
+        std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) {
         let flaky = Flaky::default();
         let fail = std::sync::Arc::clone(&flaky.fail);
         let settings = RegistrarSettings {
@@ -2002,10 +2008,18 @@ mod tests {
             ..RegistrarSettings::default()
         };
         let mut users = MemoryUserStore::default();
-        users
-            .add(&User::new("alice", DOMAIN, "pw", T0).unwrap())
-            .unwrap();
-        let mut reg = Registrar::new(settings, flaky, users, KEY, T0).unwrap();
+        for name in names {
+            users
+                .add(&User::new(name, DOMAIN, "pw", T0).unwrap())
+                .unwrap();
+        }
+        let reg = Registrar::new(settings, flaky, users, KEY, T0).unwrap();
+        (reg, fail)
+    }
+
+    #[test]
+    fn a_failed_write_is_a_500_and_changes_nothing() {
+        let (mut reg, fail) = flaky_registrar(&["alice"]);
         let req = register("alice", "c1", 1, &["Contact: <sip:a@192.0.2.1>"]);
         fail.store(true, std::sync::atomic::Ordering::Relaxed);
         let out = reg.handle_register(T0, &req, src(), Transport::Tcp);
@@ -2020,23 +2034,7 @@ mod tests {
 
     #[test]
     fn staged_registers_share_one_commit_and_fail_together() {
-        let flaky = Flaky::default();
-        let fail = std::sync::Arc::clone(&flaky.fail);
-        let settings = RegistrarSettings {
-            domain: DOMAIN.into(),
-            rules: RegistrarConfig {
-                require_auth: false,
-                ..RegistrarConfig::default()
-            },
-            ..RegistrarSettings::default()
-        };
-        let mut users = MemoryUserStore::default();
-        for name in ["alice", "bob"] {
-            users
-                .add(&User::new(name, DOMAIN, "pw", T0).unwrap())
-                .unwrap();
-        }
-        let mut reg = Registrar::new(settings, flaky, users, KEY, T0).unwrap();
+        let (mut reg, fail) = flaky_registrar(&["alice", "bob"]);
         let reader = reg.reader();
         let stage = |reg: &mut Registrar<Flaky, MemoryUserStore>, req: &Message| {
             let out = reg.stage_register(T0, req, src(), Transport::Udp);
