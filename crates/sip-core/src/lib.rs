@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod builder;
+pub mod dialog;
 pub mod error;
 pub mod framing;
 pub mod headers;
