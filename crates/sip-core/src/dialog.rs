@@ -276,10 +276,11 @@ impl Dialog {
             }
             self.state = DialogState::Confirmed;
         }
-        if is_target_refresh(&cseq.method) && status < 300 {
-            if let Ok(target) = contact_uri(response) {
-                self.remote_target = target;
-            }
+        if is_target_refresh(&cseq.method)
+            && status < 300
+            && let Ok(target) = contact_uri(response)
+        {
+            self.remote_target = target;
         }
     }
 
@@ -307,10 +308,10 @@ impl Dialog {
             });
         }
         self.remote_seq = Some(cseq.seq);
-        if is_target_refresh(method) {
-            if let Ok(target) = contact_uri(request) {
-                self.remote_target = target;
-            }
+        if is_target_refresh(method)
+            && let Ok(target) = contact_uri(request)
+        {
+            self.remote_target = target;
         }
         Ok(())
     }
@@ -516,6 +517,7 @@ impl SessionTimer {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::response_to;
