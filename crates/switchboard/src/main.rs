@@ -81,7 +81,7 @@ enum Command {
     /// A scriptable softphone: registers, places and answers calls with RTP audio,
     /// holds and resumes, sends DTMF, sends and receives instant messages. Prints one
     /// line per event (or JSON with --json); the exit code says how the call ended.
-    Phone(phone::PhoneArgs),
+    Phone(Box<phone::PhoneArgs>),
 }
 
 fn main() -> ExitCode {
@@ -91,6 +91,6 @@ fn main() -> ExitCode {
         Command::Parse { file, compact } => parse_cmd::run(&file, compact),
         Command::User { config, action } => user_cmd::run_user(config.as_deref(), action),
         Command::Location { config, json } => user_cmd::run_location(config.as_deref(), json),
-        Command::Phone(args) => phone::run(args),
+        Command::Phone(args) => phone::run(*args),
     }
 }

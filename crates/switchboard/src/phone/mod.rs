@@ -185,7 +185,9 @@ fn parse_transport(s: &str) -> Result<Transport, String> {
         "tls" => Ok(Transport::Tls),
         "ws" => Ok(Transport::Ws),
         "wss" => Ok(Transport::Wss),
-        _ => Err(format!("\"{s}\" is not a transport: use udp, tcp, tls or ws")),
+        _ => Err(format!(
+            "\"{s}\" is not a transport: use udp, tcp, tls or ws"
+        )),
     }
 }
 
@@ -306,9 +308,8 @@ async fn phone(args: PhoneArgs) -> Result<u8, (u8, String)> {
                 ));
             }
         };
-        config.tls_client = Some(
-            sip_net::tls::client_config(roots).map_err(|e| usage(format!("--ca: {e}")))?,
-        );
+        config.tls_client =
+            Some(sip_net::tls::client_config(roots).map_err(|e| usage(format!("--ca: {e}")))?);
     }
     let (endpoint, incoming) = Endpoint::bind(config)
         .await

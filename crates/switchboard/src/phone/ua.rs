@@ -12,16 +12,12 @@
 //! onto the network, as `serve` does.
 
 use super::exit;
-use super::media::{
-    AudioSink, AudioSource, Codec, MediaEvent, MediaSession, StreamParams,
-};
+use super::media::{AudioSink, AudioSource, Codec, MediaEvent, MediaSession, StreamParams};
 use super::print::Printer;
 use bytes::Bytes;
 use serde_json::json;
 use sip_core::auth::{Challenge, pick_best, respond};
-use sip_core::dialog::{
-    Dialog, Refresher, SessionTimer, SessionTimerAction, glare_retry_after,
-};
+use sip_core::dialog::{Dialog, Refresher, SessionTimer, SessionTimerAction, glare_retry_after};
 use sip_core::name::HeaderName;
 use sip_core::sdp::{AudioStream, Direction, OfferAnswer, SessionDescription, answer_direction};
 use sip_core::transaction::{Event, TransactionKey, TransactionLayer};
@@ -160,7 +156,8 @@ struct Outgoing {
     body: Option<(&'static str, Bytes)>,
     /// Authorization or Proxy-Authorization, and its value.
     auth: Option<(&'static str, String)>,
-    /// Nonces already answered: the same challenge twice means the password is wrong.
+    /// Realms already answered (with the header used): a fresh challenge for one of
+    /// them means the password is wrong.
     answered: Vec<String>,
     /// Where it goes.
     flow: Flow,
@@ -371,10 +368,7 @@ impl Ua {
     /// Runs until the task is done (and the registration removed); returns the exit code.
     pub async fn run(mut self, mut incoming: mpsc::Receiver<Incoming>) -> u8 {
         let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => Some(s),
-                Err(_) => None,
-            };
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         if let Task::Answer(a) = &self.task
             && !a.auto
             && a.reject.is_none()
@@ -483,9 +477,11 @@ impl Ua {
     }
 
     fn take_media(&mut self) -> Result<MediaSession, String> {
-        self.spare_media
-            .take()
-            .ok_or_else(|| self.spare_error.clone().unwrap_or_else(|| "no media session".into()))
+        self.spare_media.take().ok_or_else(|| {
+            self.spare_error
+                .clone()
+                .unwrap_or_else(|| "no media session".into())
+        })
     }
 
     async fn drain(&mut self) {
@@ -559,7 +555,11 @@ impl Ua {
                 Timer::RegisterRefresh => self.register(now, self.s.expires),
                 Timer::ExitDeadline => self.exit_ready = true,
                 Timer::Call(generation, t) => {
-                    if self.call.as_ref().is_some_and(|c| c.generation == generation) {
+                    if self
+                        .call
+                        .as_ref()
+                        .is_some_and(|c| c.generation == generation)
+                    {
                         self.on_call_timer(t, now);
                     }
                 }
@@ -613,7 +613,7 @@ impl Ua {
         format!("sip:{}@{}", self.s.user, self.s.domain)
     }
 
-    fn from_value(&self, tag: &str) -> String {
+    fn our_from(&self, tag: &str) -> String {
         match &self.s.display_name {
             Some(d) => format!("\"{d}\" <{}>;tag={tag}", self.aor()),
             None => format!("<{}>;tag={tag}", self.aor()),
@@ -640,9 +640,7 @@ impl Ua {
             .ok_or_else(|| {
                 format!("{uri}: without --server, call an address with a numeric host")
             })?;
-        let t = targets
-            .first()
-            .ok_or_else(|| format!("{uri}: no target"))?;
+        let t = targets.first().ok_or_else(|| format!("{uri}: no target"))?;
         // A URI without transport= goes over the transport the phone was given.
         let has_transport = uri.contains("transport=");
         Ok(Flow {
@@ -671,7 +669,7 @@ impl Ua {
         let mut b = MessageBuilder::request(&o.method, &o.uri);
         b.push("Via", via);
         b.push("Max-Forwards", 70);
-        b.push("From", self.from_value(&o.from_tag));
+        b.push("From", self.our_from(&o.from_tag));
         b.push("To", &o.to);
         b.push("Call-ID", &o.call_id);
         b.push("CSeq", format_args!("{} {}", o.cseq, o.method));
@@ -681,14 +679,22 @@ impl Ua {
         if let Some((name, value)) = &o.auth {
             b.push(name, value);
         }
-        b.push("User-Agent", concat!("switchboard-phone/", env!("CARGO_PKG_VERSION")));
+        b.push(
+            "User-Agent",
+            concat!("switchboard-phone/", env!("CARGO_PKG_VERSION")),
+        );
         if let Some((ct, body)) = &o.body {
             b = b.body(ct, body.clone());
         }
-        b.build().map_err(|e| format!("cannot build {}: {e}", o.method))
+        b.build()
+            .map_err(|e| format!("cannot build {}: {e}", o.method))
     }
 
-    fn send_outgoing(&mut self, o: &Outgoing, now: Instant) -> Result<(TransactionKey, Message), String> {
+    fn send_outgoing(
+        &mut self,
+        o: &Outgoing,
+        now: Instant,
+    ) -> Result<(TransactionKey, Message), String> {
         let msg = self.build_outgoing(o)?;
         let key = self
             .txl
@@ -720,7 +726,10 @@ impl Ua {
         let Some(d) = challenge.as_digest() else {
             return false;
         };
-        if o.answered.iter().any(|n| *n == *d.nonce) && !d.stale {
+        // A second challenge for a realm we already answered, not marked stale, means
+        // the server refused our credentials: answering again would loop forever.
+        let realm_key = format!("{auth_header} {}", d.realm);
+        if o.answered.contains(&realm_key) && !d.stale {
             return false;
         }
         let cnonce = random_hex(12);
@@ -734,7 +743,9 @@ impl Ua {
             1,
         ) {
             Ok(creds) => {
-                o.answered.push(d.nonce.to_string());
+                if !o.answered.contains(&realm_key) {
+                    o.answered.push(realm_key);
+                }
                 o.auth = Some((auth_header, creds.to_string()));
                 o.cseq += 1;
                 true
@@ -809,7 +820,13 @@ impl Ua {
         }
     }
 
-    fn on_register_response(&mut self, mut o: Outgoing, response: &Message, now: Instant, unregister: bool) {
+    fn on_register_response(
+        &mut self,
+        mut o: Outgoing,
+        response: &Message,
+        now: Instant,
+        unregister: bool,
+    ) {
         let status = response.status().unwrap_or(0);
         if status < 200 {
             return;
@@ -888,10 +905,15 @@ impl Ua {
             self.disarm(Timer::RegisterRefresh);
             self.register(now, 0);
             self.arm(now + Duration::from_secs(2), Timer::ExitDeadline);
-        } else if self.call.is_none() {
-            self.exit_ready = true;
         } else if !self.timers.iter().any(|(_, t)| *t == Timer::ExitDeadline) {
-            self.arm(now + Duration::from_secs(2), Timer::ExitDeadline);
+            // A moment for what is queued on connections to be written (the 200 to a
+            // BYE, say) before the endpoint shuts down.
+            let linger = if self.call.is_none() {
+                Duration::from_millis(300)
+            } else {
+                Duration::from_secs(2)
+            };
+            self.arm(now + linger, Timer::ExitDeadline);
         }
     }
 
@@ -958,20 +980,27 @@ impl Ua {
         if status < 200 {
             return;
         }
-        if matches!(status, 401 | 407) && self.authenticate(&mut o, response) {
-            if let Ok((key, _)) = self.send_outgoing(&o, now) {
-                self.pending.insert(key, Pending::Message(o));
-                return;
-            }
+        if matches!(status, 401 | 407)
+            && self.authenticate(&mut o, response)
+            && let Ok((key, _)) = self.send_outgoing(&o, now)
+        {
+            self.pending.insert(key, Pending::Message(o));
+            return;
         }
         let reason = format!("{status} {}", response.reason().unwrap_or(""));
         if (200..300).contains(&status) {
-            self.out
-                .event("message sent", Some(reason.trim()), &[("status", json!(status))]);
+            self.out.event(
+                "message sent",
+                Some(reason.trim()),
+                &[("status", json!(status))],
+            );
             self.finish(exit::OK);
         } else {
-            self.out
-                .event("message failed", Some(reason.trim()), &[("status", json!(status))]);
+            self.out.event(
+                "message failed",
+                Some(reason.trim()),
+                &[("status", json!(status))],
+            );
             self.finish(exit_for_status(status).max(exit::REJECTED.min(exit_for_status(status))));
         }
     }
@@ -1073,7 +1102,14 @@ impl Ua {
                 self.respond(key, &request, 481, &[], None, now);
             }
             _ => {
-                self.respond(key, &request, 405, &[("Allow", ALLOW.to_owned())], None, now);
+                self.respond(
+                    key,
+                    &request,
+                    405,
+                    &[("Allow", ALLOW.to_owned())],
+                    None,
+                    now,
+                );
             }
         }
     }
@@ -1121,8 +1157,11 @@ impl Ua {
     fn on_request_failed(&mut self, _key: TransactionKey, pending: Pending, now: Instant) {
         match pending {
             Pending::Register(_) => {
-                self.out
-                    .event("registration failed", Some("no response from the server"), &[]);
+                self.out.event(
+                    "registration failed",
+                    Some("no response from the server"),
+                    &[],
+                );
                 self.registered = false;
                 if !self.task_started {
                     self.finish(exit::FAILED);
@@ -1136,7 +1175,11 @@ impl Ua {
                 self.finish(exit::FAILED);
             }
             Pending::Invite => {
-                if self.call.as_ref().is_some_and(|c| c.state != CallState::Answered) {
+                if self
+                    .call
+                    .as_ref()
+                    .is_some_and(|c| c.state != CallState::Answered)
+                {
                     let (reason, code) = self
                         .call
                         .as_ref()
@@ -1160,7 +1203,14 @@ impl Ua {
 // ----- calls -----
 
 impl Ua {
-    fn new_call(&mut self, role: Role, call_id: String, local_tag: String, flow: Flow, media: MediaSession) -> Call {
+    fn new_call(
+        &mut self,
+        role: Role,
+        call_id: String,
+        local_tag: String,
+        flow: Flow,
+        media: MediaSession,
+    ) -> Call {
         let generation = self.next_generation;
         self.next_generation += 1;
         let sid = u64::from(random_u32());
@@ -1277,7 +1327,11 @@ impl Ua {
 
     fn on_invite_response(&mut self, key: TransactionKey, response: &Message, now: Instant) {
         let status = response.status().unwrap_or(0);
-        let contact = self.contact_uri(self.call.as_ref().map_or(self.s.transport, |c| c.flow.transport));
+        let contact = self.contact_uri(
+            self.call
+                .as_ref()
+                .map_or(self.s.transport, |c| c.flow.transport),
+        );
         let Some(call) = self.call.as_mut() else {
             return;
         };
@@ -1301,8 +1355,11 @@ impl Ua {
                 if !call.ringing_printed || status == 183 {
                     call.ringing_printed = true;
                     let name = if status == 180 { "ringing" } else { "progress" };
-                    self.out
-                        .event(name, Some(&status.to_string()), &[("status", json!(status))]);
+                    self.out.event(
+                        name,
+                        Some(&status.to_string()),
+                        &[("status", json!(status))],
+                    );
                 }
                 if has_sdp(response) && call.oa == OfferAnswer::LocalOffer {
                     let _ = call.oa.receive_answer();
@@ -1333,7 +1390,10 @@ impl Ua {
                             exit::NO_ANSWER => "no answer",
                             _ => "rejected",
                         };
-                        (format!("{kind} ({status} {reason})"), exit_for_status(status))
+                        (
+                            format!("{kind} ({status} {reason})"),
+                            exit_for_status(status),
+                        )
                     }
                 };
                 self.end_call(&what, code);
@@ -1348,7 +1408,10 @@ impl Ua {
         if !tokens_contain(response, HeaderName::Require, "100rel") {
             return;
         }
-        let transport = self.call.as_ref().map_or(self.s.transport, |c| c.flow.transport);
+        let transport = self
+            .call
+            .as_ref()
+            .map_or(self.s.transport, |c| c.flow.transport);
         let via = self.via(transport);
         let Some(call) = self.call.as_mut() else {
             return;
@@ -1364,13 +1427,24 @@ impl Ua {
             return;
         };
         let flow = call.flow;
-        let flow = self.call.as_ref().and_then(|c| c.dialog.as_ref()).map_or(flow, |d| self.dialog_flow(d, flow));
+        let flow = self
+            .call
+            .as_ref()
+            .and_then(|c| c.dialog.as_ref())
+            .map_or(flow, |d| self.dialog_flow(d, flow));
         if let Ok(key) = self.txl.send_request(now, prack, flow) {
             self.pending.insert(key, Pending::Other);
         }
     }
 
-    fn on_invite_2xx(&mut self, response: &Message, invite: &Message, invite_seq: u32, contact: &str, now: Instant) {
+    fn on_invite_2xx(
+        &mut self,
+        response: &Message,
+        invite: &Message,
+        invite_seq: u32,
+        contact: &str,
+        now: Instant,
+    ) {
         let to_tag = response
             .to()
             .ok()
@@ -1442,7 +1516,8 @@ impl Ua {
         let sdp = match SessionDescription::parse(body) {
             Ok(s) => s,
             Err(e) => {
-                self.out.warn(&format!("the far end's SDP does not parse: {e}"));
+                self.out
+                    .warn(&format!("the far end's SDP does not parse: {e}"));
                 return None;
             }
         };
@@ -1452,9 +1527,7 @@ impl Ua {
         };
         let call = self.call.as_mut()?;
         let direction = answer_direction(stream.direction, call.wanted);
-        let Some(codec) = codec_of(&stream.codec.encoding) else {
-            return None;
-        };
+        let codec = codec_of(&stream.codec.encoding)?;
         let params = StreamParams {
             remote: SocketAddr::new(stream.address, stream.port),
             codec,
@@ -1513,11 +1586,8 @@ impl Ua {
             .as_ref()
             .map(|s| s.codec.encoding.clone())
             .unwrap_or_default();
-        self.out.event(
-            "answered",
-            Some(&codec),
-            &[("codec", json!(codec))],
-        );
+        self.out
+            .event("answered", Some(&codec), &[("codec", json!(codec))]);
         self.disarm_call(CallTimer::AnswerTimeout);
         let task = self.task.clone();
         match task {
@@ -1585,7 +1655,11 @@ impl Ua {
             CallTimer::GlareRetry(d) => self.modify(d, now),
             CallTimer::Hangup => self.hang_up(now),
             CallTimer::AnswerTimeout => {
-                if self.call.as_ref().is_some_and(|c| c.state == CallState::Setup) {
+                if self
+                    .call
+                    .as_ref()
+                    .is_some_and(|c| c.state == CallState::Setup)
+                {
                     if let Some(c) = self.call.as_mut() {
                         c.cancelled = Some(("no answer (timeout)", exit::NO_ANSWER));
                     }
@@ -1632,10 +1706,7 @@ impl Ua {
                 self.cancel_call(now);
             }
             (CallState::Setup, Role::Uas) => {
-                if let (Some(key), Some(req)) = (
-                    call.invite_key,
-                    call.request.clone(),
-                ) {
+                if let (Some(key), Some(req)) = (call.invite_key, call.request.clone()) {
                     self.respond(key, &req, 480, &[], None, now);
                 }
                 self.end_call("declined", exit::OK);
@@ -1645,7 +1716,10 @@ impl Ua {
     }
 
     fn send_bye(&mut self, now: Instant) {
-        let transport = self.call.as_ref().map_or(self.s.transport, |c| c.flow.transport);
+        let transport = self
+            .call
+            .as_ref()
+            .map_or(self.s.transport, |c| c.flow.transport);
         let via = self.via(transport);
         let Some(call) = self.call.as_mut() else {
             return;
@@ -1680,9 +1754,16 @@ impl Ua {
     }
 
     fn send_offer(&mut self, direction: Direction, use_update: bool, refresh: bool, now: Instant) {
-        let transport = self.call.as_ref().map_or(self.s.transport, |c| c.flow.transport);
+        let transport = self
+            .call
+            .as_ref()
+            .map_or(self.s.transport, |c| c.flow.transport);
         let via = self.via(transport);
-        let session_expires = self.call.as_ref().and_then(|c| c.session_timer).map(|t| t.interval);
+        let session_expires = self
+            .call
+            .as_ref()
+            .and_then(|c| c.session_timer)
+            .map(|t| t.interval);
         let Some(call) = self.call.as_mut() else {
             return;
         };
@@ -1691,7 +1772,10 @@ impl Ua {
         }
         if call.oa != OfferAnswer::Stable {
             // An offer is already outstanding either way: try again shortly.
-            self.arm_call(now + Duration::from_millis(500), CallTimer::GlareRetry(direction));
+            self.arm_call(
+                now + Duration::from_millis(500),
+                CallTimer::GlareRetry(direction),
+            );
             return;
         }
         let _ = call.oa.send_offer();
@@ -1707,7 +1791,11 @@ impl Ua {
         let Some(dialog) = call.dialog.as_mut() else {
             return;
         };
-        let method = if use_update { Method::Update } else { Method::Invite };
+        let method = if use_update {
+            Method::Update
+        } else {
+            Method::Invite
+        };
         let mut b = dialog.request(&method, &via);
         if let Some(se) = session_expires {
             b.push("Session-Expires", format_args!("{se};refresher=uac"));
@@ -1728,9 +1816,13 @@ impl Ua {
                         },
                     );
                 }
-                Err(e) => self.out.warn(&format!("cannot send the session change: {e}")),
+                Err(e) => self
+                    .out
+                    .warn(&format!("cannot send the session change: {e}")),
             },
-            Err(e) => self.out.warn(&format!("cannot build the session change: {e}")),
+            Err(e) => self
+                .out
+                .warn(&format!("cannot build the session change: {e}")),
         }
     }
 
@@ -1747,7 +1839,10 @@ impl Ua {
         if status < 200 {
             return;
         }
-        let transport = self.call.as_ref().map_or(self.s.transport, |c| c.flow.transport);
+        let transport = self
+            .call
+            .as_ref()
+            .map_or(self.s.transport, |c| c.flow.transport);
         let via = self.via(transport);
         let Some(call) = self.call.as_mut() else {
             return;
@@ -1796,7 +1891,10 @@ impl Ua {
             self.arm_call(now + wait, CallTimer::GlareRetry(direction));
         } else if matches!(status, 408 | 481) {
             call.oa.offer_rejected();
-            self.end_call(&format!("failed ({status} to a session change)"), exit::FAILED);
+            self.end_call(
+                &format!("failed ({status} to a session change)"),
+                exit::FAILED,
+            );
         } else {
             call.oa.offer_rejected();
             self.out
@@ -1845,7 +1943,8 @@ impl Ua {
                 self.arm_session_timer();
             }
             SessionTimerAction::Expire => {
-                self.out.warn("session timer expired: the far end did not refresh");
+                self.out
+                    .warn("session timer expired: the far end did not refresh");
                 self.send_bye(now);
                 if let Some(c) = self.call.as_mut() {
                     c.cancelled = Some(("session expired", exit::FAILED));
@@ -1861,7 +1960,13 @@ impl Ua {
             return;
         };
         let (reason, code) = match call.cancelled {
-            Some((r, c)) if call.state == CallState::Ending && reason.starts_with("bye") && r == "session expired" => (r.to_owned(), c),
+            Some((r, c))
+                if call.state == CallState::Ending
+                    && reason.starts_with("bye")
+                    && r == "session expired" =>
+            {
+                (r.to_owned(), c)
+            }
             _ => (reason.to_owned(), code),
         };
         if let Some(media) = call.media.take() {
@@ -1985,7 +2090,8 @@ impl Ua {
         if answer.auto {
             self.answer_ringing_call(now);
         } else {
-            self.out.event("ringing", Some("press Enter to answer"), &[]);
+            self.out
+                .event("ringing", Some("press Enter to answer"), &[]);
         }
     }
 
@@ -2008,7 +2114,10 @@ impl Ua {
         // it said otherwise.
         if let Ok(Some(se)) = request.session_expires() {
             let refresher = se.refresher().unwrap_or("uac").to_ascii_lowercase();
-            headers.push(("Session-Expires", format!("{};refresher={refresher}", se.delta)));
+            headers.push((
+                "Session-Expires",
+                format!("{};refresher={refresher}", se.delta),
+            ));
             if tokens_contain(&request, HeaderName::Supported, "timer") {
                 headers.push(("Require", "timer".to_owned()));
             }
@@ -2045,7 +2154,11 @@ impl Ua {
             let _ = call.oa.send_offer();
             call.local_sdp.to_bytes()
         };
-        let mut b = response_to(&request, 200, self.call.as_ref().map(|c| c.local_tag.as_str()));
+        let mut b = response_to(
+            &request,
+            200,
+            self.call.as_ref().map(|c| c.local_tag.as_str()),
+        );
         for (n, v) in &headers {
             b.push(n, v);
         }
@@ -2130,7 +2243,10 @@ impl Ua {
     fn on_cancel(&mut self, key: TransactionKey, cancel: &Message, now: Instant) {
         let cancelled = self.txl.find_cancelled(cancel);
         let ours = self.call.as_ref().is_some_and(|c| {
-            c.role == Role::Uas && c.state == CallState::Setup && c.invite_key == cancelled && cancelled.is_some()
+            c.role == Role::Uas
+                && c.state == CallState::Setup
+                && c.invite_key == cancelled
+                && cancelled.is_some()
         });
         if !ours {
             self.respond(key, cancel, 481, &[], None, now);
@@ -2147,7 +2263,13 @@ impl Ua {
         self.end_call("cancelled (by the caller)", exit::OK);
     }
 
-    fn on_in_dialog_request(&mut self, key: TransactionKey, method: &Method, request: &Message, now: Instant) {
+    fn on_in_dialog_request(
+        &mut self,
+        key: TransactionKey,
+        method: &Method,
+        request: &Message,
+        now: Instant,
+    ) {
         let matched = self
             .call
             .as_ref()
@@ -2193,7 +2315,13 @@ impl Ua {
 
     /// A re-INVITE or UPDATE from the far end: answer its offer (491 while ours is
     /// outstanding), update media, report hold and resume.
-    fn on_remote_offer(&mut self, key: TransactionKey, method: &Method, request: &Message, now: Instant) {
+    fn on_remote_offer(
+        &mut self,
+        key: TransactionKey,
+        method: &Method,
+        request: &Message,
+        now: Instant,
+    ) {
         let ip = self.local_ip();
         let user = self.s.user.clone();
         let Some(call) = self.call.as_mut() else {
@@ -2203,12 +2331,23 @@ impl Ua {
             self.respond(key, request, 491, &[], None, now);
             return;
         }
-        let contact = call.dialog.as_ref().map(|d| d.local_contact.clone()).unwrap_or_default();
+        let contact = call
+            .dialog
+            .as_ref()
+            .map(|d| d.local_contact.clone())
+            .unwrap_or_default();
         let mut headers = vec![("Contact", format!("<{contact}>"))];
         if let Ok(Some(se)) = request.session_expires() {
             let refresher = se.refresher().unwrap_or("uac").to_ascii_lowercase();
-            headers.push(("Session-Expires", format!("{};refresher={refresher}", se.delta)));
-            let refresher = if refresher == "uas" { Refresher::Us } else { Refresher::Them };
+            headers.push((
+                "Session-Expires",
+                format!("{};refresher={refresher}", se.delta),
+            ));
+            let refresher = if refresher == "uas" {
+                Refresher::Us
+            } else {
+                Refresher::Them
+            };
             call.session_timer = Some(SessionTimer::new(se.delta, refresher, now));
         } else if let Some(t) = call.session_timer.as_mut() {
             t.refreshed(now);
@@ -2279,4 +2418,3 @@ impl Ua {
         self.arm_session_timer();
     }
 }
-

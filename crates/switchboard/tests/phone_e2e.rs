@@ -1,0 +1,582 @@
+//! `switchboard phone` end to end (issue 6): real phone processes on loopback calling
+//! each other directly, against SIPp (as UAS answering the phone, as UAC calling it),
+//! and registered to the real `switchboard serve`.
+//!
+//! What is checked: the events each phone prints and its exit code (answered and
+//! ended normally, busy, no answer), hold and resume by re-INVITE and by UPDATE as
+//! seen by both sides, CANCEL, MESSAGE, REGISTER with digest auth and its removal on
+//! exit. The calls through `serve` (phone registered → phone registered) need the
+//! proxy (issue 5) and are ignored until it lands.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+use common::{Server, ServerOptions, binary, free_port};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A running `switchboard phone`, killed when dropped.
+struct Phone {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    /// Everything it printed on standard output so far.
+    out: Vec<String>,
+    err: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Phone {
+    fn start(args: &[&str]) -> Phone {
+        let mut child = Command::new(binary())
+            .arg("phone")
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let err = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = err.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Phone {
+            child,
+            lines,
+            out: Vec::new(),
+            err,
+        }
+    }
+
+    fn dump(&self) -> String {
+        format!(
+            "stdout:\n{}\nstderr:\n{}",
+            self.out.join("\n"),
+            self.err.lock().unwrap()
+        )
+    }
+
+    /// Waits for a line starting with `prefix`.
+    fn expect(&mut self, prefix: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        if let Some(l) = self.out.iter().find(|l| l.starts_with(prefix)) {
+            return l.clone();
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.out.push(line.clone());
+                    if line.starts_with(prefix) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line starting with {prefix:?}; {}", self.dump()),
+            }
+        }
+    }
+
+    /// Waits for the process to exit; returns its exit code, with all it printed.
+    fn wait(&mut self, within: Duration) -> i32 {
+        let deadline = Instant::now() + within;
+        loop {
+            while let Ok(line) = self.lines.try_recv() {
+                self.out.push(line);
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(50));
+                while let Ok(line) = self.lines.try_recv() {
+                    self.out.push(line);
+                }
+                return status.code().unwrap_or(-1);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("phone did not exit; {}", self.dump());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn sigterm(&self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
+    fn printed(&self, line: &str) -> bool {
+        self.out.iter().any(|l| l == line)
+    }
+}
+
+impl Drop for Phone {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn answerer(port: u16, extra: &[&str]) -> Phone {
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec!["--user", "bob", "--listen", &listen, "answer"];
+    args.extend_from_slice(extra);
+    let mut bob = Phone::start(&args);
+    bob.expect("waiting for calls", WAIT);
+    bob
+}
+
+#[test]
+fn direct_call_with_hold_resume_dtmf_and_hangup() {
+    let port = free_port();
+    let mut bob = answerer(port, &["--auto", "--calls", "1"]);
+    let target = format!("sip:bob@127.0.0.1:{port}");
+    let mut alice = Phone::start(&[
+        "--user",
+        "alice",
+        "call",
+        &target,
+        "--dtmf",
+        "12#",
+        "--dtmf-after",
+        "0.2",
+        "--hold-after",
+        "0.6",
+        "--resume-after",
+        "1.2",
+        "--hangup-after",
+        "1.8",
+    ]);
+    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
+    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
+    for line in [
+        "ringing: 180",
+        "answered: PCMU",
+        "dtmf sent: 1",
+        "dtmf sent: 2",
+        "dtmf sent: #",
+        "held: local",
+        "resumed: local",
+        "ended: bye (local)",
+    ] {
+        assert!(
+            alice.printed(line),
+            "alice lacks {line:?}; {}",
+            alice.dump()
+        );
+    }
+    assert!(
+        bob.out
+            .iter()
+            .any(|l| l.starts_with("incoming: ") && l.contains("sip:alice@"))
+    );
+    for line in [
+        "answered: PCMU",
+        "held: remote",
+        "resumed: remote",
+        "ended: bye (remote)",
+    ] {
+        assert!(bob.printed(line), "bob lacks {line:?}; {}", bob.dump());
+    }
+}
+
+#[test]
+fn direct_call_over_tcp_with_update_hold_and_json_events() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut bob = Phone::start(&[
+        "--user",
+        "bob",
+        "--transport",
+        "tcp",
+        "--listen",
+        &listen,
+        "--json",
+        "answer",
+        "--auto",
+        "--calls",
+        "1",
+        "--hangup-after",
+        "2",
+    ]);
+    bob.expect("{\"event\":\"waiting for calls\"", WAIT);
+    let target = format!("sip:bob@127.0.0.1:{port};transport=tcp");
+    let mut alice = Phone::start(&[
+        "--transport",
+        "tcp",
+        "--json",
+        "call",
+        &target,
+        "--hold-with-update",
+        "--hold-after",
+        "0.5",
+        "--resume-after",
+        "1",
+    ]);
+    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
+    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
+    let events: Vec<serde_json::Value> = alice
+        .out
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"answered"), "{names:?}");
+    assert!(
+        names.contains(&"held") && names.contains(&"resumed"),
+        "{names:?}"
+    );
+    let ended = events.iter().find(|e| e["event"] == "ended").unwrap();
+    assert_eq!(ended["detail"], "bye (remote)");
+    assert_eq!(ended["code"], 0);
+    let bob_events: Vec<serde_json::Value> = bob
+        .out
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        bob_events
+            .iter()
+            .any(|e| e["event"] == "held" && e["by"] == "remote")
+    );
+}
+
+#[test]
+fn busy_and_unanswered_calls_have_their_exit_codes() {
+    let port = free_port();
+    let mut busy = answerer(port, &["--reject", "486", "--calls", "1"]);
+    let target = format!("sip:bob@127.0.0.1:{port}");
+    let mut alice = Phone::start(&["call", &target]);
+    assert_eq!(alice.wait(WAIT), 3, "busy; {}", alice.dump());
+    assert!(alice.out.iter().any(|l| l.starts_with("ended: busy (486")));
+    busy.wait(WAIT);
+
+    // Nobody presses Enter: the caller gives up and CANCELs; the callee sees it.
+    let port = free_port();
+    let mut ringing = answerer(port, &["--calls", "1"]);
+    let target = format!("sip:bob@127.0.0.1:{port}");
+    let mut alice = Phone::start(&["call", &target, "--answer-timeout", "1"]);
+    assert_eq!(alice.wait(WAIT), 4, "no answer; {}", alice.dump());
+    assert!(alice.printed("ringing: 180"));
+    assert!(
+        alice.printed("ended: no answer (timeout)"),
+        "{}",
+        alice.dump()
+    );
+    assert_eq!(ringing.wait(WAIT), 0, "{}", ringing.dump());
+    assert!(
+        ringing.printed("ended: cancelled (by the caller)"),
+        "{}",
+        ringing.dump()
+    );
+
+    // Nobody there at all.
+    let target = format!("sip:nobody@127.0.0.1:{}", free_port());
+    let mut alice = Phone::start(&["call", &target, "--answer-timeout", "1"]);
+    let code = alice.wait(Duration::from_secs(60));
+    assert!(code == 4 || code == 1, "{code}; {}", alice.dump());
+}
+
+#[test]
+fn direct_message_and_listen() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut bob = Phone::start(&[
+        "--user", "bob", "--listen", &listen, "listen", "--count", "1",
+    ]);
+    bob.expect("waiting for messages", WAIT);
+    let target = format!("sip:bob@127.0.0.1:{port}");
+    let mut alice = Phone::start(&["--user", "alice", "message", &target, "hello, bob"]);
+    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
+    assert!(alice.printed("message sent: 200 OK"), "{}", alice.dump());
+    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
+    let line = bob.expect("message: ", WAIT);
+    assert!(
+        line.contains("sip:alice@") && line.ends_with(": hello, bob"),
+        "{line}"
+    );
+}
+
+fn sipp_process(args: &[&str]) -> Child {
+    Command::new("sipp")
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-nostdin",
+            "-m",
+            "1",
+            "-timeout",
+            "20s",
+            "-timeout_error",
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sipp is installed")
+}
+
+fn wait_child(child: &mut Child, within: Duration) -> i32 {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("sipp did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn phone_calls_sipp_uas() {
+    let port = free_port();
+    let port_text = port.to_string();
+    let mut sipp = sipp_process(&["-sn", "uas", "-p", &port_text]);
+    std::thread::sleep(Duration::from_millis(500));
+    let target = format!("sip:service@127.0.0.1:{port}");
+    let mut alice = Phone::start(&["call", &target, "--hangup-after", "1"]);
+    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
+    assert!(alice.printed("ringing: 180"));
+    assert!(alice.printed("answered: PCMU"), "{}", alice.dump());
+    assert!(alice.printed("ended: bye (local)"));
+    assert_eq!(wait_child(&mut sipp, WAIT), 0, "SIPp saw a failed call");
+}
+
+#[test]
+fn sipp_uac_calls_phone() {
+    let port = free_port();
+    let mut bob = answerer(port, &["--auto", "--calls", "1"]);
+    let remote = format!("127.0.0.1:{port}");
+    let sipp_port = free_port().to_string();
+    let mut sipp = sipp_process(&["-sn", "uac", "-s", "bob", "-p", &sipp_port, &remote]);
+    assert_eq!(wait_child(&mut sipp, WAIT), 0, "SIPp saw a failed call");
+    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
+    assert!(
+        bob.out
+            .iter()
+            .any(|l| l.starts_with("incoming: ") && l.contains("sipp"))
+    );
+    assert!(bob.printed("answered: PCMU"), "{}", bob.dump());
+    assert!(bob.printed("ended: bye (remote)"), "{}", bob.dump());
+}
+
+fn server_with(users: &[(&str, &str)]) -> Server {
+    Server::start(ServerOptions {
+        users: users
+            .iter()
+            .map(|(u, p)| (u.to_string(), p.to_string()))
+            .collect(),
+        ..Default::default()
+    })
+}
+
+fn location_json(server: &Server) -> serde_json::Value {
+    let out = server.cli(&["location", "--json"]);
+    assert!(out.status.success());
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn registers_to_serve_receives_a_message_and_unregisters_on_exit() {
+    let server = server_with(&[("bob", "b0b-pw")]);
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let srv = format!("127.0.0.1:{}", server.port);
+    let mut bob = Phone::start(&[
+        "--user",
+        "bob",
+        "--password",
+        "b0b-pw",
+        "--server",
+        &srv,
+        "--domain",
+        "example.test",
+        "--listen",
+        &listen,
+        "listen",
+    ]);
+    let line = bob.expect("registered: ", WAIT);
+    assert!(
+        line.starts_with("registered: sip:bob@example.test for "),
+        "{line}"
+    );
+    let bindings = location_json(&server).to_string();
+    assert!(
+        bindings.contains(&format!("127.0.0.1:{port}")),
+        "{bindings}"
+    );
+
+    // A MESSAGE straight to bob's contact (serve cannot route it yet).
+    let target = format!("sip:bob@127.0.0.1:{port}");
+    let mut alice = Phone::start(&["--user", "alice", "message", &target, "ping"]);
+    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
+    bob.expect("message: from sip:alice@", WAIT);
+
+    bob.sigterm();
+    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
+    assert!(bob.printed("unregistered"), "{}", bob.dump());
+    let bindings = location_json(&server).to_string();
+    assert!(
+        !bindings.contains(&format!("127.0.0.1:{port}")),
+        "{bindings}"
+    );
+}
+
+#[test]
+fn wrong_password_fails_registration_with_exit_1() {
+    let server = server_with(&[("bob", "b0b-pw")]);
+    let srv = format!("127.0.0.1:{}", server.port);
+    let mut bob = Phone::start(&[
+        "--user",
+        "bob",
+        "--password",
+        "wrong",
+        "--server",
+        &srv,
+        "--domain",
+        "example.test",
+        "listen",
+    ]);
+    assert_eq!(bob.wait(WAIT), 1, "{}", bob.dump());
+    let line = bob.expect("registration failed: ", WAIT);
+    assert!(line.contains("401") || line.contains("403"), "{line}");
+}
+
+#[test]
+fn registers_over_tcp() {
+    let server = server_with(&[("alice", "pw1")]);
+    let srv = format!("127.0.0.1:{}", server.port);
+    let mut alice = Phone::start(&[
+        "--user",
+        "alice",
+        "--password",
+        "pw1",
+        "--server",
+        &srv,
+        "--domain",
+        "example.test",
+        "--transport",
+        "tcp",
+        "--expires",
+        "60",
+        "listen",
+    ]);
+    alice.expect("registered: sip:alice@example.test for 60 s", WAIT);
+    let bindings = location_json(&server).to_string();
+    assert!(bindings.contains("transport=tcp"), "{bindings}");
+    alice.sigterm();
+    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
+}
+
+// ----- through serve: need the proxy (issue 5) -----
+
+#[test]
+#[ignore = "needs the proxy (issue 5)"]
+fn two_registered_phones_call_each_other_through_serve() {
+    let server = server_with(&[("alice", "a-pw"), ("bob", "b-pw")]);
+    let srv = format!("127.0.0.1:{}", server.port);
+    let mut bob = Phone::start(&[
+        "--user",
+        "bob",
+        "--password",
+        "b-pw",
+        "--server",
+        &srv,
+        "--domain",
+        "example.test",
+        "answer",
+        "--auto",
+        "--calls",
+        "1",
+    ]);
+    bob.expect("registered: ", WAIT);
+    let mut alice = Phone::start(&[
+        "--user",
+        "alice",
+        "--password",
+        "a-pw",
+        "--server",
+        &srv,
+        "--domain",
+        "example.test",
+        "call",
+        "sip:bob@example.test",
+        "--hold-after",
+        "0.5",
+        "--resume-after",
+        "1",
+        "--hangup-after",
+        "2",
+    ]);
+    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
+    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
+    assert!(alice.printed("held: local") && alice.printed("resumed: local"));
+    assert!(bob.printed("held: remote") && bob.printed("resumed: remote"));
+}
+
+#[test]
+#[ignore = "needs the proxy (issue 5)"]
+fn message_through_serve() {
+    let server = server_with(&[("alice", "a-pw"), ("bob", "b-pw")]);
+    let srv = format!("127.0.0.1:{}", server.port);
+    let mut bob = Phone::start(&[
+        "--user",
+        "bob",
+        "--password",
+        "b-pw",
+        "--server",
+        &srv,
+        "--domain",
+        "example.test",
+        "listen",
+        "--count",
+        "1",
+    ]);
+    bob.expect("registered: ", WAIT);
+    let mut alice = Phone::start(&[
+        "--user",
+        "alice",
+        "--password",
+        "a-pw",
+        "--server",
+        &srv,
+        "--domain",
+        "example.test",
+        "message",
+        "sip:bob@example.test",
+        "through the proxy",
+    ]);
+    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
+    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
+    assert!(
+        bob.printed("message: from sip:alice@example.test: through the proxy"),
+        "{}",
+        bob.dump()
+    );
+}
