@@ -1,0 +1,103 @@
+//! Media for the Switchboard softphone: RTP and RTCP sessions carrying voice between two
+//! endpoints that agreed on a stream through SDP.
+//!
+//! What is in it:
+//! - [`MediaSession`]: the tokio driver. One even RTP port with RTCP on the next port,
+//!   symmetric RTP (it sends to the address it actually receives from), paced sending from
+//!   an [`AudioSource`], a jitter buffer played out in real time into an [`AudioSink`],
+//!   RFC 4733 DTMF both ways, RTCP sender/receiver reports every 5 s.
+//! - Sans-IO pieces, each tested without sockets: [`g711`] (µ-law, A-law), [`dtmf`]
+//!   (telephone-event payloads, a sender state machine, a de-duplicating receiver),
+//!   [`jitter`] (reordering buffer with loss concealment), [`stats`] (RFC 3550 A.1/A.3/A.8
+//!   sequence, loss and jitter accounting), [`rtcp`] (SR/RR build and parse over
+//!   `rtcp-types`), [`codec`] (codec names, payload types, encoders and decoders).
+//! - [`audio`]: WAV files as a source (any rate and channel count, mixed and resampled to
+//!   8 kHz mono 16-bit) and as a sink (8 kHz mono 16-bit, via `hound`), tones and silence.
+//!
+//! Opus is behind the cargo feature `opus` (needs the system libopus); without it
+//! [`Codec::Opus`] exists for SDP but [`MediaSession::start`] refuses it.
+//!
+//! # Example
+//! ```no_run
+//! use media::{AudioSink, AudioSource, Codec, Direction, MediaEvent, MediaSession, StreamParams};
+//! # async fn call() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut session = MediaSession::bind("127.0.0.1".parse()?).await?;
+//! let port = session.local_rtp_port(); // goes into our SDP offer/answer
+//! # let _ = port;
+//! let params = StreamParams {
+//!     remote: "127.0.0.1:40000".parse()?, // from the peer's SDP
+//!     codec: Codec::Pcmu,
+//!     payload_type: Codec::Pcmu.payload_type(),
+//!     telephone_event_pt: Some(101),
+//!     direction: Direction::SendRecv,
+//!     ptime_ms: 20,
+//! };
+//! session.start(
+//!     params.clone(),
+//!     Some(AudioSource::Wav("hello.wav".into())),
+//!     Some(AudioSink::wav("recording.wav")?),
+//! )?;
+//! let mut events = session.events();
+//! session.send_dtmf("159#");
+//! // Hold: a re-INVITE made us sendonly.
+//! session.update(StreamParams { direction: Direction::SendOnly, ..params });
+//! while let Ok(Some(event)) =
+//!     tokio::time::timeout(std::time::Duration::from_secs(1), events.recv()).await
+//! {
+//!     if let MediaEvent::Dtmf(digit) = event {
+//!         println!("peer pressed {digit}");
+//!     }
+//! }
+//! let stats = session.stop().await; // finalizes recording.wav
+//! println!("{} sent, {} received, {} lost", stats.packets_sent, stats.packets_received, stats.packets_lost);
+//! # Ok(()) }
+//! ```
+//!
+//! # Choices worth knowing
+//! - Pacing: one packet per ptime from a tokio interval with `MissedTickBehavior::Burst`: after
+//!   a stall (a busy machine) the late packets go out at once, so no audio is lost and the RTP
+//!   clock stays on real time; the receiver's jitter buffer absorbs the burst.
+//! - DTMF pauses the audio source: while a digit (and the gap after it) is sent, no audio
+//!   packets go out and the source does not advance, so a recording of the far side holds the
+//!   whole file whatever digits were pressed.
+//! - When a WAV source ends, [`MediaEvent::SourceFinished`] is reported and no more audio is
+//!   sent (DTMF still is). [`AudioSource::Silence`] sends silence forever (keeps NAT bindings
+//!   and the far side's latching alive).
+//! - Recording holds what was received: a lost packet inside a stream becomes a frame of
+//!   silence (keeps the timing), but time when the far side sends nothing (hold, end of its
+//!   file) adds nothing to the recording. So a held call neither stalls the recording nor
+//!   pads it with hours of silence.
+
+pub mod audio;
+pub mod codec;
+pub mod dtmf;
+pub mod g711;
+pub mod jitter;
+pub mod rtcp;
+mod session;
+pub mod stats;
+
+pub use audio::{AudioSink, AudioSource};
+pub use codec::Codec;
+pub use session::{MediaEvent, MediaSession, MediaStats, RemoteReport, StreamParams};
+pub use sip_core::sdp::Direction;
+
+/// What can go wrong starting or running media.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    /// A socket or file operation failed.
+    #[error("media I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// A WAV file could not be read or written.
+    #[error("WAV file: {0}")]
+    Wav(#[from] hound::Error),
+    /// The codec is known but this build cannot encode it (Opus without the `opus` feature).
+    #[error("codec {0} is not available in this build")]
+    CodecUnavailable(&'static str),
+    /// The codec library refused to start.
+    #[error("codec: {0}")]
+    Codec(String),
+    /// `start` was called twice.
+    #[error("the media session is already started")]
+    AlreadyStarted,
+}
