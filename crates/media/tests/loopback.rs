@@ -1,0 +1,308 @@
+//! Two media sessions on 127.0.0.1 talk to each other for real: a WAV file played by one
+//! is recorded by the other (G.711 and the jitter buffer in between), DTMF goes across,
+//! hold pauses the stream, and symmetric RTP latches to the real source.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use media::audio::read_wav_8k_mono;
+use media::{
+    AudioSink, AudioSource, Codec, Direction, MediaEvent, MediaSession, MediaStats, StreamParams,
+};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+fn temp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("media-loopback-{}-{name}", std::process::id()))
+}
+
+/// A 3 s, 16 kHz test signal: a chirp from 200 Hz to 3 kHz under a slow envelope plus a
+/// steady 440 Hz, so one alignment of the recording fits far better than any other.
+fn write_test_wav(path: &Path, seconds: f64) {
+    let rate = 16_000u32;
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    let n = (seconds * f64::from(rate)) as usize;
+    for i in 0..n {
+        let t = i as f64 / f64::from(rate);
+        let sweep = 200.0 * t + (2800.0 / (2.0 * seconds)) * t * t;
+        let envelope = 0.6 + 0.4 * (std::f64::consts::TAU * 1.3 * t).sin();
+        let s = 0.5 * envelope * (std::f64::consts::TAU * sweep).sin()
+            + 0.2 * (std::f64::consts::TAU * 440.0 * t).sin();
+        w.write_sample((s * 32767.0) as i16).unwrap();
+    }
+    w.finalize().unwrap();
+}
+
+/// The best normalized cross-correlation of `recording` against `reference`, over lags
+/// within `max_lag` samples.
+fn best_correlation(reference: &[i16], recording: &[i16], max_lag: isize) -> (f64, isize) {
+    let mut best = (f64::MIN, 0);
+    for lag in -max_lag..=max_lag {
+        let (mut xy, mut xx, mut yy) = (0.0, 0.0, 0.0);
+        for (i, &x) in reference.iter().enumerate() {
+            let j = i as isize + lag;
+            if j < 0 || j as usize >= recording.len() {
+                continue;
+            }
+            let (x, y) = (f64::from(x), f64::from(recording[j as usize]));
+            xy += x * y;
+            xx += x * x;
+            yy += y * y;
+        }
+        if xx > 0.0 && yy > 0.0 {
+            let c = xy / (xx * yy).sqrt();
+            if c > best.0 {
+                best = (c, lag);
+            }
+        }
+    }
+    best
+}
+
+fn params(remote: SocketAddr) -> StreamParams {
+    StreamParams {
+        remote,
+        codec: Codec::Pcmu,
+        payload_type: 0,
+        telephone_event_pt: Some(101),
+        direction: Direction::SendRecv,
+        ptime_ms: 20,
+    }
+}
+
+fn addr(session: &MediaSession) -> SocketAddr {
+    SocketAddr::new(LOCALHOST, session.local_rtp_port())
+}
+
+/// Waits for the first event matching `want`, collecting DTMF digits on the way.
+async fn wait_for(
+    events: &mut mpsc::Receiver<MediaEvent>,
+    digits: &mut String,
+    within: Duration,
+    want: impl Fn(&MediaEvent, &str) -> bool,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(event)) => {
+                if let MediaEvent::Dtmf(d) = &event {
+                    digits.push(*d);
+                }
+                if want(&event, digits) {
+                    return true;
+                }
+            }
+            _ => return false,
+        }
+    }
+}
+
+fn check_recording(source: &Path, recording: &Path) -> (f64, f64) {
+    let reference = read_wav_8k_mono(source).unwrap();
+    let reader = hound::WavReader::open(recording).unwrap();
+    assert_eq!(reader.spec().sample_rate, 8000);
+    assert_eq!(reader.spec().channels, 1);
+    let recorded: Vec<i16> = reader.into_samples::<i16>().map(Result::unwrap).collect();
+    let duration_ratio = recorded.len() as f64 / reference.len() as f64;
+    let (correlation, lag) = best_correlation(&reference, &recorded, 800);
+    eprintln!(
+        "recorded {} of {} samples (ratio {duration_ratio:.3}), correlation {correlation:.4} at lag {lag}",
+        recorded.len(),
+        reference.len()
+    );
+    (correlation, duration_ratio)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wav_and_dtmf_cross_and_the_recording_matches() {
+    let source = temp("a.wav");
+    let recording = temp("b.wav");
+    write_test_wav(&source, 3.0);
+
+    let mut a = MediaSession::bind(LOCALHOST).await.unwrap();
+    let mut b = MediaSession::bind(LOCALHOST).await.unwrap();
+    assert_eq!(a.local_rtp_port() % 2, 0);
+    let (a_addr, b_addr) = (addr(&a), addr(&b));
+    let mut a_events = a.events();
+    let mut b_events = b.events();
+
+    b.start(
+        params(a_addr),
+        Some(AudioSource::Silence),
+        Some(AudioSink::wav(&recording).unwrap()),
+    )
+    .unwrap();
+    a.start(params(b_addr), Some(AudioSource::Wav(source.clone())), None)
+        .unwrap();
+    a.send_dtmf("159#");
+
+    let mut a_digits = String::new();
+    let finished = wait_for(
+        &mut a_events,
+        &mut a_digits,
+        Duration::from_secs(20),
+        |e, _| *e == MediaEvent::SourceFinished,
+    )
+    .await;
+    assert!(finished, "A's file never finished playing");
+    let mut b_digits = String::new();
+    let all_digits = wait_for(
+        &mut b_events,
+        &mut b_digits,
+        Duration::from_secs(5),
+        |_, d| d.len() >= 4,
+    )
+    .await;
+    assert!(all_digits, "B got digits {b_digits:?}");
+    assert_eq!(b_digits, "159#");
+    // Let the jitter buffer play the tail.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let a_stats: MediaStats = timeout(Duration::from_secs(5), a.stop()).await.unwrap();
+    let b_stats: MediaStats = timeout(Duration::from_secs(5), b.stop()).await.unwrap();
+    eprintln!("A: {a_stats:?}\nB: {b_stats:?}");
+    assert_eq!(b_stats.dtmf_received, "159#");
+    assert_eq!(a_stats.dtmf_sent, "159#");
+    // 150 audio packets, and per digit 5 event packets of which the last 3 times.
+    assert_eq!(a_stats.packets_sent, 150 + 4 * 7);
+    assert_eq!(b_stats.packets_received, a_stats.packets_sent);
+    assert_eq!(b_stats.packets_lost, 0);
+    // B sent silence back all along: A received it.
+    assert!(
+        a_stats.packets_received > 100,
+        "{}",
+        a_stats.packets_received
+    );
+
+    let (correlation, duration_ratio) = check_recording(&source, &recording);
+    assert!(correlation > 0.9, "correlation {correlation}");
+    assert!(
+        (duration_ratio - 1.0).abs() < 0.05,
+        "duration ratio {duration_ratio}"
+    );
+    std::fs::remove_file(&source).unwrap();
+    std::fs::remove_file(&recording).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_pauses_sending_and_resume_continues_the_file() {
+    let source = temp("hold-a.wav");
+    let recording = temp("hold-b.wav");
+    write_test_wav(&source, 2.0);
+
+    let mut a = MediaSession::bind(LOCALHOST).await.unwrap();
+    let mut b = MediaSession::bind(LOCALHOST).await.unwrap();
+    let (a_addr, b_addr) = (addr(&a), addr(&b));
+    let mut a_events = a.events();
+    b.start(
+        params(a_addr),
+        None,
+        Some(AudioSink::wav(&recording).unwrap()),
+    )
+    .unwrap();
+    a.start(params(b_addr), Some(AudioSource::Wav(source.clone())), None)
+        .unwrap();
+
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // A puts B on hold (a=sendonly from B's side means A is... here A itself stops: inactive).
+    a.update(StreamParams {
+        direction: Direction::Inactive,
+        ..params(b_addr)
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let held = b.stats().await.packets_received;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        b.stats().await.packets_received,
+        held,
+        "A sent while on hold"
+    );
+    a.update(params(b_addr));
+
+    let mut digits = String::new();
+    assert!(
+        wait_for(
+            &mut a_events,
+            &mut digits,
+            Duration::from_secs(20),
+            |e, _| { *e == MediaEvent::SourceFinished }
+        )
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    a.stop().await;
+    let b_stats = b.stop().await;
+    assert_eq!(b_stats.packets_lost, 0);
+    // The pause added nothing to the recording, and the file resumed where it stopped.
+    let (correlation, duration_ratio) = check_recording(&source, &recording);
+    assert!(correlation > 0.9, "correlation {correlation}");
+    assert!(
+        (duration_ratio - 1.0).abs() < 0.05,
+        "duration ratio {duration_ratio}"
+    );
+    std::fs::remove_file(&source).unwrap();
+    std::fs::remove_file(&recording).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symmetric_rtp_latches_to_the_address_packets_come_from() {
+    let mut a = MediaSession::bind(LOCALHOST).await.unwrap();
+    let mut b = MediaSession::bind(LOCALHOST).await.unwrap();
+    let a_addr = addr(&a);
+    // B was told a wrong address for A (as behind a NAT): an unused port.
+    let nowhere = std::net::UdpSocket::bind((LOCALHOST, 0)).unwrap();
+    let wrong = nowhere.local_addr().unwrap();
+    drop(nowhere);
+    let mut b_events = b.events();
+    b.start(params(wrong), Some(AudioSource::Tone { hz: 800.0 }), None)
+        .unwrap();
+    a.start(params(addr(&b)), Some(AudioSource::Silence), None)
+        .unwrap();
+
+    let mut digits = String::new();
+    let latched = wait_for(
+        &mut b_events,
+        &mut digits,
+        Duration::from_secs(5),
+        |e, _| *e == MediaEvent::RemoteAddressLatched(a_addr),
+    )
+    .await;
+    assert!(latched, "B never latched to A's address");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let a_stats = a.stop().await;
+    b.stop().await;
+    assert!(
+        a_stats.packets_received > 5,
+        "A got {} packets from B after latching",
+        a_stats.packets_received
+    );
+}
+
+#[tokio::test]
+async fn starting_twice_or_with_a_missing_file_fails_cleanly() {
+    let mut a = MediaSession::bind(LOCALHOST).await.unwrap();
+    let remote = SocketAddr::new(LOCALHOST, 9);
+    let missing = a.start(
+        params(remote),
+        Some(AudioSource::Wav(temp("absent.wav"))),
+        None,
+    );
+    assert!(missing.is_err());
+    // The failed start consumed the sockets: a new session is needed.
+    let mut b = MediaSession::bind(LOCALHOST).await.unwrap();
+    b.start(params(remote), None, None).unwrap();
+    assert!(matches!(
+        b.start(params(remote), None, None),
+        Err(media::MediaError::AlreadyStarted)
+    ));
+    b.stop().await;
+}
