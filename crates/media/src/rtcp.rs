@@ -151,9 +151,35 @@ pub fn build_report(
     blocks: &[ReceptionReport],
     cname: &str,
 ) -> Result<Vec<u8>, RtcpError> {
+    build(ssrc, sender, blocks, cname, false)
+}
+
+/// Like [`build_report`], followed by a BYE for `ssrc`: the last packet of a session.
+pub fn build_goodbye(
+    ssrc: u32,
+    sender: Option<SenderInfo>,
+    blocks: &[ReceptionReport],
+    cname: &str,
+) -> Result<Vec<u8>, RtcpError> {
+    build(ssrc, sender, blocks, cname, true)
+}
+
+/// Whether a datagram on a multiplexed RTP port is RTCP (RFC 5761 §4: packet types
+/// 192-223 fall where RTP payload types 64-95 with the marker bit would, which are unused).
+pub fn is_rtcp(datagram: &[u8]) -> bool {
+    datagram.len() >= 8 && datagram[0] >> 6 == 2 && (192..=223).contains(&datagram[1])
+}
+
+fn build(
+    ssrc: u32,
+    sender: Option<SenderInfo>,
+    blocks: &[ReceptionReport],
+    cname: &str,
+    goodbye: bool,
+) -> Result<Vec<u8>, RtcpError> {
     let sdes = rtcp_types::Sdes::builder()
         .add_chunk(SdesChunk::builder(ssrc).add_item(SdesItem::builder(SdesItem::CNAME, cname)));
-    let compound = match sender {
+    let mut compound = match sender {
         Some(info) => {
             let mut sr = SenderReport::builder(ssrc)
                 .ntp_timestamp(info.ntp_timestamp)
@@ -173,6 +199,9 @@ pub fn build_report(
             Compound::builder().add_packet(rr).add_packet(sdes)
         }
     };
+    if goodbye {
+        compound = compound.add_packet(rtcp_types::Bye::builder().add_source(ssrc));
+    }
     let mut buf = vec![0; compound.calculate_size()?];
     let len = compound.write_into(&mut buf)?;
     buf.truncate(len);
@@ -260,6 +289,25 @@ mod tests {
         );
         assert!(parse_reports(&[0x80, 200, 0, 0x10, 1]).is_err());
         assert!(parse_reports(b"not rtcp at all").is_err());
+    }
+
+    #[test]
+    fn goodbye_ends_with_a_bye_and_rtcp_is_told_from_rtp() {
+        let bytes = build_goodbye(9, None, &[], "bob").unwrap();
+        assert_eq!(
+            parse_reports(&bytes).unwrap(),
+            vec![
+                Report::Receiver {
+                    ssrc: 9,
+                    blocks: vec![]
+                },
+                Report::Bye
+            ]
+        );
+        assert!(is_rtcp(&bytes));
+        // An RTP packet, PT 0, and one with the marker bit and PT 101 (= 229).
+        assert!(!is_rtcp(&[0x80, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]));
+        assert!(!is_rtcp(&[0x80, 0xE5, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]));
     }
 
     #[test]

@@ -135,6 +135,7 @@ pub struct MediaSession {
     commands: Option<mpsc::UnboundedSender<Command>>,
     task: Option<JoinHandle<MediaStats>>,
     rtp_timeout: Duration,
+    rtcp_interval: Duration,
     jitter_depth: usize,
 }
 
@@ -171,6 +172,7 @@ impl MediaSession {
                         commands: None,
                         task: None,
                         rtp_timeout: DEFAULT_RTP_TIMEOUT,
+                        rtcp_interval: RTCP_INTERVAL,
                         jitter_depth: 3,
                     });
                 }
@@ -196,6 +198,12 @@ impl MediaSession {
         self.rtp_timeout = timeout;
     }
 
+    /// The RTCP report interval, 5 s by default (RFC 3550 §6.2's minimum; a two-party
+    /// call needs no scaling). Takes effect at `start`.
+    pub fn set_rtcp_interval(&mut self, interval: Duration) {
+        self.rtcp_interval = interval.max(Duration::from_millis(100));
+    }
+
     /// Jitter buffer depth in packets (3 by default: 60 ms at 20 ms ptime). Takes effect
     /// at `start`.
     pub fn set_jitter_depth(&mut self, packets: usize) {
@@ -209,12 +217,15 @@ impl MediaSession {
         source: Option<AudioSource>,
         sink: Option<AudioSink>,
     ) -> Result<(), MediaError> {
-        let Some((rtp, rtcp)) = self.sockets.take() else {
+        if self.sockets.is_none() {
             return Err(MediaError::AlreadyStarted);
-        };
+        }
         let encoder = Encoder::new(params.codec)?;
         let decoder = Decoder::new(params.codec)?;
         let source = source.as_ref().map(SourceReader::open).transpose()?;
+        let Some((rtp, rtcp)) = self.sockets.take() else {
+            return Err(MediaError::AlreadyStarted);
+        };
         let (commands_tx, commands_rx) = mpsc::unbounded_channel();
         let driver = Driver::new(
             params,
@@ -227,6 +238,7 @@ impl MediaSession {
                 sink,
                 events: self.events_tx.clone(),
                 rtp_timeout: self.rtp_timeout,
+                rtcp_interval: self.rtcp_interval,
                 jitter_depth: self.jitter_depth,
             },
         );
@@ -296,6 +308,7 @@ struct DriverParts {
     sink: Option<AudioSink>,
     events: mpsc::Sender<MediaEvent>,
     rtp_timeout: Duration,
+    rtcp_interval: Duration,
     jitter_depth: usize,
 }
 
@@ -330,6 +343,7 @@ struct Driver {
     started: Instant,
     last_rtp: Instant,
     rtp_timeout: Duration,
+    rtcp_interval: Duration,
     timeout_reported: bool,
     /// The last SR from the far side: its NTP middle bits and when it arrived.
     last_sr: Option<(u32, Instant)>,
@@ -383,6 +397,7 @@ impl Driver {
             started: now,
             last_rtp: now,
             rtp_timeout: parts.rtp_timeout,
+            rtcp_interval: parts.rtcp_interval,
             timeout_reported: false,
             last_sr: None,
             sent_since_report: false,
@@ -408,8 +423,11 @@ impl Driver {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) -> MediaStats {
         let mut send_tick = self.pacing();
         let mut playout_tick = self.pacing();
-        let mut rtcp_tick =
-            tokio::time::interval_at(tokio::time::Instant::now() + RTCP_INTERVAL, RTCP_INTERVAL);
+        // The first report after half an interval (RFC 3550 §6.2 allows a shorter first one).
+        let mut rtcp_tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.rtcp_interval / 2,
+            self.rtcp_interval,
+        );
         rtcp_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut rtp_buf = vec![0u8; 2048];
         let mut rtcp_buf = vec![0u8; 2048];
@@ -417,8 +435,12 @@ impl Driver {
             tokio::select! {
                 _ = send_tick.tick() => self.on_send_tick().await,
                 _ = playout_tick.tick() => self.on_playout_tick(),
-                _ = rtcp_tick.tick() => self.send_rtcp().await,
+                _ = rtcp_tick.tick() => self.send_rtcp(false).await,
                 received = self.rtp.recv_from(&mut rtp_buf) => match received {
+                    // rtcp-mux peers (RFC 5761) send RTCP to the RTP port.
+                    Ok((len, from)) if rtcp::is_rtcp(&rtp_buf[..len]) => {
+                        self.on_rtcp(&rtp_buf[..len], from);
+                    }
                     Ok((len, from)) => self.on_rtp(&rtp_buf[..len], from),
                     // ICMP port unreachable from an earlier send shows up here on some
                     // systems: not fatal.
@@ -643,8 +665,9 @@ impl Driver {
             }
         };
         self.stats.rtcp_received += 1;
-        if self.latched {
-            // Symmetric RTCP: answer where reports come from.
+        if self.latched && from.port() != self.send_to.port() {
+            // Symmetric RTCP: answer where reports come from (unless they came muxed on
+            // the RTP port, where our RTCP would be unexpected without rtcp-mux in SDP).
             self.rtcp_to = from;
         }
         let arrival_ntp = rtcp::ntp_timestamp(SystemTime::now());
@@ -671,7 +694,7 @@ impl Driver {
         }
     }
 
-    async fn send_rtcp(&mut self) {
+    async fn send_rtcp(&mut self, goodbye: bool) {
         let sender = (self.sent_since_report || self.stats.packets_sent > 0 && self.params.sends())
             .then(|| SenderInfo {
                 ntp_timestamp: rtcp::ntp_timestamp(SystemTime::now()),
@@ -699,7 +722,12 @@ impl Driver {
                 delay_since_last_sr,
             });
         }
-        match rtcp::build_report(self.ssrc, sender, &blocks, &self.cname) {
+        let built = if goodbye {
+            rtcp::build_goodbye(self.ssrc, sender, &blocks, &self.cname)
+        } else {
+            rtcp::build_report(self.ssrc, sender, &blocks, &self.cname)
+        };
+        match built {
             Ok(bytes) => match self.rtcp.send_to(&bytes, self.rtcp_to).await {
                 Ok(_) => self.stats.rtcp_sent += 1,
                 Err(e) => tracing::debug!("RTCP send to {}: {e}", self.rtcp_to),
@@ -775,6 +803,7 @@ impl Driver {
         for playout in self.jitter.drain() {
             self.play(playout);
         }
+        self.send_rtcp(true).await;
         let stats = self.snapshot();
         if let Some(sink) = self.sink.take()
             && let Err(e) = sink.finalize()

@@ -134,6 +134,8 @@ async fn wav_and_dtmf_cross_and_the_recording_matches() {
     let (a_addr, b_addr) = (addr(&a), addr(&b));
     let mut a_events = a.events();
     let mut b_events = b.events();
+    a.set_rtcp_interval(Duration::from_millis(400));
+    b.set_rtcp_interval(Duration::from_millis(400));
 
     b.start(
         params(a_addr),
@@ -305,4 +307,81 @@ async fn starting_twice_or_with_a_missing_file_fails_cleanly() {
         Err(media::MediaError::AlreadyStarted)
     ));
     b.stop().await;
+}
+
+/// Forwards what arrives on `socket` to `to`, dropping every 40th datagram and sending every
+/// 7th after the one behind it (reordering), until nothing came for 2 s.
+async fn lossy_relay(socket: tokio::net::UdpSocket, to: SocketAddr) {
+    let mut buf = vec![0u8; 2048];
+    let mut held: Option<Vec<u8>> = None;
+    let mut n = 0u32;
+    while let Ok(Ok((len, _))) = timeout(Duration::from_secs(2), socket.recv_from(&mut buf)).await {
+        n += 1;
+        let packet = buf[..len].to_vec();
+        if n % 40 == 0 {
+            continue;
+        }
+        if n % 7 == 0 && held.is_none() {
+            held = Some(packet);
+            continue;
+        }
+        socket.send_to(&packet, to).await.unwrap();
+        if let Some(late) = held.take() {
+            socket.send_to(&late, to).await.unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loss_and_reordering_are_absorbed_by_the_jitter_buffer() {
+    let source = temp("lossy-a.wav");
+    let recording = temp("lossy-b.wav");
+    write_test_wav(&source, 3.0);
+
+    let mut a = MediaSession::bind(LOCALHOST).await.unwrap();
+    let mut b = MediaSession::bind(LOCALHOST).await.unwrap();
+    let relay = tokio::net::UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
+    let relay_addr = relay.local_addr().unwrap();
+    let relay_task = tokio::spawn(lossy_relay(relay, addr(&b)));
+    let mut a_events = a.events();
+    b.start(
+        params(addr(&a)),
+        None,
+        Some(AudioSink::wav(&recording).unwrap()),
+    )
+    .unwrap();
+    a.start(
+        params(relay_addr),
+        Some(AudioSource::Wav(source.clone())),
+        None,
+    )
+    .unwrap();
+
+    let mut digits = String::new();
+    assert!(
+        wait_for(
+            &mut a_events,
+            &mut digits,
+            Duration::from_secs(20),
+            |e, _| { *e == MediaEvent::SourceFinished }
+        )
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let a_stats = a.stop().await;
+    let b_stats = b.stop().await;
+    relay_task.abort();
+    eprintln!("A: {a_stats:?}\nB: {b_stats:?}");
+    let dropped = a_stats.packets_sent as i64 / 40;
+    assert_eq!(b_stats.packets_lost, dropped);
+    assert_eq!(b_stats.frames_concealed as i64, dropped);
+    assert_eq!(b_stats.packets_late, 0);
+    let (correlation, duration_ratio) = check_recording(&source, &recording);
+    assert!(correlation > 0.9, "correlation {correlation}");
+    assert!(
+        (duration_ratio - 1.0).abs() < 0.05,
+        "duration ratio {duration_ratio}"
+    );
+    std::fs::remove_file(&source).unwrap();
+    std::fs::remove_file(&recording).unwrap();
 }
