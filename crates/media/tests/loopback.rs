@@ -318,10 +318,10 @@ async fn lossy_relay(socket: tokio::net::UdpSocket, to: SocketAddr) {
     while let Ok(Ok((len, _))) = timeout(Duration::from_secs(2), socket.recv_from(&mut buf)).await {
         n += 1;
         let packet = buf[..len].to_vec();
-        if n % 40 == 0 {
+        if n.is_multiple_of(40) {
             continue;
         }
-        if n % 7 == 0 && held.is_none() {
+        if n.is_multiple_of(7) && held.is_none() {
             held = Some(packet);
             continue;
         }
