@@ -73,6 +73,8 @@ pub mod codec;
 pub mod dtmf;
 pub mod g711;
 pub mod jitter;
+#[cfg(feature = "opus")]
+pub mod opus_codec;
 pub mod rtcp;
 mod session;
 pub mod stats;

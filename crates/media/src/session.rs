@@ -550,6 +550,9 @@ impl Driver {
             return;
         };
         let payload = self.encoder.encode(&frame);
+        if payload.is_empty() {
+            return;
+        }
         let marker = std::mem::take(&mut self.marker_due);
         let pt = self.params.payload_type;
         self.send_rtp(pt, now, marker, &payload).await;

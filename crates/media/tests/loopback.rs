@@ -385,3 +385,49 @@ async fn loss_and_reordering_are_absorbed_by_the_jitter_buffer() {
     std::fs::remove_file(&source).unwrap();
     std::fs::remove_file(&recording).unwrap();
 }
+
+#[cfg(feature = "opus")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opus_carries_the_file_too() {
+    let source = temp("opus-a.wav");
+    let recording = temp("opus-b.wav");
+    write_test_wav(&source, 3.0);
+    let opus = |remote| StreamParams {
+        codec: Codec::Opus,
+        payload_type: 111,
+        ..params(remote)
+    };
+    let mut a = MediaSession::bind(LOCALHOST).await.unwrap();
+    let mut b = MediaSession::bind(LOCALHOST).await.unwrap();
+    let mut a_events = a.events();
+    b.start(
+        opus(addr(&a)),
+        None,
+        Some(AudioSink::wav(&recording).unwrap()),
+    )
+    .unwrap();
+    a.start(opus(addr(&b)), Some(AudioSource::Wav(source.clone())), None)
+        .unwrap();
+    let mut digits = String::new();
+    assert!(
+        wait_for(
+            &mut a_events,
+            &mut digits,
+            Duration::from_secs(20),
+            |e, _| { *e == MediaEvent::SourceFinished }
+        )
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    a.stop().await;
+    let b_stats = b.stop().await;
+    assert_eq!(b_stats.packets_received, 150);
+    let (correlation, duration_ratio) = check_recording(&source, &recording);
+    assert!(correlation > 0.9, "correlation {correlation}");
+    assert!(
+        (duration_ratio - 1.0).abs() < 0.05,
+        "duration ratio {duration_ratio}"
+    );
+    std::fs::remove_file(&source).unwrap();
+    std::fs::remove_file(&recording).unwrap();
+}
