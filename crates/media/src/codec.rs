@@ -83,6 +83,15 @@ impl Codec {
     }
 }
 
+/// The customary RFC 4733 telephone-event payload type.
+pub const TELEPHONE_EVENT_PT: u8 = 101;
+
+/// The `a=rtpmap` value of telephone-event beside `codec` (same clock: they share the RTP
+/// timestamp), e.g. `telephone-event/8000`; its `a=fmtp` is `0-15` (the DTMF events).
+pub fn telephone_event_rtpmap(codec: Codec) -> String {
+    format!("telephone-event/{}", codec.clock_rate())
+}
+
 impl std::fmt::Display for Codec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
@@ -196,6 +205,8 @@ mod tests {
         assert_eq!(Codec::from_rtpmap("PCMU", 16000), None);
         assert_eq!(Codec::Pcmu.samples_per_packet(20), 160);
         assert_eq!(Codec::Opus.samples_per_packet(20), 960);
+        assert_eq!(telephone_event_rtpmap(Codec::Pcma), "telephone-event/8000");
+        assert_eq!(telephone_event_rtpmap(Codec::Opus), "telephone-event/48000");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! A jitter buffer: RTP payloads go in as they arrive (any order, duplicates, gaps) and come
+//! A jitter buffer: RTP payloads (any frame type `T`) go in as they arrive (any order, duplicates, gaps) and come
 //! out in sequence order, one per playout tick.
 //!
 //! Fixed depth: playout starts (and restarts after running dry) once `depth` packets are
@@ -18,9 +18,9 @@ pub const MAX_GAP: u64 = 50;
 
 /// What one playout tick gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Playout {
+pub enum Playout<T = Vec<u8>> {
     /// The next payload in order.
-    Frame(Vec<u8>),
+    Frame(T),
     /// The next packet was lost: conceal one frame.
     Lost,
     /// Nothing to play now (buffering, or the far side sends nothing).
@@ -28,8 +28,8 @@ pub enum Playout {
 }
 
 #[derive(Debug)]
-enum Slot {
-    Audio(Vec<u8>),
+enum Slot<T> {
+    Audio(T),
     /// A sequence number used by a non-audio packet (telephone-event, comfort noise): it
     /// takes no playout time and is not a loss.
     Skip,
@@ -52,10 +52,10 @@ pub struct JitterStats {
 
 /// The reordering buffer.
 #[derive(Debug)]
-pub struct JitterBuffer {
+pub struct JitterBuffer<T = Vec<u8>> {
     depth: usize,
     capacity: usize,
-    slots: BTreeMap<u64, Slot>,
+    slots: BTreeMap<u64, Slot<T>>,
     /// The extended sequence number to play next, once playout began.
     next: Option<u64>,
     /// The highest extended sequence number seen, to extend the next one.
@@ -64,10 +64,10 @@ pub struct JitterBuffer {
     stats: JitterStats,
 }
 
-impl JitterBuffer {
+impl<T> JitterBuffer<T> {
     /// A buffer that starts playing with `depth` packets buffered and holds at most
     /// `capacity` (the oldest are dropped beyond that).
-    pub fn new(depth: usize, capacity: usize) -> JitterBuffer {
+    pub fn new(depth: usize, capacity: usize) -> JitterBuffer<T> {
         let depth = depth.max(1);
         JitterBuffer {
             depth,
@@ -81,7 +81,7 @@ impl JitterBuffer {
     }
 
     /// An audio payload with RTP sequence number `seq`.
-    pub fn push(&mut self, seq: u16, payload: Vec<u8>) {
+    pub fn push(&mut self, seq: u16, payload: T) {
         self.insert(seq, Slot::Audio(payload));
     }
 
@@ -107,7 +107,7 @@ impl JitterBuffer {
 
     /// Everything still held, in order, holes as `Lost` (the stream is over: no packet
     /// will come to fill them).
-    pub fn drain(&mut self) -> Vec<Playout> {
+    pub fn drain(&mut self) -> Vec<Playout<T>> {
         let mut out = Vec::new();
         while let Some((seq, slot)) = self.slots.pop_first() {
             if let Some(next) = self
@@ -140,7 +140,7 @@ impl JitterBuffer {
         }
     }
 
-    fn insert(&mut self, seq: u16, slot: Slot) {
+    fn insert(&mut self, seq: u16, slot: Slot<T>) {
         let ext = self.extend(seq);
         if self.next.is_some_and(|next| ext < next) {
             self.stats.late += 1;
@@ -161,7 +161,7 @@ impl JitterBuffer {
     }
 
     /// One playout tick.
-    pub fn pop(&mut self) -> Playout {
+    pub fn pop(&mut self) -> Playout<T> {
         if !self.playing {
             if self.slots.len() < self.depth {
                 return Playout::Waiting;
@@ -211,7 +211,7 @@ mod tests {
 
     #[test]
     fn waits_for_depth_then_plays_in_order_despite_reordering() {
-        let mut jb = JitterBuffer::new(3, 50);
+        let mut jb: JitterBuffer = JitterBuffer::new(3, 50);
         jb.push(11, vec![11]);
         assert_eq!(jb.pop(), Playout::Waiting);
         jb.push(10, vec![10]);
@@ -234,7 +234,7 @@ mod tests {
 
     #[test]
     fn duplicates_and_late_packets_are_dropped() {
-        let mut jb = JitterBuffer::new(1, 50);
+        let mut jb: JitterBuffer = JitterBuffer::new(1, 50);
         jb.push(1, vec![1]);
         jb.push(1, vec![1]);
         assert_eq!(jb.pop(), frame(1));
@@ -248,7 +248,7 @@ mod tests {
 
     #[test]
     fn a_missing_packet_is_waited_for_then_concealed() {
-        let mut jb = JitterBuffer::new(3, 50);
+        let mut jb: JitterBuffer = JitterBuffer::new(3, 50);
         for seq in [1, 2, 3] {
             jb.push(seq, vec![seq as u8]);
         }
@@ -272,7 +272,7 @@ mod tests {
 
     #[test]
     fn skipped_numbers_are_neither_played_nor_lost() {
-        let mut jb = JitterBuffer::new(2, 50);
+        let mut jb: JitterBuffer = JitterBuffer::new(2, 50);
         jb.push(1, vec![1]);
         jb.skip(2);
         jb.skip(3);
@@ -284,7 +284,7 @@ mod tests {
 
     #[test]
     fn sequence_numbers_wrap() {
-        let mut jb = JitterBuffer::new(2, 50);
+        let mut jb: JitterBuffer = JitterBuffer::new(2, 50);
         jb.push(65534, vec![1]);
         jb.push(0, vec![3]);
         jb.push(65535, vec![2]);
@@ -296,7 +296,7 @@ mod tests {
 
     #[test]
     fn a_big_jump_resyncs_instead_of_concealing() {
-        let mut jb = JitterBuffer::new(1, 50);
+        let mut jb: JitterBuffer = JitterBuffer::new(1, 50);
         jb.push(100, vec![1]);
         assert_eq!(jb.pop(), frame(1));
         jb.push(5000, vec![2]);
@@ -306,7 +306,7 @@ mod tests {
 
     #[test]
     fn drain_gives_the_rest_with_holes_concealed() {
-        let mut jb = JitterBuffer::new(3, 50);
+        let mut jb: JitterBuffer = JitterBuffer::new(3, 50);
         jb.push(1, vec![1]);
         jb.push(2, vec![2]);
         jb.push(3, vec![3]);
@@ -321,7 +321,7 @@ mod tests {
 
     #[test]
     fn overflow_drops_the_oldest() {
-        let mut jb = JitterBuffer::new(2, 4);
+        let mut jb: JitterBuffer = JitterBuffer::new(2, 4);
         for seq in 0..6u16 {
             jb.push(seq, vec![seq as u8]);
         }

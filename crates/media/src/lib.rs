@@ -80,7 +80,7 @@ mod session;
 pub mod stats;
 
 pub use audio::{AudioSink, AudioSource};
-pub use codec::Codec;
+pub use codec::{Codec, TELEPHONE_EVENT_PT, telephone_event_rtpmap};
 pub use session::{MediaEvent, MediaSession, MediaStats, RemoteReport, StreamParams};
 pub use sip_core::sdp::Direction;
 

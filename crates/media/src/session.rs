@@ -25,7 +25,8 @@ pub struct StreamParams {
     pub remote: SocketAddr,
     /// The codec to send (and to decode what arrives with `payload_type`).
     pub codec: Codec,
-    /// Its payload type in this session.
+    /// Its payload type in this session, used both to send and to recognise received
+    /// audio (offer/answer keeps them equal; static 0 and 8 always are).
     pub payload_type: u8,
     /// The RFC 4733 telephone-event payload type, when both sides support it.
     pub telephone_event_pt: Option<u8>,
@@ -37,6 +38,18 @@ pub struct StreamParams {
 }
 
 impl StreamParams {
+    /// Send and receive `codec` with its usual payload type, telephone-event on 101, 20 ms.
+    pub fn new(remote: SocketAddr, codec: Codec) -> StreamParams {
+        StreamParams {
+            remote,
+            codec,
+            payload_type: codec.payload_type(),
+            telephone_event_pt: Some(crate::codec::TELEPHONE_EVENT_PT),
+            direction: Direction::SendRecv,
+            ptime_ms: 20,
+        }
+    }
+
     fn ptime(&self) -> Duration {
         Duration::from_millis(u64::from(self.ptime_ms.clamp(1, 200)))
     }
@@ -101,8 +114,9 @@ pub struct MediaStats {
     pub frames_concealed: u64,
     /// Packets that arrived too late to be played.
     pub packets_late: u64,
-    /// Datagrams on the RTP port that were not RTP, or not ours.
-    pub packets_malformed: u64,
+    /// Datagrams on the RTP port not played: not RTP, payload types we did not agree on
+    /// (comfort noise), or anything while not receiving.
+    pub packets_ignored: u64,
     /// Digits received, in order.
     pub dtmf_received: String,
     /// Digits sent, in order.
@@ -322,6 +336,9 @@ struct Driver {
     latched: bool,
     encoder: Encoder,
     decoder: Decoder,
+    /// The payload type and decoder in use before a codec change, for the packets of the
+    /// old codec still on their way.
+    previous_decoder: Option<(u8, Decoder)>,
     source: Option<SourceReader>,
     source_finished: bool,
     sink: Option<AudioSink>,
@@ -337,7 +354,8 @@ struct Driver {
     dtmf_sender: DtmfSender,
     dtmf_receiver: DtmfReceiver,
 
-    jitter: JitterBuffer,
+    /// Received audio frames: payload type and payload.
+    jitter: JitterBuffer<(u8, Vec<u8>)>,
     jitter_depth: usize,
     reception: Option<ReceptionStats>,
     started: Instant,
@@ -380,6 +398,7 @@ impl Driver {
             rtcp: parts.rtcp,
             encoder: parts.encoder,
             decoder: parts.decoder,
+            previous_decoder: None,
             source: parts.source,
             source_finished: false,
             sink: parts.sink,
@@ -564,9 +583,14 @@ impl Driver {
         self.check_timeout();
     }
 
-    fn play(&mut self, playout: Playout) {
+    fn play(&mut self, playout: Playout<(u8, Vec<u8>)>) {
         let frame = match playout {
-            Playout::Frame(payload) => self.decoder.decode(&payload),
+            Playout::Frame((pt, payload)) => match &mut self.previous_decoder {
+                Some((old, decoder)) if pt != self.params.payload_type && pt == *old => {
+                    decoder.decode(&payload)
+                }
+                _ => self.decoder.decode(&payload),
+            },
             // Concealment by silence: keeps the timing, invents nothing.
             Playout::Lost => vec![0; self.pcm_frame_len()],
             Playout::Waiting => Vec::new(),
@@ -594,21 +618,22 @@ impl Driver {
     }
 
     fn on_rtp(&mut self, datagram: &[u8], from: SocketAddr) {
-        let packet = match RtpPacket::parse(datagram) {
-            Ok(packet) => packet,
-            Err(_) => {
-                self.stats.packets_malformed += 1;
-                return;
-            }
+        let Ok(packet) = RtpPacket::parse(datagram) else {
+            self.stats.packets_ignored += 1;
+            return;
         };
         let pt = packet.payload_type();
+        let ssrc = packet.ssrc();
+        let is_audio = pt == self.params.payload_type
+            || self
+                .previous_decoder
+                .as_ref()
+                .is_some_and(|(old, _)| *old == pt);
         let is_event = Some(pt) == self.params.telephone_event_pt;
-        if pt != self.params.payload_type && !is_event {
-            // Comfort noise or a codec we did not agree on: not played.
-            self.stats.packets_malformed += 1;
-            return;
-        }
-        if !self.params.receives() {
+        let from_current_source = self.reception.as_ref().is_some_and(|r| r.ssrc() == ssrc);
+        if !self.params.receives() || !(is_audio || is_event || from_current_source) {
+            // Not receiving (held), or a stranger's packet of a payload we did not agree on.
+            self.stats.packets_ignored += 1;
             return;
         }
         if !self.latched {
@@ -624,9 +649,8 @@ impl Driver {
 
         let clock_rate = self.params.codec.clock_rate();
         let arrival = (self.started.elapsed().as_secs_f64() * f64::from(clock_rate)) as u64 as u32;
-        let ssrc = packet.ssrc();
         let seq = packet.sequence_number();
-        if self.reception.as_ref().is_none_or(|r| r.ssrc() != ssrc) {
+        if !from_current_source {
             // A new source (first packet, or the far end switched streams): start afresh.
             if self.reception.is_some() {
                 self.jitter = JitterBuffer::new(self.jitter_depth, JITTER_CAPACITY);
@@ -641,21 +665,27 @@ impl Driver {
             return;
         }
         self.stats.packets_received += 1;
-        if is_event {
-            self.jitter.skip(seq);
-            match self
-                .dtmf_receiver
-                .on_packet(packet.timestamp(), packet.payload())
-            {
-                Ok(Some(digit)) => {
-                    self.stats.dtmf_received.push(digit);
-                    self.emit(MediaEvent::Dtmf(digit));
-                }
-                Ok(None) => {}
-                Err(e) => tracing::debug!("telephone-event from {from}: {e}"),
+        if is_audio {
+            self.jitter.push(seq, (pt, packet.payload().to_vec()));
+            return;
+        }
+        // Not audio: its sequence number takes no playout time and is no loss.
+        self.jitter.skip(seq);
+        if !is_event {
+            // Comfort noise (PT 13) or another payload we do not play.
+            self.stats.packets_ignored += 1;
+            return;
+        }
+        match self
+            .dtmf_receiver
+            .on_packet(packet.timestamp(), packet.payload())
+        {
+            Ok(Some(digit)) => {
+                self.stats.dtmf_received.push(digit);
+                self.emit(MediaEvent::Dtmf(digit));
             }
-        } else {
-            self.jitter.push(seq, packet.payload().to_vec());
+            Ok(None) => {}
+            Err(e) => tracing::debug!("telephone-event from {from}: {e}"),
         }
     }
 
@@ -752,7 +782,7 @@ impl Driver {
         );
     }
 
-    fn update(&mut self, params: StreamParams) {
+    fn update(&mut self, mut params: StreamParams) {
         if params.remote != self.params.remote {
             self.send_to = params.remote;
             self.rtcp_to = rtcp_address(params.remote);
@@ -762,11 +792,14 @@ impl Driver {
             match (Encoder::new(params.codec), Decoder::new(params.codec)) {
                 (Ok(encoder), Ok(decoder)) => {
                     self.encoder = encoder;
-                    self.decoder = decoder;
+                    let old = std::mem::replace(&mut self.decoder, decoder);
+                    self.previous_decoder = Some((self.params.payload_type, old));
                 }
                 (Err(e), _) | (_, Err(e)) => {
-                    tracing::warn!("codec change refused: {e}");
-                    return;
+                    // Keep the codec in use; the rest of the change still applies.
+                    tracing::warn!("codec change to {} refused: {e}", params.codec);
+                    params.codec = self.params.codec;
+                    params.payload_type = self.params.payload_type;
                 }
             }
         }

@@ -69,14 +69,7 @@ fn best_correlation(reference: &[i16], recording: &[i16], max_lag: isize) -> (f6
 }
 
 fn params(remote: SocketAddr) -> StreamParams {
-    StreamParams {
-        remote,
-        codec: Codec::Pcmu,
-        payload_type: 0,
-        telephone_event_pt: Some(101),
-        direction: Direction::SendRecv,
-        ptime_ms: 20,
-    }
+    StreamParams::new(remote, Codec::Pcmu)
 }
 
 fn addr(session: &MediaSession) -> SocketAddr {
@@ -146,6 +139,8 @@ async fn wav_and_dtmf_cross_and_the_recording_matches() {
     a.start(params(b_addr), Some(AudioSource::Wav(source.clone())), None)
         .unwrap();
     a.send_dtmf("159#");
+    // DTMF goes the other way at the same time (B sends silence, paused for the digits).
+    b.send_dtmf("*0");
 
     let mut a_digits = String::new();
     let finished = wait_for(
@@ -174,9 +169,11 @@ async fn wav_and_dtmf_cross_and_the_recording_matches() {
     eprintln!("A: {a_stats:?}\nB: {b_stats:?}");
     assert_eq!(b_stats.dtmf_received, "159#");
     assert_eq!(a_stats.dtmf_sent, "159#");
+    assert_eq!(a_stats.dtmf_received, "*0");
     // 150 audio packets, and per digit 5 event packets of which the last 3 times.
     assert_eq!(a_stats.packets_sent, 150 + 4 * 7);
     assert_eq!(b_stats.packets_received, a_stats.packets_sent);
+    assert_eq!(b_stats.packets_ignored, 0);
     assert_eq!(b_stats.packets_lost, 0);
     // B sent silence back all along: A received it.
     assert!(
@@ -430,4 +427,90 @@ async fn opus_carries_the_file_too() {
     );
     std::fs::remove_file(&source).unwrap();
     std::fs::remove_file(&recording).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_codec_change_mid_call_keeps_the_recording_whole() {
+    let source = temp("recodec-a.wav");
+    let recording = temp("recodec-b.wav");
+    write_test_wav(&source, 2.0);
+    let mut a = MediaSession::bind(LOCALHOST).await.unwrap();
+    let mut b = MediaSession::bind(LOCALHOST).await.unwrap();
+    let (a_addr, b_addr) = (addr(&a), addr(&b));
+    let mut a_events = a.events();
+    b.start(
+        params(a_addr),
+        None,
+        Some(AudioSink::wav(&recording).unwrap()),
+    )
+    .unwrap();
+    a.start(params(b_addr), Some(AudioSource::Wav(source.clone())), None)
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // A re-INVITE moves both to A-law; the receiver switches first, as the answerer would.
+    b.update(StreamParams::new(a_addr, Codec::Pcma));
+    a.update(StreamParams::new(b_addr, Codec::Pcma));
+    let mut digits = String::new();
+    assert!(
+        wait_for(
+            &mut a_events,
+            &mut digits,
+            Duration::from_secs(20),
+            |e, _| { *e == MediaEvent::SourceFinished }
+        )
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    a.stop().await;
+    let b_stats = b.stop().await;
+    assert_eq!(b_stats.packets_lost, 0);
+    let (correlation, duration_ratio) = check_recording(&source, &recording);
+    assert!(correlation > 0.9, "correlation {correlation}");
+    assert!(
+        (duration_ratio - 1.0).abs() < 0.05,
+        "duration ratio {duration_ratio}"
+    );
+    std::fs::remove_file(&source).unwrap();
+    std::fs::remove_file(&recording).unwrap();
+}
+
+#[tokio::test]
+async fn silence_from_the_far_side_is_an_rtp_timeout_unless_held() {
+    let mut a = MediaSession::bind(LOCALHOST).await.unwrap();
+    let quiet = MediaSession::bind(LOCALHOST).await.unwrap();
+    a.set_rtp_timeout(Duration::from_millis(300));
+    let mut events = a.events();
+    a.start(params(addr(&quiet)), Some(AudioSource::Silence), None)
+        .unwrap();
+    let mut digits = String::new();
+    assert!(
+        wait_for(&mut events, &mut digits, Duration::from_secs(3), |e, _| {
+            *e == MediaEvent::RtpTimeout
+        })
+        .await
+    );
+    // Held (sendonly: nothing to receive): no timeout however long.
+    let mut held = MediaSession::bind(LOCALHOST).await.unwrap();
+    held.set_rtp_timeout(Duration::from_millis(300));
+    let mut held_events = held.events();
+    held.start(
+        StreamParams {
+            direction: Direction::SendOnly,
+            ..params(addr(&quiet))
+        },
+        Some(AudioSource::Silence),
+        None,
+    )
+    .unwrap();
+    assert!(
+        !wait_for(
+            &mut held_events,
+            &mut digits,
+            Duration::from_millis(800),
+            |e, _| { *e == MediaEvent::RtpTimeout }
+        )
+        .await
+    );
+    a.stop().await;
+    held.stop().await;
 }
