@@ -51,7 +51,7 @@ impl StreamParams {
     }
 
     fn ptime(&self) -> Duration {
-        Duration::from_millis(u64::from(self.ptime_ms.clamp(1, 200)))
+        Duration::from_millis(u64::from(self.ptime_ms()))
     }
 
     fn ptime_ms(&self) -> u32 {
@@ -139,7 +139,8 @@ enum Command {
 }
 
 /// One audio stream over RTP/RTCP: bound first (to put the port in SDP), started once the
-/// offer/answer is done, updated by re-INVITEs, stopped at BYE.
+/// offer/answer is done, updated by re-INVITEs, stopped at BYE. Dropping it without `stop`
+/// also ends the task (it sees its command channel close) and finalizes the recording.
 #[derive(Debug)]
 pub struct MediaSession {
     sockets: Option<(UdpSocket, UdpSocket)>,
@@ -225,6 +226,8 @@ impl MediaSession {
     }
 
     /// Starts sending `source` (none: send no audio, DTMF only) and recording into `sink`.
+    /// A WAV source is read whole here (blocking; voice prompts are small), so a missing or
+    /// malformed file is reported now, and the session is left unstarted.
     pub fn start(
         &mut self,
         params: StreamParams,
@@ -306,13 +309,6 @@ impl MediaSession {
     }
 }
 
-impl Drop for MediaSession {
-    fn drop(&mut self) {
-        // Dropped without `stop`: the task notices the closed command channel and ends.
-        self.commands = None;
-    }
-}
-
 struct DriverParts {
     rtp: UdpSocket,
     rtcp: UdpSocket,
@@ -357,6 +353,10 @@ struct Driver {
     /// Received audio frames: payload type and payload.
     jitter: JitterBuffer<(u8, Vec<u8>)>,
     jitter_depth: usize,
+    /// Samples the playout owes the sink (may run negative when a frame was long).
+    playout_credit: i64,
+    /// Length of the last frame played: the length of a concealed one.
+    last_frame_len: usize,
     reception: Option<ReceptionStats>,
     started: Instant,
     last_rtp: Instant,
@@ -366,6 +366,7 @@ struct Driver {
     /// The last SR from the far side: its NTP middle bits and when it arrived.
     last_sr: Option<(u32, Instant)>,
     sent_since_report: bool,
+    sent_before_last_report: bool,
     stats: MediaStats,
 }
 
@@ -388,6 +389,7 @@ impl Driver {
         let now = Instant::now();
         let ssrc = random_u32();
         let jitter = JitterBuffer::new(parts.jitter_depth, JITTER_CAPACITY);
+        let params_ptime = params.ptime_ms();
         Driver {
             send_to: params.remote,
             rtcp_to: rtcp_address(params.remote),
@@ -412,6 +414,8 @@ impl Driver {
             dtmf_receiver: DtmfReceiver::new(),
             jitter,
             jitter_depth: parts.jitter_depth,
+            playout_credit: 0,
+            last_frame_len: (PCM_RATE / 1000 * params_ptime) as usize,
             reception: None,
             started: now,
             last_rtp: now,
@@ -420,6 +424,7 @@ impl Driver {
             timeout_reported: false,
             last_sr: None,
             sent_since_report: false,
+            sent_before_last_report: false,
             stats: MediaStats::default(),
         }
     }
@@ -578,12 +583,24 @@ impl Driver {
     }
 
     fn on_playout_tick(&mut self) {
-        let playout = self.jitter.pop();
-        self.play(playout);
+        // Play one ptime of audio per tick, in as many packets as that takes: the far side
+        // may packetize at another ptime than ours.
+        self.playout_credit += self.pcm_frame_len() as i64;
+        while self.playout_credit > 0 {
+            let playout = self.jitter.pop();
+            if matches!(playout, Playout::Waiting) {
+                // Dry or buffering: time spent waiting is not owed later.
+                self.playout_credit = 0;
+                break;
+            }
+            let played = self.play(playout);
+            self.playout_credit -= played.max(1) as i64;
+        }
         self.check_timeout();
     }
 
-    fn play(&mut self, playout: Playout<(u8, Vec<u8>)>) {
+    /// Decodes (or conceals) one frame into the sink; returns its length in samples.
+    fn play(&mut self, playout: Playout<(u8, Vec<u8>)>) -> usize {
         let frame = match playout {
             Playout::Frame((pt, payload)) => match &mut self.previous_decoder {
                 Some((old, decoder)) if pt != self.params.payload_type && pt == *old => {
@@ -592,9 +609,12 @@ impl Driver {
                 _ => self.decoder.decode(&payload),
             },
             // Concealment by silence: keeps the timing, invents nothing.
-            Playout::Lost => vec![0; self.pcm_frame_len()],
+            Playout::Lost => vec![0; self.last_frame_len],
             Playout::Waiting => Vec::new(),
         };
+        if !frame.is_empty() {
+            self.last_frame_len = frame.len();
+        }
         if !frame.is_empty()
             && let Some(sink) = &mut self.sink
         {
@@ -605,6 +625,7 @@ impl Driver {
                 self.stats.samples_recorded = sink.samples();
             }
         }
+        frame.len()
     }
 
     fn check_timeout(&mut self) {
@@ -728,14 +749,14 @@ impl Driver {
     }
 
     async fn send_rtcp(&mut self, goodbye: bool) {
-        let sender = (self.sent_since_report || self.stats.packets_sent > 0 && self.params.sends())
-            .then(|| SenderInfo {
-                ntp_timestamp: rtcp::ntp_timestamp(SystemTime::now()),
-                rtp_timestamp: self.rtp_now(),
-                packet_count: self.stats.packets_sent as u32,
-                octet_count: self.stats.octets_sent as u32,
-            });
-        self.sent_since_report = false;
+        // RFC 3550 §6.4: an SR when we sent data since the last report or the one before.
+        let sender = (self.sent_since_report || self.sent_before_last_report).then(|| SenderInfo {
+            ntp_timestamp: rtcp::ntp_timestamp(SystemTime::now()),
+            rtp_timestamp: self.rtp_now(),
+            packet_count: self.stats.packets_sent as u32,
+            octet_count: self.stats.octets_sent as u32,
+        });
+        self.sent_before_last_report = std::mem::take(&mut self.sent_since_report);
         let mut blocks = Vec::new();
         if let Some(reception) = &mut self.reception {
             let (last_sr, delay_since_last_sr) = match self.last_sr {
@@ -837,7 +858,7 @@ impl Driver {
     async fn finish(mut self) -> MediaStats {
         // Play out what is still buffered: the tail of the far side's audio.
         for playout in self.jitter.drain() {
-            self.play(playout);
+            let _ = self.play(playout);
         }
         self.send_rtcp(true).await;
         let stats = self.snapshot();
