@@ -678,10 +678,13 @@ impl Driver {
             }
             self.reception = Some(ReceptionStats::new(ssrc, clock_rate, seq));
         }
-        let accepted = self
-            .reception
-            .as_mut()
-            .is_some_and(|r| r.on_packet(seq, packet.timestamp(), arrival));
+        let accepted = self.reception.as_mut().is_some_and(|r| {
+            if is_audio {
+                r.on_packet(seq, packet.timestamp(), arrival)
+            } else {
+                r.on_untimed_packet(seq)
+            }
+        });
         if !accepted {
             return;
         }

@@ -54,6 +54,17 @@ impl ReceptionStats {
     /// (any epoch, in RTP timestamp units). Returns false for a packet A.1 discards (a big
     /// jump not yet confirmed).
     pub fn on_packet(&mut self, seq: u16, rtp_ts: u32, arrival: u32) -> bool {
+        self.count(seq, Some((rtp_ts, arrival)))
+    }
+
+    /// A packet whose timestamp does not follow its sending time (RFC 4733 events repeat
+    /// the event's start timestamp for its whole duration): counted for loss, left out of
+    /// the jitter, which it would inflate.
+    pub fn on_untimed_packet(&mut self, seq: u16) -> bool {
+        self.count(seq, None)
+    }
+
+    fn count(&mut self, seq: u16, timing: Option<(u32, u32)>) -> bool {
         let delta = seq.wrapping_sub(self.max_seq);
         if delta < MAX_DROPOUT {
             if seq < self.max_seq {
@@ -74,12 +85,14 @@ impl ReceptionStats {
         self.received += 1;
 
         // A.8: transit time differences, smoothed with gain 1/16.
-        let transit = arrival.wrapping_sub(rtp_ts);
-        if let Some(last) = self.last_transit {
-            let d = f64::from((transit.wrapping_sub(last) as i32).unsigned_abs());
-            self.jitter += (d - self.jitter) / 16.0;
+        if let Some((rtp_ts, arrival)) = timing {
+            let transit = arrival.wrapping_sub(rtp_ts);
+            if let Some(last) = self.last_transit {
+                let d = f64::from((transit.wrapping_sub(last) as i32).unsigned_abs());
+                self.jitter += (d - self.jitter) / 16.0;
+            }
+            self.last_transit = Some(transit);
         }
-        self.last_transit = Some(transit);
         true
     }
 
@@ -180,6 +193,22 @@ mod tests {
             s.on_packet(i as u16, i * 160, 5 + i * 160);
         }
         assert_eq!(s.jitter(), 0);
+    }
+
+    #[test]
+    fn untimed_packets_count_for_loss_but_not_jitter() {
+        let mut s = ReceptionStats::new(1, 8000, 0);
+        for i in 0..10u32 {
+            s.on_packet(i as u16, i * 160, 5 + i * 160);
+        }
+        // An event held at one timestamp for 5 packets, 20 ms apart.
+        for i in 10..15u32 {
+            s.on_untimed_packet(i as u16);
+        }
+        s.on_packet(15, 15 * 160, 5 + 15 * 160);
+        assert_eq!(s.jitter(), 0);
+        assert_eq!(s.cumulative_lost(), 0);
+        assert_eq!(s.expected(), 16);
     }
 
     #[test]
