@@ -54,19 +54,42 @@
 //! ```
 //!
 //! # Choices worth knowing
+//! - Ports: [`MediaSession::bind`] takes an even RTP port and RTCP on the next one. RTCP that
+//!   a peer multiplexes on the RTP port (RFC 5761) is understood too; ours goes to port+1.
+//! - Symmetric RTP: the first accepted RTP packet fixes where we send, whatever the SDP
+//!   said ([`MediaEvent::RemoteAddressLatched`]); an `update` with a new remote re-arms it.
 //! - Pacing: one packet per ptime from a tokio interval with `MissedTickBehavior::Burst`: after
 //!   a stall (a busy machine) the late packets go out at once, so no audio is lost and the RTP
-//!   clock stays on real time; the receiver's jitter buffer absorbs the burst.
-//! - DTMF pauses the audio source: while a digit (and the gap after it) is sent, no audio
-//!   packets go out and the source does not advance, so a recording of the far side holds the
-//!   whole file whatever digits were pressed.
+//!   clock stays on real time; the receiver's jitter buffer absorbs the burst. The marker bit
+//!   starts every talkspurt (start, after hold, after a digit). SSRC, first sequence number
+//!   and first timestamp are random.
+//! - DTMF: 100 ms events and 50 ms gaps, the end packet sent three times. Sending a digit
+//!   pauses the audio source (no audio packets meanwhile, the source does not advance), so a
+//!   recording of the far side holds the whole file whatever digits were pressed. Digits
+//!   received are reported once per event, whether the peer pauses audio or (like baresip)
+//!   sends events beside it.
 //! - When a WAV source ends, [`MediaEvent::SourceFinished`] is reported and no more audio is
 //!   sent (DTMF still is). [`AudioSource::Silence`] sends silence forever (keeps NAT bindings
-//!   and the far side's latching alive).
+//!   and the far side's latching alive); no source at all sends no audio.
+//! - Receiving: a jitter buffer of 3 packets ([`MediaSession::set_jitter_depth`]) reorders,
+//!   drops duplicates and late packets, and conceals a lost packet with silence. Playout
+//!   takes one ptime of audio per tick, in as many packets as that needs, so the peer's ptime
+//!   need not be ours. After a codec change packets of the old codec still in flight are
+//!   decoded with it.
 //! - Recording holds what was received: a lost packet inside a stream becomes a frame of
 //!   silence (keeps the timing), but time when the far side sends nothing (hold, end of its
-//!   file) adds nothing to the recording. So a held call neither stalls the recording nor
-//!   pads it with hours of silence.
+//!   file, a digit sent instead of audio) adds nothing. So a held call neither stalls the
+//!   recording nor pads it with hours of silence, and a file played by the peer is recorded
+//!   at its own length. [`MediaSession::stop`] plays what is still buffered and finalizes
+//!   the WAV header.
+//! - Directions are ours ([`Direction`] from sip-core): `SendOnly`/`Inactive` stop sending,
+//!   `RecvOnly`/`Inactive` stop receiving and recording. [`MediaEvent::RtpTimeout`] (30 s by
+//!   default) only fires while we expect to receive.
+//! - RTCP: a compound SR or RR (RFC 3550 §6.4: SR when we sent since the previous report)
+//!   with SDES CNAME every 5 s, the first after 2.5 s, and a BYE at `stop`. Received reports
+//!   fill [`MediaStats::remote_report`] (loss, jitter, round-trip time from LSR/DLSR).
+//! - Interop is tested against baresip (`tests/baresip.rs`): WAV files both ways recorded
+//!   with correlation 0.9999, DTMF both ways.
 
 pub mod audio;
 pub mod codec;
