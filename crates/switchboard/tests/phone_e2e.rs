@@ -10,7 +10,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+// The media crate's test signal and recording comparison (cross-correlation, duration).
+#[path = "../../media/tests/common/mod.rs"]
+mod media_common;
 use common::{Server, ServerOptions, binary, free_port};
+use media_common::{assert_recording_matches, write_test_wav};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -196,6 +200,45 @@ fn direct_call_with_hold_resume_dtmf_and_hangup() {
     ] {
         assert!(bob.printed(line), "bob lacks {line:?}; {}", bob.dump());
     }
+}
+
+/// A plays a WAV to B, which records it; A sends DTMF after its file, B reports the
+/// digits one by one and as one line at the end of the call.
+#[test]
+fn audio_and_dtmf_reach_the_far_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let played = dir.path().join("hello.wav");
+    let recorded = dir.path().join("got.wav");
+    write_test_wav(&played, 8000, 3.0, 300.0);
+    let port = free_port();
+    let rec = recorded.to_str().unwrap();
+    let mut bob = answerer(port, &["--auto", "--calls", "1", "--record", rec]);
+    let target = format!("sip:bob@127.0.0.1:{port}");
+    let mut alice = Phone::start(&[
+        "call",
+        &target,
+        "--play",
+        played.to_str().unwrap(),
+        "--dtmf",
+        "12#",
+        "--dtmf-after",
+        "3.5",
+        "--hangup-after",
+        "5",
+    ]);
+    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
+    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
+    assert!(alice.printed("playback finished"), "{}", alice.dump());
+    for d in ["1", "2", "#"] {
+        assert!(alice.printed(&format!("dtmf sent: {d}")));
+        assert!(
+            bob.printed(&format!("dtmf received: {d}")),
+            "{}",
+            bob.dump()
+        );
+    }
+    assert!(bob.printed("dtmf: 12#"), "{}", bob.dump());
+    assert_recording_matches("B's recording of A", &played, &recorded);
 }
 
 #[test]

@@ -6,11 +6,8 @@
 //! The arguments are here; the user agent that does the work is [`ua`], the output
 //! format [`print`].
 
-mod media_stub;
 mod print;
 mod ua;
-
-use media_stub as media;
 
 use clap::{Args, Subcommand};
 use print::Printer;

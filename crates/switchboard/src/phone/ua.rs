@@ -12,9 +12,9 @@
 //! onto the network, as `serve` does.
 
 use super::exit;
-use super::media::{AudioSink, AudioSource, Codec, MediaEvent, MediaSession, StreamParams};
 use super::print::Printer;
 use bytes::Bytes;
+use media::{AudioSink, AudioSource, Codec, MediaEvent, MediaSession, StreamParams};
 use serde_json::json;
 use sip_core::auth::{Challenge, pick_best, respond};
 use sip_core::dialog::{Dialog, Refresher, SessionTimer, SessionTimerAction, glare_retry_after};
@@ -258,7 +258,7 @@ pub struct Ua {
     timers: Vec<(Instant, Timer)>,
     call: Option<Call>,
     next_generation: u64,
-    media_rx: Option<mpsc::UnboundedReceiver<MediaEvent>>,
+    media_rx: Option<mpsc::Receiver<MediaEvent>>,
     stopping: Vec<MediaSession>,
     registered: bool,
     register_out: Option<Outgoing>,
