@@ -408,9 +408,11 @@ impl Message {
             .map(move |v| NameAddr::parse(v, label))
     }
     /// The option tags or methods of a comma-list header (Allow, Supported, Require,
-    /// Proxy-Require, Unsupported, Allow-Events...).
+    /// Proxy-Require, Unsupported, Allow-Events...). An empty header (`Supported:`, as
+    /// baresip sends) is an empty list, which the grammar allows (RFC 3261 §25.1).
     pub fn tokens(&self, name: HeaderName) -> impl Iterator<Item = Result<&str, ParseError>> {
         self.get_all(name)
+            .filter(|v| !v.trim().is_empty())
             .flat_map(headers::split_list)
             .map(move |t| {
                 if crate::scan::is_token_str(t) {

@@ -512,11 +512,18 @@ impl Ua {
             return;
         };
         if msg.is_request() {
+            let target = sip_net::response_target(&flow, &msg);
             if let Err(e) = msg.validate() {
+                // Answered statelessly, as serve does: it may lack what a transaction
+                // is keyed by.
                 tracing::debug!("invalid request from {}: {e}", flow.remote);
+                if let crate::service::Answer::Respond(bytes) =
+                    crate::service::answer_invalid(msg.as_bytes(), &e)
+                {
+                    self.txl.send_stateless(target, bytes);
+                }
                 return;
             }
-            let target = sip_net::response_target(&flow, &msg);
             if let Err(e) = self.txl.handle_message(now, msg, target) {
                 tracing::debug!("request not taken: {e}");
             }
