@@ -623,3 +623,82 @@ fn message_through_serve() {
         bob.dump()
     );
 }
+
+// ----- SIPp as a UAS with a scenario: PRACK, session timers, glare -----
+
+fn scenario(name: &str) -> String {
+    format!("{}/tests/sipp/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// SIPp playing `name` as UAS on a free port; returns it with the URI to call.
+fn sipp_uas(name: &str) -> (Child, String) {
+    let port = free_port();
+    let port_text = port.to_string();
+    let sipp = sipp_process(&["-sf", &scenario(name), "-p", &port_text]);
+    std::thread::sleep(Duration::from_millis(500));
+    (sipp, format!("sip:service@127.0.0.1:{port}"))
+}
+
+#[test]
+fn reliable_provisional_is_pracked() {
+    let (mut sipp, target) = sipp_uas("phone_uas_100rel.xml");
+    let mut alice = Phone::start(&["call", &target, "--hangup-after", "1"]);
+    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
+    assert!(alice.printed("ringing: 180"), "{}", alice.dump());
+    assert!(alice.printed("answered: PCMU"), "{}", alice.dump());
+    assert_eq!(
+        wait_child(&mut sipp, WAIT),
+        0,
+        "SIPp did not get the PRACK it wanted"
+    );
+}
+
+#[test]
+fn session_timer_is_refreshed_by_the_phone() {
+    let (mut sipp, target) = sipp_uas("phone_uas_session_refresh.xml");
+    let mut alice = Phone::start(&["call", &target, "--hangup-after", "3"]);
+    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
+    assert!(alice.printed("ended: bye (local)"), "{}", alice.dump());
+    assert_eq!(
+        wait_child(&mut sipp, WAIT),
+        0,
+        "SIPp did not get the refresh"
+    );
+}
+
+#[test]
+fn session_timer_ends_a_call_whose_far_end_vanished() {
+    let (mut sipp, target) = sipp_uas("phone_uas_vanishes.xml");
+    let started = Instant::now();
+    let mut alice = Phone::start(&["call", &target]);
+    assert_eq!(alice.wait(WAIT), 1, "{}", alice.dump());
+    assert!(alice.printed("ended: session expired"), "{}", alice.dump());
+    // 3 s interval, refreshed by the far end: we give up at 3 - min(32, 3/3) = 2 s.
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(wait_child(&mut sipp, WAIT), 0, "SIPp did not get the BYE");
+}
+
+#[test]
+fn glare_491_is_retried_after_the_random_wait() {
+    let (mut sipp, target) = sipp_uas("phone_uas_glare.xml");
+    let mut alice = Phone::start(&[
+        "call",
+        &target,
+        "--hold-after",
+        "0.3",
+        "--hangup-after",
+        "6",
+    ]);
+    let glare_at = {
+        alice.expect("glare: ", WAIT);
+        Instant::now()
+    };
+    alice.expect("held: local", WAIT);
+    let waited = glare_at.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1900) && waited <= Duration::from_millis(4500),
+        "retried after {waited:?}"
+    );
+    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
+    assert_eq!(wait_child(&mut sipp, WAIT), 0, "SIPp's scenario failed");
+}
