@@ -58,6 +58,10 @@
 //!   a peer multiplexes on the RTP port (RFC 5761) is understood too; ours goes to port+1.
 //! - Symmetric RTP: the first accepted RTP packet fixes where we send, whatever the SDP
 //!   said ([`MediaEvent::RemoteAddressLatched`]); an `update` with a new remote re-arms it.
+//!   Another SSRC takes over (and is latched to) after 3 packets in sequence, so a stream
+//!   moved elsewhere is followed but a stray or forged packet changes nothing. Datagrams
+//!   that are not RTP, or not of an agreed payload type, are counted and dropped.
+//! - Hold the RFC 2543 way (`c=0.0.0.0`, an unspecified remote address) sends nothing.
 //! - Pacing: one packet per ptime from a tokio interval with `MissedTickBehavior::Burst`: after
 //!   a stall (a busy machine) the late packets go out at once, so no audio is lost and the RTP
 //!   clock stays on real time; the receiver's jitter buffer absorbs the burst. The marker bit
@@ -125,4 +129,15 @@ pub enum MediaError {
     /// `start` was called twice.
     #[error("the media session is already started")]
     AlreadyStarted,
+}
+
+impl From<MediaError> for std::io::Error {
+    /// For callers whose errors are `io::Error`: I/O errors come back as they were, the
+    /// others wrapped.
+    fn from(e: MediaError) -> std::io::Error {
+        match e {
+            MediaError::Io(e) => e,
+            other => std::io::Error::other(other),
+        }
+    }
 }

@@ -21,7 +21,8 @@ use tokio::time::{Interval, MissedTickBehavior};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamParams {
     /// The remote RTP address from the SDP. Symmetric RTP: once RTP arrives, the session
-    /// sends to the address it actually came from.
+    /// sends to the address it actually came from. An unspecified address (`c=0.0.0.0`,
+    /// the RFC 2543 way to hold) means nothing is sent.
     pub remote: SocketAddr,
     /// The codec to send (and to decode what arrives with `payload_type`).
     pub codec: Codec,
@@ -64,6 +65,7 @@ impl StreamParams {
 
     fn sends(&self) -> bool {
         matches!(self.direction, Direction::SendRecv | Direction::SendOnly)
+            && !self.remote.ip().is_unspecified()
     }
 
     fn receives(&self) -> bool {
@@ -162,6 +164,8 @@ const EVENT_QUEUE: usize = 256;
 const RTCP_INTERVAL: Duration = Duration::from_secs(5);
 /// Packets the jitter buffer holds at most (2 s at 20 ms) before dropping the oldest.
 const JITTER_CAPACITY: usize = 100;
+/// Packets in sequence a new source must send before it replaces the current one.
+const SOURCE_PROBATION: u32 = 3;
 /// Default silence before [`MediaEvent::RtpTimeout`].
 const DEFAULT_RTP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -358,6 +362,9 @@ struct Driver {
     /// Length of the last frame played: the length of a concealed one.
     last_frame_len: usize,
     reception: Option<ReceptionStats>,
+    /// A source on probation to replace the current one: SSRC, next sequence number,
+    /// packets seen in sequence.
+    candidate: Option<(u32, u16, u32)>,
     started: Instant,
     last_rtp: Instant,
     rtp_timeout: Duration,
@@ -417,6 +424,7 @@ impl Driver {
             playout_credit: 0,
             last_frame_len: (PCM_RATE / 1000 * params_ptime) as usize,
             reception: None,
+            candidate: None,
             started: now,
             last_rtp: now,
             rtp_timeout: parts.rtp_timeout,
@@ -657,6 +665,23 @@ impl Driver {
             self.stats.packets_ignored += 1;
             return;
         }
+        let seq = packet.sequence_number();
+        if !from_current_source && self.reception.is_some() && !self.confirm_new_source(ssrc, seq) {
+            // A stray packet, or the first of a new stream still on probation.
+            self.stats.packets_ignored += 1;
+            return;
+        }
+        if !from_current_source {
+            // A new source (first packet, or the far end switched streams): start afresh,
+            // and follow it if it comes from elsewhere.
+            if self.reception.is_some() {
+                self.jitter = JitterBuffer::new(self.jitter_depth, JITTER_CAPACITY);
+                self.dtmf_receiver = DtmfReceiver::new();
+                self.latched = false;
+            }
+            let clock_rate = self.params.codec.clock_rate();
+            self.reception = Some(ReceptionStats::new(ssrc, clock_rate, seq));
+        }
         if !self.latched {
             self.latched = true;
             if from != self.send_to {
@@ -670,14 +695,6 @@ impl Driver {
 
         let clock_rate = self.params.codec.clock_rate();
         let arrival = (self.started.elapsed().as_secs_f64() * f64::from(clock_rate)) as u64 as u32;
-        let seq = packet.sequence_number();
-        if !from_current_source {
-            // A new source (first packet, or the far end switched streams): start afresh.
-            if self.reception.is_some() {
-                self.jitter = JitterBuffer::new(self.jitter_depth, JITTER_CAPACITY);
-            }
-            self.reception = Some(ReceptionStats::new(ssrc, clock_rate, seq));
-        }
         let accepted = self.reception.as_mut().is_some_and(|r| {
             if is_audio {
                 r.on_packet(seq, packet.timestamp(), arrival)
@@ -710,6 +727,23 @@ impl Driver {
             }
             Ok(None) => {}
             Err(e) => tracing::debug!("telephone-event from {from}: {e}"),
+        }
+    }
+
+    /// Probation for a source that is not the current one (RFC 3550 A.1 asks the same of
+    /// new sources): it takes over after [`SOURCE_PROBATION`] packets in sequence, so one
+    /// stray or forged packet cannot reset the stream.
+    fn confirm_new_source(&mut self, ssrc: u32, seq: u16) -> bool {
+        let count = match self.candidate {
+            Some((candidate, next, count)) if candidate == ssrc && next == seq => count + 1,
+            _ => 1,
+        };
+        if count >= SOURCE_PROBATION {
+            self.candidate = None;
+            true
+        } else {
+            self.candidate = Some((ssrc, seq.wrapping_add(1), count));
+            false
         }
     }
 
@@ -778,6 +812,9 @@ impl Driver {
                 last_sr,
                 delay_since_last_sr,
             });
+        }
+        if self.rtcp_to.ip().is_unspecified() {
+            return;
         }
         let built = if goodbye {
             rtcp::build_goodbye(self.ssrc, sender, &blocks, &self.cname)
