@@ -105,11 +105,13 @@ pub mod opus_codec;
 pub mod rtcp;
 mod session;
 pub mod stats;
+pub mod stream;
 
 pub use audio::{AudioSink, AudioSource};
 pub use codec::{Codec, TELEPHONE_EVENT_PT, telephone_event_rtpmap};
-pub use session::{MediaEvent, MediaSession, MediaStats, RemoteReport, StreamParams};
+pub use session::MediaSession;
 pub use sip_core::sdp::Direction;
+pub use stream::{MediaEvent, MediaStats, MediaStream, RemoteReport, StreamParams};
 
 /// What can go wrong starting or running media.
 #[derive(Debug, thiserror::Error)]
