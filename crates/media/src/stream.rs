@@ -727,3 +727,302 @@ impl MediaStream {
         self.handle_rtcp_tick(now, wallclock, true);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::g711;
+
+    const PTIME: Duration = Duration::from_millis(20);
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn config(ssrc: u32) -> StreamConfig {
+        StreamConfig {
+            ssrc,
+            first_sequence: 65530,
+            first_timestamp: 1000,
+            jitter_depth: 3,
+            rtp_timeout: Duration::from_secs(30),
+        }
+    }
+
+    fn ramp(frames: usize) -> Vec<i16> {
+        (0..frames * 160)
+            .map(|i| ((i % 400) as i16 - 200) * 50)
+            .collect()
+    }
+
+    fn stream(port_of_peer: u16, ssrc: u32, source: Option<Vec<i16>>, now: Instant) -> MediaStream {
+        let source = source.map(|samples| SourceReader::Samples {
+            samples,
+            position: 0,
+        });
+        MediaStream::new(
+            StreamParams::new(addr(port_of_peer), Codec::Pcmu),
+            source,
+            config(ssrc),
+            now,
+        )
+        .unwrap()
+    }
+
+    fn drain(s: &mut MediaStream) -> Vec<Output> {
+        std::iter::from_fn(|| s.poll_output()).collect()
+    }
+
+    /// (sequence, timestamp, marker, payload type, payload) of the RTP outputs.
+    fn rtp_sent(outputs: &[Output]) -> Vec<(u16, u32, bool, u8, Vec<u8>)> {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Rtp(_, bytes) => {
+                    let p = RtpPacket::parse(bytes).unwrap();
+                    Some((
+                        p.sequence_number(),
+                        p.timestamp(),
+                        p.marker_bit(),
+                        p.payload_type(),
+                        p.payload().to_vec(),
+                    ))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sends_a_frame_per_tick_then_reports_the_end_of_the_source() {
+        let now = Instant::now();
+        let source = ramp(3);
+        let mut a = stream(4000, 7, Some(source.clone()), now);
+        let mut out = Vec::new();
+        for _ in 0..5 {
+            a.handle_send_tick();
+            out.extend(drain(&mut a));
+        }
+        let sent = rtp_sent(&out);
+        assert_eq!(sent.len(), 3);
+        for (i, (seq, ts, marker, pt, payload)) in sent.iter().enumerate() {
+            assert_eq!(*seq, 65530u16.wrapping_add(i as u16));
+            assert_eq!(*ts, 1000 + 160 * i as u32);
+            assert_eq!(*marker, i == 0, "marker only on the first packet");
+            assert_eq!(*pt, 0);
+            let expected: Vec<u8> = source[i * 160..(i + 1) * 160]
+                .iter()
+                .map(|&s| g711::linear_to_ulaw(s))
+                .collect();
+            assert_eq!(payload, &expected);
+        }
+        assert!(
+            out.iter()
+                .all(|o| !matches!(o, Output::Rtp(to, _) if *to != addr(4000)))
+        );
+        let finished = out
+            .iter()
+            .filter(|o| **o == Output::Event(MediaEvent::SourceFinished))
+            .count();
+        assert_eq!(finished, 1);
+        assert_eq!(a.stats().packets_sent, 3);
+        assert_eq!(a.stats().octets_sent, 480);
+    }
+
+    #[test]
+    fn hold_keeps_the_rtp_clock_running_and_resume_starts_a_talkspurt() {
+        let now = Instant::now();
+        let mut a = stream(4000, 7, Some(ramp(10)), now);
+        a.handle_send_tick();
+        let inactive = StreamParams {
+            direction: Direction::Inactive,
+            ..a.params().clone()
+        };
+        a.update(now, inactive);
+        a.handle_send_tick();
+        a.handle_send_tick();
+        a.update(now, StreamParams::new(addr(4000), Codec::Pcmu));
+        a.handle_send_tick();
+        let sent = rtp_sent(&drain(&mut a));
+        assert_eq!(sent.len(), 2, "nothing sent while inactive");
+        // Consecutive sequence numbers, a timestamp that counted the held time, a marker.
+        assert_eq!(
+            (sent[1].0, sent[1].1, sent[1].2),
+            (65531, 1000 + 3 * 160, true)
+        );
+        // The file resumed where it stopped: the second frame.
+        assert_eq!(sent[1].4[0], g711::linear_to_ulaw(ramp(2)[160]));
+        // c=0.0.0.0 holds too.
+        a.update(
+            now,
+            StreamParams::new(SocketAddr::from(([0, 0, 0, 0], 4000)), Codec::Pcmu),
+        );
+        a.handle_send_tick();
+        assert!(rtp_sent(&drain(&mut a)).is_empty());
+    }
+
+    /// Two streams on a fake clock: A's outputs are delivered to B after `latency`.
+    struct Pair {
+        a: MediaStream,
+        b: MediaStream,
+        now: Instant,
+        wall: SystemTime,
+        b_audio: Vec<i16>,
+        b_events: Vec<MediaEvent>,
+    }
+
+    impl Pair {
+        fn new(source: Vec<i16>) -> Pair {
+            let now = Instant::now();
+            Pair {
+                a: stream(5002, 0xA, Some(source), now),
+                b: stream(5000, 0xB, None, now),
+                now,
+                wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000),
+                b_audio: Vec::new(),
+                b_events: Vec::new(),
+            }
+        }
+
+        /// One ptime: A ticks and its packets reach B; B plays out.
+        fn step(&mut self) {
+            self.a.handle_send_tick();
+            for output in drain(&mut self.a) {
+                if let Output::Rtp(to, bytes) = output {
+                    assert_eq!(to, addr(5002));
+                    self.b.handle_rtp(self.now, self.wall, addr(5000), &bytes);
+                }
+            }
+            self.b.handle_playout_tick(self.now);
+            self.collect_b();
+            self.now += PTIME;
+            self.wall += PTIME;
+        }
+
+        fn collect_b(&mut self) {
+            for output in drain(&mut self.b) {
+                match output {
+                    Output::Audio(pcm) => self.b_audio.extend(pcm),
+                    Output::Event(e) => self.b_events.push(e),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_pair_carries_audio_through_the_jitter_buffer_and_dtmf_once_per_digit() {
+        let source = ramp(20);
+        let mut pair = Pair::new(source.clone());
+        for _ in 0..5 {
+            pair.step();
+        }
+        pair.a.queue_dtmf("7#");
+        for _ in 0..40 {
+            pair.step();
+        }
+        pair.b.finish(pair.now, pair.wall);
+        pair.collect_b();
+
+        // Everything A played arrived, decoded, in order, whatever the digits.
+        let expected: Vec<i16> = source
+            .iter()
+            .map(|&s| g711::ulaw_to_linear(g711::linear_to_ulaw(s)))
+            .collect();
+        assert_eq!(pair.b_audio, expected);
+        assert_eq!(
+            pair.b_events,
+            vec![
+                MediaEvent::RemoteAddressLatched(addr(5000)),
+                MediaEvent::Dtmf('7'),
+                MediaEvent::Dtmf('#'),
+            ]
+        );
+        let b = pair.b.stats();
+        assert_eq!(b.dtmf_received, "7#");
+        assert_eq!(
+            (b.packets_lost, b.frames_concealed, b.packets_ignored),
+            (0, 0, 0)
+        );
+        assert_eq!(b.packets_received, 20 + 2 * 7);
+        assert_eq!(b.jitter_ms, 0.0, "a perfect network has no jitter");
+        assert_eq!(pair.a.stats().dtmf_sent, "7#");
+    }
+
+    #[test]
+    fn a_stray_packet_from_another_source_changes_nothing() {
+        let mut pair = Pair::new(ramp(10));
+        for _ in 0..3 {
+            pair.step();
+        }
+        // A forged packet: another SSRC, same payload type, from elsewhere.
+        let forged = RtpPacketBuilder::new()
+            .payload_type(0)
+            .ssrc(0xBAD)
+            .sequence_number(1)
+            .timestamp(1)
+            .payload(&[0u8; 160][..])
+            .write_vec()
+            .unwrap();
+        pair.b.handle_rtp(pair.now, pair.wall, addr(6666), &forged);
+        for _ in 0..10 {
+            pair.step();
+        }
+        pair.b.finish(pair.now, pair.wall);
+        pair.collect_b();
+        assert_eq!(pair.b_audio.len(), 10 * 160);
+        assert_eq!(pair.b.stats().packets_ignored, 1);
+        // B still sends to A, not to the forger.
+        pair.b.handle_rtcp_tick(pair.now, pair.wall, false);
+        assert!(matches!(pair.b.poll_output(), Some(Output::Rtcp(to, _)) if to == addr(5001)));
+    }
+
+    #[test]
+    fn rtp_timeout_fires_once_on_the_fake_clock() {
+        let start = Instant::now();
+        let mut b = stream(4000, 0xB, None, start);
+        b.handle_playout_tick(start + Duration::from_secs(29));
+        assert_eq!(b.poll_output(), None);
+        b.handle_playout_tick(start + Duration::from_secs(30));
+        assert_eq!(b.poll_output(), Some(Output::Event(MediaEvent::RtpTimeout)));
+        b.handle_playout_tick(start + Duration::from_secs(31));
+        assert_eq!(b.poll_output(), None);
+    }
+
+    #[test]
+    fn reports_give_the_sender_its_loss_and_round_trip() {
+        let mut pair = Pair::new(ramp(50));
+        for _ in 0..10 {
+            pair.step();
+        }
+        // A's SR reaches B at once.
+        pair.a.handle_rtcp_tick(pair.now, pair.wall, false);
+        let Some(Output::Rtcp(to, sr)) = pair.a.poll_output() else {
+            panic!("no SR");
+        };
+        assert_eq!(to, addr(5003));
+        assert_eq!(sr[1], 200, "A sent media: an SR");
+        pair.b.handle_rtcp(pair.now, pair.wall, addr(5001), &sr);
+        // B answers with an RR 1 s later; it reaches A 50 ms after that.
+        pair.now += Duration::from_secs(1);
+        pair.wall += Duration::from_secs(1);
+        pair.b.handle_rtcp_tick(pair.now, pair.wall, false);
+        let Some(Output::Rtcp(_, rr)) = pair.b.poll_output() else {
+            panic!("no RR");
+        };
+        assert_eq!(rr[1], 201, "B sent nothing: an RR");
+        let arrival = pair.wall + Duration::from_millis(50);
+        pair.a.handle_rtcp(pair.now, arrival, addr(5001), &rr);
+        let report = pair.a.stats().remote_report.unwrap();
+        assert_eq!(report.cumulative_lost, 0);
+        let rtt = report.rtt_ms.unwrap();
+        assert!((rtt - 50.0).abs() < 1.0, "{rtt}");
+        // The last report carries a BYE.
+        pair.a.finish(pair.now, pair.wall);
+        let Some(Output::Rtcp(_, last)) = pair.a.poll_output() else {
+            panic!("no BYE");
+        };
+        assert!(rtcp::parse_reports(&last).unwrap().contains(&Report::Bye));
+    }
+}
