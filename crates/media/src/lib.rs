@@ -2,10 +2,12 @@
 //! endpoints that agreed on a stream through SDP.
 //!
 //! What is in it:
-//! - [`MediaSession`]: the tokio driver. One even RTP port with RTCP on the next port,
-//!   symmetric RTP (it sends to the address it actually receives from), paced sending from
-//!   an [`AudioSource`], a jitter buffer played out in real time into an [`AudioSink`],
-//!   RFC 4733 DTMF both ways, RTCP sender/receiver reports every 5 s.
+//! - [`MediaSession`]: the tokio driver. One even RTP port with RTCP on the next port, a
+//!   task that ticks a [`MediaStream`] every ptime, carries its datagrams to the sockets and
+//!   its audio to an [`AudioSink`], and forwards its [`MediaEvent`]s.
+//! - [`MediaStream`] ([`stream`]): the stream's logic, sans-IO (explicit `now`, outputs
+//!   polled): paced sending from an [`AudioSource`], symmetric RTP, a jitter buffer played
+//!   out in real time, RFC 4733 DTMF both ways, RTCP sender/receiver reports.
 //! - Sans-IO pieces, each tested without sockets: [`g711`] (µ-law, A-law), [`dtmf`]
 //!   (telephone-event payloads, a sender state machine, a de-duplicating receiver),
 //!   [`jitter`] (reordering buffer with loss concealment), [`stats`] (RFC 3550 A.1/A.3/A.8
