@@ -1025,4 +1025,50 @@ mod tests {
         };
         assert!(rtcp::parse_reports(&last).unwrap().contains(&Report::Bye));
     }
+
+    #[test]
+    fn hostile_datagrams_never_panic() {
+        let mut pair = Pair::new(ramp(5));
+        pair.step();
+        pair.a.handle_rtcp_tick(pair.now, pair.wall, false);
+        let Some(Output::Rtcp(_, sr)) = pair.a.poll_output() else {
+            panic!("no SR");
+        };
+        let rtp = RtpPacketBuilder::new()
+            .payload_type(101)
+            .ssrc(0xA)
+            .sequence_number(65531)
+            .timestamp(1160)
+            .payload(&[1u8, 0x80, 0, 160][..])
+            .write_vec()
+            .unwrap();
+        let mut inputs: Vec<Vec<u8>> = Vec::new();
+        for len in 0..80 {
+            for fill in [0x00, 0x80, 0x81, 0xFF] {
+                inputs.push(vec![fill; len]);
+            }
+        }
+        // Every single-byte corruption and every truncation of a valid RTP (event) packet
+        // and a valid SR.
+        for valid in [&rtp, &sr] {
+            for i in 0..valid.len() {
+                for bit in 0..8 {
+                    let mut v = valid.clone();
+                    v[i] ^= 1 << bit;
+                    inputs.push(v);
+                }
+                inputs.push(valid[..i].to_vec());
+            }
+        }
+        for input in &inputs {
+            pair.b.handle_rtp(pair.now, pair.wall, addr(5000), input);
+            pair.b.handle_rtcp(pair.now, pair.wall, addr(5001), input);
+            pair.b.handle_playout_tick(pair.now);
+        }
+        // Still working.
+        for _ in 0..5 {
+            pair.step();
+        }
+        assert!(pair.b.stats().packets_received > 0);
+    }
 }
