@@ -67,16 +67,30 @@ pub fn resample_linear(input: &[f32], from_rate: u32, to_rate: u32) -> Vec<f32> 
         .collect()
 }
 
-/// A source opened for playing: hands out frames of PCM.
+/// A source opened for playing: hands out frames of 8 kHz PCM.
 #[derive(Debug)]
-pub(crate) enum SourceReader {
-    Samples { samples: Vec<i16>, position: usize },
+pub enum SourceReader {
+    /// Samples in memory (a WAV file read whole), played once.
+    Samples {
+        /// The samples.
+        samples: Vec<i16>,
+        /// How many were handed out.
+        position: usize,
+    },
+    /// Silence, forever.
     Silence,
-    Tone { phase: f64, step: f64 },
+    /// A sine tone, forever.
+    Tone {
+        /// Current phase, radians.
+        phase: f64,
+        /// Phase step per sample.
+        step: f64,
+    },
 }
 
 impl SourceReader {
-    pub(crate) fn open(source: &AudioSource) -> Result<SourceReader, MediaError> {
+    /// Opens `source`, reading a WAV file whole.
+    pub fn open(source: &AudioSource) -> Result<SourceReader, MediaError> {
         Ok(match source {
             AudioSource::Wav(path) => SourceReader::Samples {
                 samples: read_wav_8k_mono(path)?,
@@ -92,7 +106,7 @@ impl SourceReader {
 
     /// The next `n` samples; the last frame of a file is padded with silence; `None` once
     /// the file is over.
-    pub(crate) fn next_frame(&mut self, n: usize) -> Option<Vec<i16>> {
+    pub fn next_frame(&mut self, n: usize) -> Option<Vec<i16>> {
         match self {
             SourceReader::Samples { samples, position } => {
                 if *position >= samples.len() {
@@ -160,7 +174,8 @@ impl AudioSink {
         self.samples
     }
 
-    pub(crate) fn write(&mut self, pcm: &[i16]) -> Result<(), MediaError> {
+    /// Appends samples.
+    pub fn write(&mut self, pcm: &[i16]) -> Result<(), MediaError> {
         let mut writer = self.writer.get_i16_writer(pcm.len() as u32);
         for &s in pcm {
             writer.write_sample(s);
@@ -171,7 +186,7 @@ impl AudioSink {
     }
 
     /// Writes the header with the final length and closes the file.
-    pub(crate) fn finalize(self) -> Result<(), MediaError> {
+    pub fn finalize(self) -> Result<(), MediaError> {
         self.writer.finalize()?;
         Ok(())
     }

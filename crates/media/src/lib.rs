@@ -2,10 +2,12 @@
 //! endpoints that agreed on a stream through SDP.
 //!
 //! What is in it:
-//! - [`MediaSession`]: the tokio driver. One even RTP port with RTCP on the next port,
-//!   symmetric RTP (it sends to the address it actually receives from), paced sending from
-//!   an [`AudioSource`], a jitter buffer played out in real time into an [`AudioSink`],
-//!   RFC 4733 DTMF both ways, RTCP sender/receiver reports every 5 s.
+//! - [`MediaSession`]: the tokio driver. One even RTP port with RTCP on the next port, a
+//!   task that ticks a [`MediaStream`] every ptime, carries its datagrams to the sockets and
+//!   its audio to an [`AudioSink`], and forwards its [`MediaEvent`]s.
+//! - [`MediaStream`] ([`stream`]): the stream's logic, sans-IO (explicit `now`, outputs
+//!   polled): paced sending from an [`AudioSource`], symmetric RTP, a jitter buffer played
+//!   out in real time, RFC 4733 DTMF both ways, RTCP sender/receiver reports.
 //! - Sans-IO pieces, each tested without sockets: [`g711`] (µ-law, A-law), [`dtmf`]
 //!   (telephone-event payloads, a sender state machine, a de-duplicating receiver),
 //!   [`jitter`] (reordering buffer with loss concealment), [`stats`] (RFC 3550 A.1/A.3/A.8
@@ -58,6 +60,10 @@
 //!   a peer multiplexes on the RTP port (RFC 5761) is understood too; ours goes to port+1.
 //! - Symmetric RTP: the first accepted RTP packet fixes where we send, whatever the SDP
 //!   said ([`MediaEvent::RemoteAddressLatched`]); an `update` with a new remote re-arms it.
+//!   Another SSRC takes over (and is latched to) after 3 packets in sequence, so a stream
+//!   moved elsewhere is followed but a stray or forged packet changes nothing. Datagrams
+//!   that are not RTP, or not of an agreed payload type, are counted and dropped.
+//! - Hold the RFC 2543 way (`c=0.0.0.0`, an unspecified remote address) sends nothing.
 //! - Pacing: one packet per ptime from a tokio interval with `MissedTickBehavior::Burst`: after
 //!   a stall (a busy machine) the late packets go out at once, so no audio is lost and the RTP
 //!   clock stays on real time; the receiver's jitter buffer absorbs the burst. The marker bit
@@ -101,11 +107,13 @@ pub mod opus_codec;
 pub mod rtcp;
 mod session;
 pub mod stats;
+pub mod stream;
 
 pub use audio::{AudioSink, AudioSource};
 pub use codec::{Codec, TELEPHONE_EVENT_PT, telephone_event_rtpmap};
-pub use session::{MediaEvent, MediaSession, MediaStats, RemoteReport, StreamParams};
+pub use session::MediaSession;
 pub use sip_core::sdp::Direction;
+pub use stream::{MediaEvent, MediaStats, MediaStream, RemoteReport, StreamParams};
 
 /// What can go wrong starting or running media.
 #[derive(Debug, thiserror::Error)]
@@ -125,4 +133,15 @@ pub enum MediaError {
     /// `start` was called twice.
     #[error("the media session is already started")]
     AlreadyStarted,
+}
+
+impl From<MediaError> for std::io::Error {
+    /// For callers whose errors are `io::Error`: I/O errors come back as they were, the
+    /// others wrapped.
+    fn from(e: MediaError) -> std::io::Error {
+        match e {
+            MediaError::Io(e) => e,
+            other => std::io::Error::other(other),
+        }
+    }
 }

@@ -228,6 +228,102 @@ async fn starting_twice_or_with_a_missing_file_fails_cleanly() {
     b.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_ports_is_ignored_and_the_call_goes_on() {
+    let mut call = Call::new(2.0).await;
+    let sink = call.sink();
+    call.b.start(params(call.a_addr), None, sink).unwrap();
+    call.a.start(params(call.b_addr), call.wav(), None).unwrap();
+    let attacker = tokio::net::UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
+    let rtcp = SocketAddr::new(LOCALHOST, call.b_addr.port() + 1);
+    let mut datagrams: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0x80],
+        b"INVITE sip:x SIP/2.0\r\n\r\n".to_vec(),
+        // RTP version 1; RTP with 15 CSRCs announced and no room for them.
+        vec![0x40, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1],
+        vec![0x8F, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1],
+        // A telephone-event too short to hold an event, from a stranger's SSRC.
+        vec![0x80, 101, 0, 1, 0, 0, 0, 1, 0xDE, 0xAD, 0xBE, 0xEF, 1],
+        // RTCP with a length running past the datagram.
+        vec![0x81, 200, 0x00, 0x40, 1, 2, 3, 4],
+    ];
+    // And some pseudo-random bytes (a fixed xorshift, so failures repeat).
+    let mut x: u32 = 0x1234_5678;
+    for len in 1..64 {
+        datagrams.push(
+            (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    x as u8
+                })
+                .collect(),
+        );
+    }
+    for d in &datagrams {
+        // The garbage goes to the RTP port only after A's first packet, so that B latches
+        // to A and not to the attacker.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        attacker.send_to(d, call.b_addr).await.unwrap();
+        attacker.send_to(d, rtcp).await.unwrap();
+    }
+    call.play_out().await;
+    let (_, b) = call.stop_and_check().await;
+    assert!(b.packets_ignored > 0);
+    assert_eq!(b.dtmf_received, "");
+    assert_eq!(b.packets_lost, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_source_takes_over_after_probation() {
+    let mut b = MediaSession::bind(LOCALHOST).await.unwrap();
+    let mut a = MediaSession::bind(LOCALHOST).await.unwrap();
+    let mut c = MediaSession::bind(LOCALHOST).await.unwrap();
+    let mut b_events = b.events();
+    b.start(params(addr(&a)), Some(AudioSource::Silence), None)
+        .unwrap();
+    a.start(params(addr(&b)), Some(AudioSource::Silence), None)
+        .unwrap();
+    let mut digits = String::new();
+    assert!(
+        wait_for(
+            &mut b_events,
+            &mut digits,
+            Duration::from_secs(3),
+            |e, _| { *e == MediaEvent::RemoteAddressLatched(addr(&a)) }
+        )
+        .await
+    );
+    // The far end moves its media elsewhere (a new SSRC from a new port), as when a call
+    // is handed to a media server.
+    a.stop().await;
+    let c_addr = addr(&c);
+    c.start(
+        params(addr(&b)),
+        Some(AudioSource::Tone { hz: 700.0 }),
+        None,
+    )
+    .unwrap();
+    assert!(
+        wait_for(
+            &mut b_events,
+            &mut digits,
+            Duration::from_secs(3),
+            |e, _| { *e == MediaEvent::RemoteAddressLatched(c_addr) }
+        )
+        .await,
+        "B did not follow the new source"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let c_stats = c.stop().await;
+    let b_stats = b.stop().await;
+    // B's silence now reaches C; the new stream's stats start afresh.
+    assert!(c_stats.packets_received > 5, "{c_stats:?}");
+    assert_eq!(b_stats.packets_lost, 0, "{b_stats:?}");
+}
+
 /// Forwards what arrives on `socket` to `to`, dropping every 40th datagram and sending every
 /// 7th after the one behind it (reordering), until nothing came for 2 s.
 async fn lossy_relay(socket: tokio::net::UdpSocket, to: SocketAddr) {
