@@ -539,11 +539,18 @@ fn registers_over_tcp() {
 
 // ----- through serve: need the proxy (issue 5) -----
 
+/// The issue 6 acceptance test: A and B registered to serve, A calls B through it,
+/// plays a WAV that B records, sends DTMF, holds and resumes (re-INVITEs with
+/// a=sendonly, then a=sendrecv, through the proxy), and hangs up.
 #[test]
 #[ignore = "needs the proxy (issue 5)"]
 fn two_registered_phones_call_each_other_through_serve() {
     let server = server_with(&[("alice", "a-pw"), ("bob", "b-pw")]);
     let srv = format!("127.0.0.1:{}", server.port);
+    let dir = tempfile::tempdir().unwrap();
+    let played = dir.path().join("hello.wav");
+    let recorded = dir.path().join("got.wav");
+    write_test_wav(&played, 8000, 3.0, 300.0);
     let mut bob = Phone::start(&[
         "--user",
         "bob",
@@ -557,6 +564,8 @@ fn two_registered_phones_call_each_other_through_serve() {
         "--auto",
         "--calls",
         "1",
+        "--record",
+        recorded.to_str().unwrap(),
     ]);
     bob.expect("registered: ", WAIT);
     let mut alice = Phone::start(&[
@@ -570,17 +579,34 @@ fn two_registered_phones_call_each_other_through_serve() {
         "example.test",
         "call",
         "sip:bob@example.test",
+        "--play",
+        played.to_str().unwrap(),
+        "--dtmf",
+        "159#",
+        "--dtmf-after",
+        "3.3",
         "--hold-after",
-        "0.5",
+        "4.2",
         "--resume-after",
-        "1",
+        "4.8",
         "--hangup-after",
-        "2",
+        "5.5",
     ]);
     assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
     assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
     assert!(alice.printed("held: local") && alice.printed("resumed: local"));
-    assert!(bob.printed("held: remote") && bob.printed("resumed: remote"));
+    assert!(
+        bob.printed("held: remote") && bob.printed("resumed: remote"),
+        "{}",
+        bob.dump()
+    );
+    assert!(bob.printed("dtmf: 159#"), "{}", bob.dump());
+    assert!(
+        bob.out
+            .iter()
+            .any(|l| l.starts_with("incoming: ") && l.contains("sip:alice@example.test"))
+    );
+    assert_recording_matches("B's recording of A through serve", &played, &recorded);
 }
 
 #[test]
