@@ -34,7 +34,7 @@ pub fn run(config_path: Option<&Path>) -> ExitCode {
         },
         None => Config::default(),
     };
-    init_logging();
+    init_logging("info");
     // One thread: all protocol state lives in one task anyway, and at the rates a SIP
     // server sees, handing each datagram between threads costs more than it buys.
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -56,9 +56,10 @@ pub fn run(config_path: Option<&Path>) -> ExitCode {
     }
 }
 
-fn init_logging() {
+/// Logs to standard error, filtered by RUST_LOG, else by `default_filter`.
+pub(crate) fn init_logging(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

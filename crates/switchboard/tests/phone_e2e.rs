@@ -342,6 +342,20 @@ fn busy_and_unanswered_calls_have_their_exit_codes() {
 }
 
 #[test]
+fn sigterm_hangs_up_the_call_in_progress() {
+    let port = free_port();
+    let mut bob = answerer(port, &["--auto", "--calls", "1"]);
+    let target = format!("sip:bob@127.0.0.1:{port}");
+    let mut alice = Phone::start(&["call", &target]);
+    alice.expect("answered: ", WAIT);
+    alice.sigterm();
+    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
+    assert!(alice.printed("ended: bye (local)"), "{}", alice.dump());
+    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
+    assert!(bob.printed("ended: bye (remote)"), "{}", bob.dump());
+}
+
+#[test]
 fn direct_message_and_listen() {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
@@ -527,9 +541,10 @@ fn registers_over_tcp() {
         "--transport",
         "tcp",
         "--expires",
-        "60",
+        "10",
         "listen",
     ]);
+    // 10 s is under serve's min_expires (60): 423, and the phone asks for 60.
     alice.expect("registered: sip:alice@example.test for 60 s", WAIT);
     let bindings = location_json(&server).to_string();
     assert!(bindings.contains("transport=tcp"), "{bindings}");

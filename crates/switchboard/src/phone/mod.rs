@@ -190,7 +190,8 @@ fn parse_transport(s: &str) -> Result<Transport, String> {
 
 /// Runs `switchboard phone`.
 pub fn run(args: PhoneArgs) -> ExitCode {
-    init_logging();
+    // Quiet by default: standard output is for events, and scripts read it.
+    crate::serve::init_logging("warn");
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -208,16 +209,6 @@ pub fn run(args: PhoneArgs) -> ExitCode {
             ExitCode::from(code)
         }
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
 }
 
 /// The local address that routes to `server` (no packet is sent).
@@ -250,6 +241,27 @@ fn free_port(ip: IpAddr) -> u16 {
         }
     }
     0
+}
+
+/// `bob`, `bob@example.test` or a full URI, as a SIP URI (`sip:bob@DOMAIN`).
+fn sip_uri(target: String, domain: &str) -> String {
+    if target.starts_with("sip:") || target.starts_with("sips:") {
+        target
+    } else if target.contains('@') {
+        format!("sip:{target}")
+    } else {
+        format!("sip:{target}@{domain}")
+    }
+}
+
+/// A `--play` file must exist before anything is sent.
+fn check_playable(play: Option<&std::path::Path>) -> Result<(), (u8, String)> {
+    match play {
+        Some(p) if !p.is_file() => {
+            Err((exit::USAGE, format!("--play {}: no such file", p.display())))
+        }
+        _ => Ok(()),
+    }
 }
 
 async fn phone(args: PhoneArgs) -> Result<u8, (u8, String)> {
@@ -345,23 +357,13 @@ async fn phone(args: PhoneArgs) -> Result<u8, (u8, String)> {
             hangup_after,
             answer_timeout,
         } => {
-            let target = if target.starts_with("sip:") || target.starts_with("sips:") {
-                target
-            } else if target.contains('@') {
-                format!("sip:{target}")
-            } else {
-                format!("sip:{target}@{}", settings.domain)
-            };
+            let target = sip_uri(target, &settings.domain);
             if let Some(d) = &dtmf
                 && let Some(bad) = d.chars().find(|c| !"0123456789*#ABCDabcd".contains(*c))
             {
                 return Err(usage(format!("--dtmf: '{bad}' is not a DTMF digit")));
             }
-            if let Some(p) = &play
-                && !p.is_file()
-            {
-                return Err(usage(format!("--play {}: no such file", p.display())));
-            }
+            check_playable(play.as_deref())?;
             ua::Task::Call(ua::CallTask {
                 target,
                 play,
@@ -383,11 +385,7 @@ async fn phone(args: PhoneArgs) -> Result<u8, (u8, String)> {
             hangup_after,
             calls,
         } => {
-            if let Some(p) = &play
-                && !p.is_file()
-            {
-                return Err(usage(format!("--play {}: no such file", p.display())));
-            }
+            check_playable(play.as_deref())?;
             ua::Task::Answer(ua::AnswerTask {
                 auto,
                 play,
@@ -398,11 +396,7 @@ async fn phone(args: PhoneArgs) -> Result<u8, (u8, String)> {
             })
         }
         PhoneAction::Message { target, text } => {
-            let target = if target.starts_with("sip:") || target.starts_with("sips:") {
-                target
-            } else {
-                format!("sip:{target}")
-            };
+            let target = sip_uri(target, &settings.domain);
             ua::Task::Message { target, text }
         }
         PhoneAction::Listen { count } => ua::Task::Listen { count },
