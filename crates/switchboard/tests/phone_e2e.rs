@@ -552,6 +552,57 @@ fn registers_over_tcp() {
     assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
 }
 
+#[test]
+fn registers_over_websocket() {
+    let server = Server::start(ServerOptions {
+        users: vec![("alice".into(), "pw1".into())],
+        extra_transports: vec!["ws"],
+        ..Default::default()
+    });
+    let ws = server.extra.iter().find(|(t, _)| t == "ws").unwrap().1;
+    let srv = format!("127.0.0.1:{ws}");
+    let mut alice = Phone::start(&[
+        "--user",
+        "alice",
+        "--password",
+        "pw1",
+        "--server",
+        &srv,
+        "--domain",
+        "example.test",
+        "--transport",
+        "ws",
+        "listen",
+    ]);
+    alice.expect("registered: sip:alice@example.test", WAIT);
+    alice.sigterm();
+    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
+    assert!(alice.printed("unregistered"), "{}", alice.dump());
+}
+
+#[test]
+fn options_both_ways() {
+    // The phone asks serve...
+    let server = server_with(&[]);
+    let srv = format!("127.0.0.1:{}", server.port);
+    let mut ping = Phone::start(&["options", &srv]);
+    assert_eq!(ping.wait(WAIT), 0, "{}", ping.dump());
+    let line = ping.expect("options: 200 OK (Allow: ", WAIT);
+    assert!(line.contains("REGISTER"), "{line}");
+    // ...and answers SIPp.
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut bob = Phone::start(&["--listen", &listen, "listen"]);
+    bob.expect("waiting for messages", WAIT);
+    let (code, out) = common::sipp(
+        std::path::Path::new(&scenario("options.xml")),
+        port,
+        &["-m", "1"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, 0, "{out}");
+}
+
 // ----- through serve: need the proxy (issue 5) -----
 
 /// The issue 6 acceptance test: A and B registered to serve, A calls B through it,

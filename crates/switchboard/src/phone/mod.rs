@@ -167,6 +167,12 @@ pub enum PhoneAction {
         /// The text.
         text: String,
     },
+    /// Send an OPTIONS (a SIP "ping") and print the answer with what the far end
+    /// allows: `options: 200 OK (Allow: INVITE, ...)`.
+    Options {
+        /// Whom to ask, e.g. sip:bob@example.test or sip:127.0.0.1:5060.
+        target: String,
+    },
     /// Print the instant messages that arrive: `message: from sip:alice@...: text`.
     Listen {
         /// Exit after this many messages.
@@ -243,11 +249,12 @@ fn free_port(ip: IpAddr) -> u16 {
     0
 }
 
-/// `bob`, `bob@example.test` or a full URI, as a SIP URI (`sip:bob@DOMAIN`).
+/// `bob` (as `sip:bob@DOMAIN`), `bob@example.test`, a host, or a full URI, as a SIP URI.
 fn sip_uri(target: String, domain: &str) -> String {
     if target.starts_with("sip:") || target.starts_with("sips:") {
         target
-    } else if target.contains('@') {
+    } else if target.contains('@') || target.contains(['.', ':']) {
+        // user@host, or a bare host (`127.0.0.1:5060`, `example.test`).
         format!("sip:{target}")
     } else {
         format!("sip:{target}@{domain}")
@@ -399,6 +406,9 @@ async fn phone(args: PhoneArgs) -> Result<u8, (u8, String)> {
             let target = sip_uri(target, &settings.domain);
             ua::Task::Message { target, text }
         }
+        PhoneAction::Options { target } => ua::Task::Options {
+            target: sip_uri(target, &settings.domain),
+        },
         PhoneAction::Listen { count } => ua::Task::Listen { count },
     };
     let code = ua::Ua::new(endpoint.clone(), settings, task, out)

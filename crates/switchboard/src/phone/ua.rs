@@ -80,6 +80,11 @@ pub enum Task {
         /// The text.
         text: String,
     },
+    /// Send one OPTIONS and report the answer.
+    Options {
+        /// Whom to ask.
+        target: String,
+    },
     /// Print incoming MESSAGEs.
     Listen {
         /// Stop after this many.
@@ -298,6 +303,14 @@ fn random_u32() -> u32 {
     let mut buf = [0u8; 4];
     let _ = getrandom::fill(&mut buf);
     u32::from_le_bytes(buf)
+}
+
+/// The events printed for the answer to a MESSAGE or an OPTIONS: (success, failure).
+fn simple_event_names(method: &Method) -> (&'static str, &'static str) {
+    match method {
+        Method::Options => ("options", "options failed"),
+        _ => ("message sent", "message failed"),
+    }
 }
 
 /// The exit code a final status means for a call we placed.
@@ -962,7 +975,10 @@ impl Ua {
         self.task_started = true;
         match self.task.clone() {
             Task::Call(c) => self.place_call(c, now),
-            Task::Message { target, text } => self.send_message(&target, &text, now),
+            Task::Message { target, text } => {
+                self.send_simple(Method::Message, &target, Some(text), now)
+            }
+            Task::Options { target } => self.send_simple(Method::Options, &target, None, now),
             Task::Answer(_) => self.out.event("waiting for calls", None, &[]),
             Task::Listen { .. } => self.out.event("waiting for messages", None, &[]),
         }
@@ -970,24 +986,26 @@ impl Ua {
 
     // ----- MESSAGE -----
 
-    fn send_message(&mut self, target: &str, text: &str, now: Instant) {
+    /// Sends a MESSAGE with `text`, or an OPTIONS, outside any dialog.
+    fn send_simple(&mut self, method: Method, target: &str, text: Option<String>, now: Instant) {
+        let (_, failed) = simple_event_names(&method);
         let flow = match self.flow_for(target) {
             Ok(f) => f,
             Err(e) => {
-                self.out.event("message failed", Some(&e), &[]);
+                self.out.event(failed, Some(&e), &[]);
                 self.finish(exit::FAILED);
                 return;
             }
         };
         let o = Outgoing {
-            method: Method::Message,
+            method,
             uri: target.to_owned(),
             to: format!("<{target}>"),
             call_id: format!("{}@{}", random_hex(10), self.local_ip()),
             from_tag: random_hex(6),
             cseq: 1,
             headers: Vec::new(),
-            body: Some(("text/plain;charset=UTF-8", Bytes::from(text.to_owned()))),
+            body: text.map(|t| ("text/plain;charset=UTF-8", Bytes::from(t))),
             auth: None,
             answered: Vec::new(),
             flow,
@@ -997,7 +1015,7 @@ impl Ua {
                 self.pending.insert(key, Pending::Message(o));
             }
             Err(e) => {
-                self.out.event("message failed", Some(&e), &[]);
+                self.out.event(failed, Some(&e), &[]);
                 self.finish(exit::FAILED);
             }
         }
@@ -1015,20 +1033,20 @@ impl Ua {
             self.pending.insert(key, Pending::Message(o));
             return;
         }
+        let (sent, failed) = simple_event_names(&o.method);
         let reason = format!("{status} {}", response.reason().unwrap_or(""));
+        let allow = response.get(HeaderName::Allow).unwrap_or("").to_owned();
+        let detail = if o.method == Method::Options && !allow.is_empty() {
+            format!("{} (Allow: {allow})", reason.trim())
+        } else {
+            reason.trim().to_owned()
+        };
+        let fields = [("status", json!(status)), ("allow", json!(allow))];
         if (200..300).contains(&status) {
-            self.out.event(
-                "message sent",
-                Some(reason.trim()),
-                &[("status", json!(status))],
-            );
+            self.out.event(sent, Some(&detail), &fields);
             self.finish(exit::OK);
         } else {
-            self.out.event(
-                "message failed",
-                Some(reason.trim()),
-                &[("status", json!(status))],
-            );
+            self.out.event(failed, Some(&detail), &fields);
             self.finish(exit_for_status(status));
         }
     }
