@@ -581,6 +581,50 @@ fn registers_over_websocket() {
 }
 
 #[test]
+fn registers_over_tls_trusting_the_server_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    // The phone checks the certificate against the address it connects to.
+    let ss = sip_net::tls::self_signed(&["localhost", "127.0.0.1"]).unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, &ss.cert_pem).unwrap();
+    std::fs::write(&key, &ss.key_pem).unwrap();
+    let server = Server::start(ServerOptions {
+        users: vec![("alice".into(), "pw1".into())],
+        extra_transports: vec!["tls"],
+        extra_toml: format!(
+            "[tls]\ncertificate = \"{}\"\nprivate_key = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+    });
+    let tls = server.extra.iter().find(|(t, _)| t == "tls").unwrap().1;
+    let srv = format!("127.0.0.1:{tls}");
+    let base = [
+        "--user",
+        "alice",
+        "--password",
+        "pw1",
+        "--server",
+        &srv,
+        "--domain",
+        "example.test",
+        "--transport",
+        "tls",
+    ];
+    // Without trust it refuses to start.
+    let mut untrusting = Phone::start(&[&base[..], &["listen"]].concat());
+    assert_eq!(untrusting.wait(WAIT), 2, "{}", untrusting.dump());
+    let ca = cert.to_str().unwrap();
+    let mut alice = Phone::start(&[&base[..], &["--ca", ca, "listen"]].concat());
+    alice.expect("registered: sip:alice@example.test", WAIT);
+    let bindings = location_json(&server).to_string();
+    assert!(bindings.contains("transport=tls"), "{bindings}");
+    alice.sigterm();
+    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
+}
+
+#[test]
 fn options_both_ways() {
     // The phone asks serve...
     let server = server_with(&[]);
