@@ -84,6 +84,10 @@ pub struct PhoneArgs {
     /// The display name in From.
     #[arg(long)]
     display_name: Option<String>,
+    /// The voice codecs to offer and accept, in order of preference: pcmu, pcma
+    /// (comma-separated). DTMF (telephone-event) is always offered beside them.
+    #[arg(long, value_delimiter = ',', default_value = "pcmu,pcma", value_parser = ["pcmu", "pcma"])]
+    codec: Vec<String>,
     /// A PEM file of certificates to trust for --transport tls (the server's own
     /// certificate when it is self-signed).
     #[arg(long, value_name = "FILE")]
@@ -128,6 +132,15 @@ pub enum PhoneAction {
         /// Hold and resume with UPDATE (RFC 3311) instead of re-INVITE.
         #[arg(long)]
         hold_with_update: bool,
+        /// Hold with a=inactive (no media either way) instead of a=sendonly.
+        #[arg(long)]
+        hold_inactive: bool,
+        /// Change codec mid-call: re-offer the session with only this codec...
+        #[arg(long, value_name = "CODEC", value_parser = ["pcmu", "pcma"], requires = "change_codec_after")]
+        change_codec: Option<String>,
+        /// ...this many seconds after the answer.
+        #[arg(long, value_name = "SECS", requires = "change_codec")]
+        change_codec_after: Option<f64>,
         /// Hang up (BYE) this many seconds after the answer. Without it the call lasts
         /// until the far end hangs up or Ctrl-C.
         #[arg(long, value_name = "SECS")]
@@ -350,6 +363,7 @@ async fn phone(args: PhoneArgs) -> Result<u8, (u8, String)> {
         expires: args.expires,
         session_expires: args.session_expires,
         display_name: args.display_name,
+        codecs: ua::sdp_codecs(&args.codec),
     };
     let task = match args.action {
         PhoneAction::Call {
@@ -361,6 +375,9 @@ async fn phone(args: PhoneArgs) -> Result<u8, (u8, String)> {
             hold_after,
             resume_after,
             hold_with_update,
+            hold_inactive,
+            change_codec,
+            change_codec_after,
             hangup_after,
             answer_timeout,
         } => {
@@ -380,6 +397,13 @@ async fn phone(args: PhoneArgs) -> Result<u8, (u8, String)> {
                 hold_after,
                 resume_after,
                 hold_with_update,
+                hold_inactive,
+                change_codec: change_codec
+                    .zip(change_codec_after)
+                    .and_then(|(name, after)| {
+                        let codec = *ua::sdp_codecs(&[name]).first()?;
+                        Some((after, codec))
+                    }),
                 hangup_after,
                 answer_timeout,
             })

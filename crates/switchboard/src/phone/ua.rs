@@ -32,13 +32,31 @@ use tokio::sync::mpsc;
 mod answer;
 mod call;
 
-/// The codecs the phone offers and accepts, in order of preference:
-/// (payload type, encoding, clock rate).
-pub const CODECS: &[(u8, &str, u32)] = &[
-    (0, "PCMU", 8000),
-    (8, "PCMA", 8000),
-    (101, "telephone-event", 8000),
-];
+/// A codec as SDP names it: (payload type, encoding, clock rate).
+pub type SdpCodec = (u8, &'static str, u32);
+
+/// The voice codecs the phone knows, by their `--codec` names.
+pub const VOICE_CODECS: &[(&str, SdpCodec)] =
+    &[("pcmu", (0, "PCMU", 8000)), ("pcma", (8, "PCMA", 8000))];
+
+/// RFC 4733 DTMF, offered and accepted beside every voice codec.
+pub const TELEPHONE_EVENT: SdpCodec = (101, "telephone-event", 8000);
+
+/// The SDP codec list for voice codec names in order of preference (unknown names
+/// skipped), with telephone-event last.
+pub fn sdp_codecs(names: &[String]) -> Vec<SdpCodec> {
+    let mut list: Vec<SdpCodec> = names
+        .iter()
+        .filter_map(|n| {
+            VOICE_CODECS
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case(n))
+                .map(|(_, c)| *c)
+        })
+        .collect();
+    list.push(TELEPHONE_EVENT);
+    list
+}
 
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, UPDATE, PRACK, INFO";
 const T1: Duration = Duration::from_millis(500);
@@ -64,6 +82,8 @@ pub struct Settings {
     pub session_expires: Option<u32>,
     /// The display name in From.
     pub display_name: Option<String>,
+    /// The codecs offered and accepted, in order of preference (see [`sdp_codecs`]).
+    pub codecs: Vec<SdpCodec>,
 }
 
 /// What the phone was asked to do.
@@ -113,6 +133,10 @@ pub struct CallTask {
     pub hold_with_update: bool,
     /// Seconds after the answer to hang up.
     pub hangup_after: Option<f64>,
+    /// Hold with a=inactive instead of a=sendonly.
+    pub hold_inactive: bool,
+    /// Re-offer with only this voice codec, `.1` seconds after the answer.
+    pub change_codec: Option<(f64, SdpCodec)>,
     /// Seconds to wait for an answer before cancelling.
     pub answer_timeout: f64,
 }
@@ -246,6 +270,7 @@ enum CallTimer {
     EndFallback,
     GlareRetry(Direction),
     Session,
+    ChangeCodec,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

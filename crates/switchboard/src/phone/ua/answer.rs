@@ -70,7 +70,7 @@ impl Ua {
             }
             let acceptable = SessionDescription::parse(request.body())
                 .ok()
-                .and_then(|s| s.audio_stream(CODECS))
+                .and_then(|s| s.audio_stream(&self.s.codecs))
                 .is_some();
             if !acceptable {
                 self.respond(key, &request, 488, &[], None, now);
@@ -130,7 +130,7 @@ impl Ua {
                 call.local_sdp.origin.session_id,
                 ip,
                 port,
-                CODECS,
+                &self.s.codecs,
                 Direction::SendRecv,
             ) else {
                 return;
@@ -358,7 +358,7 @@ impl Ua {
                 call.local_sdp.origin.session_id,
                 ip,
                 port,
-                CODECS,
+                &self.s.codecs,
                 call.wanted,
             ) else {
                 self.respond(key, request, 488, &[], None, now);
@@ -367,7 +367,7 @@ impl Ua {
             answer.origin.session_version = version + 1;
             call.local_sdp = answer.clone();
             let remote_held = offer
-                .audio_stream(CODECS)
+                .audio_stream(&self.s.codecs)
                 .is_some_and(|s| !s.direction.receives() || s.port == 0);
             self.apply_remote_sdp(request.body(), now);
             self.report_hold_change(remote_held, false);

@@ -21,7 +21,7 @@ impl Ua {
             sid,
             self.local_ip(),
             media.local_rtp_port(),
-            CODECS,
+            &self.s.codecs,
         );
         Call {
             generation,
@@ -328,7 +328,7 @@ impl Ua {
                 return None;
             }
         };
-        let Some(stream) = sdp.audio_stream(CODECS) else {
+        let Some(stream) = sdp.audio_stream(&self.s.codecs) else {
             self.out.warn("no common codec in the far end's SDP");
             return None;
         };
@@ -343,10 +343,15 @@ impl Ua {
             direction,
             ptime_ms: stream.ptime.unwrap_or(20),
         };
-        call.remote = Some(stream.clone());
+        let previous = call.remote.replace(stream.clone());
         let media = call.media.as_mut()?;
         if call.media_started {
             media.update(params);
+            if previous.is_some_and(|p| p.codec.encoding != stream.codec.encoding) {
+                let codec = stream.codec.encoding.clone();
+                self.out
+                    .event("codec changed", Some(&codec), &[("codec", json!(codec))]);
+            }
         } else {
             let source = call
                 .play
@@ -411,6 +416,9 @@ impl Ua {
                 if let Some(h) = t.hangup_after {
                     self.arm_call(now + secs(h), CallTimer::Hangup);
                 }
+                if let Some((after, _)) = t.change_codec {
+                    self.arm_call(now + secs(after), CallTimer::ChangeCodec);
+                }
             }
             Task::Answer(a) => {
                 if let Some(h) = a.hangup_after {
@@ -457,7 +465,16 @@ impl Ua {
                     }
                 }
             }
-            CallTimer::Hold => self.modify(Direction::SendOnly, now),
+            CallTimer::Hold => {
+                let inactive = matches!(&self.task, Task::Call(t) if t.hold_inactive);
+                let direction = if inactive {
+                    Direction::Inactive
+                } else {
+                    Direction::SendOnly
+                };
+                self.modify(direction, now);
+            }
+            CallTimer::ChangeCodec => self.change_codec(now),
             CallTimer::Resume => self.modify(Direction::SendRecv, now),
             CallTimer::GlareRetry(d) => self.modify(d, now),
             CallTimer::Hangup => self.hang_up(now),
@@ -470,7 +487,20 @@ impl Ua {
                     if let Some(c) = self.call.as_mut() {
                         c.cancelled = Some(("no answer (timeout)", exit::NO_ANSWER));
                     }
-                    self.cancel_call(now);
+                    let silent = self
+                        .call
+                        .as_ref()
+                        .and_then(|c| c.invite_key)
+                        .and_then(|k| self.txl.state(k))
+                        == Some(sip_core::transaction::State::Calling);
+                    if silent {
+                        // Not even a provisional: a CANCEL is not allowed yet (§9.1)
+                        // and nothing is ringing; give up here rather than wait for
+                        // Timer B.
+                        self.end_call("no answer (timeout)", exit::NO_ANSWER);
+                    } else {
+                        self.cancel_call(now);
+                    }
                 }
             }
             CallTimer::Retransmit => self.retransmit_ok(now),
@@ -555,6 +585,37 @@ impl Ua {
 
     /// Hold (`SendOnly`) or resume (`SendRecv`) with a re-INVITE or UPDATE carrying a
     /// new offer.
+    /// Re-offers the session with only the `--change-codec` codec (and telephone-event).
+    pub(super) fn change_codec(&mut self, now: Instant) {
+        let Task::Call(CallTask {
+            change_codec: Some((_, codec)),
+            ..
+        }) = &self.task
+        else {
+            return;
+        };
+        let codecs = [*codec, TELEPHONE_EVENT];
+        let ip = self.local_ip();
+        let user = self.s.user.clone();
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
+        if call.oa != OfferAnswer::Stable {
+            self.arm_call(now + Duration::from_millis(500), CallTimer::ChangeCodec);
+            return;
+        }
+        let port = call.media.as_ref().map_or(0, MediaSession::local_rtp_port);
+        let origin = call.local_sdp.origin.clone();
+        let fresh =
+            SessionDescription::new_audio_offer(&user, origin.session_id, ip, port, &codecs);
+        call.local_sdp.media = fresh.media;
+        call.local_sdp.origin.session_version = origin.session_version + 1;
+        let wanted = call.wanted;
+        let use_update = matches!(&self.task, Task::Call(t) if t.hold_with_update);
+        // The version is bumped here; no hold change to report.
+        self.send_offer(wanted, use_update, true, now);
+    }
+
     pub(super) fn modify(&mut self, direction: Direction, now: Instant) {
         let use_update = matches!(&self.task, Task::Call(t) if t.hold_with_update);
         self.send_offer(direction, use_update, false, now);
@@ -695,7 +756,7 @@ impl Ua {
             }
             self.arm_session_timer();
             if !refresh {
-                self.report_hold_change(direction == Direction::SendOnly, true);
+                self.report_hold_change(direction != Direction::SendRecv, true);
             }
         } else if status == 491 {
             call.oa.offer_rejected();
