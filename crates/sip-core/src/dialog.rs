@@ -404,8 +404,8 @@ impl Dialog {
     }
 }
 
-/// RFC 3261 §19.1.1: a Request-URI may not carry `method`, `maddr`-less header parts of
-/// a Route; drop any `?headers` from a strict router's URI.
+/// A strict router's URI as a Request-URI: without `?headers`, which RFC 3261 §19.1.1
+/// does not allow there.
 fn strip_uri_params_not_allowed(uri: &str) -> String {
     uri.split('?').next().unwrap_or(uri).to_owned()
 }

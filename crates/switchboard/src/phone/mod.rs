@@ -441,3 +441,36 @@ async fn phone(args: PhoneArgs) -> Result<u8, (u8, String)> {
     endpoint.shutdown();
     Ok(code)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_become_sip_uris() {
+        let d = "example.test";
+        assert_eq!(sip_uri("bob".into(), d), "sip:bob@example.test");
+        assert_eq!(sip_uri("bob@other.test".into(), d), "sip:bob@other.test");
+        assert_eq!(sip_uri("127.0.0.1:5060".into(), d), "sip:127.0.0.1:5060");
+        assert_eq!(sip_uri("sips:bob@x.test".into(), d), "sips:bob@x.test");
+    }
+
+    #[test]
+    fn codec_names_in_order_with_dtmf_last() {
+        let list = ua::sdp_codecs(&["pcma".into(), "PCMU".into(), "g729".into()]);
+        assert_eq!(
+            list,
+            vec![
+                (8, "PCMA", 8000),
+                (0, "PCMU", 8000),
+                (101, "telephone-event", 8000)
+            ]
+        );
+    }
+
+    #[test]
+    fn transports_by_name() {
+        assert_eq!(parse_transport("TCP"), Ok(Transport::Tcp));
+        assert!(parse_transport("sctp").is_err());
+    }
+}
