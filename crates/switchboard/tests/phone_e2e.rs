@@ -692,6 +692,24 @@ fn options_both_ways() {
     assert_eq!(code, 0, "{out}");
 }
 
+#[test]
+fn required_extension_it_lacks_gets_420() {
+    let port = free_port();
+    let mut bob = answerer(port, &["--auto"]);
+    let (code, out) = common::sipp(
+        std::path::Path::new(&scenario("phone_uac_require_100rel.xml")),
+        port,
+        &["-m", "1"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        !bob.out.iter().any(|l| l.starts_with("incoming")),
+        "{}",
+        bob.dump()
+    );
+}
+
 // ----- through serve: need the proxy (issue 5) -----
 
 /// The issue 6 acceptance test: A and B registered to serve, A calls B through it,

@@ -1156,6 +1156,20 @@ impl Ua {
         let Some(method) = request.method().cloned() else {
             return;
         };
+        // RFC 3261 §8.2.2.3: an extension we are required to support and do not is a
+        // 420. We send no reliable provisionals, so 100rel is among them as UAS.
+        if !matches!(method, Method::Ack | Method::Cancel) {
+            let unsupported: Vec<&str> = request
+                .tokens(HeaderName::Require)
+                .filter_map(Result::ok)
+                .filter(|t| !t.eq_ignore_ascii_case("timer"))
+                .collect();
+            if !unsupported.is_empty() {
+                let list = unsupported.join(", ");
+                self.respond(key, &request, 420, &[("Unsupported", list)], None, now);
+                return;
+            }
+        }
         let in_dialog = request.to().ok().and_then(|t| t.tag()).is_some();
         if in_dialog && !matches!(method, Method::Message | Method::Options) {
             self.on_in_dialog_request(key, &method, &request, now);
