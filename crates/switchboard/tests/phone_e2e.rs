@@ -703,6 +703,8 @@ fn required_extension_it_lacks_gets_420() {
         Duration::from_secs(10),
     );
     assert_eq!(code, 0, "{out}");
+    bob.sigterm();
+    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
     assert!(
         !bob.out.iter().any(|l| l.starts_with("incoming")),
         "{}",
