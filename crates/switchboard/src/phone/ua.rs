@@ -308,6 +308,8 @@ pub struct Ua {
     spare_error: Option<String>,
     /// Ctrl-C or SIGTERM: stop once the call in progress has ended.
     interrupted: bool,
+    /// The task is over and the exit under way (see [`Ua::begin_exit`]).
+    exiting: bool,
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -406,6 +408,7 @@ impl Ua {
             spare_media: None,
             spare_error: None,
             interrupted: false,
+            exiting: false,
         }
     }
 
@@ -966,21 +969,31 @@ impl Ua {
 
     /// Removes the registration (waiting at most 2 s for the answer) before exiting.
     fn begin_exit(&mut self, now: Instant) {
-        if self.registered && self.s.server.is_some() {
+        if self.exiting {
+            return;
+        }
+        self.exiting = true;
+        let wait = if self.registered && self.s.server.is_some() {
             self.registered = false;
             self.disarm(Timer::RegisterRefresh);
             self.register(now, 0);
-            self.arm(now + Duration::from_secs(2), Timer::ExitDeadline);
-        } else if !self.timers.iter().any(|(_, t)| *t == Timer::ExitDeadline) {
+            Duration::from_secs(2)
+        } else if self.call.is_none() {
             // A moment for what is queued on connections to be written (the 200 to a
             // BYE, say) before the endpoint shuts down.
-            let linger = if self.call.is_none() {
-                Duration::from_millis(300)
-            } else {
-                Duration::from_secs(2)
-            };
-            self.arm(now + linger, Timer::ExitDeadline);
-        }
+            Duration::from_millis(300)
+        } else {
+            Duration::from_secs(2)
+        };
+        let at = self
+            .timers
+            .iter()
+            .filter(|(_, t)| *t == Timer::ExitDeadline)
+            .map(|(at, _)| *at)
+            .chain([now + wait])
+            .min()
+            .unwrap_or(now + wait);
+        self.arm(at, Timer::ExitDeadline);
     }
 
     /// Ctrl-C or SIGTERM: hang up what is up, then exit through [`Ua::begin_exit`].
@@ -988,12 +1001,13 @@ impl Ua {
         let now = Instant::now();
         self.interrupted = true;
         if self.call.is_some() {
-            // The call's end finishes the task (see `end_call`).
+            // The call's end finishes the task (see `end_call`); a far end that does
+            // not answer our BYE gets 3 s.
             self.hang_up(now);
+            self.arm(now + Duration::from_secs(3), Timer::ExitDeadline);
         } else {
             self.finish(exit::OK);
         }
-        self.arm(now + Duration::from_secs(3), Timer::ExitDeadline);
     }
 
     fn start_task(&mut self, now: Instant) {
