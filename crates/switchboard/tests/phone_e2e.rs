@@ -880,6 +880,23 @@ fn session_timer_ends_a_call_whose_far_end_vanished() {
 }
 
 #[test]
+fn unusable_answer_is_acked_and_hung_up() {
+    let (mut sipp, target) = sipp_uas("phone_uas_bad_answer.xml");
+    let mut alice = Phone::start(&["call", &target]);
+    assert_eq!(alice.wait(WAIT), 1, "{}", alice.dump());
+    assert!(
+        alice.printed("ended: failed (no usable SDP answer)"),
+        "{}",
+        alice.dump()
+    );
+    assert_eq!(
+        wait_child(&mut sipp, WAIT),
+        0,
+        "SIPp did not get ACK and BYE"
+    );
+}
+
+#[test]
 fn glare_491_is_retried_after_the_random_wait() {
     let (mut sipp, target) = sipp_uas("phone_uas_glare.xml");
     let mut alice = Phone::start(&[

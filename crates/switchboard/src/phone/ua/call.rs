@@ -304,11 +304,18 @@ impl Ua {
             return;
         };
         if call.oa == OfferAnswer::LocalOffer {
-            if has_sdp(response) {
+            let usable = has_sdp(response) && {
                 let _ = call.oa.receive_answer();
-                self.apply_remote_sdp(response.body(), now);
-            } else {
-                self.out.warn("the 2xx has no SDP answer");
+                self.apply_remote_sdp(response.body(), now).is_some()
+            };
+            if !usable {
+                // Our offer went unanswered or answered with nothing we can use: the
+                // call cannot carry audio. ACKed above; now hang it up.
+                if let Some(c) = self.call.as_mut() {
+                    c.cancelled = Some(("failed (no usable SDP answer)", exit::FAILED));
+                }
+                self.send_bye(now);
+                return;
             }
         }
         if let Some(c) = self.call.as_mut() {
