@@ -6,7 +6,8 @@
 //! implementation that is not ours.
 //!
 //! baresip hangs up by itself when its audio file ends (its `aufile` source), which ends
-//! both calls; its `sndfile` module dumps what it decoded to `*-dec.wav`.
+//! both calls; its `sndfile` module dumps what it decoded to `*-dec.wav`. A third test
+//! holds and resumes baresip by re-INVITE.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -276,4 +277,33 @@ fn the_phone_calls_baresip() {
         &ours,
         &decoded_dump(dir),
     );
+}
+
+#[test]
+fn the_phone_holds_and_resumes_baresip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let theirs = dir.join("baresip-plays.wav");
+    write_test_wav(&theirs, 8000, 4.0, 300.0);
+    let sip_port = free_port();
+    let mut softphone = baresip(dir, sip_port, &theirs, None);
+    softphone.expect("baresip is ready", Duration::from_secs(10));
+    let target = format!("sip:bob@127.0.0.1:{sip_port}");
+    let mut alice = phone(&["call", &target, "--hold-after", "1", "--resume-after", "2"]);
+    // The re-INVITEs (a=sendonly, then a=sendrecv) are answered; baresip hangs up when
+    // its file ends.
+    assert_eq!(
+        alice.wait(Duration::from_secs(30)),
+        0,
+        "{}",
+        alice.printed()
+    );
+    let printed = alice.printed();
+    eprintln!(
+        "--- phone:\n{printed}\n--- baresip:\n{}",
+        softphone.printed()
+    );
+    for line in ["held: local", "resumed: local", "ended: bye (remote)"] {
+        assert!(printed.lines().any(|l| l == line), "{line}: {printed}");
+    }
 }
