@@ -168,16 +168,8 @@ impl Ua {
         }
         if let Some(c) = self.call.as_mut() {
             c.session_timer = SessionTimer::from_response(&ok, false, now);
-            c.ok_retx = Some(OkRetransmit {
-                bytes,
-                flow,
-                cseq: request.cseq().map(|c| c.seq).unwrap_or(0),
-                interval: T1,
-                next: now + T1,
-                until: now + T1 * 64,
-            });
         }
-        self.arm_call(now + T1, CallTimer::Retransmit);
+        self.retransmit_until_ack(bytes, flow, &request, now);
         self.call_answered(now);
     }
 
@@ -188,6 +180,28 @@ impl Ua {
             local: None,
             connection: None,
         }
+    }
+
+    /// Keeps sending our 2xx to `request` (an INVITE) from T1, doubling up to T2, until
+    /// its ACK arrives or 64·T1 pass (RFC 3261 §13.3.1.4).
+    pub(super) fn retransmit_until_ack(
+        &mut self,
+        bytes: Bytes,
+        flow: Flow,
+        request: &Message,
+        now: Instant,
+    ) {
+        if let Some(c) = self.call.as_mut() {
+            c.ok_retx = Some(OkRetransmit {
+                bytes,
+                flow,
+                cseq: request.cseq().map(|c| c.seq).unwrap_or(0),
+                interval: T1,
+                next: now + T1,
+                until: now + T1 * 64,
+            });
+        }
+        self.arm_call(now + T1, CallTimer::Retransmit);
     }
 
     pub(super) fn retransmit_ok(&mut self, now: Instant) {
@@ -395,17 +409,7 @@ impl Ua {
                 &self.call.as_ref().map_or(self.fallback_flow(), |c| c.flow),
                 request,
             );
-            if let Some(c) = self.call.as_mut() {
-                c.ok_retx = Some(OkRetransmit {
-                    bytes: ok.as_bytes().clone(),
-                    flow,
-                    cseq: request.cseq().map(|c| c.seq).unwrap_or(0),
-                    interval: T1,
-                    next: now + T1,
-                    until: now + T1 * 64,
-                });
-            }
-            self.arm_call(now + T1, CallTimer::Retransmit);
+            self.retransmit_until_ack(ok.as_bytes().clone(), flow, request, now);
         }
         let _ = self.txl.send_response(now, key, ok);
         self.arm_session_timer();

@@ -5,6 +5,15 @@
 use super::*;
 
 impl Ua {
+    /// A Via with a fresh branch for a request in the current call, on its transport.
+    pub(super) fn call_via(&mut self) -> String {
+        let transport = self
+            .call
+            .as_ref()
+            .map_or(self.s.transport, |c| c.flow.transport);
+        self.via(transport)
+    }
+
     pub(super) fn new_call(
         &mut self,
         role: Role,
@@ -215,11 +224,7 @@ impl Ua {
         if !tokens_contain(response, HeaderName::Require, "100rel") {
             return;
         }
-        let transport = self
-            .call
-            .as_ref()
-            .map_or(self.s.transport, |c| c.flow.transport);
-        let via = self.via(transport);
+        let via = self.call_via();
         let Some(call) = self.call.as_mut() else {
             return;
         };
@@ -560,11 +565,7 @@ impl Ua {
     }
 
     pub(super) fn send_bye(&mut self, now: Instant) {
-        let transport = self
-            .call
-            .as_ref()
-            .map_or(self.s.transport, |c| c.flow.transport);
-        let via = self.via(transport);
+        let via = self.call_via();
         let Some(call) = self.call.as_mut() else {
             return;
         };
@@ -635,11 +636,7 @@ impl Ua {
         refresh: bool,
         now: Instant,
     ) {
-        let transport = self
-            .call
-            .as_ref()
-            .map_or(self.s.transport, |c| c.flow.transport);
-        let via = self.via(transport);
+        let via = self.call_via();
         let session_expires = self
             .call
             .as_ref()
@@ -720,11 +717,7 @@ impl Ua {
         if status < 200 {
             return;
         }
-        let transport = self
-            .call
-            .as_ref()
-            .map_or(self.s.transport, |c| c.flow.transport);
-        let via = self.via(transport);
+        let via = self.call_via();
         let Some(call) = self.call.as_mut() else {
             return;
         };
