@@ -551,6 +551,41 @@ fn registers_to_serve_receives_a_message_and_unregisters_on_exit() {
 }
 
 #[test]
+fn registration_is_refreshed_before_it_expires() {
+    let server = Server::start(ServerOptions {
+        users: vec![("bob".into(), "b0b-pw".into())],
+        extra_toml: "[registrar]\nmin_expires = 2\n".into(),
+        ..Default::default()
+    });
+    let srv = format!("127.0.0.1:{}", server.port);
+    let mut bob = Phone::start(&[
+        "--user",
+        "bob",
+        "--password",
+        "b0b-pw",
+        "--server",
+        &srv,
+        "--domain",
+        "example.test",
+        "--expires",
+        "4",
+        "listen",
+    ]);
+    bob.expect("registered: sip:bob@example.test for 4 s", WAIT);
+    // At half the granted time, with a fresh digest (serve challenges every REGISTER).
+    bob.expect(
+        "registration refreshed: sip:bob@example.test for 4 s",
+        Duration::from_secs(5),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    // Still there after the first 4 s ran out.
+    let bindings = location_json(&server).to_string();
+    assert!(bindings.contains("sip:bob@"), "{bindings}");
+    bob.sigterm();
+    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
+}
+
+#[test]
 fn wrong_password_fails_registration_with_exit_1() {
     let server = server_with(&[("bob", "b0b-pw")]);
     let srv = format!("127.0.0.1:{}", server.port);
@@ -877,6 +912,17 @@ fn session_timer_ends_a_call_whose_far_end_vanished() {
     // 3 s interval, refreshed by the far end: we give up at 3 - min(32, 3/3) = 2 s.
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(wait_child(&mut sipp, WAIT), 0, "SIPp did not get the BYE");
+}
+
+#[test]
+fn early_media_in_a_183() {
+    let (mut sipp, target) = sipp_uas("phone_uas_early_media.xml");
+    let mut alice = Phone::start(&["call", &target, "--hangup-after", "0.5"]);
+    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
+    for line in ["progress: 183", "early media", "answered: PCMA"] {
+        assert!(alice.printed(line), "{line}: {}", alice.dump());
+    }
+    assert_eq!(wait_child(&mut sipp, WAIT), 0, "SIPp's scenario failed");
 }
 
 #[test]

@@ -945,13 +945,16 @@ impl Ua {
             })
             .or_else(|| response.expires().ok().flatten())
             .unwrap_or(self.s.expires);
-        if !self.registered {
-            self.out.event(
-                "registered",
-                Some(&format!("{} for {granted} s", self.aor())),
-                &[("aor", json!(self.aor())), ("expires", json!(granted))],
-            );
-        }
+        let event = if self.registered {
+            "registration refreshed"
+        } else {
+            "registered"
+        };
+        self.out.event(
+            event,
+            Some(&format!("{} for {granted} s", self.aor())),
+            &[("aor", json!(self.aor())), ("expires", json!(granted))],
+        );
         self.registered = true;
         // Refresh at half the granted time (at least a second from now).
         let refresh = Duration::from_secs(u64::from(granted.max(2) / 2));
