@@ -39,7 +39,8 @@ pub mod exit {
 #[derive(Args, Debug)]
 #[command(after_help = "Exit codes:\n  \
     0  the call was answered and ended normally (or the message was delivered)\n  \
-    1  failed: no response, network error, registration refused\n  \
+    1  failed: no response, network error, registration refused, no usable SDP,\n     \
+       the session timer ran out (the far end vanished)\n  \
     2  usage error\n  \
     3  busy (486 Busy Here, 600 Busy Everywhere)\n  \
     4  no answer (408, 480, or --answer-timeout ran out)\n  \
@@ -66,7 +67,7 @@ pub struct PhoneArgs {
     /// not given.
     #[arg(long)]
     domain: Option<String>,
-    /// The transport to the server: udp, tcp, tls or ws.
+    /// The transport to the server: udp, tcp, tls, ws or wss.
     #[arg(long, default_value = "udp", value_parser = parse_transport)]
     transport: Transport,
     /// Where to listen for SIP (UDP and TCP on the same port), IP:PORT. Default: an
@@ -88,8 +89,8 @@ pub struct PhoneArgs {
     /// (comma-separated). DTMF (telephone-event) is always offered beside them.
     #[arg(long, value_delimiter = ',', default_value = "pcmu,pcma", value_parser = ["pcmu", "pcma"])]
     codec: Vec<String>,
-    /// A PEM file of certificates to trust for --transport tls (the server's own
-    /// certificate when it is self-signed).
+    /// A PEM file of certificates to trust for --transport tls or wss (the server's
+    /// own certificate when it is self-signed).
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
     /// Print events as JSON lines instead of text.
@@ -202,7 +203,7 @@ fn parse_transport(s: &str) -> Result<Transport, String> {
         "ws" => Ok(Transport::Ws),
         "wss" => Ok(Transport::Wss),
         _ => Err(format!(
-            "\"{s}\" is not a transport: use udp, tcp, tls or ws"
+            "\"{s}\" is not a transport: use udp, tcp, tls, ws or wss"
         )),
     }
 }
@@ -326,14 +327,14 @@ async fn phone(args: PhoneArgs) -> Result<u8, (u8, String)> {
         ListenSpec::new(Transport::Udp, listen),
         ListenSpec::new(Transport::Tcp, listen),
     ]);
-    if matches!(args.transport, Transport::Tls | Transport::Wss) {
+    if args.transport.is_secure() {
         let roots = match &args.ca {
             Some(path) => CertificateDer::pem_file_iter(path)
                 .and_then(|it| it.collect::<Result<Vec<_>, _>>())
                 .map_err(|e| usage(format!("--ca {}: {e}", path.display())))?,
             None => {
                 return Err(usage(
-                    "--transport tls needs --ca FILE: the certificate(s) to trust".into(),
+                    "--transport tls and wss need --ca FILE: the certificate(s) to trust".into(),
                 ));
             }
         };
