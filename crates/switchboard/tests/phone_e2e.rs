@@ -728,6 +728,23 @@ fn options_both_ways() {
 }
 
 #[test]
+fn delayed_offer_answered_in_the_ack() {
+    let port = free_port();
+    let mut bob = answerer(port, &["--auto", "--calls", "1"]);
+    let (code, out) = common::sipp(
+        std::path::Path::new(&scenario("phone_uac_delayed_offer.xml")),
+        port,
+        &["-m", "1"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
+    // Answered before the codec is known: the answer to its offer comes in the ACK.
+    assert!(bob.printed("answered"), "{}", bob.dump());
+    assert!(bob.printed("ended: bye (remote)"), "{}", bob.dump());
+}
+
+#[test]
 fn required_extension_it_lacks_gets_420() {
     let port = free_port();
     let mut bob = answerer(port, &["--auto"]);

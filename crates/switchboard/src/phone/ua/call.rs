@@ -405,13 +405,10 @@ impl Ua {
         if let Some(d) = call.dialog.as_mut() {
             d.state = sip_core::dialog::DialogState::Confirmed;
         }
-        let codec = call
-            .remote
-            .as_ref()
-            .map(|s| s.codec.encoding.clone())
-            .unwrap_or_default();
+        // With a delayed offer the codec is known only once the ACK brings the answer.
+        let codec = call.remote.as_ref().map(|s| s.codec.encoding.clone());
         self.out
-            .event("answered", Some(&codec), &[("codec", json!(codec))]);
+            .event("answered", codec.as_deref(), &[("codec", json!(codec))]);
         self.disarm_call(CallTimer::AnswerTimeout);
         let task = self.task.clone();
         match task {
