@@ -241,6 +241,43 @@ fn audio_and_dtmf_reach_the_far_end() {
     assert_recording_matches("B's recording of A", &played, &recorded);
 }
 
+/// `answer` keeps answering: two calls in a row, each recorded to its own file, and a
+/// third caller while the second call is up is told busy.
+#[test]
+fn answers_calls_one_after_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let played = dir.path().join("hello.wav");
+    write_test_wav(&played, 8000, 1.0, 300.0);
+    let pattern = dir.path().join("call-{n}.wav");
+    let port = free_port();
+    let mut bob = answerer(
+        port,
+        &[
+            "--auto",
+            "--calls",
+            "2",
+            "--record",
+            pattern.to_str().unwrap(),
+        ],
+    );
+    let target = format!("sip:bob@127.0.0.1:{port}");
+    let play = played.to_str().unwrap();
+    let mut first = Phone::start(&["call", &target, "--play", play, "--hangup-after", "1.5"]);
+    assert_eq!(first.wait(WAIT), 0, "{}", first.dump());
+    let mut second = Phone::start(&["call", &target, "--play", play, "--hangup-after", "2"]);
+    second.expect("answered: ", WAIT);
+    let mut third = Phone::start(&["call", &target]);
+    assert_eq!(third.wait(WAIT), 3, "busy; {}", third.dump());
+    assert_eq!(second.wait(WAIT), 0, "{}", second.dump());
+    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
+    let ended = bob.out.iter().filter(|l| l.starts_with("ended: ")).count();
+    assert_eq!(ended, 2, "{}", bob.dump());
+    for n in [1, 2] {
+        let recording = dir.path().join(format!("call-{n}.wav"));
+        assert_recording_matches(&format!("call {n}"), &played, &recording);
+    }
+}
+
 #[test]
 fn direct_call_over_tcp_with_update_hold_and_json_events() {
     let port = free_port();
