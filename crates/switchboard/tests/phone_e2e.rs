@@ -929,6 +929,38 @@ fn sipp_uas(name: &str) -> (Child, String) {
     (sipp, format!("sip:service@127.0.0.1:{port}"))
 }
 
+fn alice_calls(scenario_name: &str, password: &str) -> (i32, i32, Phone) {
+    let (mut sipp, target) = sipp_uas(scenario_name);
+    let mut alice = Phone::start(&[
+        "--user",
+        "alice",
+        "--password",
+        password,
+        "call",
+        &target,
+        "--hangup-after",
+        "0.5",
+        "--answer-timeout",
+        "3",
+    ]);
+    let code = alice.wait(WAIT);
+    (code, wait_child(&mut sipp, WAIT), alice)
+}
+
+#[test]
+fn invite_challenges_401_and_407_are_answered() {
+    // 401: SIPp checks the digest against alice's password.
+    let (code, sipp, alice) = alice_calls("phone_uas_401.xml", "s3cret");
+    assert_eq!((code, sipp), (0, 0), "{}", alice.dump());
+    assert!(alice.printed("answered: PCMU"), "{}", alice.dump());
+    // The wrong password is refused: the call fails.
+    let (_, sipp, alice) = alice_calls("phone_uas_401.xml", "wrong");
+    assert_ne!(sipp, 0, "SIPp took a wrong digest; {}", alice.dump());
+    // 407: the credentials go in Proxy-Authorization.
+    let (code, sipp, alice) = alice_calls("phone_uas_407.xml", "s3cret");
+    assert_eq!((code, sipp), (0, 0), "{}", alice.dump());
+}
+
 #[test]
 fn reliable_provisional_is_pracked() {
     let (mut sipp, target) = sipp_uas("phone_uas_100rel.xml");
