@@ -380,9 +380,11 @@ impl Ua {
             };
             answer.origin.session_version = version + 1;
             call.local_sdp = answer.clone();
-            let remote_held = offer
-                .audio_stream(&self.s.codecs)
-                .is_some_and(|s| !s.direction.receives() || s.port == 0);
+            // Held: the far end will not receive, or says so the RFC 2543 way
+            // (c=0.0.0.0).
+            let remote_held = offer.audio_stream(&self.s.codecs).is_some_and(|s| {
+                !s.direction.receives() || s.port == 0 || s.address.is_unspecified()
+            });
             self.apply_remote_sdp(request.body(), now);
             self.report_hold_change(remote_held, false);
             Some(answer.to_bytes())
