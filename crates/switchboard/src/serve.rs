@@ -6,7 +6,9 @@
 //! One task owns all protocol state (transaction table, registrar): messages and timers
 //! are handled one at a time, in order, with no locks. The transports run beside it.
 
+use crate::authenticator::Authenticator;
 use crate::config::Config;
+use crate::proxy::{self, Handled, Interface, Proxy, ProxySettings};
 use crate::registrar::{Registrar, RegistrarSettings};
 use crate::service::{self, Answer};
 use bytes::Bytes;
@@ -102,10 +104,17 @@ async fn serve(config: Config) -> Result<(), String> {
         database = %config.storage.database,
         "switchboard serve is ready"
     );
+    let proxy = open_proxy(&config, &endpoint)?;
+    let timers = TimerConfig {
+        timer_c: Some(Duration::from_secs(config.proxy.timer_c_secs)),
+        ..TimerConfig::default()
+    };
     let core = Core {
         endpoint: endpoint.clone(),
-        transactions: TransactionLayer::new(TimerConfig::default()),
+        transactions: TransactionLayer::new(timers),
+        location: registrar.reader(),
         registrar,
+        proxy,
         server_name: config.sip.server_name.clone(),
         epoch: Instant::now(),
         tag_counter: 0,
@@ -136,6 +145,36 @@ fn open_registrar(config: &Config) -> Result<BoxedRegistrar, String> {
     .map_err(|e| format!("registrar: {e}"))
 }
 
+/// The proxy, advertising the addresses the endpoint is bound to.
+fn open_proxy(config: &Config, endpoint: &Endpoint) -> Result<Proxy, String> {
+    let interfaces = endpoint
+        .local_addrs()
+        .iter()
+        .map(|s| Interface::new(s.transport, s.addr, &config.sip.domain))
+        .collect();
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| format!("no randomness for nonces: {e}"))?;
+    let auth = Authenticator::new(
+        &config.sip.domain,
+        &config.registrar.digest_algorithms,
+        &key,
+        config.registrar.nonce_lifetime_secs,
+    )
+    .map_err(|e| format!("proxy: {e}"))?;
+    let settings = ProxySettings {
+        domain: config.sip.domain.clone(),
+        aliases: config.registrar.aliases.clone(),
+        server_name: config.sip.server_name.clone(),
+        require_auth: config.proxy.require_auth,
+        trusted: config
+            .proxy
+            .trusted()
+            .map_err(|e| format!("trusted_networks: {e}"))?,
+        forward_foreign: config.proxy.forward_foreign_domains,
+    };
+    Ok(Proxy::new(settings, interfaces, auth))
+}
+
 fn tls_config(config: &Config) -> Result<Arc<rustls::ServerConfig>, String> {
     match (&config.tls.certificate, &config.tls.private_key) {
         (Some(cert), Some(key)) => {
@@ -157,6 +196,9 @@ struct Core {
     endpoint: Endpoint,
     transactions: TransactionLayer,
     registrar: BoxedRegistrar,
+    /// The registrar's bindings, read by the proxy.
+    location: store::LocationReader,
+    proxy: Proxy,
     server_name: String,
     epoch: Instant,
     tag_counter: u64,
@@ -190,6 +232,17 @@ impl Core {
                     }
                     let stats = self.registrar.stats();
                     tracing::debug!(?stats, bindings = self.registrar.reader().len(), "registrar");
+                    self.proxy.sweep(unix_now());
+                    let p = self.proxy.stats();
+                    tracing::debug!(
+                        calls_routed = p.calls_routed,
+                        forwarded = p.requests_forwarded,
+                        responses = ?p.responses,
+                        challenges = p.challenges,
+                        contexts = p.contexts,
+                        transactions = self.transactions.len(),
+                        "proxy"
+                    );
                 }
                 _ = tokio::signal::ctrl_c() => {
                     tracing::info!("interrupted: stopping");
@@ -265,7 +318,58 @@ impl Core {
         }
     }
 
+    /// Hands the proxy what is its: every request but REGISTER and those addressed to
+    /// us, and the client-side events. Returns the event when it is not the proxy's.
+    fn proxy_event(&mut self, event: Event) -> Option<Event> {
+        let now = Instant::now();
+        let txl = &mut self.transactions;
+        match event {
+            Event::Request { key, request, flow }
+                if request.method() != Some(&Method::Register) =>
+            {
+                let env = proxy::Env {
+                    now,
+                    unix: unix_now(),
+                    users: &**self.registrar.users(),
+                    location: &self.location,
+                };
+                match self.proxy.on_request(&env, txl, key, &request, flow) {
+                    Handled::Yes => None,
+                    Handled::ForUs => Some(Event::Request { key, request, flow }),
+                }
+            }
+            Event::Ack { request, flow, .. } => {
+                self.proxy.on_ack(txl, &request, flow);
+                None
+            }
+            Event::Response { key, response } => {
+                self.proxy.on_response(now, txl, key, response);
+                None
+            }
+            Event::Timeout { key, timer } => {
+                self.proxy.on_timeout(now, txl, key, timer);
+                None
+            }
+            Event::TransportError { key } => {
+                self.proxy.on_transport_error(now, txl, key);
+                None
+            }
+            Event::Terminated { key } => {
+                self.proxy.on_terminated(now, txl, key);
+                None
+            }
+            Event::StrayResponse { response, .. } => {
+                self.proxy.on_stray_response(txl, &response);
+                None
+            }
+            other => Some(other),
+        }
+    }
+
     fn handle_event(&mut self, event: Event) {
+        let Some(event) = self.proxy_event(event) else {
+            return;
+        };
         let Event::Request { key, request, flow } = event else {
             return;
         };
