@@ -235,7 +235,8 @@ impl Proxy {
         // §16.3 step 3: Max-Forwards.
         match request.max_forwards() {
             Ok(Some(0)) => {
-                if method == Method::Options && self.request_names_us(request) {
+                // §16.3 step 3: an OPTIONS that can go no further is answered here.
+                if method == Method::Options {
                     return Handled::ForUs;
                 }
                 self.respond(env, txl, key, request, 483, "", &[]);
@@ -280,7 +281,12 @@ impl Proxy {
         let ruri_sip = ruri.as_ref().and_then(Uri::as_sip);
         let ruri_is_ours = ruri_sip.is_some_and(|u| self.names_us(u));
 
-        if info.remaining.is_empty() && ruri_is_ours && ruri_sip.is_some_and(|u| u.user.is_none()) {
+        // Addressed to the server itself: no user part, and our name or address (any
+        // port: whoever wrote it reached us); or a scheme we cannot route (416).
+        let user_less_us = ruri_sip.is_some_and(|u| {
+            u.user.is_none() && (ruri_is_ours || self.interfaces.is_own_host(&u.host))
+        });
+        if info.remaining.is_empty() && info.popped == 0 && (user_less_us || ruri_sip.is_none()) {
             return Handled::ForUs;
         }
 
@@ -364,6 +370,10 @@ impl Proxy {
             };
             let aor = format!("sip:{user}@{}", self.settings.domain);
             let mut bindings = env.location.lookup(&aor, env.unix);
+            if bindings.is_empty() && method == Method::Options {
+                // Keepalives and monitors ping any user at the proxy: we answer.
+                return Handled::ForUs;
+            }
             if bindings.is_empty() {
                 let known = env.users.get(&user).ok().flatten().is_some();
                 let code = if known { 480 } else { 404 };
@@ -400,6 +410,10 @@ impl Proxy {
                     return Handled::Yes;
                 }
             }
+        } else if (!to_tag && !method.is_known()) || method == Method::Options {
+            // Not ours to route: a UAS answer (OPTIONS 200, unknown method 501) says
+            // the same to the sender without relaying anything.
+            return Handled::ForUs;
         } else {
             let reason = if to_tag {
                 "Not Found (not a dialog through this proxy)"
@@ -430,14 +444,6 @@ impl Proxy {
         };
         self.advance(env.now, txl, key, ctx);
         Handled::Yes
-    }
-
-    fn request_names_us(&self, request: &Message) -> bool {
-        request
-            .request_uri()
-            .as_ref()
-            .and_then(Uri::as_sip)
-            .is_some_and(|u| u.user.is_none() && self.names_us(u))
     }
 
     /// An ACK outside any transaction: the ACK to a 2xx (§16.11: forwarded statelessly

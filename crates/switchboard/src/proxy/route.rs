@@ -144,13 +144,19 @@ impl Interfaces {
         self.list.iter().find(|i| i.transport == t)
     }
 
-    /// Whether a SIP URI's host and port are one of ours (our Record-Route values).
+    /// Whether a SIP URI's host and port are one of ours (our Record-Route values). A
+    /// URI with our address and no port means us too: whoever wrote it reached us.
     pub fn is_own(&self, uri: &SipUri<'_>) -> bool {
         let host = uri.host.to_string();
-        let port = uri.port;
-        self.list.iter().any(|i| {
-            i.host_is(&host) && port.unwrap_or_else(|| i.transport.default_port()) == i.port
-        })
+        self.list
+            .iter()
+            .any(|i| i.host_is(&host) && uri.port.is_none_or(|p| p == i.port))
+    }
+
+    /// Whether a host is one of our addresses (or advertised names), whatever the port.
+    pub fn is_own_host(&self, host: &sip_core::Host<'_>) -> bool {
+        let host = host.to_string();
+        self.list.iter().any(|i| i.host_is(&host))
     }
 
     /// Whether a socket address is one of ours (a request we sent to ourselves).
