@@ -12,7 +12,7 @@ use crate::proxy::{self, Handled, Interface, Proxy, ProxySettings};
 use crate::registrar::{Registrar, RegistrarSettings};
 use crate::service::{self, Answer};
 use bytes::Bytes;
-use sip_core::transaction::{Event, TimerConfig, TransactionLayer};
+use sip_core::transaction::{Event, TimerConfig, TransactionKey, TransactionLayer};
 use sip_core::{Message, Method};
 use sip_net::{Endpoint, EndpointConfig, Incoming, ListenSpec, Target};
 use std::path::Path;
@@ -87,6 +87,13 @@ async fn serve(config: Config) -> Result<(), String> {
     endpoint_config.limits.max_connections = config.limits.max_connections;
     endpoint_config.limits.max_connections_per_ip = config.limits.max_connections_per_ip;
     endpoint_config.limits.idle_timeout = Duration::from_secs(config.limits.idle_timeout_secs);
+    if config.proxy.forward_foreign_domains {
+        // RFC 3263 for other domains; local users' contacts are addresses.
+        match sip_net::SipResolver::from_system_conf() {
+            Ok(r) => endpoint_config.resolver = Some(r),
+            Err(e) => tracing::warn!("no DNS resolver, foreign domains unreachable: {e}"),
+        }
+    }
     if specs.iter().any(|s| s.transport.is_secure()) {
         endpoint_config.tls_server = Some(tls_config(&config)?);
     }
@@ -109,7 +116,9 @@ async fn serve(config: Config) -> Result<(), String> {
         timer_c: Some(Duration::from_secs(config.proxy.timer_c_secs)),
         ..TimerConfig::default()
     };
+    let (resolved_tx, resolved_rx) = mpsc::channel(1024);
     let core = Core {
+        resolved_tx,
         endpoint: endpoint.clone(),
         transactions: TransactionLayer::new(timers),
         location: registrar.reader(),
@@ -119,7 +128,7 @@ async fn serve(config: Config) -> Result<(), String> {
         epoch: Instant::now(),
         tag_counter: 0,
     };
-    let result = core.run(incoming).await;
+    let result = core.run(incoming, resolved_rx).await;
     endpoint.shutdown();
     result
 }
@@ -191,6 +200,12 @@ fn tls_config(config: &Config) -> Result<Arc<rustls::ServerConfig>, String> {
     }
 }
 
+/// The targets found for a proxied request's Request-URI (empty when none).
+type Resolved = (
+    TransactionKey,
+    Vec<(sip_core::Transport, std::net::SocketAddr)>,
+);
+
 /// All protocol state, owned by one task.
 struct Core {
     endpoint: Endpoint,
@@ -199,13 +214,19 @@ struct Core {
     /// The registrar's bindings, read by the proxy.
     location: store::LocationReader,
     proxy: Proxy,
+    /// Where RFC 3263 lookups started for the proxy report back.
+    resolved_tx: mpsc::Sender<Resolved>,
     server_name: String,
     epoch: Instant,
     tag_counter: u64,
 }
 
 impl Core {
-    async fn run(mut self, mut incoming: mpsc::Receiver<Incoming>) -> Result<(), String> {
+    async fn run(
+        mut self,
+        mut incoming: mpsc::Receiver<Incoming>,
+        mut resolved: mpsc::Receiver<Resolved>,
+    ) -> Result<(), String> {
         let mut sweep = tokio::time::interval(Duration::from_secs(15));
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -224,6 +245,9 @@ impl Core {
                     None => return Err("the transport layer stopped".into()),
                 },
                 () = sleep => self.transactions.handle_timeout(Instant::now()),
+                Some((key, targets)) = resolved.recv() => {
+                    self.proxy.on_resolved(Instant::now(), &mut self.transactions, key, &targets);
+                }
                 _ = sweep.tick() => {
                     match self.registrar.sweep(unix_now()) {
                         Ok(n) if n > 0 => tracing::debug!(removed = n, "expired bindings swept"),
@@ -336,6 +360,20 @@ impl Core {
                 match self.proxy.on_request(&env, txl, key, &request, flow) {
                     Handled::Yes => None,
                     Handled::ForUs => Some(Event::Request { key, request, flow }),
+                    Handled::Resolve(uri) => {
+                        let (endpoint, done) = (self.endpoint.clone(), self.resolved_tx.clone());
+                        tokio::spawn(async move {
+                            let targets = match endpoint.locate(&uri).await {
+                                Ok(t) => t.into_iter().map(|t| (t.transport, t.addr)).collect(),
+                                Err(e) => {
+                                    tracing::debug!(%uri, "cannot resolve: {e}");
+                                    Vec::new()
+                                }
+                            };
+                            let _ = done.send((key, targets)).await;
+                        });
+                        None
+                    }
                 }
             }
             Event::Ack { request, flow, .. } => {

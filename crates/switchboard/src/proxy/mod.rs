@@ -90,6 +90,9 @@ pub enum Handled {
     /// The request is addressed to this server itself (no user part, or OPTIONS to
     /// us): answer it as a UAS would.
     ForUs,
+    /// The request goes to another domain whose name must be resolved (RFC 3263):
+    /// locate this URI and hand the targets to [`Proxy::on_resolved`].
+    Resolve(String),
 }
 
 /// What the proxy needs from its surroundings for one request.
@@ -133,6 +136,8 @@ struct Context {
     final_sent: bool,
     /// No new branch may start: a 2xx or 6xx arrived, or the caller cancelled.
     stop: bool,
+    /// Waiting for RFC 3263 resolution of the Request-URI.
+    resolving: bool,
     is_invite: bool,
 }
 
@@ -352,6 +357,7 @@ impl Proxy {
 
         // §16.5: the targets.
         let mut groups: VecDeque<Vec<Hop>> = VecDeque::new();
+        let mut resolve = None;
         if let Some(next) = info.remaining.first() {
             match self.interfaces.hop_to_route(next, &ruri_text, &info) {
                 Some(hop) => groups.push_back(vec![hop]),
@@ -403,12 +409,8 @@ impl Proxy {
         } else if self.settings.forward_foreign && authenticated && !to_tag {
             match self.interfaces.hop_to_uri(&ruri_text, None) {
                 Some(hop) => groups.push_back(vec![hop]),
-                None => {
-                    // Names need RFC 3263 resolution, which this proxy does not do yet.
-                    let reason = "Not Found (cannot resolve the domain)";
-                    self.respond(env, txl, key, request, 404, reason, &[]);
-                    return Handled::Yes;
-                }
+                // A name: RFC 3263 resolution, off this task; on_resolved goes on.
+                None => resolve = Some(ruri_text.clone()),
             }
         } else if (!to_tag && !method.is_known()) || method == Method::Options {
             // Not ours to route: a UAS answer (OPTIONS 200, unknown method 501) says
@@ -439,9 +441,14 @@ impl Proxy {
             best: None,
             final_sent: false,
             stop: false,
+            resolving: resolve.is_some(),
             is_invite,
             request: request.clone(),
         };
+        if let Some(uri) = resolve {
+            self.contexts.insert(key, ctx);
+            return Handled::Resolve(uri);
+        }
         self.advance(env.now, txl, key, ctx);
         Handled::Yes
     }
@@ -528,6 +535,45 @@ impl Proxy {
             self.respond(env, txl, invite_key, &request, 487, "", &[]);
         }
         self.settle(invite_key, ctx);
+    }
+
+    /// The RFC 3263 targets of a request [`Handled::Resolve`] asked for, in the order
+    /// to try them (one after the other, §4 of RFC 3263); none when resolution failed.
+    pub fn on_resolved(
+        &mut self,
+        now: Instant,
+        txl: &mut TransactionLayer,
+        server: TransactionKey,
+        targets: &[(Transport, std::net::SocketAddr)],
+    ) {
+        let Some(mut ctx) = self.contexts.remove(&server) else {
+            return; // cancelled meanwhile
+        };
+        ctx.resolving = false;
+        for &(transport, remote) in targets {
+            let flow = Flow {
+                transport,
+                remote,
+                local: None,
+                connection: None,
+            };
+            ctx.pending.push_back(vec![Hop {
+                request_uri: None,
+                routes: None,
+                flow,
+            }]);
+        }
+        if targets.is_empty()
+            && let Some(r) = build_response(
+                &ctx.request,
+                404,
+                "Not Found (the domain cannot be resolved)",
+                &self.settings.server_name,
+            )
+        {
+            keep_best(&mut ctx.best, r);
+        }
+        self.advance(now, txl, server, ctx);
     }
 
     // ----- responses and timers -----
@@ -705,7 +751,7 @@ impl Proxy {
         mut ctx: Context,
     ) {
         loop {
-            if ctx.branches.iter().any(|b| !b.done) {
+            if ctx.resolving || ctx.branches.iter().any(|b| !b.done) {
                 break;
             }
             if !ctx.stop
@@ -739,7 +785,7 @@ impl Proxy {
 
     /// Keeps the context while it has work, drops it (and its branch index) when done.
     fn settle(&mut self, server: TransactionKey, ctx: Context) {
-        let working = !ctx.final_sent || ctx.branches.iter().any(|b| !b.done);
+        let working = !ctx.final_sent || ctx.resolving || ctx.branches.iter().any(|b| !b.done);
         if working {
             self.contexts.insert(server, ctx);
         } else {

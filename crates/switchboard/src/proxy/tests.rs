@@ -19,6 +19,8 @@ struct Harness {
     users: MemoryUserStore,
     location: CachedStore<MemoryLocationStore>,
     sent: Vec<Transmit>,
+    /// Lookups the proxy asked for: (server transaction, URI).
+    resolve: Vec<(TransactionKey, String)>,
 }
 
 fn flow(addr: &str) -> Flow {
@@ -32,13 +34,17 @@ fn flow(addr: &str) -> Flow {
 
 impl Harness {
     fn new(require_auth: bool) -> Harness {
+        Self::with(require_auth, false)
+    }
+
+    fn with(require_auth: bool, forward_foreign: bool) -> Harness {
         let settings = ProxySettings {
             domain: "example.test".into(),
             aliases: vec![],
             server_name: "Switchboard/test".into(),
             require_auth,
             trusted: vec![],
-            forward_foreign: false,
+            forward_foreign,
         };
         let ifaces = vec![
             Interface::new(Transport::Udp, "10.0.0.1:5060".parse().unwrap(), "x"),
@@ -62,6 +68,7 @@ impl Harness {
             users,
             location: CachedStore::new(MemoryLocationStore::default(), UNIX).unwrap(),
             sent: Vec::new(),
+            resolve: Vec::new(),
         }
     }
 
@@ -118,8 +125,11 @@ impl Harness {
                 let txl = &mut self.txl;
                 match event {
                     Event::Request { key, request, flow } => {
-                        let handled = self.proxy.on_request(&env, txl, key, &request, flow);
-                        assert_eq!(handled, Handled::Yes, "{request:?}");
+                        match self.proxy.on_request(&env, txl, key, &request, flow) {
+                            Handled::Yes => {}
+                            Handled::Resolve(uri) => self.resolve.push((key, uri)),
+                            Handled::ForUs => panic!("not routed: {request:?}"),
+                        }
                     }
                     Event::Ack { request, flow, .. } => self.proxy.on_ack(txl, &request, flow),
                     Event::Response { key, response } => {
@@ -393,4 +403,50 @@ fn in_dialog_requests_follow_the_route_set_and_ack_goes_statelessly() {
         .replace("z9hG4bKb1", "z9hG4bKb2");
     h.recv(CALLER, &stranger);
     assert_eq!(codes(&h.take()), ["404>192.0.2.1:5060"]);
+}
+
+#[test]
+fn foreign_domains_only_when_configured_and_by_rfc3263_targets() {
+    let mut h = Harness::with(false, true);
+    h.recv(CALLER, &invite("sip:bob@elsewhere.test", ""));
+    assert!(h.take().is_empty(), "nothing leaves before resolution");
+    let (key, uri) = h.resolve.pop().unwrap();
+    assert_eq!(uri, "sip:bob@elsewhere.test");
+    let targets = [
+        (Transport::Udp, "192.0.2.50:5060".parse().unwrap()),
+        (Transport::Udp, "192.0.2.51:5060".parse().unwrap()),
+    ];
+    h.proxy.on_resolved(h.now, &mut h.txl, key, &targets);
+    h.pump();
+    let out = h.take();
+    assert_eq!(
+        codes(&out),
+        ["INVITE>192.0.2.50:5060"],
+        "one target at a time"
+    );
+    assert_eq!(out[0].1.request_uri_str(), Some("sip:bob@elsewhere.test"));
+    let first = out[0].1.clone();
+    h.recv("192.0.2.50:5060", &answer(&first, 503, "t1"));
+    let out = h.take();
+    assert_eq!(
+        codes(&out),
+        ["ACK>192.0.2.50:5060", "INVITE>192.0.2.51:5060"]
+    );
+
+    // No target: 404.
+    h.recv(
+        CALLER,
+        &invite("sip:bob@nowhere.test", "").replace("z9hG4bKc1", "z9hG4bKn1"),
+    );
+    let (key, _) = h.resolve.pop().unwrap();
+    h.proxy.on_resolved(h.now, &mut h.txl, key, &[]);
+    h.pump();
+    assert_eq!(codes(&h.take()), ["404>192.0.2.1:5060"]);
+
+    // With authentication required, an unauthenticated caller from another domain
+    // never leaves for another domain.
+    let mut h = Harness::with(true, true);
+    h.recv(CALLER, &invite("sip:bob@192.0.2.50", ""));
+    assert_eq!(codes(&h.take()), ["403>192.0.2.1:5060"]);
+    assert!(h.resolve.is_empty());
 }
