@@ -8,13 +8,19 @@
 # REGISTER only), so Switchboard runs with [proxy] require_auth = false.
 #
 # usage: bench/call/run.sh [RATES] [DURATION]      e.g. bench/call/run.sh "500 1000" 20
-# env:   MAXRATE=0 skips the max-rate searches; MEMORY=0 skips the memory runs.
+# env:   MAXRATE=0 skips the max-rate searches; MEMORY=0 skips the memory runs;
+#        RATES="" with MAXRATE=0 runs the memory measurement alone.
 # needs: a release build (cargo build --release), SIPp and Kamailio (../shared/bench/install.sh)
 set -euo pipefail
+# The whole run holds the machine-wide benchmark lock: the servers bind 15060 too.
+if [ -z "${SIPBENCH_LOCKED:-}" ]; then
+  export SIPBENCH_LOCKED=1
+  exec flock /tmp/sipbench.lock "$0" "$@"
+fi
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 SHARED="$(cd "$ROOT/../shared/bench" && pwd)"
-RATES="${1:-500 1000}"
+RATES="${1-500 1000}"
 DURATION="${2:-20}"
 MAXRATE="${MAXRATE:-1}"
 MEMORY="${MEMORY:-1}"
@@ -24,7 +30,6 @@ MEM_RATE="${MEM_RATE:-500}"
 MEM_SECS="${MEM_SECS:-10}"
 WORK="$(mktemp -d /tmp/sb-call-XXXX)"
 SB="$ROOT/target/release/switchboard"
-LOCK=/tmp/sipbench.lock
 export SIPBENCH_DIR="$WORK/sipbench"
 
 cat >"$WORK/sb.toml" <<TOML
@@ -42,12 +47,12 @@ TOML
 
 bench() {  # label pidfile
   for rate in $RATES; do
-    flock "$LOCK" python3 "$SHARED/sipbench.py" call --proxy 127.0.0.1:15060 --proxy-pidfile "$2" \
+    python3 "$SHARED/sipbench.py" call --proxy 127.0.0.1:15060 --proxy-pidfile "$2" \
       --rate "$rate" --duration "$DURATION" --hold-ms 1000 --label "$1-$rate" --json 2>&1 |
       tee "$WORK/$1-call-$rate.txt" | tail -30
   done
   if [ "$MAXRATE" != 0 ]; then
-    flock "$LOCK" python3 "$SHARED/sipbench.py" maxrate --mode call --proxy 127.0.0.1:15060 \
+    python3 "$SHARED/sipbench.py" maxrate --mode call --proxy 127.0.0.1:15060 \
       --proxy-pidfile "$2" --start 1000 --factor 1.5 --duration 10 --hold-ms 1000 \
       --label "$1-maxrate" --json 2>&1 | tee "$WORK/$1-maxrate.txt" | tail -30
   fi
@@ -84,7 +89,7 @@ memory() {  # label pidfile: memory per call in progress
   local before peak now hold_ms
   hold_ms=$(( (MEM_SECS + 10) * 1000 ))
   before=$(pss_kb "$2")
-  flock "$LOCK" python3 "$SHARED/sipbench.py" call --proxy 127.0.0.1:15060 --proxy-pidfile "$2" \
+  python3 "$SHARED/sipbench.py" call --proxy 127.0.0.1:15060 --proxy-pidfile "$2" \
     --rate "$MEM_RATE" --duration "$MEM_SECS" --hold-ms "$hold_ms" --label "$1-memory" --json \
     >"$WORK/$1-memory.txt" 2>&1 &
   local driver=$!
@@ -100,15 +105,25 @@ memory() {  # label pidfile: memory per call in progress
     "$(( (peak - before) * 1024 / calls )) bytes per call" | tee -a "$WORK/memory.txt"
 }
 
-"$SB" serve --config "$WORK/sb.toml" 2>"$WORK/serve.log" &
-echo $! >"$WORK/sb.pid"
-sleep 1
-bench switchboard "$WORK/sb.pid"
-memory switchboard "$WORK/sb.pid"
-kill "$(cat "$WORK/sb.pid")"; wait "$(cat "$WORK/sb.pid")" 2>/dev/null || true
+sb_start() {
+  "$SB" serve --config "$WORK/sb.toml" 2>>"$WORK/serve.log" &
+  echo $! >"$WORK/sb.pid"
+  sleep 1
+}
+sb_stop() { kill "$(cat "$WORK/sb.pid")"; wait "$(cat "$WORK/sb.pid")" 2>/dev/null || true; }
+kam_start() { RUN_DIR="$WORK/kam" "$SHARED/kamailio/start.sh" noauth 2 >/dev/null; }
+kam_stop() {
+  RUN_DIR="$WORK/kam" "$SHARED/kamailio/stop.sh" >/dev/null 2>&1 || kill "$(cat "$WORK/kam/kamailio.pid")"
+}
 
-RUN_DIR="$WORK/kam" "$SHARED/kamailio/start.sh" noauth 2 >/dev/null
-bench kamailio "$WORK/kam/kamailio.pid"
-memory kamailio "$WORK/kam/kamailio.pid"
-RUN_DIR="$WORK/kam" "$SHARED/kamailio/stop.sh" >/dev/null 2>&1 || kill "$(cat "$WORK/kam/kamailio.pid")"
+# Memory is measured on a freshly started server: a heap that served the max-rate
+# search keeps its high-water mark, and the delta would read as nothing.
+if [ -n "$RATES" ] || [ "$MAXRATE" != 0 ]; then
+  sb_start; bench switchboard "$WORK/sb.pid"; sb_stop
+  kam_start; bench kamailio "$WORK/kam/kamailio.pid"; kam_stop
+fi
+if [ "$MEMORY" != 0 ]; then
+  sb_start; memory switchboard "$WORK/sb.pid"; sb_stop
+  kam_start; memory kamailio "$WORK/kam/kamailio.pid"; kam_stop
+fi
 echo "results in $WORK"

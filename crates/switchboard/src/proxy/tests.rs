@@ -450,3 +450,34 @@ fn foreign_domains_only_when_configured_and_by_rfc3263_targets() {
     assert_eq!(codes(&h.take()), ["403>192.0.2.1:5060"]);
     assert!(h.resolve.is_empty());
 }
+
+#[test]
+fn strict_routers_on_both_sides() {
+    let mut h = Harness::new(false);
+    // From a strict router: our Record-Route value is the Request-URI and the remote
+    // target is the last Route (§16.4).
+    let from_strict = "BYE sip:10.0.0.1:5060;transport=udp SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKs1\r\nMax-Forwards: 70\r\n\
+        Route: <sip:bob@192.0.2.20:5060>\r\n\
+        From: <sip:alice@example.test>;tag=f1\r\nTo: <sip:bob@example.test>;tag=ta\r\n\
+        Call-ID: call-s\r\nCSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n";
+    h.recv(CALLER, from_strict);
+    let out = h.take();
+    assert_eq!(codes(&out), ["BYE>192.0.2.20:5060"]);
+    assert_eq!(out[0].1.request_uri_str(), Some("sip:bob@192.0.2.20:5060"));
+    assert_eq!(out[0].1.count(HeaderName::Route), 0);
+
+    // To a strict router: the next Route (no lr) becomes the Request-URI and the
+    // Request-URI goes to the end of Route (§16.6 step 6).
+    let to_strict = "BYE sip:bob@192.0.2.20:5060 SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKs2\r\nMax-Forwards: 70\r\n\
+        Route: <sip:10.0.0.1:5060;transport=udp;lr>, <sip:192.0.2.40:5060>, <sip:192.0.2.41;lr>\r\n\
+        From: <sip:alice@example.test>;tag=f1\r\nTo: <sip:bob@example.test>;tag=ta\r\n\
+        Call-ID: call-s\r\nCSeq: 4 BYE\r\nContent-Length: 0\r\n\r\n";
+    h.recv(CALLER, to_strict);
+    let out = h.take();
+    assert_eq!(codes(&out), ["BYE>192.0.2.40:5060"]);
+    assert_eq!(out[0].1.request_uri_str(), Some("sip:192.0.2.40:5060"));
+    let routes: Vec<String> = out[0].1.routes().map(|r| r.unwrap().to_string()).collect();
+    assert_eq!(routes, ["<sip:192.0.2.41;lr>", "<sip:bob@192.0.2.20:5060>"]);
+}
