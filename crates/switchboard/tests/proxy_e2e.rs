@@ -148,34 +148,28 @@ fn udp_contact(user: &str, port: u16) -> String {
     format!("sip:{user}@127.0.0.1:{port}")
 }
 
+/// bob registers one phone over UDP, running `uas` (with `uas_args`); alice calls it
+/// with `uac` (and `uac_args`); both SIPp runs must pass.
+fn call_one_phone(server: &Server, uas: &str, uas_args: &[&str], uac: &Path, uac_args: &[&str]) {
+    let bob = free_port();
+    register(server, "bob", bob, &udp_contact("bob", bob), "1.0", "u1");
+    let phone = callee(server, scenario(uas), bob, uas_args);
+    must_pass(server, "caller", call(server, uac, "bob", uac_args));
+    must_pass(server, "callee", phone.join().unwrap());
+}
+
 #[test]
 fn basic_call_with_reinvite_and_bye_through_the_record_route() {
     let server = start("");
-    let bob = free_port();
-    register(&server, "bob", bob, &udp_contact("bob", bob), "1.0", "u1");
-    let uas = callee(
-        &server,
-        scenario("proxy_uas_answer.xml"),
-        bob,
-        &["-d", "200"],
-    );
     let uac = scenario_with(&server, "proxy_uac_call.xml", &[("@RR@", ONE_RR)]);
-    must_pass(&server, "caller", call(&server, &uac, "bob", &[]));
-    must_pass(&server, "callee", uas.join().unwrap());
+    call_one_phone(&server, "proxy_uas_answer.xml", &["-d", "200"], &uac, &[]);
 }
 
 #[test]
 fn instant_message_reaches_the_callee() {
     let server = start("");
-    let bob = free_port();
-    register(&server, "bob", bob, &udp_contact("bob", bob), "1.0", "u1");
-    let uas = callee(&server, scenario("proxy_uas_message.xml"), bob, &[]);
-    must_pass(
-        &server,
-        "sender",
-        call(&server, &scenario("proxy_uac_message.xml"), "bob", &[]),
-    );
-    must_pass(&server, "receiver", uas.join().unwrap());
+    let uac = scenario("proxy_uac_message.xml");
+    call_one_phone(&server, "proxy_uas_message.xml", &[], &uac, &[]);
 }
 
 #[test]
@@ -248,37 +242,22 @@ fn serial_forking_tries_lower_q_after_the_higher_fails() {
 #[test]
 fn caller_cancel_reaches_the_callee_and_gets_487() {
     let server = start("");
-    let bob = free_port();
-    register(&server, "bob", bob, &udp_contact("bob", bob), "1.0", "u1");
-    let uas = callee(&server, scenario("proxy_uas_cancelled.xml"), bob, &[]);
-    must_pass(
-        &server,
-        "caller",
-        call(&server, &scenario("proxy_uac_cancel.xml"), "bob", &[]),
-    );
-    must_pass(&server, "callee", uas.join().unwrap());
+    let uac = scenario("proxy_uac_cancel.xml");
+    call_one_phone(&server, "proxy_uas_cancelled.xml", &[], &uac, &[]);
 }
 
 #[test]
 fn busy_callee_486_reaches_the_caller() {
     let server = start("");
-    let bob = free_port();
-    register(&server, "bob", bob, &udp_contact("bob", bob), "1.0", "u1");
-    let uas = callee(&server, scenario("proxy_uas_busy.xml"), bob, &["-d", "100"]);
     let uac = scenario_with(&server, "proxy_uac_final.xml", &[("@CODE@", "486")]);
-    must_pass(&server, "caller", call(&server, &uac, "bob", &[]));
-    must_pass(&server, "callee", uas.join().unwrap());
+    call_one_phone(&server, "proxy_uas_busy.xml", &["-d", "100"], &uac, &[]);
 }
 
 #[test]
 fn no_answer_ends_with_408_and_cancel_after_timer_c() {
     let server = start("[proxy]\ntimer_c_secs = 2\n");
-    let bob = free_port();
-    register(&server, "bob", bob, &udp_contact("bob", bob), "1.0", "u1");
-    let uas = callee(&server, scenario("proxy_uas_cancelled.xml"), bob, &[]);
     let uac = scenario_with(&server, "proxy_uac_final.xml", &[("@CODE@", "408")]);
-    must_pass(&server, "caller", call(&server, &uac, "bob", &[]));
-    must_pass(&server, "callee", uas.join().unwrap());
+    call_one_phone(&server, "proxy_uas_cancelled.xml", &[], &uac, &[]);
 }
 
 #[test]
@@ -323,21 +302,15 @@ fn a_loop_gets_482() {
 #[test]
 fn tcp_caller_to_udp_callee_gets_a_double_record_route() {
     let server = start("");
-    let bob = free_port();
-    register(&server, "bob", bob, &udp_contact("bob", bob), "1.0", "u1");
-    let uas = callee(
-        &server,
-        scenario("proxy_uas_answer.xml"),
-        bob,
-        &["-d", "200"],
-    );
     // The callee's side first (topmost), then the caller's.
     let double = r"Record-Route: &lt;sip:127\.0\.0\.1:[0-9]+;transport=udp;lr&gt;(,[[:space:]]*|[[:space:]]+Record-Route:[[:space:]]*)&lt;sip:127\.0\.0\.1:[0-9]+;transport=tcp;lr&gt;";
     let uac = scenario_with(&server, "proxy_uac_call.xml", &[("@RR@", double)]);
-    must_pass(
+    // The caller over TCP, the callee over UDP.
+    call_one_phone(
         &server,
-        "caller over TCP",
-        call(&server, &uac, "bob", &["-t", "t1"]),
+        "proxy_uas_answer.xml",
+        &["-d", "200"],
+        &uac,
+        &["-t", "t1"],
     );
-    must_pass(&server, "callee over UDP", uas.join().unwrap());
 }
