@@ -647,10 +647,7 @@ impl Proxy {
         key: TransactionKey,
         timer: Timer,
     ) {
-        let Some(&(server, index)) = self.branches.get(&key) else {
-            return;
-        };
-        let Some(mut ctx) = self.contexts.remove(&server) else {
+        let Some((server, index, mut ctx)) = self.take_branch(key) else {
             return;
         };
         let branch = &mut ctx.branches[index];
@@ -672,10 +669,7 @@ impl Proxy {
         txl: &mut TransactionLayer,
         key: TransactionKey,
     ) {
-        let Some(&(server, index)) = self.branches.get(&key) else {
-            return;
-        };
-        let Some(mut ctx) = self.contexts.remove(&server) else {
+        let Some((server, index, mut ctx)) = self.take_branch(key) else {
             return;
         };
         self.fail_branch(&mut ctx, index, 503);
@@ -729,6 +723,14 @@ impl Proxy {
     }
 
     // ----- internals -----
+
+    /// The context of client transaction `key`, taken out of the table (put it back
+    /// with [`Proxy::advance`]), with its server key and the branch's index.
+    fn take_branch(&mut self, key: TransactionKey) -> Option<(TransactionKey, usize, Context)> {
+        let &(server, index) = self.branches.get(&key)?;
+        let ctx = self.contexts.remove(&server)?;
+        Some((server, index, ctx))
+    }
 
     fn fail_branch(&mut self, ctx: &mut Context, index: usize, code: u16) {
         let branch = &mut ctx.branches[index];
