@@ -1,9 +1,10 @@
 //! `switchboard serve`: the server process. It binds the configured transports, runs
 //! every request through the RFC 3261 transaction layer, and answers: REGISTER by the
-//! registrar, OPTIONS with our capabilities, anything else with the status RFC 3261
-//! prescribes for a method we do not offer.
+//! registrar; requests for users and dialogs by the stateful proxy (`proxy`); OPTIONS
+//! and whatever is addressed to the server itself as a UAS (`service`).
 //!
-//! One task owns all protocol state (transaction table, registrar): messages and timers
+//! One task owns all protocol state (transaction table, registrar, proxy contexts):
+//! messages and timers
 //! are handled one at a time, in order, with no locks. The transports run beside it.
 
 use crate::authenticator::Authenticator;
