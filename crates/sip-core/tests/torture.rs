@@ -462,3 +462,18 @@ fn rfc5118_sdp_bodies() {
         .collect();
     assert!(addrs[0].is_ipv4() && addrs[1].is_ipv6(), "{addrs:?}");
 }
+
+/// baresip 1.0 sends `Supported:` with no option tag: an empty list, which RFC 3261
+/// §25.1 allows (`Supported = "Supported" HCOLON [option-tag *(COMMA option-tag)]`).
+#[test]
+fn empty_supported_is_an_empty_list() {
+    let m = Message::parse(Bytes::from_static(
+        b"INVITE sip:bob@127.0.0.1 SIP/2.0\r\n\
+          Via: SIP/2.0/UDP 127.0.0.1:25090;branch=z9hG4bK7c04;rport\r\n\
+          Max-Forwards: 70\r\nTo: <sip:bob@127.0.0.1>\r\nFrom: <sip:a@127.0.0.1>;tag=1e\r\n\
+          Call-ID: 2118\r\nCSeq: 1 INVITE\r\nSupported:\r\nAllow: \r\nContent-Length: 0\r\n\r\n",
+    ))
+    .unwrap();
+    assert_eq!(m.validate(), Ok(()));
+    assert_eq!(m.tokens(sip_core::HeaderName::Supported).count(), 0);
+}

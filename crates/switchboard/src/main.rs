@@ -3,8 +3,11 @@
 //! Only this crate talks to the outside world: it parses arguments, prints, picks exit
 //! codes and touches files; the protocol logic it calls lives in `sip-core`.
 
+mod authenticator;
 mod config;
 mod parse_cmd;
+mod phone;
+mod proxy;
 mod registrar;
 mod serve;
 mod service;
@@ -21,7 +24,8 @@ use std::process::ExitCode;
     switchboard parse invite.txt        show a SIP message from a capture as JSON\n  \
     pbpaste | switchboard parse -       the same, from standard input\n  \
     switchboard user add alice --password s3cret   let alice register\n  \
-    switchboard location                show who is registered where")]
+    switchboard location                show who is registered where\n  \
+    switchboard phone --user alice --password s3cret --server 127.0.0.1:5060 call sip:bob@example.test")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -76,6 +80,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A scriptable softphone: registers, places and answers calls with RTP audio,
+    /// holds and resumes, sends DTMF, sends and receives instant messages. Prints one
+    /// line per event (or JSON with --json); the exit code says how the call ended.
+    Phone(Box<phone::PhoneArgs>),
 }
 
 fn main() -> ExitCode {
@@ -85,5 +93,6 @@ fn main() -> ExitCode {
         Command::Parse { file, compact } => parse_cmd::run(&file, compact),
         Command::User { config, action } => user_cmd::run_user(config.as_deref(), action),
         Command::Location { config, json } => user_cmd::run_location(config.as_deref(), json),
+        Command::Phone(args) => phone::run(*args),
     }
 }

@@ -1,0 +1,1349 @@
+//! The user agent behind `switchboard phone`: one tokio task that owns the transaction
+//! layer, the registration, at most one call (its dialog, offer/answer state and media
+//! session) and the pending client requests, and drives them from received messages,
+//! timers and media events, one at a time, with no locks.
+//!
+//! The protocol rules live in `sip-core` (transactions, [`Dialog`], SDP offer/answer,
+//! digest auth, session timers); this file decides what the phone does with them: what
+//! to send when, what to print, and with which exit code to stop.
+//!
+//! Every handler is synchronous and queues what it sends in the transaction layer
+//! (`send_request`, `send_response`, `send_stateless`); the loop then drains the layer
+//! onto the network, as `serve` does.
+
+use super::exit;
+use super::print::Printer;
+use bytes::Bytes;
+use media::{AudioSink, AudioSource, Codec, MediaEvent, MediaSession, StreamParams};
+use serde_json::json;
+use sip_core::auth::{Challenge, pick_best, respond};
+use sip_core::dialog::{Dialog, Refresher, SessionTimer, SessionTimerAction, glare_retry_after};
+use sip_core::name::HeaderName;
+use sip_core::sdp::{AudioStream, Direction, OfferAnswer, SessionDescription, answer_direction};
+use sip_core::transaction::{Event, TransactionKey, TransactionLayer};
+use sip_core::{Flow, Message, MessageBuilder, Method, Transport, response_to};
+use sip_net::{Endpoint, Incoming, Target};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+mod answer;
+mod call;
+
+/// A codec as SDP names it: (payload type, encoding, clock rate).
+pub type SdpCodec = (u8, &'static str, u32);
+
+/// The voice codecs the phone knows, by their `--codec` names.
+pub const VOICE_CODECS: &[(&str, SdpCodec)] =
+    &[("pcmu", (0, "PCMU", 8000)), ("pcma", (8, "PCMA", 8000))];
+
+/// RFC 4733 DTMF, offered and accepted beside every voice codec.
+pub const TELEPHONE_EVENT: SdpCodec = (101, "telephone-event", 8000);
+
+/// The SDP codec list for voice codec names in order of preference (unknown names
+/// skipped), with telephone-event last.
+pub fn sdp_codecs(names: &[String]) -> Vec<SdpCodec> {
+    let mut list: Vec<SdpCodec> = names
+        .iter()
+        .filter_map(|n| {
+            VOICE_CODECS
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case(n))
+                .map(|(_, c)| *c)
+        })
+        .collect();
+    list.push(TELEPHONE_EVENT);
+    list
+}
+
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, UPDATE, PRACK, INFO";
+const T1: Duration = Duration::from_millis(500);
+const T2: Duration = Duration::from_secs(4);
+
+/// Who the phone is and where it talks.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The user name (the AOR's user part and the digest username).
+    pub user: String,
+    /// The digest password; without one, challenges are failures.
+    pub password: Option<String>,
+    /// The registrar and outbound proxy; `None` runs without registering, calling URIs
+    /// directly.
+    pub server: Option<SocketAddr>,
+    /// The AOR's domain.
+    pub domain: String,
+    /// How to reach the server (and the default for direct calls).
+    pub transport: Transport,
+    /// The registration lifetime asked for.
+    pub expires: u32,
+    /// The Session-Expires to ask for in calls we place (RFC 4028); `None` asks none.
+    pub session_expires: Option<u32>,
+    /// The display name in From.
+    pub display_name: Option<String>,
+    /// The codecs offered and accepted, in order of preference (see [`sdp_codecs`]).
+    pub codecs: Vec<SdpCodec>,
+}
+
+/// What the phone was asked to do.
+#[derive(Debug, Clone)]
+pub enum Task {
+    /// Place one call.
+    Call(CallTask),
+    /// Answer calls.
+    Answer(AnswerTask),
+    /// Send one MESSAGE.
+    Message {
+        /// The recipient.
+        target: String,
+        /// The text.
+        text: String,
+    },
+    /// Send one OPTIONS and report the answer.
+    Options {
+        /// Whom to ask.
+        target: String,
+    },
+    /// Print incoming MESSAGEs.
+    Listen {
+        /// Stop after this many.
+        count: Option<u32>,
+    },
+}
+
+/// `phone call`.
+#[derive(Debug, Clone)]
+pub struct CallTask {
+    /// Whom to call.
+    pub target: String,
+    /// The WAV to play to the far end.
+    pub play: Option<PathBuf>,
+    /// Where to record the far end.
+    pub record: Option<PathBuf>,
+    /// DTMF digits to send once answered.
+    pub dtmf: Option<String>,
+    /// Seconds after the answer when the digits go.
+    pub dtmf_after: f64,
+    /// Seconds after the answer to put the call on hold.
+    pub hold_after: Option<f64>,
+    /// Seconds after the answer to resume it.
+    pub resume_after: Option<f64>,
+    /// Hold and resume with UPDATE instead of re-INVITE.
+    pub hold_with_update: bool,
+    /// Seconds after the answer to hang up.
+    pub hangup_after: Option<f64>,
+    /// Hold with a=inactive instead of a=sendonly.
+    pub hold_inactive: bool,
+    /// Re-offer with only this voice codec, `.1` seconds after the answer.
+    pub change_codec: Option<(f64, SdpCodec)>,
+    /// Seconds to wait for an answer before cancelling.
+    pub answer_timeout: f64,
+}
+
+/// `phone answer`.
+#[derive(Debug, Clone)]
+pub struct AnswerTask {
+    /// Answer at once instead of waiting for Enter on standard input.
+    pub auto: bool,
+    /// The WAV to play to callers.
+    pub play: Option<PathBuf>,
+    /// Where to record callers (with `{n}` replaced by the call number, if present).
+    pub record: Option<PathBuf>,
+    /// Refuse calls with this status instead of answering.
+    pub reject: Option<u16>,
+    /// Hang up this many seconds after answering.
+    pub hangup_after: Option<f64>,
+    /// Stop after this many calls.
+    pub calls: Option<u32>,
+}
+
+/// Which way a call goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Uac,
+    Uas,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallState {
+    /// UAC: INVITE sent; UAS: INVITE received, not answered.
+    Setup,
+    /// A 2xx was sent or received.
+    Answered,
+    /// We sent BYE or CANCEL and wait for the end.
+    Ending,
+}
+
+/// A request outside any dialog that may need to be sent again with credentials.
+#[derive(Debug, Clone)]
+struct Outgoing {
+    method: Method,
+    uri: String,
+    to: String,
+    call_id: String,
+    from_tag: String,
+    cseq: u32,
+    headers: Vec<(&'static str, String)>,
+    body: Option<(&'static str, Bytes)>,
+    /// Authorization or Proxy-Authorization, and its value.
+    auth: Option<(&'static str, String)>,
+    /// Realms already answered (with the header used): a fresh challenge for one of
+    /// them means the password is wrong.
+    answered: Vec<String>,
+    /// Where it goes.
+    flow: Flow,
+}
+
+/// What a client transaction is for.
+#[derive(Debug, Clone)]
+enum Pending {
+    Register(Outgoing),
+    Unregister(Outgoing),
+    Message(Outgoing),
+    Invite,
+    Bye,
+    /// A re-INVITE or UPDATE carrying our offer with this direction.
+    Modify {
+        method: Method,
+        direction: Direction,
+        refresh: bool,
+    },
+    Other,
+}
+
+/// Our 2xx to an INVITE, retransmitted until the ACK (RFC 3261 §13.3.1.4).
+#[derive(Debug, Clone)]
+struct OkRetransmit {
+    bytes: Bytes,
+    flow: Flow,
+    cseq: u32,
+    interval: Duration,
+    next: Instant,
+    until: Instant,
+}
+
+struct Call {
+    generation: u64,
+    role: Role,
+    state: CallState,
+    call_id: String,
+    local_tag: String,
+    /// UAC: the INVITE as last sent (with credentials after a challenge).
+    invite: Option<Message>,
+    invite_out: Option<Outgoing>,
+    /// UAC: the INVITE client transaction; UAS: the INVITE server transaction.
+    invite_key: Option<TransactionKey>,
+    /// UAS: the INVITE received.
+    request: Option<Message>,
+    dialog: Option<Dialog>,
+    flow: Flow,
+    media: Option<MediaSession>,
+    media_started: bool,
+    local_sdp: SessionDescription,
+    oa: OfferAnswer,
+    remote: Option<AudioStream>,
+    /// The direction we want (SendOnly while we hold the call).
+    wanted: Direction,
+    held_by_us: bool,
+    held_by_them: bool,
+    ack: Option<(Bytes, Flow, String)>,
+    ok_retx: Option<OkRetransmit>,
+    digits: String,
+    play: Option<PathBuf>,
+    record: Option<PathBuf>,
+    answered_at: Option<Instant>,
+    cancelled: Option<(&'static str, u8)>,
+    rseq_acked: Option<u32>,
+    session_timer: Option<SessionTimer>,
+    ringing_printed: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallTimer {
+    Dtmf,
+    Hold,
+    Resume,
+    Hangup,
+    AnswerTimeout,
+    Retransmit,
+    EndFallback,
+    GlareRetry(Direction),
+    Session,
+    ChangeCodec,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    RegisterRefresh,
+    ExitDeadline,
+    Call(u64, CallTimer),
+}
+
+/// The user agent. See the [module docs](self).
+pub struct Ua {
+    endpoint: Endpoint,
+    txl: TransactionLayer,
+    s: Settings,
+    task: Task,
+    out: Printer,
+    pending: HashMap<TransactionKey, Pending>,
+    timers: Vec<(Instant, Timer)>,
+    call: Option<Call>,
+    next_generation: u64,
+    media_rx: Option<mpsc::Receiver<MediaEvent>>,
+    stopping: Vec<MediaSession>,
+    registered: bool,
+    register_out: Option<Outgoing>,
+    task_started: bool,
+    finished: Option<u8>,
+    exit_ready: bool,
+    calls_done: u32,
+    messages_seen: u32,
+    stdin_rx: Option<mpsc::UnboundedReceiver<String>>,
+    counter: u64,
+    /// A media session bound ahead of the next call, so that the handlers, which are
+    /// synchronous, have an RTP port at hand.
+    spare_media: Option<MediaSession>,
+    spare_error: Option<String>,
+    /// Ctrl-C or SIGTERM: stop once the call in progress has ended.
+    interrupted: bool,
+    /// The task is over and the exit under way (see [`Ua::begin_exit`]).
+    exiting: bool,
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    if getrandom::fill(&mut buf).is_err() {
+        // No OS randomness: fall back on the clock; identifiers only need to be unique.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = (t >> ((i % 16) * 8)) as u8;
+        }
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn random_u32() -> u32 {
+    let mut buf = [0u8; 4];
+    let _ = getrandom::fill(&mut buf);
+    u32::from_le_bytes(buf)
+}
+
+/// The events printed for the answer to a MESSAGE or an OPTIONS: (success, failure).
+fn simple_event_names(method: &Method) -> (&'static str, &'static str) {
+    match method {
+        Method::Options => ("options", "options failed"),
+        _ => ("message sent", "message failed"),
+    }
+}
+
+/// The exit code a final status means for a call we placed.
+fn exit_for_status(status: u16) -> u8 {
+    match status {
+        200..=299 => exit::OK,
+        486 | 600 => exit::BUSY,
+        408 | 480 | 487 => exit::NO_ANSWER,
+        _ => exit::REJECTED,
+    }
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.0))
+}
+
+fn codec_of(encoding: &str) -> Option<Codec> {
+    if encoding.eq_ignore_ascii_case("PCMU") {
+        Some(Codec::Pcmu)
+    } else if encoding.eq_ignore_ascii_case("PCMA") {
+        Some(Codec::Pcma)
+    } else if encoding.eq_ignore_ascii_case("opus") {
+        Some(Codec::Opus)
+    } else {
+        None
+    }
+}
+
+fn has_sdp(msg: &Message) -> bool {
+    !msg.body().is_empty()
+        && msg
+            .content_type()
+            .ok()
+            .flatten()
+            .is_some_and(|ct| ct.is("application", "sdp"))
+}
+
+fn tokens_contain(msg: &Message, name: HeaderName, token: &str) -> bool {
+    msg.tokens(name)
+        .filter_map(Result::ok)
+        .any(|t| t.eq_ignore_ascii_case(token))
+}
+
+impl Ua {
+    /// A user agent on `endpoint` (already listening) that will do `task`.
+    pub fn new(endpoint: Endpoint, s: Settings, task: Task, out: Printer) -> Ua {
+        Ua {
+            endpoint,
+            txl: TransactionLayer::default(),
+            s,
+            task,
+            out,
+            pending: HashMap::new(),
+            timers: Vec::new(),
+            call: None,
+            next_generation: 1,
+            media_rx: None,
+            stopping: Vec::new(),
+            registered: false,
+            register_out: None,
+            task_started: false,
+            finished: None,
+            exit_ready: false,
+            calls_done: 0,
+            messages_seen: 0,
+            stdin_rx: None,
+            counter: 0,
+            spare_media: None,
+            spare_error: None,
+            interrupted: false,
+            exiting: false,
+        }
+    }
+
+    /// Runs until the task is done (and the registration removed); returns the exit code.
+    pub async fn run(mut self, mut incoming: mpsc::Receiver<Incoming>) -> u8 {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        if let Task::Answer(a) = &self.task
+            && !a.auto
+            && a.reject.is_none()
+        {
+            let (tx, rx) = mpsc::unbounded_channel();
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {
+                    if tx.send(std::mem::take(&mut line)).is_err() {
+                        break;
+                    }
+                }
+            });
+            self.stdin_rx = Some(rx);
+        }
+        self.bind_spare_media().await;
+        self.start(Instant::now());
+        loop {
+            self.drain().await;
+            if self.spare_media.is_none() {
+                self.bind_spare_media().await;
+            }
+            for media in std::mem::take(&mut self.stopping) {
+                let stats = media.stop().await;
+                tracing::debug!(?stats, "media stopped");
+            }
+            if let Some(code) = self.finished {
+                if !self.exit_ready {
+                    self.begin_exit(Instant::now());
+                    self.drain().await;
+                }
+                if self.exit_ready {
+                    return code;
+                }
+            }
+            let next = [
+                self.txl.poll_timeout(),
+                self.timers.iter().map(|(t, _)| *t).min(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let sleep = async move {
+                match next {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let media_rx = &mut self.media_rx;
+            let media_event = async move {
+                match media_rx {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let stdin_rx = &mut self.stdin_rx;
+            let stdin_line = async move {
+                match stdin_rx {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let term = async {
+                match terminate.as_mut() {
+                    Some(t) => t.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                m = incoming.recv() => match m {
+                    Some(m) => self.on_incoming(m),
+                    None => {
+                        self.out.warn("the transport layer stopped");
+                        return exit::FAILED;
+                    }
+                },
+                () = sleep => {
+                    let now = Instant::now();
+                    self.txl.handle_timeout(now);
+                    self.fire_timers(now);
+                }
+                ev = media_event => match ev {
+                    Some(ev) => self.on_media(ev),
+                    None => self.media_rx = None,
+                },
+                line = stdin_line => match line {
+                    Some(_) => self.answer_ringing_call(Instant::now()),
+                    None => self.stdin_rx = None,
+                },
+                _ = tokio::signal::ctrl_c() => self.interrupt(),
+                _ = term => self.interrupt(),
+            }
+        }
+    }
+
+    // ----- plumbing -----
+
+    async fn bind_spare_media(&mut self) {
+        match MediaSession::bind(self.local_ip()).await {
+            Ok(m) => {
+                self.spare_media = Some(m);
+                self.spare_error = None;
+            }
+            Err(e) => self.spare_error = Some(e.to_string()),
+        }
+    }
+
+    fn take_media(&mut self) -> Result<MediaSession, String> {
+        self.spare_media.take().ok_or_else(|| {
+            self.spare_error
+                .clone()
+                .unwrap_or_else(|| "no media session".into())
+        })
+    }
+
+    async fn drain(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(t) = self.txl.poll_transmit() {
+                progressed = true;
+                if let Err(e) = self.endpoint.send(Target::Flow(t.flow), t.bytes).await {
+                    tracing::debug!("send to {} failed: {e}", t.flow.remote);
+                    if let Some(key) = t.key {
+                        let _ = self.txl.handle_transport_error(Instant::now(), key);
+                    }
+                }
+            }
+            while let Some(event) = self.txl.poll_event() {
+                progressed = true;
+                self.on_event(event, Instant::now());
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn on_incoming(&mut self, incoming: Incoming) {
+        let now = Instant::now();
+        let Incoming::Message { msg, flow, .. } = incoming else {
+            return;
+        };
+        if msg.is_request() {
+            let target = sip_net::response_target(&flow, &msg);
+            if let Err(e) = msg.validate() {
+                // Answered statelessly, as serve does: it may lack what a transaction
+                // is keyed by.
+                tracing::debug!("invalid request from {}: {e}", flow.remote);
+                if let crate::service::Answer::Respond(bytes) =
+                    crate::service::answer_invalid(msg.as_bytes(), &e)
+                {
+                    self.txl.send_stateless(target, bytes);
+                }
+                return;
+            }
+            if let Err(e) = self.txl.handle_message(now, msg, target) {
+                tracing::debug!("request not taken: {e}");
+            }
+        } else if let Err(e) = self.txl.handle_message(now, msg, flow) {
+            tracing::debug!("response dropped: {e}");
+        }
+    }
+
+    fn arm(&mut self, at: Instant, timer: Timer) {
+        self.timers.retain(|(_, t)| *t != timer);
+        self.timers.push((at, timer));
+    }
+
+    fn disarm(&mut self, timer: Timer) {
+        self.timers.retain(|(_, t)| *t != timer);
+    }
+
+    fn arm_call(&mut self, at: Instant, timer: CallTimer) {
+        if let Some(generation) = self.call.as_ref().map(|c| c.generation) {
+            self.arm(at, Timer::Call(generation, timer));
+        }
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        let mut due = Vec::new();
+        self.timers.retain(|(at, t)| {
+            if *at <= now {
+                due.push(*t);
+                false
+            } else {
+                true
+            }
+        });
+        for timer in due {
+            match timer {
+                Timer::RegisterRefresh => self.register(now, self.s.expires),
+                Timer::ExitDeadline => {
+                    self.exit_ready = true;
+                    // Out of time with the task unfinished (a hang-up never answered).
+                    self.finish(exit::FAILED);
+                }
+                Timer::Call(generation, t) => {
+                    if self
+                        .call
+                        .as_ref()
+                        .is_some_and(|c| c.generation == generation)
+                    {
+                        self.on_call_timer(t, now);
+                    }
+                }
+            }
+        }
+    }
+
+    fn branch(&mut self) -> String {
+        self.counter += 1;
+        format!("z9hG4bK{}{:x}", random_hex(6), self.counter)
+    }
+
+    /// Our address on `transport`, for Via and Contact.
+    fn local_addr(&self, transport: Transport) -> SocketAddr {
+        let listener = match transport {
+            Transport::Udp => Transport::Udp,
+            _ => Transport::Tcp,
+        };
+        self.endpoint
+            .local_addr(listener)
+            .or_else(|| self.endpoint.local_addr(Transport::Udp))
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)))
+    }
+
+    fn local_ip(&self) -> IpAddr {
+        self.local_addr(Transport::Udp).ip()
+    }
+
+    fn via(&mut self, transport: Transport) -> String {
+        let branch = self.branch();
+        format!(
+            "SIP/2.0/{} {};branch={branch};rport",
+            transport.via_token(),
+            self.local_addr(transport)
+        )
+    }
+
+    fn contact_uri(&self, transport: Transport) -> String {
+        let addr = self.local_addr(transport);
+        match transport {
+            Transport::Udp => format!("sip:{}@{addr}", self.s.user),
+            t => format!(
+                "sip:{}@{addr};transport={}",
+                self.s.user,
+                t.name().to_ascii_lowercase()
+            ),
+        }
+    }
+
+    fn aor(&self) -> String {
+        format!("sip:{}@{}", self.s.user, self.s.domain)
+    }
+
+    fn our_from(&self, tag: &str) -> String {
+        match &self.s.display_name {
+            Some(d) => format!("\"{d}\" <{}>;tag={tag}", self.aor()),
+            None => format!("<{}>;tag={tag}", self.aor()),
+        }
+    }
+
+    /// The flow for a request outside a dialog to `uri`: the server when there is one,
+    /// else the URI's own host and port (numeric hosts only).
+    fn flow_for(&self, uri: &str) -> Result<Flow, String> {
+        if let Some(server) = self.s.server {
+            return Ok(Flow {
+                transport: self.s.transport,
+                remote: server,
+                local: None,
+                connection: None,
+            });
+        }
+        self.direct_flow(uri)
+    }
+
+    fn direct_flow(&self, uri: &str) -> Result<Flow, String> {
+        let targets = sip_net::dns::numeric_target(uri)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| {
+                format!("{uri}: without --server, call an address with a numeric host")
+            })?;
+        let t = targets.first().ok_or_else(|| format!("{uri}: no target"))?;
+        // A URI without transport= goes over the transport the phone was given.
+        let has_transport = uri.contains("transport=");
+        Ok(Flow {
+            transport: if has_transport {
+                t.transport
+            } else {
+                self.s.transport
+            },
+            remote: t.addr,
+            local: None,
+            connection: None,
+        })
+    }
+
+    /// The flow for requests in `dialog`: its next hop directly when numeric, else the
+    /// server.
+    fn dialog_flow(&self, dialog: &Dialog, fallback: Flow) -> Flow {
+        match self.direct_flow(&dialog.next_hop()) {
+            Ok(f) => f,
+            Err(_) => fallback,
+        }
+    }
+
+    fn build_outgoing(&mut self, o: &Outgoing) -> Result<Message, String> {
+        let via = self.via(o.flow.transport);
+        let mut b = MessageBuilder::request(&o.method, &o.uri);
+        b.push("Via", via);
+        b.push("Max-Forwards", 70);
+        b.push("From", self.our_from(&o.from_tag));
+        b.push("To", &o.to);
+        b.push("Call-ID", &o.call_id);
+        b.push("CSeq", format_args!("{} {}", o.cseq, o.method));
+        for (name, value) in &o.headers {
+            b.push(name, value);
+        }
+        if let Some((name, value)) = &o.auth {
+            b.push(name, value);
+        }
+        b.push(
+            "User-Agent",
+            concat!("switchboard-phone/", env!("CARGO_PKG_VERSION")),
+        );
+        if let Some((ct, body)) = &o.body {
+            b = b.body(ct, body.clone());
+        }
+        b.build()
+            .map_err(|e| format!("cannot build {}: {e}", o.method))
+    }
+
+    fn send_outgoing(
+        &mut self,
+        o: &Outgoing,
+        now: Instant,
+    ) -> Result<(TransactionKey, Message), String> {
+        let msg = self.build_outgoing(o)?;
+        let key = self
+            .txl
+            .send_request(now, msg.clone(), o.flow)
+            .map_err(|e| e.to_string())?;
+        Ok((key, msg))
+    }
+
+    /// Answers a 401/407 by computing credentials for `o`; `false` when it cannot (no
+    /// password, nothing answerable, or the same challenge again: a wrong password).
+    fn authenticate(&self, o: &mut Outgoing, response: &Message) -> bool {
+        let Some(password) = &self.s.password else {
+            return false;
+        };
+        let (challenge_header, auth_header) = if response.status() == Some(407) {
+            (HeaderName::ProxyAuthenticate, "Proxy-Authorization")
+        } else {
+            (HeaderName::WwwAuthenticate, "Authorization")
+        };
+        let mut challenges: Vec<Challenge<'_>> = Vec::new();
+        for value in response.get_all(challenge_header) {
+            if let Ok(list) = Challenge::parse_list(value) {
+                challenges.extend(list);
+            }
+        }
+        let Some(challenge) = pick_best(&challenges) else {
+            return false;
+        };
+        let Some(d) = challenge.as_digest() else {
+            return false;
+        };
+        // A second challenge for a realm we already answered, not marked stale, means
+        // the server refused our credentials: answering again would loop forever.
+        let realm_key = format!("{auth_header} {}", d.realm);
+        if o.answered.contains(&realm_key) && !d.stale {
+            return false;
+        }
+        let cnonce = random_hex(12);
+        match respond(
+            challenge,
+            &self.s.user,
+            password,
+            o.method.as_str(),
+            &o.uri,
+            &cnonce,
+            1,
+        ) {
+            Ok(creds) => {
+                if !o.answered.contains(&realm_key) {
+                    o.answered.push(realm_key);
+                }
+                o.auth = Some((auth_header, creds.to_string()));
+                o.cseq += 1;
+                true
+            }
+            Err(e) => {
+                tracing::debug!("cannot answer the challenge: {e}");
+                false
+            }
+        }
+    }
+
+    // ----- start, registration, exit -----
+
+    fn start(&mut self, now: Instant) {
+        if self.s.server.is_some() {
+            self.register(now, self.s.expires);
+        } else {
+            self.start_task(now);
+        }
+    }
+
+    fn register(&mut self, now: Instant, expires: u32) {
+        let Some(server) = self.s.server else {
+            return;
+        };
+        let transport = self.s.transport;
+        let mut o = match self.register_out.clone() {
+            Some(mut o) => {
+                o.cseq += 1;
+                o.auth = None;
+                o
+            }
+            None => Outgoing {
+                method: Method::Register,
+                uri: format!("sip:{}", self.s.domain),
+                to: format!("<{}>", self.aor()),
+                call_id: format!("{}@{}", random_hex(10), self.local_ip()),
+                from_tag: random_hex(6),
+                cseq: 1,
+                headers: Vec::new(),
+                body: None,
+                auth: None,
+                answered: Vec::new(),
+                flow: Flow {
+                    transport,
+                    remote: server,
+                    local: None,
+                    connection: None,
+                },
+            },
+        };
+        o.answered.clear();
+        o.headers = vec![
+            ("Contact", format!("<{}>", self.contact_uri(transport))),
+            ("Expires", expires.to_string()),
+            ("Allow", ALLOW.to_owned()),
+        ];
+        self.register_out = Some(o.clone());
+        match self.send_outgoing(&o, now) {
+            Ok((key, _)) => {
+                let pending = if expires == 0 {
+                    Pending::Unregister(o)
+                } else {
+                    Pending::Register(o)
+                };
+                self.pending.insert(key, pending);
+            }
+            Err(e) => {
+                self.out.event("registration failed", Some(&e), &[]);
+                self.finish(exit::FAILED);
+            }
+        }
+    }
+
+    fn on_register_response(
+        &mut self,
+        mut o: Outgoing,
+        response: &Message,
+        now: Instant,
+        unregister: bool,
+    ) {
+        let status = response.status().unwrap_or(0);
+        if status < 200 {
+            return;
+        }
+        if matches!(status, 401 | 407) && self.authenticate(&mut o, response) {
+            self.register_out = Some(o.clone());
+            if let Ok((key, _)) = self.send_outgoing(&o, now) {
+                let p = if unregister {
+                    Pending::Unregister(o)
+                } else {
+                    Pending::Register(o)
+                };
+                self.pending.insert(key, p);
+                return;
+            }
+        }
+        // 423 Interval Too Brief: ask again for what the registrar accepts (once: the
+        // new interval is larger, so this cannot loop).
+        if status == 423
+            && !unregister
+            && let Ok(Some(min)) = response.min_expires()
+            && min > self.s.expires
+        {
+            self.s.expires = min;
+            self.register(now, min);
+            return;
+        }
+        if unregister {
+            if (200..300).contains(&status) {
+                self.out.event("unregistered", None, &[]);
+            }
+            self.registered = false;
+            self.exit_ready = true;
+            return;
+        }
+        if !(200..300).contains(&status) {
+            let reason = format!("{status} {}", response.reason().unwrap_or(""));
+            self.out.event(
+                "registration failed",
+                Some(reason.trim()),
+                &[("status", json!(status))],
+            );
+            self.registered = false;
+            if !self.task_started {
+                self.finish(exit::FAILED);
+            }
+            return;
+        }
+        let ours = self.contact_uri(self.s.transport);
+        let granted = response
+            .contacts()
+            .filter_map(Result::ok)
+            .find_map(|c| match c {
+                sip_core::headers::Contact::Addr(na) if na.uri_text == ours => {
+                    na.expires().ok().flatten()
+                }
+                _ => None,
+            })
+            .or_else(|| response.expires().ok().flatten())
+            .unwrap_or(self.s.expires);
+        let event = if self.registered {
+            "registration refreshed"
+        } else {
+            "registered"
+        };
+        self.out.event(
+            event,
+            Some(&format!("{} for {granted} s", self.aor())),
+            &[("aor", json!(self.aor())), ("expires", json!(granted))],
+        );
+        self.registered = true;
+        // Refresh at half the granted time (at least a second from now).
+        let refresh = Duration::from_secs(u64::from(granted.max(2) / 2));
+        self.arm(now + refresh, Timer::RegisterRefresh);
+        if !self.task_started {
+            self.start_task(now);
+        }
+    }
+
+    fn finish(&mut self, code: u8) {
+        if self.finished.is_none() {
+            self.finished = Some(code);
+        }
+    }
+
+    /// Removes the registration (waiting at most 2 s for the answer) before exiting.
+    fn begin_exit(&mut self, now: Instant) {
+        if self.exiting {
+            return;
+        }
+        self.exiting = true;
+        let wait = if self.registered && self.s.server.is_some() {
+            self.registered = false;
+            self.disarm(Timer::RegisterRefresh);
+            self.register(now, 0);
+            Duration::from_secs(2)
+        } else if self.call.is_none() {
+            // A moment for what is queued on connections to be written (the 200 to a
+            // BYE, say) before the endpoint shuts down.
+            Duration::from_millis(300)
+        } else {
+            Duration::from_secs(2)
+        };
+        let at = self
+            .timers
+            .iter()
+            .filter(|(_, t)| *t == Timer::ExitDeadline)
+            .map(|(at, _)| *at)
+            .chain([now + wait])
+            .min()
+            .unwrap_or(now + wait);
+        self.arm(at, Timer::ExitDeadline);
+    }
+
+    /// Ctrl-C or SIGTERM: hang up what is up, then exit through [`Ua::begin_exit`].
+    fn interrupt(&mut self) {
+        let now = Instant::now();
+        self.interrupted = true;
+        if self.call.is_some() {
+            // The call's end finishes the task (see `end_call`); a far end that does
+            // not answer our BYE gets 3 s.
+            self.hang_up(now);
+            self.arm(now + Duration::from_secs(3), Timer::ExitDeadline);
+        } else {
+            self.finish(exit::OK);
+        }
+    }
+
+    fn start_task(&mut self, now: Instant) {
+        self.task_started = true;
+        match self.task.clone() {
+            Task::Call(c) => self.place_call(c, now),
+            Task::Message { target, text } => {
+                self.send_simple(Method::Message, &target, Some(text), now)
+            }
+            Task::Options { target } => self.send_simple(Method::Options, &target, None, now),
+            Task::Answer(_) => self.out.event("waiting for calls", None, &[]),
+            Task::Listen { .. } => self.out.event("waiting for messages", None, &[]),
+        }
+    }
+
+    // ----- MESSAGE -----
+
+    /// Sends a MESSAGE with `text`, or an OPTIONS, outside any dialog.
+    fn send_simple(&mut self, method: Method, target: &str, text: Option<String>, now: Instant) {
+        let (_, failed) = simple_event_names(&method);
+        let flow = match self.flow_for(target) {
+            Ok(f) => f,
+            Err(e) => {
+                self.out.event(failed, Some(&e), &[]);
+                self.finish(exit::FAILED);
+                return;
+            }
+        };
+        let o = Outgoing {
+            method,
+            uri: target.to_owned(),
+            to: format!("<{target}>"),
+            call_id: format!("{}@{}", random_hex(10), self.local_ip()),
+            from_tag: random_hex(6),
+            cseq: 1,
+            headers: Vec::new(),
+            body: text.map(|t| ("text/plain;charset=UTF-8", Bytes::from(t))),
+            auth: None,
+            answered: Vec::new(),
+            flow,
+        };
+        match self.send_outgoing(&o, now) {
+            Ok((key, _)) => {
+                self.pending.insert(key, Pending::Message(o));
+            }
+            Err(e) => {
+                self.out.event(failed, Some(&e), &[]);
+                self.finish(exit::FAILED);
+            }
+        }
+    }
+
+    fn on_message_response(&mut self, mut o: Outgoing, response: &Message, now: Instant) {
+        let status = response.status().unwrap_or(0);
+        if status < 200 {
+            return;
+        }
+        if matches!(status, 401 | 407)
+            && self.authenticate(&mut o, response)
+            && let Ok((key, _)) = self.send_outgoing(&o, now)
+        {
+            self.pending.insert(key, Pending::Message(o));
+            return;
+        }
+        let (sent, failed) = simple_event_names(&o.method);
+        let reason = format!("{status} {}", response.reason().unwrap_or(""));
+        let allow = response.get(HeaderName::Allow).unwrap_or("").to_owned();
+        let detail = if o.method == Method::Options && !allow.is_empty() {
+            format!("{} (Allow: {allow})", reason.trim())
+        } else {
+            reason.trim().to_owned()
+        };
+        let fields = [("status", json!(status)), ("allow", json!(allow))];
+        if (200..300).contains(&status) {
+            self.out.event(sent, Some(&detail), &fields);
+            self.finish(exit::OK);
+        } else {
+            self.out.event(failed, Some(&detail), &fields);
+            self.finish(exit_for_status(status));
+        }
+    }
+
+    fn on_incoming_message(&mut self, key: TransactionKey, request: &Message, now: Instant) {
+        let from = request
+            .from()
+            .map(|f| f.uri_text.to_owned())
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(request.body()).into_owned();
+        self.respond(key, request, 200, &[], None, now);
+        self.out.event(
+            "message",
+            Some(&format!("from {from}: {text}")),
+            &[("from", json!(from)), ("text", json!(text))],
+        );
+        self.messages_seen += 1;
+        if let Task::Listen { count: Some(n) } = self.task
+            && self.messages_seen >= n
+        {
+            self.finish(exit::OK);
+        }
+    }
+
+    // ----- responses to requests we received -----
+
+    fn respond(
+        &mut self,
+        key: TransactionKey,
+        request: &Message,
+        code: u16,
+        headers: &[(&str, String)],
+        body: Option<(&str, Bytes)>,
+        now: Instant,
+    ) {
+        let tag = self
+            .call
+            .as_ref()
+            .filter(|c| c.call_id == request.call_id().unwrap_or(""))
+            .map(|c| c.local_tag.clone())
+            .unwrap_or_else(|| random_hex(6));
+        let mut b = response_to(request, code, Some(&tag));
+        for (name, value) in headers {
+            b.push(name, value);
+        }
+        if let Some((ct, body)) = body {
+            b = b.body(ct, body);
+        }
+        match b.build() {
+            Ok(msg) => {
+                if let Err(e) = self.txl.send_response(now, key, msg) {
+                    tracing::debug!("response not sent: {e}");
+                }
+            }
+            Err(e) => tracing::warn!("built a response that does not parse: {e}"),
+        }
+    }
+
+    fn on_event(&mut self, event: Event, now: Instant) {
+        match event {
+            Event::Request { key, request, flow } => self.on_request(key, request, flow, now),
+            Event::Response { key, response } => self.on_response(key, response, now),
+            Event::Ack { request, .. } => self.on_ack(&request, now),
+            Event::Timeout { key, .. } => {
+                if let Some(p) = self.pending.remove(&key) {
+                    self.on_request_failed(p, false, now);
+                }
+            }
+            Event::TransportError { key } => {
+                if let Some(p) = self.pending.remove(&key) {
+                    self.on_request_failed(p, true, now);
+                }
+            }
+            Event::Terminated { key } => {
+                self.pending.remove(&key);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_request(&mut self, key: TransactionKey, request: Message, flow: Flow, now: Instant) {
+        let Some(method) = request.method().cloned() else {
+            return;
+        };
+        // RFC 3261 §8.2.2.3: an extension we are required to support and do not is a
+        // 420. We send no reliable provisionals, so 100rel is among them as UAS.
+        if !matches!(method, Method::Ack | Method::Cancel) {
+            let unsupported: Vec<&str> = request
+                .tokens(HeaderName::Require)
+                .filter_map(Result::ok)
+                .filter(|t| !t.eq_ignore_ascii_case("timer"))
+                .collect();
+            if !unsupported.is_empty() {
+                let list = unsupported.join(", ");
+                self.respond(key, &request, 420, &[("Unsupported", list)], None, now);
+                return;
+            }
+        }
+        let in_dialog = request.to().ok().and_then(|t| t.tag()).is_some();
+        if in_dialog && !matches!(method, Method::Message | Method::Options) {
+            self.on_in_dialog_request(key, &method, &request, now);
+            return;
+        }
+        match method {
+            Method::Invite => self.on_invite(key, request, flow, now),
+            Method::Cancel => self.on_cancel(key, &request, now),
+            Method::Message => self.on_incoming_message(key, &request, now),
+            Method::Options => {
+                let headers = [
+                    ("Allow", ALLOW.to_owned()),
+                    ("Accept", "application/sdp, text/plain".to_owned()),
+                    ("Supported", "timer".to_owned()),
+                ];
+                self.respond(key, &request, 200, &headers, None, now);
+            }
+            Method::Ack => {}
+            Method::Bye | Method::Update | Method::Prack | Method::Info => {
+                self.respond(key, &request, 481, &[], None, now);
+            }
+            _ => {
+                self.respond(
+                    key,
+                    &request,
+                    405,
+                    &[("Allow", ALLOW.to_owned())],
+                    None,
+                    now,
+                );
+            }
+        }
+    }
+
+    fn on_response(&mut self, key: TransactionKey, response: Message, now: Instant) {
+        let Some(pending) = self.pending.get(&key).cloned() else {
+            return;
+        };
+        let fin = response.status().is_some_and(|s| s >= 200);
+        match pending {
+            Pending::Register(o) => {
+                if fin {
+                    self.pending.remove(&key);
+                }
+                self.on_register_response(o, &response, now, false);
+            }
+            Pending::Unregister(o) => {
+                if fin {
+                    self.pending.remove(&key);
+                }
+                self.on_register_response(o, &response, now, true);
+            }
+            Pending::Message(o) => {
+                if fin {
+                    self.pending.remove(&key);
+                }
+                self.on_message_response(o, &response, now);
+            }
+            Pending::Invite => self.on_invite_response(key, &response, now),
+            Pending::Bye => {
+                if fin {
+                    self.pending.remove(&key);
+                    // Why we hung up, when it was not the script's choice.
+                    let (reason, code) = self
+                        .call
+                        .as_ref()
+                        .and_then(|c| c.cancelled)
+                        .unwrap_or(("bye (local)", exit::OK));
+                    self.end_call(reason, code);
+                }
+            }
+            Pending::Modify {
+                method,
+                direction,
+                refresh,
+            } => self.on_modify_response(key, &method, direction, refresh, &response, now),
+            Pending::Other => {}
+        }
+    }
+
+    /// A client transaction got no final response: it timed out, or (`unreachable`)
+    /// the transport could not send it.
+    fn on_request_failed(&mut self, pending: Pending, unreachable: bool, now: Instant) {
+        let no_response = if unreachable {
+            "cannot reach it"
+        } else {
+            "no response"
+        };
+        match pending {
+            Pending::Register(_) => {
+                self.out.event(
+                    "registration failed",
+                    Some("no response from the server"),
+                    &[],
+                );
+                self.registered = false;
+                if !self.task_started {
+                    self.finish(exit::FAILED);
+                } else {
+                    self.arm(now + Duration::from_secs(30), Timer::RegisterRefresh);
+                }
+            }
+            Pending::Unregister(_) => self.exit_ready = true,
+            Pending::Message(_) => {
+                self.out.event("message failed", Some(no_response), &[]);
+                self.finish(exit::FAILED);
+            }
+            Pending::Invite => {
+                if self
+                    .call
+                    .as_ref()
+                    .is_some_and(|c| c.state != CallState::Answered)
+                {
+                    let fallback = if unreachable {
+                        ("failed (cannot reach it)", exit::FAILED)
+                    } else {
+                        ("no answer (timeout)", exit::NO_ANSWER)
+                    };
+                    let (reason, code) = self
+                        .call
+                        .as_ref()
+                        .and_then(|c| c.cancelled)
+                        .unwrap_or(fallback);
+                    self.end_call(reason, code);
+                }
+            }
+            Pending::Bye => self.end_call("bye (local, no response)", exit::OK),
+            Pending::Modify { .. } => {
+                if let Some(c) = self.call.as_mut() {
+                    c.oa.offer_rejected();
+                }
+                self.out.warn("the far end did not answer a session change");
+            }
+            Pending::Other => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn final_statuses_map_to_exit_codes() {
+        assert_eq!(exit_for_status(200), exit::OK);
+        assert_eq!(exit_for_status(486), exit::BUSY);
+        assert_eq!(exit_for_status(600), exit::BUSY);
+        assert_eq!(exit_for_status(480), exit::NO_ANSWER);
+        assert_eq!(exit_for_status(408), exit::NO_ANSWER);
+        assert_eq!(exit_for_status(404), exit::REJECTED);
+        assert_eq!(exit_for_status(603), exit::REJECTED);
+    }
+
+    #[test]
+    fn codecs_by_sdp_name() {
+        assert_eq!(codec_of("pcmu"), Some(Codec::Pcmu));
+        assert_eq!(codec_of("PCMA"), Some(Codec::Pcma));
+        assert_eq!(codec_of("G729"), None);
+    }
+}

@@ -1,0 +1,309 @@
+//! `switchboard phone` against a real third-party softphone (issue 6): Debian's baresip
+//! (`baresip-core`, installed by `scripts/test`), headless on loopback, in each
+//! direction. Audio goes both ways (each side plays a WAV file; each recording must hold
+//! the other's file: correlation above 0.9, duration within 5%), and DTMF goes both
+//! ways (RFC 4733), so our SIP, SDP, RTP, G.711 and telephone-events are checked by an
+//! implementation that is not ours.
+//!
+//! baresip hangs up by itself when its audio file ends (its `aufile` source), which ends
+//! both calls; its `sndfile` module dumps what it decoded to `*-dec.wav`. A third test
+//! holds and resumes baresip by re-INVITE.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+#[path = "../../media/tests/common/mod.rs"]
+mod media_common;
+use common::{binary, free_port};
+use media_common::{assert_recording_matches, write_test_wav};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A running process whose output lines are collected; killed when dropped.
+struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    out: Vec<String>,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command) -> Proc {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::channel();
+        for pipe in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let stdin = child.stdin.take();
+        Proc {
+            child,
+            stdin,
+            lines,
+            out: Vec::new(),
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Ok(line) = self.lines.try_recv() {
+            self.out.push(line);
+        }
+    }
+
+    fn printed(&mut self) -> String {
+        self.drain();
+        self.out.join("\n")
+    }
+
+    fn expect(&mut self, what: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            self.drain();
+            if self.out.iter().any(|l| l.contains(what)) {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("no line with {what:?}:\n{}", self.printed());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn type_keys(&mut self, keys: &[&str]) {
+        for key in keys {
+            let stdin = self.stdin.as_mut().unwrap();
+            stdin.write_all(key.as_bytes()).unwrap();
+            stdin.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(400));
+        }
+    }
+
+    fn wait(&mut self, within: Duration) -> i32 {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(100));
+                self.drain();
+                return status.code().unwrap_or(-1);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("did not exit:\n{}", self.printed());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts baresip on 127.0.0.1:`sip_port` as bob, playing `source`, dumping what it
+/// hears into `dir`, answering calls by itself, dialling `dial` when given.
+fn baresip(dir: &Path, sip_port: u16, source: &Path, dial: Option<&str>) -> Proc {
+    let config = format!(
+        "poll_method\t\tpoll\n\
+         module_path\t\t/usr/lib/baresip/modules\n\
+         sip_listen\t\t127.0.0.1:{sip_port}\n\
+         net_interface\t\t127.0.0.1\n\
+         audio_source\t\taufile,{source}\n\
+         audio_player\t\taubridge,nowhere\n\
+         audio_alert\t\taubridge,nowhere\n\
+         snd_path\t\t{dir}\n\
+         module\t\t\tstdio.so\n\
+         module\t\t\tg711.so\n\
+         module\t\t\taufile.so\n\
+         module\t\t\taubridge.so\n\
+         module\t\t\tsndfile.so\n\
+         module_app\t\taccount.so\n\
+         module_app\t\tmenu.so\n",
+        source = source.display(),
+        dir = dir.display(),
+    );
+    std::fs::write(dir.join("config"), config).unwrap();
+    std::fs::write(
+        dir.join("accounts"),
+        "<sip:bob@127.0.0.1>;regint=0;answermode=auto\n",
+    )
+    .unwrap();
+    let mut cmd = Command::new("baresip");
+    cmd.arg("-f").arg(dir).args(["-t", "40"]);
+    if let Some(d) = dial {
+        cmd.args(["-e", d]);
+    }
+    Proc::spawn(cmd)
+}
+
+fn phone(args: &[&str]) -> Proc {
+    let mut cmd = Command::new(binary());
+    cmd.arg("phone").args(args).env("RUST_LOG", "warn");
+    Proc::spawn(cmd)
+}
+
+fn decoded_dump(dir: &Path) -> PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
+        .expect("baresip's sndfile dump of the received audio")
+}
+
+fn digits_baresip_heard(printed: &str) -> String {
+    printed
+        .lines()
+        .filter_map(|l| l.strip_prefix("received event: '"))
+        .filter(|l| l.ends_with("(end=1)"))
+        .filter_map(|l| l.chars().next())
+        .collect()
+}
+
+#[test]
+fn baresip_calls_the_phone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let theirs = dir.join("baresip-plays.wav");
+    let ours = dir.join("phone-plays.wav");
+    let recording = dir.join("phone-records.wav");
+    // baresip's file is the longer: it hangs up when it ends, by which time ours is over.
+    write_test_wav(&theirs, 8000, 4.0, 300.0);
+    write_test_wav(&ours, 8000, 3.0, 500.0);
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut bob = phone(&[
+        "--user",
+        "bob",
+        "--listen",
+        &listen,
+        "answer",
+        "--auto",
+        "--calls",
+        "1",
+        "--play",
+        ours.to_str().unwrap(),
+        "--record",
+        recording.to_str().unwrap(),
+    ]);
+    bob.expect("waiting for calls", Duration::from_secs(10));
+    let dial = format!("/dial sip:bob@127.0.0.1:{port}");
+    let mut softphone = baresip(dir, free_port(), &theirs, Some(&dial));
+    bob.expect("answered: PCMU", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(1000));
+    softphone.type_keys(&["2", "4"]);
+    assert_eq!(bob.wait(Duration::from_secs(20)), 0, "{}", bob.printed());
+    let printed = bob.printed();
+    eprintln!(
+        "--- phone:\n{printed}\n--- baresip:\n{}",
+        softphone.printed()
+    );
+    assert!(printed.contains("incoming: "), "{printed}");
+    assert!(printed.contains("ended: bye (remote)"), "{printed}");
+    assert!(printed.contains("dtmf: 24"), "{printed}");
+    assert_recording_matches("the phone's recording of baresip", &theirs, &recording);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_recording_matches(
+        "baresip's recording of the phone",
+        &ours,
+        &decoded_dump(dir),
+    );
+}
+
+#[test]
+fn the_phone_calls_baresip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let theirs = dir.join("baresip-plays.wav");
+    let ours = dir.join("phone-plays.wav");
+    let recording = dir.join("phone-records.wav");
+    write_test_wav(&theirs, 8000, 5.0, 300.0);
+    write_test_wav(&ours, 8000, 3.0, 500.0);
+    let sip_port = free_port();
+    let mut softphone = baresip(dir, sip_port, &theirs, None);
+    softphone.expect("baresip is ready", Duration::from_secs(10));
+    let target = format!("sip:bob@127.0.0.1:{sip_port}");
+    let mut alice = phone(&[
+        "--user",
+        "alice",
+        "call",
+        &target,
+        "--play",
+        ours.to_str().unwrap(),
+        "--record",
+        recording.to_str().unwrap(),
+        "--dtmf",
+        "159#",
+        // While our file plays (DTMF pauses it): baresip's jitter buffer holds the
+        // last packets it got until more arrive, so digits sent after our file ended
+        // would lose the last end packet there.
+        "--dtmf-after",
+        "1",
+    ]);
+    // baresip answers by itself and hangs up when its file ends.
+    assert_eq!(
+        alice.wait(Duration::from_secs(30)),
+        0,
+        "{}",
+        alice.printed()
+    );
+    let printed = alice.printed();
+    let theirs_printed = softphone.printed();
+    eprintln!("--- phone:\n{printed}\n--- baresip:\n{theirs_printed}");
+    assert!(printed.contains("answered: PCMU"), "{printed}");
+    assert!(printed.contains("ended: bye (remote)"), "{printed}");
+    assert_eq!(digits_baresip_heard(&theirs_printed), "159#");
+    assert_recording_matches("the phone's recording of baresip", &theirs, &recording);
+    assert_recording_matches(
+        "baresip's recording of the phone",
+        &ours,
+        &decoded_dump(dir),
+    );
+}
+
+#[test]
+fn the_phone_holds_and_resumes_baresip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let theirs = dir.join("baresip-plays.wav");
+    write_test_wav(&theirs, 8000, 4.0, 300.0);
+    let sip_port = free_port();
+    let mut softphone = baresip(dir, sip_port, &theirs, None);
+    softphone.expect("baresip is ready", Duration::from_secs(10));
+    let target = format!("sip:bob@127.0.0.1:{sip_port}");
+    let mut alice = phone(&["call", &target, "--hold-after", "1", "--resume-after", "2"]);
+    // The re-INVITEs (a=sendonly, then a=sendrecv) are answered; baresip hangs up when
+    // its file ends.
+    assert_eq!(
+        alice.wait(Duration::from_secs(30)),
+        0,
+        "{}",
+        alice.printed()
+    );
+    let printed = alice.printed();
+    eprintln!(
+        "--- phone:\n{printed}\n--- baresip:\n{}",
+        softphone.printed()
+    );
+    for line in ["held: local", "resumed: local", "ended: bye (remote)"] {
+        assert!(printed.lines().any(|l| l == line), "{line}: {printed}");
+    }
+}

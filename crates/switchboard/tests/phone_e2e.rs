@@ -1,0 +1,1052 @@
+//! `switchboard phone` end to end (issue 6): real phone processes on loopback calling
+//! each other directly, against SIPp (as UAS answering the phone, as UAC calling it),
+//! and registered to the real `switchboard serve`.
+//!
+//! What is checked: the events each phone prints and its exit code (answered and
+//! ended normally, busy, no answer), hold and resume by re-INVITE and by UPDATE as
+//! seen by both sides, CANCEL, MESSAGE, REGISTER with digest auth and its removal on
+//! exit. The calls through `serve` (phone registered → phone registered) need the
+//! proxy (issue 5) and are ignored until it lands.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+// The media crate's test signal and recording comparison (cross-correlation, duration).
+#[path = "../../media/tests/common/mod.rs"]
+mod media_common;
+use common::{Server, ServerOptions, binary, free_port};
+use media_common::{assert_recording_matches, write_test_wav};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A running `switchboard phone`, killed when dropped.
+struct Phone {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    /// Everything it printed on standard output so far.
+    out: Vec<String>,
+    err: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Phone {
+    fn start(args: &[&str]) -> Phone {
+        let mut child = Command::new(binary())
+            .arg("phone")
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let err = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = err.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Phone {
+            child,
+            lines,
+            out: Vec::new(),
+            err,
+        }
+    }
+
+    fn dump(&self) -> String {
+        format!(
+            "stdout:\n{}\nstderr:\n{}",
+            self.out.join("\n"),
+            self.err.lock().unwrap()
+        )
+    }
+
+    /// Waits for a line starting with `prefix`.
+    fn expect(&mut self, prefix: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        if let Some(l) = self.out.iter().find(|l| l.starts_with(prefix)) {
+            return l.clone();
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.out.push(line.clone());
+                    if line.starts_with(prefix) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line starting with {prefix:?}; {}", self.dump()),
+            }
+        }
+    }
+
+    /// Waits for the process to exit; returns its exit code, with all it printed.
+    fn wait(&mut self, within: Duration) -> i32 {
+        let deadline = Instant::now() + within;
+        loop {
+            while let Ok(line) = self.lines.try_recv() {
+                self.out.push(line);
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(50));
+                while let Ok(line) = self.lines.try_recv() {
+                    self.out.push(line);
+                }
+                return status.code().unwrap_or(-1);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("phone did not exit; {}", self.dump());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn sigterm(&self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
+    fn printed(&self, line: &str) -> bool {
+        self.out.iter().any(|l| l == line)
+    }
+}
+
+impl Drop for Phone {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn answerer(port: u16, extra: &[&str]) -> Phone {
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec!["--user", "bob", "--listen", &listen, "answer"];
+    args.extend_from_slice(extra);
+    let mut bob = Phone::start(&args);
+    bob.expect("waiting for calls", WAIT);
+    bob
+}
+
+#[test]
+fn direct_call_with_hold_resume_dtmf_and_hangup() {
+    let port = free_port();
+    let mut bob = answerer(port, &["--auto", "--calls", "1"]);
+    let target = format!("sip:bob@127.0.0.1:{port}");
+    let mut alice = Phone::start(&[
+        "--user",
+        "alice",
+        "call",
+        &target,
+        "--dtmf",
+        "12#",
+        "--dtmf-after",
+        "0.2",
+        "--hold-after",
+        "0.6",
+        "--resume-after",
+        "1.2",
+        "--hangup-after",
+        "1.8",
+    ]);
+    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
+    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
+    for line in [
+        "ringing: 180",
+        "answered: PCMU",
+        "dtmf sent: 1",
+        "dtmf sent: 2",
+        "dtmf sent: #",
+        "held: local",
+        "resumed: local",
+        "ended: bye (local)",
+    ] {
+        assert!(
+            alice.printed(line),
+            "alice lacks {line:?}; {}",
+            alice.dump()
+        );
+    }
+    assert!(
+        bob.out
+            .iter()
+            .any(|l| l.starts_with("incoming: ") && l.contains("sip:alice@"))
+    );
+    for line in [
+        "answered: PCMU",
+        "held: remote",
+        "resumed: remote",
+        "ended: bye (remote)",
+    ] {
+        assert!(bob.printed(line), "bob lacks {line:?}; {}", bob.dump());
+    }
+}
+
+/// A plays a WAV to B, which records it; A sends DTMF after its file, B reports the
+/// digits one by one and as one line at the end of the call.
+#[test]
+fn audio_and_dtmf_reach_the_far_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let played = dir.path().join("hello.wav");
+    let recorded = dir.path().join("got.wav");
+    write_test_wav(&played, 8000, 3.0, 300.0);
+    let port = free_port();
+    let rec = recorded.to_str().unwrap();
+    let mut bob = answerer(port, &["--auto", "--calls", "1", "--record", rec]);
+    let target = format!("sip:bob@127.0.0.1:{port}");
+    let mut alice = Phone::start(&[
+        "call",
+        &target,
+        "--play",
+        played.to_str().unwrap(),
+        "--dtmf",
+        "12#",
+        "--dtmf-after",
+        "3.5",
+        "--hangup-after",
+        "5",
+    ]);
+    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
+    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
+    assert!(alice.printed("playback finished"), "{}", alice.dump());
+    for d in ["1", "2", "#"] {
+        assert!(alice.printed(&format!("dtmf sent: {d}")));
+        assert!(
+            bob.printed(&format!("dtmf received: {d}")),
+            "{}",
+            bob.dump()
+        );
+    }
+    assert!(bob.printed("dtmf: 12#"), "{}", bob.dump());
+    assert_recording_matches("B's recording of A", &played, &recorded);
+}
+
+/// `answer` keeps answering: two calls in a row, each recorded to its own file, and a
+/// third caller while the second call is up is told busy.
+#[test]
+fn answers_calls_one_after_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let played = dir.path().join("hello.wav");
+    write_test_wav(&played, 8000, 1.0, 300.0);
+    let pattern = dir.path().join("call-{n}.wav");
+    let port = free_port();
+    let mut bob = answerer(
+        port,
+        &[
+            "--auto",
+            "--calls",
+            "2",
+            "--record",
+            pattern.to_str().unwrap(),
+        ],
+    );
+    let target = format!("sip:bob@127.0.0.1:{port}");
+    let play = played.to_str().unwrap();
+    let mut first = Phone::start(&["call", &target, "--play", play, "--hangup-after", "1.5"]);
+    assert_eq!(first.wait(WAIT), 0, "{}", first.dump());
+    let mut second = Phone::start(&["call", &target, "--play", play, "--hangup-after", "2"]);
+    second.expect("answered: ", WAIT);
+    let mut third = Phone::start(&["call", &target]);
+    assert_eq!(third.wait(WAIT), 3, "busy; {}", third.dump());
+    assert_eq!(second.wait(WAIT), 0, "{}", second.dump());
+    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
+    let ended = bob.out.iter().filter(|l| l.starts_with("ended: ")).count();
+    assert_eq!(ended, 2, "{}", bob.dump());
+    for n in [1, 2] {
+        let recording = dir.path().join(format!("call-{n}.wav"));
+        assert_recording_matches(&format!("call {n}"), &played, &recording);
+    }
+}
+
+#[test]
+fn direct_call_over_tcp_with_update_hold_and_json_events() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut bob = Phone::start(&[
+        "--user",
+        "bob",
+        "--transport",
+        "tcp",
+        "--listen",
+        &listen,
+        "--json",
+        "answer",
+        "--auto",
+        "--calls",
+        "1",
+        "--hangup-after",
+        "2",
+    ]);
+    bob.expect("{\"event\":\"waiting for calls\"", WAIT);
+    let target = format!("sip:bob@127.0.0.1:{port};transport=tcp");
+    let mut alice = Phone::start(&[
+        "--transport",
+        "tcp",
+        "--json",
+        "call",
+        &target,
+        "--hold-with-update",
+        "--hold-after",
+        "0.5",
+        "--resume-after",
+        "1",
+    ]);
+    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
+    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
+    let events: Vec<serde_json::Value> = alice
+        .out
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"answered"), "{names:?}");
+    assert!(
+        names.contains(&"held") && names.contains(&"resumed"),
+        "{names:?}"
+    );
+    let ended = events.iter().find(|e| e["event"] == "ended").unwrap();
+    assert_eq!(ended["detail"], "bye (remote)");
+    assert_eq!(ended["code"], 0);
+    let bob_events: Vec<serde_json::Value> = bob
+        .out
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        bob_events
+            .iter()
+            .any(|e| e["event"] == "held" && e["by"] == "remote")
+    );
+}
+
+/// A mid-call codec change (a re-offer with PCMA only) and a hold with a=inactive,
+/// both seen from both ends; then `--codec` choosing what a callee accepts.
+#[test]
+fn codec_change_and_inactive_hold() {
+    let port = free_port();
+    let mut bob = answerer(port, &["--auto", "--calls", "1"]);
+    let target = format!("sip:bob@127.0.0.1:{port}");
+    let mut alice = Phone::start(&[
+        "call",
+        &target,
+        "--change-codec",
+        "pcma",
+        "--change-codec-after",
+        "0.4",
+        "--hold-inactive",
+        "--hold-after",
+        "0.9",
+        "--resume-after",
+        "1.4",
+        "--hangup-after",
+        "1.9",
+    ]);
+    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
+    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
+    for phone in [&alice, &bob] {
+        assert!(phone.printed("answered: PCMU"), "{}", phone.dump());
+        assert!(phone.printed("codec changed: PCMA"), "{}", phone.dump());
+    }
+    assert!(alice.printed("held: local") && alice.printed("resumed: local"));
+    assert!(bob.printed("held: remote") && bob.printed("resumed: remote"));
+
+    // A callee that takes only PCMA answers a PCMU-first offer with PCMA.
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut bob = Phone::start(&[
+        "--listen", &listen, "--codec", "pcma", "answer", "--auto", "--calls", "1",
+    ]);
+    bob.expect("waiting for calls", WAIT);
+    let target = format!("sip:bob@127.0.0.1:{port}");
+    let mut alice = Phone::start(&["call", &target, "--hangup-after", "0.5"]);
+    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
+    assert!(alice.printed("answered: PCMA"), "{}", alice.dump());
+    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
+}
+
+#[test]
+fn busy_and_unanswered_calls_have_their_exit_codes() {
+    let port = free_port();
+    let mut busy = answerer(port, &["--reject", "486", "--calls", "1"]);
+    let target = format!("sip:bob@127.0.0.1:{port}");
+    let mut alice = Phone::start(&["call", &target]);
+    assert_eq!(alice.wait(WAIT), 3, "busy; {}", alice.dump());
+    assert!(alice.out.iter().any(|l| l.starts_with("ended: busy (486")));
+    busy.wait(WAIT);
+
+    // Nobody presses Enter: the caller gives up and CANCELs; the callee sees it.
+    let port = free_port();
+    let mut ringing = answerer(port, &["--calls", "1"]);
+    let target = format!("sip:bob@127.0.0.1:{port}");
+    let mut alice = Phone::start(&["call", &target, "--answer-timeout", "1"]);
+    assert_eq!(alice.wait(WAIT), 4, "no answer; {}", alice.dump());
+    assert!(alice.printed("ringing: 180"));
+    assert!(
+        alice.printed("ended: no answer (timeout)"),
+        "{}",
+        alice.dump()
+    );
+    assert_eq!(ringing.wait(WAIT), 0, "{}", ringing.dump());
+    assert!(
+        ringing.printed("ended: cancelled (by the caller)"),
+        "{}",
+        ringing.dump()
+    );
+
+    // Nobody there at all.
+    let target = format!("sip:nobody@127.0.0.1:{}", free_port());
+    let mut alice = Phone::start(&["call", &target, "--answer-timeout", "1"]);
+    assert_eq!(alice.wait(WAIT), 4, "{}", alice.dump());
+    assert!(alice.printed("ended: no answer (timeout)"));
+}
+
+#[test]
+fn sigterm_hangs_up_the_call_in_progress() {
+    let port = free_port();
+    let mut bob = answerer(port, &["--auto", "--calls", "1"]);
+    let target = format!("sip:bob@127.0.0.1:{port}");
+    let mut alice = Phone::start(&["call", &target]);
+    alice.expect("answered: ", WAIT);
+    alice.sigterm();
+    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
+    assert!(alice.printed("ended: bye (local)"), "{}", alice.dump());
+    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
+    assert!(bob.printed("ended: bye (remote)"), "{}", bob.dump());
+}
+
+#[test]
+fn direct_message_and_listen() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut bob = Phone::start(&[
+        "--user", "bob", "--listen", &listen, "listen", "--count", "1",
+    ]);
+    bob.expect("waiting for messages", WAIT);
+    let target = format!("sip:bob@127.0.0.1:{port}");
+    let mut alice = Phone::start(&["--user", "alice", "message", &target, "hello, bob"]);
+    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
+    assert!(alice.printed("message sent: 200 OK"), "{}", alice.dump());
+    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
+    let line = bob.expect("message: ", WAIT);
+    assert!(
+        line.contains("sip:alice@") && line.ends_with(": hello, bob"),
+        "{line}"
+    );
+}
+
+fn sipp_process(args: &[&str]) -> Child {
+    Command::new("sipp")
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-nostdin",
+            "-m",
+            "1",
+            "-timeout",
+            "20s",
+            "-timeout_error",
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sipp is installed")
+}
+
+fn wait_child(child: &mut Child, within: Duration) -> i32 {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("sipp did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn phone_calls_sipp_uas() {
+    let port = free_port();
+    let port_text = port.to_string();
+    let mut sipp = sipp_process(&["-sn", "uas", "-p", &port_text]);
+    std::thread::sleep(Duration::from_millis(500));
+    let target = format!("sip:service@127.0.0.1:{port}");
+    let mut alice = Phone::start(&["call", &target, "--hangup-after", "1"]);
+    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
+    assert!(alice.printed("ringing: 180"));
+    assert!(alice.printed("answered: PCMU"), "{}", alice.dump());
+    assert!(alice.printed("ended: bye (local)"));
+    assert_eq!(wait_child(&mut sipp, WAIT), 0, "SIPp saw a failed call");
+}
+
+#[test]
+fn sipp_uac_calls_phone() {
+    let port = free_port();
+    let mut bob = answerer(port, &["--auto", "--calls", "1"]);
+    let remote = format!("127.0.0.1:{port}");
+    let sipp_port = free_port().to_string();
+    let mut sipp = sipp_process(&["-sn", "uac", "-s", "bob", "-p", &sipp_port, &remote]);
+    assert_eq!(wait_child(&mut sipp, WAIT), 0, "SIPp saw a failed call");
+    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
+    assert!(
+        bob.out
+            .iter()
+            .any(|l| l.starts_with("incoming: ") && l.contains("sipp"))
+    );
+    assert!(bob.printed("answered: PCMU"), "{}", bob.dump());
+    assert!(bob.printed("ended: bye (remote)"), "{}", bob.dump());
+}
+
+fn server_with(users: &[(&str, &str)]) -> Server {
+    Server::start(ServerOptions {
+        users: users
+            .iter()
+            .map(|(u, p)| (u.to_string(), p.to_string()))
+            .collect(),
+        ..Default::default()
+    })
+}
+
+fn location_json(server: &Server) -> serde_json::Value {
+    let out = server.cli(&["location", "--json"]);
+    assert!(out.status.success());
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn registers_to_serve_receives_a_message_and_unregisters_on_exit() {
+    let server = server_with(&[("bob", "b0b-pw")]);
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let srv = format!("127.0.0.1:{}", server.port);
+    let mut bob = Phone::start(&[
+        "--user",
+        "bob",
+        "--password",
+        "b0b-pw",
+        "--server",
+        &srv,
+        "--domain",
+        "example.test",
+        "--listen",
+        &listen,
+        "listen",
+    ]);
+    let line = bob.expect("registered: ", WAIT);
+    assert!(
+        line.starts_with("registered: sip:bob@example.test for "),
+        "{line}"
+    );
+    let bindings = location_json(&server).to_string();
+    assert!(
+        bindings.contains(&format!("127.0.0.1:{port}")),
+        "{bindings}"
+    );
+
+    // A MESSAGE straight to bob's contact (serve cannot route it yet).
+    let target = format!("sip:bob@127.0.0.1:{port}");
+    let mut alice = Phone::start(&["--user", "alice", "message", &target, "ping"]);
+    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
+    bob.expect("message: from sip:alice@", WAIT);
+
+    bob.sigterm();
+    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
+    assert!(bob.printed("unregistered"), "{}", bob.dump());
+    let bindings = location_json(&server).to_string();
+    assert!(
+        !bindings.contains(&format!("127.0.0.1:{port}")),
+        "{bindings}"
+    );
+}
+
+#[test]
+fn registration_is_refreshed_before_it_expires() {
+    let server = Server::start(ServerOptions {
+        users: vec![("bob".into(), "b0b-pw".into())],
+        extra_toml: "[registrar]\nmin_expires = 2\n".into(),
+        ..Default::default()
+    });
+    let srv = format!("127.0.0.1:{}", server.port);
+    let mut bob = Phone::start(&[
+        "--user",
+        "bob",
+        "--password",
+        "b0b-pw",
+        "--server",
+        &srv,
+        "--domain",
+        "example.test",
+        "--expires",
+        "4",
+        "listen",
+    ]);
+    bob.expect("registered: sip:bob@example.test for 4 s", WAIT);
+    // At half the granted time, with a fresh digest (serve challenges every REGISTER).
+    bob.expect(
+        "registration refreshed: sip:bob@example.test for 4 s",
+        Duration::from_secs(5),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    // Still there after the first 4 s ran out.
+    let bindings = location_json(&server).to_string();
+    assert!(bindings.contains("sip:bob@"), "{bindings}");
+    bob.sigterm();
+    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
+}
+
+#[test]
+fn wrong_password_fails_registration_with_exit_1() {
+    let server = server_with(&[("bob", "b0b-pw")]);
+    let srv = format!("127.0.0.1:{}", server.port);
+    let mut bob = Phone::start(&[
+        "--user",
+        "bob",
+        "--password",
+        "wrong",
+        "--server",
+        &srv,
+        "--domain",
+        "example.test",
+        "listen",
+    ]);
+    assert_eq!(bob.wait(WAIT), 1, "{}", bob.dump());
+    let line = bob.expect("registration failed: ", WAIT);
+    assert!(line.contains("401") || line.contains("403"), "{line}");
+}
+
+#[test]
+fn registers_over_tcp() {
+    let server = server_with(&[("alice", "pw1")]);
+    let srv = format!("127.0.0.1:{}", server.port);
+    let mut alice = Phone::start(&[
+        "--user",
+        "alice",
+        "--password",
+        "pw1",
+        "--server",
+        &srv,
+        "--domain",
+        "example.test",
+        "--transport",
+        "tcp",
+        "--expires",
+        "10",
+        "listen",
+    ]);
+    // 10 s is under serve's min_expires (60): 423, and the phone asks for 60.
+    alice.expect("registered: sip:alice@example.test for 60 s", WAIT);
+    let bindings = location_json(&server).to_string();
+    assert!(bindings.contains("transport=tcp"), "{bindings}");
+    alice.sigterm();
+    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
+}
+
+#[test]
+fn registers_over_websocket() {
+    let server = Server::start(ServerOptions {
+        users: vec![("alice".into(), "pw1".into())],
+        extra_transports: vec!["ws"],
+        ..Default::default()
+    });
+    let ws = server.extra.iter().find(|(t, _)| t == "ws").unwrap().1;
+    let srv = format!("127.0.0.1:{ws}");
+    let mut alice = Phone::start(&[
+        "--user",
+        "alice",
+        "--password",
+        "pw1",
+        "--server",
+        &srv,
+        "--domain",
+        "example.test",
+        "--transport",
+        "ws",
+        "listen",
+    ]);
+    alice.expect("registered: sip:alice@example.test", WAIT);
+    alice.sigterm();
+    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
+    assert!(alice.printed("unregistered"), "{}", alice.dump());
+}
+
+#[test]
+fn registers_over_tls_trusting_the_server_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    // The phone checks the certificate against the address it connects to.
+    let ss = sip_net::tls::self_signed(&["localhost", "127.0.0.1"]).unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, &ss.cert_pem).unwrap();
+    std::fs::write(&key, &ss.key_pem).unwrap();
+    let server = Server::start(ServerOptions {
+        users: vec![("alice".into(), "pw1".into())],
+        extra_transports: vec!["tls"],
+        extra_toml: format!(
+            "[tls]\ncertificate = \"{}\"\nprivate_key = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+    });
+    let tls = server.extra.iter().find(|(t, _)| t == "tls").unwrap().1;
+    let srv = format!("127.0.0.1:{tls}");
+    let base = [
+        "--user",
+        "alice",
+        "--password",
+        "pw1",
+        "--server",
+        &srv,
+        "--domain",
+        "example.test",
+        "--transport",
+        "tls",
+    ];
+    // Without trust it refuses to start.
+    let mut untrusting = Phone::start(&[&base[..], &["listen"]].concat());
+    assert_eq!(untrusting.wait(WAIT), 2, "{}", untrusting.dump());
+    let ca = cert.to_str().unwrap();
+    let mut alice = Phone::start(&[&base[..], &["--ca", ca, "listen"]].concat());
+    alice.expect("registered: sip:alice@example.test", WAIT);
+    let bindings = location_json(&server).to_string();
+    assert!(bindings.contains("transport=tls"), "{bindings}");
+    alice.sigterm();
+    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
+}
+
+#[test]
+fn options_both_ways() {
+    // The phone asks serve...
+    let server = server_with(&[]);
+    let srv = format!("127.0.0.1:{}", server.port);
+    let mut ping = Phone::start(&["options", &srv]);
+    assert_eq!(ping.wait(WAIT), 0, "{}", ping.dump());
+    let line = ping.expect("options: 200 OK (Allow: ", WAIT);
+    assert!(line.contains("REGISTER"), "{line}");
+    // ...and answers SIPp.
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut bob = Phone::start(&["--listen", &listen, "listen"]);
+    bob.expect("waiting for messages", WAIT);
+    let (code, out) = common::sipp(
+        std::path::Path::new(&scenario("options.xml")),
+        port,
+        &["-m", "1"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn delayed_offer_answered_in_the_ack() {
+    let port = free_port();
+    let mut bob = answerer(port, &["--auto", "--calls", "1"]);
+    let (code, out) = common::sipp(
+        std::path::Path::new(&scenario("phone_uac_delayed_offer.xml")),
+        port,
+        &["-m", "1"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
+    // Answered before the codec is known: the answer to its offer comes in the ACK.
+    assert!(bob.printed("answered"), "{}", bob.dump());
+    assert!(bob.printed("ended: bye (remote)"), "{}", bob.dump());
+}
+
+#[test]
+fn required_extension_it_lacks_gets_420() {
+    let port = free_port();
+    let mut bob = answerer(port, &["--auto"]);
+    let (code, out) = common::sipp(
+        std::path::Path::new(&scenario("phone_uac_require_100rel.xml")),
+        port,
+        &["-m", "1"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, 0, "{out}");
+    bob.sigterm();
+    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
+    assert!(
+        !bob.out.iter().any(|l| l.starts_with("incoming")),
+        "{}",
+        bob.dump()
+    );
+}
+
+// ----- through serve: two phones registered to it, the proxy between them -----
+
+/// The issue 6 acceptance test: A and B registered to serve, A calls B through it,
+/// plays a WAV that B records, sends DTMF, holds and resumes (re-INVITEs with
+/// a=sendonly, then a=sendrecv, through the proxy), and hangs up.
+#[test]
+fn two_registered_phones_call_each_other_through_serve() {
+    let server = server_with(&[("alice", "a-pw"), ("bob", "b-pw")]);
+    let srv = format!("127.0.0.1:{}", server.port);
+    let dir = tempfile::tempdir().unwrap();
+    let played = dir.path().join("hello.wav");
+    let recorded = dir.path().join("got.wav");
+    write_test_wav(&played, 8000, 3.0, 300.0);
+    let mut bob = Phone::start(&[
+        "--user",
+        "bob",
+        "--password",
+        "b-pw",
+        "--server",
+        &srv,
+        "--domain",
+        "example.test",
+        "answer",
+        "--auto",
+        "--calls",
+        "1",
+        "--record",
+        recorded.to_str().unwrap(),
+    ]);
+    bob.expect("registered: ", WAIT);
+    let mut alice = Phone::start(&[
+        "--user",
+        "alice",
+        "--password",
+        "a-pw",
+        "--server",
+        &srv,
+        "--domain",
+        "example.test",
+        "call",
+        "sip:bob@example.test",
+        "--play",
+        played.to_str().unwrap(),
+        "--dtmf",
+        "159#",
+        "--dtmf-after",
+        "3.3",
+        "--hold-after",
+        "4.2",
+        "--resume-after",
+        "4.8",
+        "--hangup-after",
+        "5.5",
+    ]);
+    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
+    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
+    assert!(alice.printed("held: local") && alice.printed("resumed: local"));
+    assert!(
+        bob.printed("held: remote") && bob.printed("resumed: remote"),
+        "{}",
+        bob.dump()
+    );
+    assert!(bob.printed("dtmf: 159#"), "{}", bob.dump());
+    assert!(
+        bob.out
+            .iter()
+            .any(|l| l.starts_with("incoming: ") && l.contains("sip:alice@example.test"))
+    );
+    assert_recording_matches("B's recording of A through serve", &played, &recorded);
+}
+
+#[test]
+fn message_through_serve() {
+    let server = server_with(&[("alice", "a-pw"), ("bob", "b-pw")]);
+    let srv = format!("127.0.0.1:{}", server.port);
+    let mut bob = Phone::start(&[
+        "--user",
+        "bob",
+        "--password",
+        "b-pw",
+        "--server",
+        &srv,
+        "--domain",
+        "example.test",
+        "listen",
+        "--count",
+        "1",
+    ]);
+    bob.expect("registered: ", WAIT);
+    let mut alice = Phone::start(&[
+        "--user",
+        "alice",
+        "--password",
+        "a-pw",
+        "--server",
+        &srv,
+        "--domain",
+        "example.test",
+        "message",
+        "sip:bob@example.test",
+        "through the proxy",
+    ]);
+    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
+    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
+    assert!(
+        bob.printed("message: from sip:alice@example.test: through the proxy"),
+        "{}",
+        bob.dump()
+    );
+}
+
+// ----- SIPp as a UAS with a scenario: PRACK, session timers, glare -----
+
+fn scenario(name: &str) -> String {
+    format!("{}/tests/sipp/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// SIPp playing `name` as UAS on a free port; returns it with the URI to call.
+fn sipp_uas(name: &str) -> (Child, String) {
+    let port = free_port();
+    let port_text = port.to_string();
+    let sipp = sipp_process(&["-sf", &scenario(name), "-p", &port_text]);
+    std::thread::sleep(Duration::from_millis(500));
+    (sipp, format!("sip:service@127.0.0.1:{port}"))
+}
+
+fn alice_calls(scenario_name: &str, password: &str) -> (i32, i32, Phone) {
+    let (mut sipp, target) = sipp_uas(scenario_name);
+    let mut alice = Phone::start(&[
+        "--user",
+        "alice",
+        "--password",
+        password,
+        "call",
+        &target,
+        "--hangup-after",
+        "0.5",
+        "--answer-timeout",
+        "3",
+    ]);
+    let code = alice.wait(WAIT);
+    (code, wait_child(&mut sipp, WAIT), alice)
+}
+
+#[test]
+fn invite_challenges_401_and_407_are_answered() {
+    // 401: SIPp checks the digest against alice's password.
+    let (code, sipp, alice) = alice_calls("phone_uas_401.xml", "s3cret");
+    assert_eq!((code, sipp), (0, 0), "{}", alice.dump());
+    assert!(alice.printed("answered: PCMU"), "{}", alice.dump());
+    // The wrong password is refused: the call fails.
+    let (_, sipp, alice) = alice_calls("phone_uas_401.xml", "wrong");
+    assert_ne!(sipp, 0, "SIPp took a wrong digest; {}", alice.dump());
+    // 407: the credentials go in Proxy-Authorization.
+    let (code, sipp, alice) = alice_calls("phone_uas_407.xml", "s3cret");
+    assert_eq!((code, sipp), (0, 0), "{}", alice.dump());
+}
+
+#[test]
+fn reliable_provisional_is_pracked() {
+    let (mut sipp, target) = sipp_uas("phone_uas_100rel.xml");
+    let mut alice = Phone::start(&["call", &target, "--hangup-after", "1"]);
+    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
+    assert!(alice.printed("ringing: 180"), "{}", alice.dump());
+    assert!(alice.printed("answered: PCMU"), "{}", alice.dump());
+    assert_eq!(
+        wait_child(&mut sipp, WAIT),
+        0,
+        "SIPp did not get the PRACK it wanted"
+    );
+}
+
+#[test]
+fn session_timer_is_refreshed_by_the_phone() {
+    let (mut sipp, target) = sipp_uas("phone_uas_session_refresh.xml");
+    let mut alice = Phone::start(&["call", &target, "--hangup-after", "3"]);
+    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
+    assert!(alice.printed("ended: bye (local)"), "{}", alice.dump());
+    assert_eq!(
+        wait_child(&mut sipp, WAIT),
+        0,
+        "SIPp did not get the refresh"
+    );
+}
+
+#[test]
+fn session_timer_ends_a_call_whose_far_end_vanished() {
+    let (mut sipp, target) = sipp_uas("phone_uas_vanishes.xml");
+    let started = Instant::now();
+    let mut alice = Phone::start(&["call", &target]);
+    assert_eq!(alice.wait(WAIT), 1, "{}", alice.dump());
+    assert!(alice.printed("ended: session expired"), "{}", alice.dump());
+    // 3 s interval, refreshed by the far end: we give up at 3 - min(32, 3/3) = 2 s.
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(wait_child(&mut sipp, WAIT), 0, "SIPp did not get the BYE");
+}
+
+#[test]
+fn early_media_in_a_183() {
+    let (mut sipp, target) = sipp_uas("phone_uas_early_media.xml");
+    let mut alice = Phone::start(&["call", &target, "--hangup-after", "0.5"]);
+    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
+    for line in ["progress: 183", "early media", "answered: PCMA"] {
+        assert!(alice.printed(line), "{line}: {}", alice.dump());
+    }
+    assert_eq!(wait_child(&mut sipp, WAIT), 0, "SIPp's scenario failed");
+}
+
+#[test]
+fn unusable_answer_is_acked_and_hung_up() {
+    let (mut sipp, target) = sipp_uas("phone_uas_bad_answer.xml");
+    let mut alice = Phone::start(&["call", &target]);
+    assert_eq!(alice.wait(WAIT), 1, "{}", alice.dump());
+    assert!(
+        alice.printed("ended: failed (no usable SDP answer)"),
+        "{}",
+        alice.dump()
+    );
+    assert_eq!(
+        wait_child(&mut sipp, WAIT),
+        0,
+        "SIPp did not get ACK and BYE"
+    );
+}
+
+#[test]
+fn glare_491_is_retried_after_the_random_wait() {
+    let (mut sipp, target) = sipp_uas("phone_uas_glare.xml");
+    let mut alice = Phone::start(&[
+        "call",
+        &target,
+        "--hold-after",
+        "0.3",
+        "--hangup-after",
+        "6",
+    ]);
+    let glare_at = {
+        alice.expect("glare: ", WAIT);
+        Instant::now()
+    };
+    alice.expect("held: local", WAIT);
+    let waited = glare_at.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1900) && waited <= Duration::from_millis(4500),
+        "retried after {waited:?}"
+    );
+    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
+    assert_eq!(wait_child(&mut sipp, WAIT), 0, "SIPp's scenario failed");
+}
