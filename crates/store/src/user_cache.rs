@@ -15,13 +15,26 @@
 //! When the version moved, the whole copy is reloaded: user changes are rare, and a
 //! reload is one query.
 
-use crate::{StoreError, User, UserStore};
+//!
+//! [`CachedUsers`] is itself a [`UserStore`], for readers that hold it shared (the
+//! proxy's authentication): their reads revalidate by the wall clock, and changes made
+//! through it go to the backend and reload the copy.
+
+use crate::{Ha1Set, ImportReport, StoreError, User, UserStore};
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 /// A [`UserStore`] read through an in-memory copy; see the module documentation.
 #[derive(Debug)]
 pub struct CachedUsers<U> {
     backend: U,
+    /// Behind a `RefCell` so that shared readers ([`UserStore::get`]) can refresh it.
+    copy: RefCell<UserCopy>,
+}
+
+/// The in-memory copy and how fresh it is.
+#[derive(Debug)]
+struct UserCopy {
     users: HashMap<String, User>,
     /// The backend's version the copy was loaded at.
     version: u64,
@@ -32,32 +45,35 @@ pub struct CachedUsers<U> {
 impl<U: UserStore> CachedUsers<U> {
     /// Loads every user of `backend`.
     pub fn new(backend: U, now: u64) -> Result<CachedUsers<U>, StoreError> {
-        let mut cache = CachedUsers {
-            backend,
+        let mut copy = UserCopy {
             users: HashMap::new(),
             version: 0,
             checked_at: now,
         };
-        cache.reload()?;
-        Ok(cache)
+        copy.reload(&backend)?;
+        Ok(CachedUsers {
+            backend,
+            copy: RefCell::new(copy),
+        })
     }
 
     /// The user with this name at `now`; see the module documentation for how fresh.
-    pub fn get(&mut self, name: &str, now: u64) -> Result<Option<&User>, StoreError> {
-        if now != self.checked_at || !self.users.contains_key(name) {
-            self.revalidate(now)?;
+    pub fn get_at(&mut self, name: &str, now: u64) -> Result<Option<&User>, StoreError> {
+        let copy = self.copy.get_mut();
+        if now != copy.checked_at || !copy.users.contains_key(name) {
+            copy.revalidate(&self.backend, now)?;
         }
-        Ok(self.users.get(name))
+        Ok(copy.users.get(name))
     }
 
     /// How many users are held.
     pub fn len(&self) -> usize {
-        self.users.len()
+        self.copy.borrow().users.len()
     }
 
     /// Whether no user is held.
     pub fn is_empty(&self) -> bool {
-        self.users.is_empty()
+        self.len() == 0
     }
 
     /// The backend, for what the cache does not offer.
@@ -65,26 +81,75 @@ impl<U: UserStore> CachedUsers<U> {
         &self.backend
     }
 
-    fn revalidate(&mut self, now: u64) -> Result<(), StoreError> {
+    /// Reloads the copy after a change made through this handle.
+    fn changed(&mut self) -> Result<(), StoreError> {
+        self.copy.get_mut().reload(&self.backend)
+    }
+}
+
+impl UserCopy {
+    fn revalidate(&mut self, backend: &dyn UserStore, now: u64) -> Result<(), StoreError> {
         self.checked_at = now;
-        if self.backend.version()? != self.version {
-            self.reload()?;
+        if backend.version()? != self.version {
+            self.reload(backend)?;
         }
         Ok(())
     }
 
-    fn reload(&mut self) -> Result<(), StoreError> {
+    fn reload(&mut self, backend: &dyn UserStore) -> Result<(), StoreError> {
         // The version is read first: a change landing between the two reads leaves a
         // newer copy under an older version, which only costs one more reload.
-        let version = self.backend.version()?;
-        self.users = self
-            .backend
+        let version = backend.version()?;
+        self.users = backend
             .list()?
             .into_iter()
             .map(|u| (u.name.clone(), u))
             .collect();
         self.version = version;
         Ok(())
+    }
+}
+
+/// Unix seconds by the wall clock, for readers that do not pass `now`.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl<U: UserStore> UserStore for CachedUsers<U> {
+    fn get(&self, name: &str) -> Result<Option<User>, StoreError> {
+        let mut copy = self.copy.borrow_mut();
+        let now = unix_now();
+        if now != copy.checked_at || !copy.users.contains_key(name) {
+            copy.revalidate(&self.backend, now)?;
+        }
+        Ok(copy.users.get(name).cloned())
+    }
+    fn list(&self) -> Result<Vec<User>, StoreError> {
+        let mut users: Vec<User> = self.copy.borrow().users.values().cloned().collect();
+        users.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(users)
+    }
+    fn add(&mut self, user: &User) -> Result<(), StoreError> {
+        self.backend.add(user)?;
+        self.changed()
+    }
+    fn set_ha1(&mut self, name: &str, realm: &str, ha1: &Ha1Set) -> Result<(), StoreError> {
+        self.backend.set_ha1(name, realm, ha1)?;
+        self.changed()
+    }
+    fn remove(&mut self, name: &str) -> Result<(), StoreError> {
+        self.backend.remove(name)?;
+        self.changed()
+    }
+    fn import(&mut self, users: &[User]) -> Result<ImportReport, StoreError> {
+        let report = self.backend.import(users)?;
+        self.changed()?;
+        Ok(report)
+    }
+    fn version(&self) -> Result<u64, StoreError> {
+        self.backend.version()
     }
 }
 
@@ -105,29 +170,45 @@ mod tests {
         let mut cache = CachedUsers::new(SqliteUserStore::open(&path).unwrap(), 100).unwrap();
         assert_eq!(cache.len(), 1);
         let one = Ha1Set::compute("alice", "r", "one");
-        assert_eq!(cache.get("alice", 100).unwrap().unwrap().ha1, one);
+        assert_eq!(cache.get_at("alice", 100).unwrap().unwrap().ha1, one);
 
         // A new name is found at once: a miss looks again.
         other.add(&User::new("bob", "r", "b", 1).unwrap()).unwrap();
-        assert!(cache.get("bob", 100).unwrap().is_some());
-        assert!(cache.get("carol", 100).unwrap().is_none());
+        assert!(cache.get_at("bob", 100).unwrap().is_some());
+        assert!(cache.get_at("carol", 100).unwrap().is_none());
 
         // A password change shows once the clock has moved on.
         other
             .set_ha1("alice", "r", &Ha1Set::compute("alice", "r", "two"))
             .unwrap();
-        assert_eq!(cache.get("alice", 100).unwrap().unwrap().ha1, one);
+        assert_eq!(cache.get_at("alice", 100).unwrap().unwrap().ha1, one);
         assert_eq!(
-            cache.get("alice", 101).unwrap().unwrap().ha1,
+            cache.get_at("alice", 101).unwrap().unwrap().ha1,
             Ha1Set::compute("alice", "r", "two")
         );
         other.remove("alice").unwrap();
-        assert!(cache.get("alice", 102).unwrap().is_none());
+        assert!(cache.get_at("alice", 102).unwrap().is_none());
         other
             .import(&[User::new("dave", "r", "d", 1).unwrap()])
             .unwrap();
-        assert!(cache.get("dave", 102).unwrap().is_some());
+        assert!(cache.get_at("dave", 102).unwrap().is_some());
         assert_eq!(cache.len(), 2);
+    }
+
+    #[test]
+    fn a_shared_reader_sees_the_copy_and_changes_through_it() {
+        let mut m = MemoryUserStore::default();
+        m.add(&User::new("alice", "r", "one", 1).unwrap()).unwrap();
+        let mut cache = CachedUsers::new(m, 100).unwrap();
+        let shared: &dyn UserStore = &cache;
+        assert_eq!(shared.get("alice").unwrap().unwrap().name, "alice");
+        assert!(shared.get("bob").unwrap().is_none());
+        cache.add(&User::new("bob", "r", "b", 1).unwrap()).unwrap();
+        assert_eq!(cache.len(), 2);
+        assert_eq!(UserStore::list(&cache).unwrap().len(), 2);
+        cache.remove("alice").unwrap();
+        assert!(cache.get_at("alice", 100).unwrap().is_none());
+        assert!(UserStore::get(&cache, "bob").unwrap().is_some());
     }
 
     #[test]

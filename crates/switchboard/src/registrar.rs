@@ -47,16 +47,15 @@
 //! replaces the binding with the same pair; the checks of §6 (reg-id without instance is
 //! ignored, several reg-id contacts refused, 439 when the first hop lacks outbound) apply.
 
+use crate::authenticator::{AuthCheck, Authenticator};
 use crate::config::RegistrarConfig;
 use bytes::Bytes;
-use sip_core::auth::{Algorithm, Credentials, NonceIssuer, Verdict, Verifier, ha1};
 use sip_core::builder::{error_response_to_raw, response_to_with_reason};
 use sip_core::headers::{Contact, NameAddr};
 use sip_core::scan::unquote;
 use sip_core::{HeaderName, Host, Message, Method, SipUri, Transport, Uri};
-use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use store::{
     Binding, CachedStore, CachedUsers, Change, LocationReader, LocationStore, StoreError, UserStore,
 };
@@ -64,11 +63,6 @@ use store::{
 /// How long a REGISTER may ask to be bound when it does not say: RFC 3261 §10.3 step 7
 /// allows 423 only for intervals under an hour.
 const ONE_HOUR: u32 = 3600;
-/// Nonces remembered for replay checks; beyond it the oldest are answered `stale`.
-const NONCE_COUNTER_CAPACITY: usize = 100_000;
-/// Sources tracked for failed authentication; beyond it new sources are not tracked
-/// (failing open rather than letting an address sweep exhaust memory).
-const MAX_TRACKED_SOURCES: usize = 100_000;
 /// The reason phrase of the 500 for a store that failed.
 const STORAGE_FAILED: &str = "Server Internal Error (storage unavailable)";
 /// Longest User-Agent kept with a binding.
@@ -240,8 +234,7 @@ pub struct Registrar<L: LocationStore, U: UserStore> {
     settings: RegistrarSettings,
     location: CachedStore<L>,
     users: CachedUsers<U>,
-    verifier: Verifier,
-    bans: BanTable,
+    auth: Authenticator,
     stats: RegistrarStats,
     /// 200s built on staged changes, waiting for the next commit.
     awaiting_commit: u64,
@@ -272,15 +265,19 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
         let mut h = DefaultHasher::new();
         nonce_key.hash(&mut h);
         let secret = h.finish();
-        let issuer =
-            NonceIssuer::new(nonce_key, settings.rules.nonce_lifetime_secs)?.with_seed(secret);
+        let auth = Authenticator::new(
+            &settings.domain,
+            &settings.rules.digest_algorithms,
+            nonce_key,
+            settings.rules.nonce_lifetime_secs,
+        )?
+        .with_bans(
+            settings.rules.max_auth_failures,
+            settings.rules.auth_failure_window_secs,
+            settings.rules.ban_secs,
+        );
         Ok(Registrar {
-            bans: BanTable::new(
-                settings.rules.max_auth_failures,
-                settings.rules.auth_failure_window_secs,
-                settings.rules.ban_secs,
-            ),
-            verifier: Verifier::new(issuer, NONCE_COUNTER_CAPACITY),
+            auth,
             location: CachedStore::new(location, now)?,
             users: CachedUsers::new(users, now)?,
             settings,
@@ -297,7 +294,12 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
 
     /// The counters.
     pub fn stats(&self) -> RegistrarStats {
-        self.stats
+        let auth = self.auth.stats();
+        RegistrarStats {
+            auth_failures: auth.failures,
+            bans: auth.bans,
+            ..self.stats
+        }
     }
 
     /// The settings in force.
@@ -306,22 +308,21 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
         &self.settings
     }
 
-    /// The user store (e.g. for an admin page).
-    #[allow(dead_code)] // for the admin API
-    pub fn users(&self) -> &U {
-        self.users.backend()
+    /// The users, read through the registrar's in-memory copy (the proxy authenticates
+    /// with it too).
+    pub fn users(&self) -> &CachedUsers<U> {
+        &self.users
     }
 
     /// Whether `ip` is banned at `now`: the I/O shell may drop all its traffic early.
     pub fn is_banned(&self, ip: IpAddr, now: u64) -> bool {
-        self.bans.is_banned(ip, now)
+        self.auth.is_banned(ip, now)
     }
 
     /// Housekeeping, to call every few seconds: deletes expired bindings (returns how
     /// many), forgets expired nonces, lifts ended bans.
     pub fn sweep(&mut self, now: u64) -> Result<usize, StoreError> {
-        self.verifier.sweep(now);
-        self.bans.sweep(now);
+        self.auth.sweep(now);
         self.location.sweep(now)
     }
 
@@ -340,7 +341,7 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
         transport: Transport,
     ) -> RegisterOutcome {
         // A banned source is refused before anything is looked at (in `stage_register`).
-        if !self.bans.is_banned(source.ip(), now)
+        if !self.auth.is_banned(source.ip(), now)
             && let Err(e) = req.validate()
         {
             self.stats.requests += 1;
@@ -380,7 +381,7 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
         transport: Transport,
     ) -> RegisterOutcome {
         self.stats.requests += 1;
-        if self.bans.is_banned(source.ip(), now) {
+        if self.auth.is_banned(source.ip(), now) {
             self.stats.refused_banned += 1;
             return RegisterOutcome {
                 status: 403,
@@ -524,7 +525,7 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
                 ));
             }
         } else {
-            match self.users.get(&user, now) {
+            match self.users.get_at(&user, now) {
                 Ok(Some(_)) => {}
                 Ok(None) => return Err(Refusal::because(404, "Not Found (no such user)")),
                 Err(e) => return Err(self.store_failed(&e)),
@@ -779,88 +780,29 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
         req: &Message,
         source: SocketAddr,
     ) -> Result<String, Refusal> {
-        let realm = self.settings.domain.clone();
-        // Credentials for other realms (other proxies on the way) are not ours to check.
-        let creds = req
-            .get_all(HeaderName::Authorization)
-            .filter_map(|v| Credentials::parse(v).ok())
-            .find_map(|c| match c {
-                Credentials::Digest(d) if d.realm == realm => Some(d),
-                _ => None,
-            });
-        let Some(creds) = creds else {
-            return Err(self.challenge(now, false));
-        };
-        let user = match self.users.get(&creds.username, now) {
-            Ok(u) => u,
-            Err(e) => return Err(self.store_failed(&e)),
-        };
-        let alg = creds.algorithm().unwrap_or(Algorithm::Md5);
-        // An unknown user is checked against a stand-in hash, so that the work done and
-        // the answer given are those of a wrong password: names cannot be probed.
-        let stand_in;
-        let (stored, known) = match user {
-            Some(u) if u.realm == realm && !creds.userhash => (u.ha1.get(alg), true),
-            _ => {
-                stand_in = ha1(alg, &creds.username, &realm, &format!("{:x}", self.secret));
-                (stand_in.as_str(), false)
-            }
-        };
-        let verdict = self
-            .verifier
-            .verify(&creds, stored, "REGISTER", req.body(), now);
-        match verdict {
-            Verdict::Ok if known => {
-                // RFC 2617 §3.2.2.5: the digest-uri must be the Request-URI. Clients
-                // such as SIPp sign the URI with the port they sent to, so scheme, user
-                // and host must match and the port may differ.
-                if !digest_uri_matches(creds.uri.as_ref(), req.request_uri_str()) {
-                    return Err(Refusal::because(
-                        400,
-                        "Bad Request (Authorization uri is not the Request-URI)",
-                    ));
-                }
-                Ok(creds.username.into_owned())
-            }
-            Verdict::Stale => Err(self.challenge(now, true)),
-            Verdict::Malformed(why) => Err(Refusal::because(
-                400,
-                format!("Bad Request (Authorization: {why})"),
-            )),
-            Verdict::Ok | Verdict::BadResponse | Verdict::Replay => {
-                self.stats.auth_failures += 1;
-                if self.bans.record_failure(source.ip(), now) {
-                    self.stats.bans += 1;
-                    tracing::warn!(
-                        source = %source.ip(),
-                        failures = self.settings.rules.max_auth_failures,
-                        window_secs = self.settings.rules.auth_failure_window_secs,
-                        ban_secs = self.settings.rules.ban_secs,
-                        "registrar: banning source after repeated authentication failures"
-                    );
-                }
-                Err(self.challenge(now, false))
-            }
+        let users = &mut self.users;
+        let checked = self.auth.check_from(
+            now,
+            req,
+            HeaderName::Authorization,
+            Some(source.ip()),
+            |name| users.get_at(name, now),
+        );
+        match checked {
+            Ok(AuthCheck::User(name)) => Ok(name),
+            Ok(AuthCheck::Challenge { stale }) => Err(self.challenge(now, stale)),
+            Ok(AuthCheck::Refuse(code, reason)) => Err(Refusal::because(code, reason)),
+            Err(e) => Err(self.store_failed(&e)),
         }
     }
 
-    /// A 401 offering SHA-256 then MD5 with one fresh nonce (RFC 8760 §2.4: strongest
-    /// first). Every 401 has this one form, whatever led to it.
+    /// A 401 with one fresh nonce for each configured algorithm (RFC 8760 §2.4:
+    /// strongest first, unless configured otherwise). Every 401 has this one form,
+    /// whatever led to it.
     fn challenge(&self, now: u64, stale: bool) -> Refusal {
-        let [sha256, md5] = self
-            .verifier
-            .challenges(&self.settings.domain, None, stale, now);
         let mut refusal = Refusal::new(401);
-        // Offered in the configured order: clients that only read the first challenge
-        // (SIPp 3.6, older phones) need MD5 first or alone.
-        // config.rs refuses names other than these two, so none is skipped here.
-        let offered = self.settings.rules.digest_algorithms.iter();
-        for alg in offered.filter_map(|name| DigestAlgorithm::from_name(name)) {
-            let challenge = match alg {
-                DigestAlgorithm::Sha256 => &sha256,
-                DigestAlgorithm::Md5 => &md5,
-            };
-            refusal = refusal.with("WWW-Authenticate", challenge.to_string());
+        for value in self.auth.challenges(now, stale) {
+            refusal = refusal.with("WWW-Authenticate", value);
         }
         refusal
     }
@@ -1063,102 +1005,11 @@ pub fn http_date(secs: u64) -> String {
     )
 }
 
-/// Failed authentications per source, and the bans they lead to.
-///
-/// IPv6 sources are counted per /64, the block one subscriber usually gets: counting
-/// single addresses would let one host rotate through 2^64 of them.
-#[derive(Debug)]
-struct BanTable {
-    max_failures: u32,
-    window_secs: u64,
-    ban_secs: u64,
-    sources: HashMap<IpAddr, Failures>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Failures {
-    window_start: u64,
-    count: u32,
-    banned_until: Option<u64>,
-}
-
-fn ban_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => {
-            let mut s = v6.segments();
-            s[4..].fill(0);
-            IpAddr::V6(Ipv6Addr::from(s))
-        }
-    }
-}
-
-impl BanTable {
-    fn new(max_failures: u32, window_secs: u64, ban_secs: u64) -> BanTable {
-        BanTable {
-            max_failures,
-            window_secs,
-            ban_secs,
-            sources: HashMap::new(),
-        }
-    }
-
-    fn is_banned(&self, ip: IpAddr, now: u64) -> bool {
-        self.sources
-            .get(&ban_key(ip))
-            .and_then(|f| f.banned_until)
-            .is_some_and(|until| now < until)
-    }
-
-    /// Counts a failure; true when it starts a ban.
-    fn record_failure(&mut self, ip: IpAddr, now: u64) -> bool {
-        if self.max_failures == 0 {
-            return false;
-        }
-        let key = ban_key(ip);
-        if !self.sources.contains_key(&key) && self.sources.len() >= MAX_TRACKED_SOURCES {
-            self.sweep(now);
-            if self.sources.len() >= MAX_TRACKED_SOURCES {
-                return false;
-            }
-        }
-        let f = self.sources.entry(key).or_insert(Failures {
-            window_start: now,
-            count: 0,
-            banned_until: None,
-        });
-        if f.banned_until.is_some_and(|until| now >= until)
-            || now.saturating_sub(f.window_start) >= self.window_secs
-        {
-            // The ban is over or the window has passed: start counting afresh.
-            *f = Failures {
-                window_start: now,
-                count: 0,
-                banned_until: None,
-            };
-        }
-        f.count = f.count.saturating_add(1);
-        if f.count >= self.max_failures && f.banned_until.is_none() {
-            f.banned_until = Some(now + self.ban_secs);
-            return true;
-        }
-        false
-    }
-
-    fn sweep(&mut self, now: u64) {
-        let window = self.window_secs;
-        self.sources.retain(|_, f| match f.banned_until {
-            Some(until) => now < until,
-            None => now.saturating_sub(f.window_start) < window,
-        });
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use sip_core::auth::{Challenge, respond};
+    use sip_core::auth::{Algorithm, Challenge, respond};
     use store::{MemoryLocationStore, MemoryUserStore, User};
 
     const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
@@ -1939,24 +1790,6 @@ mod tests {
             ),
         );
         assert_eq!(r.status(), Some(200));
-    }
-
-    #[test]
-    fn ipv6_sources_are_banned_per_64() {
-        let mut bans = BanTable::new(2, 60, 100);
-        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
-        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
-        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        assert!(!bans.record_failure(a, 0));
-        assert!(bans.record_failure(b, 1));
-        assert!(bans.is_banned(a, 50) && !bans.is_banned(c, 50));
-        // Failures spread beyond the window do not add up.
-        assert!(!bans.record_failure(c, 0));
-        assert!(!bans.record_failure(c, 60));
-        assert!(
-            !BanTable::new(0, 60, 100).record_failure(a, 0),
-            "0 disables bans"
-        );
     }
 
     // ---- storage ----

@@ -402,7 +402,7 @@ impl Core {
                 let env = proxy::Env {
                     now,
                     unix: unix_now(),
-                    users: &**self.registrar.users(),
+                    users: self.registrar.users(),
                     location: &self.location,
                 };
                 match self.proxy.on_request(&env, txl, key, &request, flow) {
