@@ -4,7 +4,7 @@
 
 use super::*;
 
-impl Ua {
+impl Core {
     /// A Via with a fresh branch for a request in the current call, on its transport.
     pub(super) fn call_via(&mut self) -> String {
         let transport = self
@@ -20,7 +20,7 @@ impl Ua {
         call_id: String,
         local_tag: String,
         flow: Flow,
-        media: MediaSession,
+        media_port: u16,
     ) -> Call {
         let generation = self.next_generation;
         self.next_generation += 1;
@@ -29,7 +29,7 @@ impl Ua {
             &self.s.user,
             sid,
             self.local_ip(),
-            media.local_rtp_port(),
+            media_port,
             &self.s.codecs,
         );
         Call {
@@ -44,7 +44,7 @@ impl Ua {
             request: None,
             dialog: None,
             flow,
-            media: Some(media),
+            media_port,
             media_started: false,
             local_sdp,
             oa: OfferAnswer::default(),
@@ -356,39 +356,26 @@ impl Ua {
             ptime_ms: stream.ptime.unwrap_or(20),
         };
         let previous = call.remote.replace(stream.clone());
-        let media = call.media.as_mut()?;
         if call.media_started {
-            media.update(params);
+            self.media(MediaCommand::Update(params));
             if previous.is_some_and(|p| p.codec.encoding != stream.codec.encoding) {
                 let codec = stream.codec.encoding.clone();
                 self.out
                     .event("codec changed", Some(&codec), &[("codec", json!(codec))]);
             }
         } else {
+            call.media_started = true;
             let source = call
                 .play
                 .clone()
                 .map(AudioSource::Wav)
                 .unwrap_or(AudioSource::Silence);
-            let sink = match &call.record {
-                Some(path) => match AudioSink::wav(path.clone()) {
-                    Ok(s) => Some(s),
-                    Err(e) => {
-                        self.out
-                            .warn(&format!("cannot record to {}: {e}", path.display()));
-                        None
-                    }
-                },
-                None => None,
-            };
-            let call = self.call.as_mut()?;
-            let media = call.media.as_mut()?;
-            if let Err(e) = media.start(params, Some(source), sink) {
-                self.out.warn(&format!("media did not start: {e}"));
-            } else {
-                call.media_started = true;
-                self.media_rx = Some(media.events());
-            }
+            let record = call.record.clone();
+            self.media(MediaCommand::Start {
+                params,
+                source,
+                record,
+            });
         }
         Some(stream)
     }
@@ -463,8 +450,8 @@ impl Ua {
                     Task::Call(t) => t.dtmf.clone().unwrap_or_default(),
                     _ => String::new(),
                 };
-                if let Some(media) = self.call.as_mut().and_then(|c| c.media.as_mut()) {
-                    media.send_dtmf(&digits);
+                if self.call.is_some() {
+                    self.media(MediaCommand::SendDtmf(digits.clone()));
                     for d in digits.chars() {
                         self.out.event(
                             "dtmf sent",
@@ -609,7 +596,7 @@ impl Ua {
             self.arm_call(now + Duration::from_millis(500), CallTimer::ChangeCodec);
             return;
         }
-        let port = call.media.as_ref().map_or(0, MediaSession::local_rtp_port);
+        let port = call.media_port;
         let origin = call.local_sdp.origin.clone();
         let fresh =
             SessionDescription::new_audio_offer(&user, origin.session_id, ip, port, &codecs);
@@ -827,13 +814,10 @@ impl Ua {
     /// Stops the call: media stopped (recording finalized), digits and the end printed,
     /// the task told.
     pub(super) fn end_call(&mut self, reason: &str, code: u8) {
-        let Some(mut call) = self.call.take() else {
+        let Some(call) = self.call.take() else {
             return;
         };
-        if let Some(media) = call.media.take() {
-            self.stopping.push(media);
-        }
-        self.media_rx = None;
+        self.media(MediaCommand::Stop);
         self.timers
             .retain(|(_, t)| !matches!(t, Timer::Call(g, _) if *g == call.generation));
         if !call.digits.is_empty() {
@@ -861,7 +845,8 @@ impl Ua {
         }
     }
 
-    pub(super) fn on_media(&mut self, event: MediaEvent) {
+    /// Something the media session reported.
+    pub fn on_media(&mut self, event: MediaEvent) {
         match event {
             MediaEvent::Dtmf(d) => {
                 if let Some(c) = self.call.as_mut() {
