@@ -12,7 +12,7 @@
 //!
 //! Every handler is synchronous and queues what it sends in the transaction layer
 //! (`send_request`, `send_response`, `send_stateless`); the driver then drains the layer
-//! onto the network, as `serve` does. The unit tests ([`tests`]) drive the core with
+//! onto the network, as `serve` does. The unit tests (`tests.rs`) drive the core with
 //! built messages on a fake clock.
 
 use super::exit;
@@ -256,6 +256,9 @@ struct Call {
     held_by_us: bool,
     held_by_them: bool,
     ack: Option<(Bytes, Flow, String)>,
+    /// UAC: the ACKs of 2xx from other forks of our INVITE, by To tag: those dialogs
+    /// were hung up at once (RFC 3261 §13.2.2.4); a retransmitted 2xx gets its ACK again.
+    fork_acks: Vec<(String, Bytes, Flow)>,
     ok_retx: Option<OkRetransmit>,
     digits: String,
     play: Option<PathBuf>,

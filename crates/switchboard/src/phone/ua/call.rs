@@ -53,6 +53,7 @@ impl Core {
             held_by_us: false,
             held_by_them: false,
             ack: None,
+            fork_acks: Vec::new(),
             ok_retx: None,
             digits: String::new(),
             play: None,
@@ -267,11 +268,11 @@ impl Core {
             return;
         };
         if let Some((bytes, flow, tag)) = &call.ack {
-            // A retransmitted 2xx: the ACK was lost. A 2xx from another fork: ACK it too
-            // (and hang that one up: one call is enough).
-            self.txl.send_stateless(*flow, bytes.clone());
-            if *tag != to_tag {
-                tracing::debug!("2xx from a second fork ({to_tag}); ACKed and ignored");
+            if *tag == to_tag {
+                // A retransmitted 2xx: the ACK was lost.
+                self.txl.send_stateless(*flow, bytes.clone());
+            } else {
+                self.hang_up_fork(response, invite, invite_seq, contact, &to_tag, now);
             }
             return;
         }
@@ -327,6 +328,54 @@ impl Core {
             c.session_timer = SessionTimer::from_response(response, true, now);
         }
         self.call_answered(now);
+    }
+
+    /// A 2xx from another fork of our INVITE once one was taken: one call is enough.
+    /// RFC 3261 §13.2.2.4: ACK it, then BYE that dialog. Its retransmissions get the
+    /// same ACK and no second BYE.
+    fn hang_up_fork(
+        &mut self,
+        response: &Message,
+        invite: &Message,
+        invite_seq: u32,
+        contact: &str,
+        to_tag: &str,
+        now: Instant,
+    ) {
+        let Some(call) = self.call.as_ref() else {
+            return;
+        };
+        if let Some((_, bytes, flow)) = call.fork_acks.iter().find(|(t, _, _)| t == to_tag) {
+            self.txl.send_stateless(*flow, bytes.clone());
+            return;
+        }
+        let fallback = call.flow;
+        let mut dialog = match Dialog::from_uac(invite, response, contact) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::debug!("unusable 2xx from a second fork ({to_tag}): {e}");
+                return;
+            }
+        };
+        let flow = self.dialog_flow(&dialog, fallback);
+        let via = self.via(flow.transport);
+        let Ok(ack) = dialog.ack(invite_seq, &via).into_bytes() else {
+            return;
+        };
+        self.txl.send_stateless(flow, ack.clone());
+        if let Some(c) = self.call.as_mut() {
+            c.fork_acks.push((to_tag.to_owned(), ack, flow));
+        }
+        tracing::debug!("2xx from a second fork ({to_tag}): ACKed, hanging it up");
+        let via = self.via(flow.transport);
+        match dialog.request(&Method::Bye, &via).build() {
+            Ok(bye) => {
+                if let Ok(key) = self.txl.send_request(now, bye, flow) {
+                    self.pending.insert(key, Pending::Other);
+                }
+            }
+            Err(e) => tracing::debug!("cannot build the BYE for a second fork: {e}"),
+        }
     }
 
     /// Takes the far end's SDP (an answer, or an offer we answered): starts media the

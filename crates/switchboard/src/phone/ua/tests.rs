@@ -575,3 +575,51 @@ fn session_timer_expiry_ends_the_call_with_a_bye() {
     assert_eq!(ended.detail.as_deref(), Some("session expired"));
     assert_eq!(p.core.finished(), Some(exit::FAILED));
 }
+
+#[test]
+fn a_2xx_from_a_second_fork_is_acked_then_hung_up() {
+    let (mut p, invite) = answered_caller(call_task());
+    p.take_outputs();
+    // Another phone of bob's answers the forked INVITE too.
+    let mut other = response_to(&invite, 200, Some("b2"));
+    other.push("Contact", "<sip:bob@127.0.0.1:5090>");
+    let other = other
+        .body("application/sdp", sdp(42000, "sendrecv"))
+        .build()
+        .unwrap();
+    p.receive(other.clone());
+    let sent = p.take_sent();
+    let ack = sent
+        .iter()
+        .find(|m| m.method() == Some(&Method::Ack))
+        .unwrap();
+    assert_eq!(ack.to().unwrap().tag(), Some("b2"));
+    assert_eq!(ack.request_uri_str().unwrap(), "sip:bob@127.0.0.1:5090");
+    let bye = sent
+        .iter()
+        .find(|m| m.method() == Some(&Method::Bye))
+        .unwrap();
+    assert_eq!(bye.to().unwrap().tag(), Some("b2"));
+    assert_eq!(bye.call_id().unwrap(), invite.call_id().unwrap());
+    assert!(bye.cseq().unwrap().seq > invite.cseq().unwrap().seq);
+    // The call with the first fork goes on, untouched.
+    assert!(p.take_outputs().is_empty());
+    assert_eq!(p.core.finished(), None);
+
+    // That 2xx again: ACKed again, no second BYE.
+    p.receive(other);
+    let sent = p.take_sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].method(), Some(&Method::Ack));
+    assert_eq!(sent[0].to().unwrap().tag(), Some("b2"));
+    let bye_ok = response_to(bye, 200, None).build().unwrap();
+    p.receive(bye_ok);
+    assert!(p.take_outputs().is_empty());
+    assert_eq!(p.core.finished(), None);
+
+    // The first fork's 2xx again: its own ACK.
+    p.receive(reply_sdp(&invite, 200, "b1", "sendrecv"));
+    let sent = p.take_sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].to().unwrap().tag(), Some("b1"));
+}
