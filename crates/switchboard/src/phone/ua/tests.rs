@@ -623,3 +623,129 @@ fn a_2xx_from_a_second_fork_is_acked_then_hung_up() {
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].to().unwrap().tag(), Some("b1"));
 }
+
+#[test]
+fn a_reliable_183_with_sdp_is_pracked_and_starts_early_media() {
+    let mut p = Phone::new(false, Task::Call(call_task()));
+    let invite = p.sent_request(Method::Invite);
+    assert_eq!(p.event_names(), ["calling"]);
+    assert!(
+        invite
+            .get(HeaderName::Supported)
+            .unwrap()
+            .contains("100rel")
+    );
+    let mut b = reply(&invite, 183, Some("b1"));
+    b.push("Require", "100rel");
+    b.push("RSeq", "7");
+    let progress = b
+        .body("application/sdp", sdp(41000, "sendrecv"))
+        .build()
+        .unwrap();
+    p.receive(progress.clone());
+    let prack = p.sent_request(Method::Prack);
+    assert_eq!(prack.get(HeaderName::RAck), Some("7 1 INVITE"));
+    assert_eq!(prack.to().unwrap().tag(), Some("b1"));
+    let outputs = p.take_outputs();
+    assert!(
+        outputs
+            .iter()
+            .any(|o| matches!(o, Output::Media(MediaCommand::Start { .. })))
+    );
+    let names: Vec<_> = outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Event(e) => Some(e.name),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(names, ["progress", "early media"]);
+    // The same 183 again (our PRACK was lost?): not PRACKed twice.
+    p.receive(progress);
+    assert!(
+        p.take_sent()
+            .iter()
+            .all(|m| m.method() != Some(&Method::Prack))
+    );
+}
+
+#[test]
+fn a_reinvite_to_sendonly_is_answered_recvonly_and_reported_held_by_them() {
+    let (mut p, _, tag) = answered_callee(None);
+    p.receive(
+        bob_request(Method::Ack, Some(&tag), 1, "call-1@bob")
+            .build()
+            .unwrap(),
+    );
+    p.take_outputs();
+    let hold = bob_request(Method::Invite, Some(&tag), 2, "call-1@bob")
+        .body("application/sdp", sdp(41000, "sendonly"))
+        .build()
+        .unwrap();
+    p.receive(hold);
+    let ok = p.sent_response(200);
+    assert!(body_text(&ok).contains("a=recvonly"), "{}", body_text(&ok));
+    let outputs = p.take_outputs();
+    assert!(outputs.iter().any(|o| matches!(o,
+        Output::Media(MediaCommand::Update(params)) if params.direction == Direction::RecvOnly)));
+    assert!(outputs.iter().any(|o| matches!(o,
+        Output::Event(e) if e.name == "held" && e.detail.as_deref() == Some("remote"))));
+}
+
+#[test]
+fn a_busy_callee_is_exit_3_and_an_incoming_call_can_be_refused() {
+    let mut p = Phone::new(false, Task::Call(call_task()));
+    let invite = p.sent_request(Method::Invite);
+    p.receive(reply(&invite, 486, Some("b1")).build().unwrap());
+    let ended = p.events().into_iter().find(|e| e.name == "ended").unwrap();
+    assert_eq!(ended.detail.as_deref(), Some("busy (486 Busy Here)"));
+    assert_eq!(p.core.finished(), Some(exit::BUSY));
+
+    let mut task = answer_task();
+    task.reject = Some(603);
+    let mut p = Phone::new(false, Task::Answer(task));
+    let invite = bob_request(Method::Invite, None, 1, "call-2@bob")
+        .body("application/sdp", sdp(41000, "sendrecv"))
+        .build()
+        .unwrap();
+    p.receive(invite);
+    let refusal = p.sent_response(603);
+    assert!(refusal.to().unwrap().tag().is_some());
+    let names = p.event_names();
+    assert_eq!(names, ["waiting for calls", "incoming", "ended"]);
+}
+
+#[test]
+fn the_task_done_the_registration_is_removed_before_the_exit() {
+    let mut p = Phone::new(
+        true,
+        Task::Message {
+            target: "sip:bob@example.test".into(),
+            text: "hi".into(),
+        },
+    );
+    let register = p.sent_request(Method::Register);
+    p.receive_from(
+        response_to(&register, 200, Some("srv")).build().unwrap(),
+        SERVER,
+    );
+    let message = p.sent_request(Method::Message);
+    assert_eq!(body_text(&message), "hi");
+    p.receive_from(
+        response_to(&message, 202, Some("x")).build().unwrap(),
+        SERVER,
+    );
+    assert_eq!(p.core.finished(), Some(exit::OK));
+    let unregister = p.sent_request(Method::Register);
+    assert_eq!(unregister.get(HeaderName::Expires), Some("0"));
+    assert_eq!(p.core.exit_code(), None);
+    p.receive_from(
+        response_to(&unregister, 200, Some("srv")).build().unwrap(),
+        SERVER,
+    );
+    assert_eq!(
+        p.event_names(),
+        ["registered", "message sent", "unregistered"]
+    );
+    assert_eq!(p.core.exit_code(), Some(exit::OK));
+}
