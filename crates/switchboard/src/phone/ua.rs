@@ -602,6 +602,14 @@ impl Core {
         self.finished.filter(|_| self.exit_ready)
     }
 
+    /// [`MediaCommand::Start`] failed (the driver said why): the next SDP from the far
+    /// end tries again.
+    pub fn on_media_start_failed(&mut self) {
+        if let Some(c) = self.call.as_mut() {
+            c.media_started = false;
+        }
+    }
+
     /// The user pressed Enter: answers the call ringing, if any.
     pub fn on_enter(&mut self, now: Instant) {
         self.answer_ringing_call(now);

@@ -211,10 +211,12 @@ impl Ua {
                     None => None,
                 };
                 let Some(media) = self.active.as_mut() else {
+                    self.core.on_media_start_failed();
                     return;
                 };
                 if let Err(e) = media.start(params, Some(source), sink) {
                     self.out.warn(&format!("media did not start: {e}"));
+                    self.core.on_media_start_failed();
                 } else {
                     self.media_rx = Some(media.events());
                 }
