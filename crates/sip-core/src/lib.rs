@@ -8,6 +8,7 @@ pub mod auth;
 pub mod builder;
 pub mod dialog;
 pub mod error;
+pub mod forward;
 pub mod framing;
 pub mod headers;
 pub mod message;

@@ -299,6 +299,32 @@ impl Message {
             })
             .map(|e| self.text(e.value))
     }
+    /// Each header line with its name: the byte range from the start of the name to the
+    /// end of the line, terminator and any folded continuation included. For editing a
+    /// message in place of rebuilding it (see [`crate::forward`]).
+    pub(crate) fn header_lines(
+        &self,
+    ) -> impl Iterator<Item = (HeaderName, std::ops::Range<usize>)> + '_ {
+        let b = &self.buf[..];
+        let body = self.body.start as usize;
+        // The empty line that ends the headers is CRLF or a bare LF.
+        let blank = if body >= 2 && &b[body - 2..body] == b"\r\n" {
+            2
+        } else {
+            1
+        };
+        let end = body.saturating_sub(blank);
+        self.headers.iter().enumerate().map(move |(i, e)| {
+            let stop = self
+                .headers
+                .get(i + 1)
+                .map_or(end, |n| n.name_span.start as usize);
+            (
+                e.name,
+                e.name_span.start as usize..stop.max(e.name_span.start as usize),
+            )
+        })
+    }
     /// How many header lines are called `name`.
     pub fn count(&self, name: HeaderName) -> usize {
         self.headers.iter().filter(|e| e.name == name).count()

@@ -19,6 +19,8 @@ pub struct Config {
     pub registrar: RegistrarConfig,
     /// `[limits]`: protection against floods and oversize input.
     pub limits: LimitsConfig,
+    /// `[proxy]`: routing calls and messages.
+    pub proxy: ProxyConfig,
 }
 
 /// `[sip]`.
@@ -110,6 +112,45 @@ impl Default for RegistrarConfig {
             aliases: Vec::new(),
             digest_algorithms: vec!["SHA-256".into(), "MD5".into()],
         }
+    }
+}
+
+/// `[proxy]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Challenge (407) dialog-creating requests from local users.
+    pub require_auth: bool,
+    /// Sources (CIDR, e.g. `10.0.0.0/8`, or a plain address) exempt from the challenge.
+    pub trusted_networks: Vec<String>,
+    /// Forward requests for other domains (RFC 3263), for authenticated callers only.
+    pub forward_foreign_domains: bool,
+    /// Timer C: how long an INVITE branch may wait for a final response, seconds.
+    pub timer_c_secs: u64,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            require_auth: true,
+            trusted_networks: Vec::new(),
+            forward_foreign_domains: false,
+            timer_c_secs: 180,
+        }
+    }
+}
+
+impl ProxyConfig {
+    /// The trusted networks, parsed (a plain address is a /32 or /128).
+    pub fn trusted(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        self.trusted_networks
+            .iter()
+            .map(|s| {
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("\"{s}\" is not a network like 10.0.0.0/8"))
+            })
+            .collect()
     }
 }
 
@@ -226,6 +267,10 @@ impl Config {
         if self.sip.domain.trim().is_empty() {
             return Err(("domain", "must not be empty".into()));
         }
+        self.proxy.trusted().map_err(|m| ("trusted_networks", m))?;
+        if self.proxy.timer_c_secs == 0 {
+            return Err(("timer_c_secs", "must be at least 1".into()));
+        }
         if self.tls.certificate.is_some() != self.tls.private_key.is_some() {
             return Err((
                 "certificate",
@@ -316,6 +361,23 @@ mod tests {
         assert!(
             e.starts_with("sb.toml:3: listen: \"sctp:1.2.3.4:5\": unknown transport"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn proxy_section() {
+        let c = parse("").unwrap();
+        assert!(c.proxy.require_auth && !c.proxy.forward_foreign_domains);
+        assert_eq!(c.proxy.timer_c_secs, 180);
+        let c = parse(
+            "[proxy]\nrequire_auth = false\ntrusted_networks = [\"10.0.0.0/8\", \"::1\"]\ntimer_c_secs = 5\n",
+        )
+        .unwrap();
+        assert_eq!(c.proxy.trusted().unwrap().len(), 2);
+        let e = parse("[proxy]\n\ntrusted_networks = [\"10.0.0.0/33\"]\n").unwrap_err();
+        assert_eq!(
+            e,
+            "sb.toml:3: trusted_networks: \"10.0.0.0/33\" is not a network like 10.0.0.0/8"
         );
     }
 

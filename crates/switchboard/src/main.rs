@@ -3,9 +3,11 @@
 //! Only this crate talks to the outside world: it parses arguments, prints, picks exit
 //! codes and touches files; the protocol logic it calls lives in `sip-core`.
 
+mod authenticator;
 mod config;
 mod parse_cmd;
 mod phone;
+mod proxy;
 mod registrar;
 mod serve;
 mod service;

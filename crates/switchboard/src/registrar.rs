@@ -78,7 +78,7 @@ pub struct RegistrarSettings {
 
 /// Whether the Authorization `uri` names the same resource as the Request-URI: equal
 /// text, or SIP URIs with the same scheme, user and host (the port may differ).
-fn digest_uri_matches(digest_uri: &str, request_uri: Option<&str>) -> bool {
+pub(crate) fn digest_uri_matches(digest_uri: &str, request_uri: Option<&str>) -> bool {
     let Some(request_uri) = request_uri else {
         return false;
     };

@@ -1,16 +1,19 @@
 //! `switchboard serve`: the server process. It binds the configured transports, runs
 //! every request through the RFC 3261 transaction layer, and answers: REGISTER by the
-//! registrar, OPTIONS with our capabilities, anything else with the status RFC 3261
-//! prescribes for a method we do not offer.
+//! registrar; requests for users and dialogs by the stateful proxy (`proxy`); OPTIONS
+//! and whatever is addressed to the server itself as a UAS (`service`).
 //!
-//! One task owns all protocol state (transaction table, registrar): messages and timers
+//! One task owns all protocol state (transaction table, registrar, proxy contexts):
+//! messages and timers
 //! are handled one at a time, in order, with no locks. The transports run beside it.
 
+use crate::authenticator::Authenticator;
 use crate::config::Config;
+use crate::proxy::{self, Handled, Interface, Proxy, ProxySettings};
 use crate::registrar::{Registrar, RegistrarSettings};
 use crate::service::{self, Answer};
 use bytes::Bytes;
-use sip_core::transaction::{Event, TimerConfig, TransactionLayer};
+use sip_core::transaction::{Event, TimerConfig, TransactionKey, TransactionLayer};
 use sip_core::{Message, Method};
 use sip_net::{Endpoint, EndpointConfig, Incoming, ListenSpec, Target};
 use std::path::Path;
@@ -86,6 +89,13 @@ async fn serve(config: Config) -> Result<(), String> {
     endpoint_config.limits.max_connections = config.limits.max_connections;
     endpoint_config.limits.max_connections_per_ip = config.limits.max_connections_per_ip;
     endpoint_config.limits.idle_timeout = Duration::from_secs(config.limits.idle_timeout_secs);
+    if config.proxy.forward_foreign_domains {
+        // RFC 3263 for other domains; local users' contacts are addresses.
+        match sip_net::SipResolver::from_system_conf() {
+            Ok(r) => endpoint_config.resolver = Some(r),
+            Err(e) => tracing::warn!("no DNS resolver, foreign domains unreachable: {e}"),
+        }
+    }
     if specs.iter().any(|s| s.transport.is_secure()) {
         endpoint_config.tls_server = Some(tls_config(&config)?);
     }
@@ -103,15 +113,24 @@ async fn serve(config: Config) -> Result<(), String> {
         database = %config.storage.database,
         "switchboard serve is ready"
     );
+    let proxy = open_proxy(&config, &endpoint)?;
+    let timers = TimerConfig {
+        timer_c: Some(Duration::from_secs(config.proxy.timer_c_secs)),
+        ..TimerConfig::default()
+    };
+    let (resolved_tx, resolved_rx) = mpsc::channel(1024);
     let core = Core {
+        resolved_tx,
         endpoint: endpoint.clone(),
-        transactions: TransactionLayer::new(TimerConfig::default()),
+        transactions: TransactionLayer::new(timers),
+        location: registrar.reader(),
         registrar,
+        proxy,
         server_name: config.sip.server_name.clone(),
         epoch: Instant::now(),
         tag_counter: 0,
     };
-    let result = core.run(incoming).await;
+    let result = core.run(incoming, resolved_rx).await;
     endpoint.shutdown();
     result
 }
@@ -137,6 +156,36 @@ fn open_registrar(config: &Config) -> Result<BoxedRegistrar, String> {
     .map_err(|e| format!("registrar: {e}"))
 }
 
+/// The proxy, advertising the addresses the endpoint is bound to.
+fn open_proxy(config: &Config, endpoint: &Endpoint) -> Result<Proxy, String> {
+    let interfaces = endpoint
+        .local_addrs()
+        .iter()
+        .map(|s| Interface::new(s.transport, s.addr, &config.sip.domain))
+        .collect();
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| format!("no randomness for nonces: {e}"))?;
+    let auth = Authenticator::new(
+        &config.sip.domain,
+        &config.registrar.digest_algorithms,
+        &key,
+        config.registrar.nonce_lifetime_secs,
+    )
+    .map_err(|e| format!("proxy: {e}"))?;
+    let settings = ProxySettings {
+        domain: config.sip.domain.clone(),
+        aliases: config.registrar.aliases.clone(),
+        server_name: config.sip.server_name.clone(),
+        require_auth: config.proxy.require_auth,
+        trusted: config
+            .proxy
+            .trusted()
+            .map_err(|e| format!("trusted_networks: {e}"))?,
+        forward_foreign: config.proxy.forward_foreign_domains,
+    };
+    Ok(Proxy::new(settings, interfaces, auth))
+}
+
 fn tls_config(config: &Config) -> Result<Arc<rustls::ServerConfig>, String> {
     match (&config.tls.certificate, &config.tls.private_key) {
         (Some(cert), Some(key)) => {
@@ -153,18 +202,33 @@ fn tls_config(config: &Config) -> Result<Arc<rustls::ServerConfig>, String> {
     }
 }
 
+/// The targets found for a proxied request's Request-URI (empty when none).
+type Resolved = (
+    TransactionKey,
+    Vec<(sip_core::Transport, std::net::SocketAddr)>,
+);
+
 /// All protocol state, owned by one task.
 struct Core {
     endpoint: Endpoint,
     transactions: TransactionLayer,
     registrar: BoxedRegistrar,
+    /// The registrar's bindings, read by the proxy.
+    location: store::LocationReader,
+    proxy: Proxy,
+    /// Where RFC 3263 lookups started for the proxy report back.
+    resolved_tx: mpsc::Sender<Resolved>,
     server_name: String,
     epoch: Instant,
     tag_counter: u64,
 }
 
 impl Core {
-    async fn run(mut self, mut incoming: mpsc::Receiver<Incoming>) -> Result<(), String> {
+    async fn run(
+        mut self,
+        mut incoming: mpsc::Receiver<Incoming>,
+        mut resolved: mpsc::Receiver<Resolved>,
+    ) -> Result<(), String> {
         let mut sweep = tokio::time::interval(Duration::from_secs(15));
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -183,6 +247,9 @@ impl Core {
                     None => return Err("the transport layer stopped".into()),
                 },
                 () = sleep => self.transactions.handle_timeout(Instant::now()),
+                Some((key, targets)) = resolved.recv() => {
+                    self.proxy.on_resolved(Instant::now(), &mut self.transactions, key, &targets);
+                }
                 _ = sweep.tick() => {
                     match self.registrar.sweep(unix_now()) {
                         Ok(n) if n > 0 => tracing::debug!(removed = n, "expired bindings swept"),
@@ -191,6 +258,17 @@ impl Core {
                     }
                     let stats = self.registrar.stats();
                     tracing::debug!(?stats, bindings = self.registrar.reader().len(), "registrar");
+                    self.proxy.sweep(unix_now());
+                    let p = self.proxy.stats();
+                    tracing::debug!(
+                        calls_routed = p.calls_routed,
+                        forwarded = p.requests_forwarded,
+                        responses = ?p.responses,
+                        challenges = p.challenges,
+                        contexts = p.contexts,
+                        transactions = self.transactions.len(),
+                        "proxy"
+                    );
                 }
                 _ = tokio::signal::ctrl_c() => {
                     tracing::info!("interrupted: stopping");
@@ -266,7 +344,72 @@ impl Core {
         }
     }
 
+    /// Hands the proxy what is its: every request but REGISTER and those addressed to
+    /// us, and the client-side events. Returns the event when it is not the proxy's.
+    fn proxy_event(&mut self, event: Event) -> Option<Event> {
+        let now = Instant::now();
+        let txl = &mut self.transactions;
+        match event {
+            Event::Request { key, request, flow }
+                if request.method() != Some(&Method::Register) =>
+            {
+                let env = proxy::Env {
+                    now,
+                    unix: unix_now(),
+                    users: &**self.registrar.users(),
+                    location: &self.location,
+                };
+                match self.proxy.on_request(&env, txl, key, &request, flow) {
+                    Handled::Yes => None,
+                    Handled::ForUs => Some(Event::Request { key, request, flow }),
+                    Handled::Resolve(uri) => {
+                        let (endpoint, done) = (self.endpoint.clone(), self.resolved_tx.clone());
+                        tokio::spawn(async move {
+                            let targets = match endpoint.locate(&uri).await {
+                                Ok(t) => t.into_iter().map(|t| (t.transport, t.addr)).collect(),
+                                Err(e) => {
+                                    tracing::debug!(%uri, "cannot resolve: {e}");
+                                    Vec::new()
+                                }
+                            };
+                            let _ = done.send((key, targets)).await;
+                        });
+                        None
+                    }
+                }
+            }
+            Event::Ack { request, flow, .. } => {
+                self.proxy.on_ack(txl, &request, flow);
+                None
+            }
+            Event::Response { key, response } => {
+                self.proxy.on_response(now, txl, key, response);
+                None
+            }
+            Event::Timeout { key, timer } => {
+                self.proxy.on_timeout(now, txl, key, timer);
+                None
+            }
+            Event::TransportError { key } => {
+                self.proxy.on_transport_error(now, txl, key);
+                None
+            }
+            Event::Terminated { key } => {
+                self.proxy.on_terminated(now, txl, key);
+                None
+            }
+            Event::StrayResponse { response, .. } => {
+                self.proxy.on_stray_response(txl, &response);
+                None
+            }
+            other => Some(other),
+        }
+    }
+
     fn handle_event(&mut self, event: Event) {
+        let Some(event) = self.proxy_event(event) else {
+            return;
+        };
         let Event::Request { key, request, flow } = event else {
             return;
         };

@@ -1,10 +1,11 @@
 //! What `serve` answers, decided without I/O: a request in, a response out. The
 //! transport and transaction layers deliver requests here and send what comes back.
 //!
-//! Today Switchboard serves OPTIONS (RFC 3261 §11) here and REGISTER in the registrar;
-//! every other method gets the answer
-//! RFC 3261 §8.2.1 prescribes for a method the server does not offer: 405 with Allow
-//! for methods it knows, 501 for methods it has never heard of.
+//! Here are the requests the proxy does not route: those addressed to the server itself
+//! (no user part), OPTIONS (RFC 3261 §11), and methods it never heard of that go
+//! nowhere. OPTIONS gets 200; any other method the answer RFC 3261 §8.2.1 prescribes
+//! for a method the server does not offer as a UAS: 405 with Allow for methods it
+//! knows, 501 for methods it has never heard of. REGISTER is the registrar's.
 
 use sip_core::builder::{error_response_to_raw, response_to, response_to_with_reason};
 use sip_core::{HeaderName, Message, Method, ParseError, Uri};

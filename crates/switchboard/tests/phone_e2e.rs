@@ -801,13 +801,12 @@ fn required_extension_it_lacks_gets_420() {
     );
 }
 
-// ----- through serve: need the proxy (issue 5) -----
+// ----- through serve: two phones registered to it, the proxy between them -----
 
 /// The issue 6 acceptance test: A and B registered to serve, A calls B through it,
 /// plays a WAV that B records, sends DTMF, holds and resumes (re-INVITEs with
 /// a=sendonly, then a=sendrecv, through the proxy), and hangs up.
 #[test]
-#[ignore = "needs the proxy (issue 5)"]
 fn two_registered_phones_call_each_other_through_serve() {
     let server = server_with(&[("alice", "a-pw"), ("bob", "b-pw")]);
     let srv = format!("127.0.0.1:{}", server.port);
@@ -874,7 +873,6 @@ fn two_registered_phones_call_each_other_through_serve() {
 }
 
 #[test]
-#[ignore = "needs the proxy (issue 5)"]
 fn message_through_serve() {
     let server = server_with(&[("alice", "a-pw"), ("bob", "b-pw")]);
     let srv = format!("127.0.0.1:{}", server.port);

@@ -58,7 +58,7 @@ fn parse(bytes: &[u8]) -> Message {
 /// A request with the usual headers; `via` is the whole Via value.
 fn request(method: &str, via: &str, call_id: &str, cseq: u32, extra: &str) -> String {
     format!(
-        "{method} sip:ping@127.0.0.1 SIP/2.0\r\n\
+        "{method} sip:127.0.0.1 SIP/2.0\r\n\
          Via: {via}\r\n\
          From: <sip:t3@example.test>;tag=from-{call_id}\r\n\
          To: <sip:ping@example.test>\r\n\
@@ -586,7 +586,7 @@ fn udp_405_to_invite_is_retransmitted_until_the_ack() {
     // it: the next retransmission was due ~2 s later and must not come.
     let to = first.get(HeaderName::To).unwrap();
     let ack = format!(
-        "ACK sip:ping@127.0.0.1 SIP/2.0\r\nVia: {via}\r\n\
+        "ACK sip:127.0.0.1 SIP/2.0\r\nVia: {via}\r\n\
          From: <sip:t3@example.test>;tag=from-inv-1\r\nTo: {to}\r\nCall-ID: inv-1\r\n\
          CSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
     );

@@ -1,0 +1,997 @@
+//! The stateful proxy (RFC 3261 §16), sans-IO: it sits on the transaction layer as its
+//! TU. Each request that starts a server transaction gets a response context
+//! ([`Context`]) with one client transaction per branch; responses are chosen and sent
+//! back as §16.7 says; the clock is the `now` of each call, so tests run on a fake one.
+//!
+//! What a request goes through, in §16's order:
+//! 1. validation (§16.3): Max-Forwards 0 gets 483, a request that already went through
+//!    us with the same identifying fields gets 482 (loop; a spiral, whose Request-URI
+//!    changed, passes);
+//! 2. Route processing (§16.4): our own Record-Route values on top of Route are popped
+//!    (both of a double Record-Route); a strict router's Request-URI naming us is
+//!    replaced by the last Route value;
+//! 3. authentication (§22.3): out-of-dialog requests whose From is a local user need
+//!    Proxy-Authorization for that user (407), unless the source is trusted;
+//! 4. targets (§16.5): the next Route when one is left; else, for our domain, every
+//!    binding of the AOR (404 for an unknown user, 480 without bindings), in parallel,
+//!    or serially by q groups when the q-values differ (§16.6); other domains only when
+//!    configured, and only for authenticated callers;
+//! 5. forwarding (§16.6) by editing bytes ([`sip_core::forward`]): Request-URI, Via
+//!    with a branch derived from the request (so loops can be seen), Record-Route on
+//!    dialog-creating requests (twice when the two sides' transports differ),
+//!    Max-Forwards decremented;
+//! 6. responses (§16.7): provisionals relayed, every 2xx relayed at once and the other
+//!    branches cancelled, a 6xx ends the search, otherwise the best final response
+//!    when all branches are done (503 becomes 500); Timer C (from the transaction
+//!    layer) cancels a branch and counts as 408;
+//! 7. CANCEL (§16.10): answered 200, every pending branch cancelled, 487 to the INVITE.
+//!
+//! ACKs for 2xx and 2xx retransmissions that outlive their transactions are forwarded
+//! statelessly (§16.11): the ACK's branch is derived from its own, so a retransmitted ACK
+//! goes out identical.
+//!
+//! Next hops are IP addresses (the contacts phones register, our Record-Route values);
+//! names are resolved only for foreign domains, which are off by default, so routing a
+//! call never waits for DNS.
+
+mod route;
+
+use crate::authenticator::{AuthCheck, Authenticator};
+use ipnet::IpNet;
+use route::{Hop, Interfaces, RouteInfo};
+use sip_core::builder::response_to_with_reason;
+use sip_core::forward::{RequestEdit, forward_request, strip_top_via};
+use sip_core::transaction::{Timer, TransactionKey, TransactionLayer};
+use sip_core::{Flow, HeaderName, Message, Method, Transport, Uri};
+use std::collections::{HashMap, VecDeque};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::time::Instant;
+use store::{Binding, LocationReader, UserStore};
+
+pub use route::Interface;
+
+/// What the proxy is configured to do.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// Our domain (`[sip] domain`): Request-URIs and From URIs in it are local.
+    pub domain: String,
+    /// Other names of the domain (`[registrar] aliases`).
+    pub aliases: Vec<String>,
+    /// The Server header of the responses we make.
+    pub server_name: String,
+    /// Challenge local callers (`[proxy] require_auth`).
+    pub require_auth: bool,
+    /// Sources exempt from the challenge (`[proxy] trusted_networks`).
+    pub trusted: Vec<IpNet>,
+    /// Forward requests for other domains (`[proxy] forward_foreign_domains`).
+    pub forward_foreign: bool,
+}
+
+/// Counters, for the logs and the admin API.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProxyStats {
+    /// Out-of-dialog INVITEs forwarded to at least one branch.
+    pub calls_routed: u64,
+    /// Requests forwarded (every branch, in-dialog requests and ACKs included).
+    pub requests_forwarded: u64,
+    /// Responses sent upstream, relayed or our own, by class: index 1 is 1xx ... 6 is 6xx.
+    pub responses: [u64; 7],
+    /// 407 challenges sent.
+    pub challenges: u64,
+    /// Response contexts live now.
+    pub contexts: usize,
+}
+
+/// What the caller of [`Proxy::on_request`] should do next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Handled {
+    /// The proxy took the request (forwarded or answered it).
+    Yes,
+    /// The request is addressed to this server itself (no user part, or OPTIONS to
+    /// us): answer it as a UAS would.
+    ForUs,
+    /// The request goes to another domain whose name must be resolved (RFC 3263):
+    /// locate this URI and hand the targets to [`Proxy::on_resolved`].
+    Resolve(String),
+}
+
+/// What the proxy needs from its surroundings for one request.
+pub struct Env<'a> {
+    /// The transaction layer's clock.
+    pub now: Instant,
+    /// Wall-clock Unix seconds, for binding expiry and nonces.
+    pub unix: u64,
+    /// The users (for authentication and 404 vs 480).
+    pub users: &'a dyn UserStore,
+    /// The location service.
+    pub location: &'a LocationReader,
+}
+
+/// One branch of a context: a client transaction (§16.6).
+#[derive(Debug)]
+struct Branch {
+    key: TransactionKey,
+    proceeding: bool,
+    done: bool,
+    /// Timer C fired and the branch was cancelled: its final response counts as 408.
+    timed_out: bool,
+    /// A CANCEL is owed as soon as a provisional arrives (§9.1: not before).
+    cancel_on_provisional: bool,
+}
+
+/// A response context (§16.7): the request, its branches and the best response so far.
+#[derive(Debug)]
+struct Context {
+    request: Message,
+    incoming: Transport,
+    /// Record-Route this request (dialog-creating, out of dialog).
+    record_route: bool,
+    /// The Route set to send (our own values popped); `None` keeps the received one.
+    routes: Option<Vec<String>>,
+    /// Targets not tried yet: q groups, best first (§16.6 serial search).
+    pending: VecDeque<Vec<Hop>>,
+    branches: Vec<Branch>,
+    branch_base: String,
+    best: Option<Message>,
+    final_sent: bool,
+    /// No new branch may start: a 2xx or 6xx arrived, or the caller cancelled.
+    stop: bool,
+    /// Waiting for RFC 3263 resolution of the Request-URI.
+    resolving: bool,
+    is_invite: bool,
+}
+
+/// The proxy: settings, our addresses, the digest authenticator and the live contexts.
+pub struct Proxy {
+    settings: ProxySettings,
+    interfaces: Interfaces,
+    auth: Authenticator,
+    contexts: HashMap<TransactionKey, Context>,
+    /// Client transaction to (server transaction, branch index).
+    branches: HashMap<TransactionKey, (TransactionKey, usize)>,
+    stats: ProxyStats,
+    tag_counter: u64,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("settings", &self.settings)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Methods whose out-of-dialog request creates a dialog, and so is record-routed.
+fn creates_dialog(m: &Method) -> bool {
+    matches!(
+        m,
+        Method::Invite | Method::Subscribe | Method::Refer | Method::Notify
+    )
+}
+
+impl Proxy {
+    /// A proxy advertising `interfaces` (our listening addresses) in Via and
+    /// Record-Route, authenticating with `auth`.
+    pub fn new(settings: ProxySettings, interfaces: Vec<Interface>, auth: Authenticator) -> Proxy {
+        Proxy {
+            settings,
+            interfaces: Interfaces::new(interfaces),
+            auth,
+            contexts: HashMap::new(),
+            branches: HashMap::new(),
+            stats: ProxyStats::default(),
+            tag_counter: 0,
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> ProxyStats {
+        ProxyStats {
+            contexts: self.contexts.len(),
+            ..self.stats
+        }
+    }
+
+    /// Housekeeping: forgets expired nonces.
+    pub fn sweep(&mut self, unix: u64) {
+        self.auth.sweep(unix);
+    }
+
+    fn is_local_domain(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.');
+        host.eq_ignore_ascii_case(&self.settings.domain)
+            || self
+                .settings
+                .aliases
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(host))
+    }
+
+    /// Whether a SIP URI names this server: our domain or one of our addresses.
+    fn names_us(&self, uri: &sip_core::SipUri<'_>) -> bool {
+        self.is_local_domain(&uri.host.to_string()) || self.interfaces.is_own(uri)
+    }
+
+    fn next_tag(&mut self) -> String {
+        self.tag_counter += 1;
+        format!("sbp{:x}", self.tag_counter)
+    }
+
+    // ----- requests -----
+
+    /// A request that started server transaction `key` (any method but REGISTER; ACKs
+    /// and CANCELs included, though ACKs normally come through [`Proxy::on_ack`]).
+    pub fn on_request(
+        &mut self,
+        env: &Env<'_>,
+        txl: &mut TransactionLayer,
+        key: TransactionKey,
+        request: &Message,
+        flow: Flow,
+    ) -> Handled {
+        let Some(method) = request.method().cloned() else {
+            return Handled::Yes;
+        };
+        if method == Method::Cancel {
+            self.on_cancel(env, txl, key, request);
+            return Handled::Yes;
+        }
+        // §16.3 step 3: Max-Forwards.
+        match request.max_forwards() {
+            Ok(Some(0)) => {
+                // §16.3 step 3: an OPTIONS that can go no further is answered here.
+                if method == Method::Options {
+                    return Handled::ForUs;
+                }
+                self.respond(env, txl, key, request, 483, "", &[]);
+                return Handled::Yes;
+            }
+            Ok(_) => {}
+            Err(_) => {
+                self.respond(
+                    env,
+                    txl,
+                    key,
+                    request,
+                    400,
+                    "Bad Request (Max-Forwards)",
+                    &[],
+                );
+                return Handled::Yes;
+            }
+        }
+        // §16.3 step 4: loops.
+        let branch_base = branch_base(request);
+        if self.interfaces.has_looped(request, &branch_base) {
+            self.respond(env, txl, key, request, 482, "", &[]);
+            return Handled::Yes;
+        }
+        // §16.4: Route processing.
+        let info = match RouteInfo::read(request, &self.interfaces) {
+            Ok(i) => i,
+            Err(why) => {
+                let reason = format!("Bad Request ({why})");
+                self.respond(env, txl, key, request, 400, &reason, &[]);
+                return Handled::Yes;
+            }
+        };
+        let to_tag = request.to().ok().and_then(|t| t.tag()).is_some();
+        let out_of_dialog = !to_tag && info.popped == 0;
+        let ruri_text = info
+            .request_uri
+            .clone()
+            .unwrap_or_else(|| request.request_uri_str().unwrap_or("").to_owned());
+        let ruri = Uri::parse(&ruri_text).ok();
+        let ruri_sip = ruri.as_ref().and_then(Uri::as_sip);
+        let ruri_is_ours = ruri_sip.is_some_and(|u| self.names_us(u));
+
+        // Addressed to the server itself: no user part, and our name or address (any
+        // port: whoever wrote it reached us); or a scheme we cannot route (416).
+        let user_less_us = ruri_sip.is_some_and(|u| {
+            u.user.is_none() && (ruri_is_ours || self.interfaces.is_own_host(&u.host))
+        });
+        if info.remaining.is_empty() && info.popped == 0 && (user_less_us || ruri_sip.is_none()) {
+            return Handled::ForUs;
+        }
+
+        // §22.3: who is calling.
+        let from_local = request
+            .from()
+            .ok()
+            .and_then(|f| {
+                f.uri
+                    .as_sip()
+                    .map(|u| self.is_local_domain(&u.host.to_string()))
+            })
+            .unwrap_or(false);
+        let trusted = !self.settings.require_auth
+            || self.interfaces.is_own_addr(flow.remote)
+            || self
+                .settings
+                .trusted
+                .iter()
+                .any(|n| n.contains(&flow.remote.ip()));
+        let mut authenticated = trusted;
+        if out_of_dialog && from_local && !trusted {
+            match self
+                .auth
+                .check(env.unix, request, HeaderName::ProxyAuthorization, env.users)
+            {
+                AuthCheck::User(user) => {
+                    let from_user = request
+                        .from()
+                        .ok()
+                        .and_then(|f| f.uri.as_sip().and_then(|u| u.user_decoded()))
+                        .map(|u| String::from_utf8_lossy(&u).into_owned());
+                    if from_user.as_deref() != Some(user.as_str()) {
+                        self.respond(
+                            env,
+                            txl,
+                            key,
+                            request,
+                            403,
+                            "Forbidden (From is not the authenticated user)",
+                            &[],
+                        );
+                        return Handled::Yes;
+                    }
+                    authenticated = true;
+                }
+                AuthCheck::Challenge { stale } => {
+                    self.stats.challenges += 1;
+                    let values = self.auth.challenges(env.unix, stale);
+                    let extra: Vec<(&str, &str)> = values
+                        .iter()
+                        .map(|v| ("Proxy-Authenticate", v.as_str()))
+                        .collect();
+                    self.respond(env, txl, key, request, 407, "", &extra);
+                    return Handled::Yes;
+                }
+                AuthCheck::Refuse(code, reason) => {
+                    self.respond(env, txl, key, request, code, &reason, &[]);
+                    return Handled::Yes;
+                }
+            }
+        }
+
+        // §16.5: the targets.
+        let mut groups: VecDeque<Vec<Hop>> = VecDeque::new();
+        let mut resolve = None;
+        if let Some(next) = info.remaining.first() {
+            match self.interfaces.hop_to_route(next, &ruri_text, &info) {
+                Some(hop) => groups.push_back(vec![hop]),
+                None => {
+                    let reason = "Not Found (the next Route cannot be reached)";
+                    self.respond(env, txl, key, request, 404, reason, &[]);
+                    return Handled::Yes;
+                }
+            }
+        } else if ruri_is_ours {
+            let Some(user) = ruri_sip
+                .and_then(|u| u.user_decoded())
+                .map(|u| String::from_utf8_lossy(&u).into_owned())
+            else {
+                return Handled::ForUs;
+            };
+            let aor = format!("sip:{user}@{}", self.settings.domain);
+            let mut bindings = env.location.lookup(&aor, env.unix);
+            if bindings.is_empty() && method == Method::Options {
+                // Keepalives and monitors ping any user at the proxy: we answer.
+                return Handled::ForUs;
+            }
+            if bindings.is_empty() {
+                let known = env.users.get(&user).ok().flatten().is_some();
+                let code = if known { 480 } else { 404 };
+                self.respond(env, txl, key, request, code, "", &[]);
+                return Handled::Yes;
+            }
+            bindings.sort_by(Binding::priority_cmp);
+            groups = self.interfaces.hops_for_bindings(&bindings);
+            if groups.is_empty() {
+                let reason = "Temporarily Unavailable (no contact can be reached)";
+                self.respond(env, txl, key, request, 480, reason, &[]);
+                return Handled::Yes;
+            }
+        } else if info.popped > 0 || info.request_uri.is_some() {
+            // In a dialog we record-routed: on to the remote target.
+            match self.interfaces.hop_to_uri(&ruri_text, info.next_transport) {
+                Some(mut hop) => {
+                    hop.request_uri = info.request_uri.clone();
+                    groups.push_back(vec![hop]);
+                }
+                None => {
+                    let reason = "Not Found (the Request-URI cannot be reached)";
+                    self.respond(env, txl, key, request, 404, reason, &[]);
+                    return Handled::Yes;
+                }
+            }
+        } else if self.settings.forward_foreign && authenticated && !to_tag {
+            match self.interfaces.hop_to_uri(&ruri_text, None) {
+                Some(hop) => groups.push_back(vec![hop]),
+                // A name: RFC 3263 resolution, off this task; on_resolved goes on.
+                None => resolve = Some(ruri_text.clone()),
+            }
+        } else if (!to_tag && !method.is_known()) || method == Method::Options {
+            // Not ours to route: a UAS answer (OPTIONS 200, unknown method 501) says
+            // the same to the sender without relaying anything.
+            return Handled::ForUs;
+        } else {
+            let reason = if to_tag {
+                "Not Found (not a dialog through this proxy)"
+            } else {
+                "Forbidden (relaying denied)"
+            };
+            let code = if to_tag { 404 } else { 403 };
+            self.respond(env, txl, key, request, code, reason, &[]);
+            return Handled::Yes;
+        }
+
+        let is_invite = method == Method::Invite;
+        if is_invite && out_of_dialog {
+            self.stats.calls_routed += 1;
+        }
+        let ctx = Context {
+            incoming: flow.transport,
+            record_route: out_of_dialog && creates_dialog(&method),
+            routes: info.routes_to_send(),
+            pending: groups,
+            branches: Vec::new(),
+            branch_base,
+            best: None,
+            final_sent: false,
+            stop: false,
+            resolving: resolve.is_some(),
+            is_invite,
+            request: request.clone(),
+        };
+        if let Some(uri) = resolve {
+            self.contexts.insert(key, ctx);
+            return Handled::Resolve(uri);
+        }
+        self.advance(env.now, txl, key, ctx);
+        Handled::Yes
+    }
+
+    /// An ACK outside any transaction: the ACK to a 2xx (§16.11: forwarded statelessly
+    /// along the route set).
+    pub fn on_ack(&mut self, txl: &mut TransactionLayer, request: &Message, _flow: Flow) {
+        if matches!(request.max_forwards(), Ok(Some(0)) | Err(_)) {
+            return;
+        }
+        let Ok(info) = RouteInfo::read(request, &self.interfaces) else {
+            return;
+        };
+        let ruri = info
+            .request_uri
+            .clone()
+            .unwrap_or_else(|| request.request_uri_str().unwrap_or("").to_owned());
+        let hop = match info.remaining.first() {
+            Some(next) => self.interfaces.hop_to_route(next, &ruri, &info),
+            // Only along a route set we are in: we relay for nobody else.
+            None if info.popped > 0 => self.interfaces.hop_to_uri(&ruri, info.next_transport),
+            None => None,
+        };
+        let Some(hop) = hop else {
+            tracing::debug!("ACK with no route through us: dropped");
+            return;
+        };
+        let Some(iface) = self.interfaces.for_transport(hop.flow.transport) else {
+            return;
+        };
+        let mut h = DefaultHasher::new();
+        request
+            .top_via()
+            .ok()
+            .and_then(|v| v.branch())
+            .unwrap_or("")
+            .hash(&mut h);
+        request.call_id().unwrap_or("").hash(&mut h);
+        let via = iface.via(&format!("z9hG4bKsbA{:016x}", h.finish()));
+        let routes = info.routes_to_send();
+        let route_refs: Option<Vec<&str>> = hop
+            .routes
+            .as_ref()
+            .or(routes.as_ref())
+            .map(|r| r.iter().map(String::as_str).collect());
+        let edit = RequestEdit {
+            request_uri: hop.request_uri.as_deref().or(info.request_uri.as_deref()),
+            routes: route_refs.as_deref(),
+            via: &via,
+            record_route: &[],
+        };
+        match forward_request(request, &edit) {
+            Ok(bytes) => {
+                self.stats.requests_forwarded += 1;
+                txl.send_stateless(hop.flow, bytes);
+            }
+            Err(e) => tracing::debug!("ACK not forwarded: {e}"),
+        }
+    }
+
+    /// §16.10: a CANCEL is answered at once; the INVITE it names, if still in our hands,
+    /// has its branches cancelled and gets 487.
+    fn on_cancel(
+        &mut self,
+        env: &Env<'_>,
+        txl: &mut TransactionLayer,
+        key: TransactionKey,
+        cancel: &Message,
+    ) {
+        let Some(invite_key) = txl.find_cancelled(cancel) else {
+            self.respond(env, txl, key, cancel, 481, "", &[]);
+            return;
+        };
+        self.respond(env, txl, key, cancel, 200, "", &[]);
+        let Some(mut ctx) = self.contexts.remove(&invite_key) else {
+            return;
+        };
+        ctx.stop = true;
+        ctx.pending.clear();
+        cancel_branches(env.now, txl, &mut ctx, None);
+        if !ctx.final_sent {
+            ctx.final_sent = true;
+            let request = ctx.request.clone();
+            self.respond(env, txl, invite_key, &request, 487, "", &[]);
+        }
+        self.settle(invite_key, ctx);
+    }
+
+    /// The RFC 3263 targets of a request [`Handled::Resolve`] asked for, in the order
+    /// to try them (one after the other, §4 of RFC 3263); none when resolution failed.
+    pub fn on_resolved(
+        &mut self,
+        now: Instant,
+        txl: &mut TransactionLayer,
+        server: TransactionKey,
+        targets: &[(Transport, std::net::SocketAddr)],
+    ) {
+        let Some(mut ctx) = self.contexts.remove(&server) else {
+            return; // cancelled meanwhile
+        };
+        ctx.resolving = false;
+        for &(transport, remote) in targets {
+            let flow = Flow {
+                transport,
+                remote,
+                local: None,
+                connection: None,
+            };
+            ctx.pending.push_back(vec![Hop {
+                request_uri: None,
+                routes: None,
+                flow,
+            }]);
+        }
+        if targets.is_empty()
+            && let Some(r) = build_response(
+                &ctx.request,
+                404,
+                "Not Found (the domain cannot be resolved)",
+                &self.settings.server_name,
+            )
+        {
+            keep_best(&mut ctx.best, r);
+        }
+        self.advance(now, txl, server, ctx);
+    }
+
+    // ----- responses and timers -----
+
+    /// A response for client transaction `key`.
+    pub fn on_response(
+        &mut self,
+        now: Instant,
+        txl: &mut TransactionLayer,
+        key: TransactionKey,
+        response: Message,
+    ) {
+        let Some(&(server, index)) = self.branches.get(&key) else {
+            // A 2xx retransmission after its context was settled: relay it statelessly
+            // (§16.7 step 10's 2xx rule). Anything else (our CANCELs' 200s) stops here.
+            let invite = response.cseq().is_ok_and(|c| c.method == Method::Invite);
+            if invite && response.status().is_some_and(|c| (200..300).contains(&c)) {
+                self.on_stray_response(txl, &response);
+            }
+            return;
+        };
+        let Some(mut ctx) = self.contexts.remove(&server) else {
+            return;
+        };
+        let code = response.status().unwrap_or(500);
+        if code < 200 {
+            let branch = &mut ctx.branches[index];
+            branch.proceeding = true;
+            if branch.cancel_on_provisional {
+                branch.cancel_on_provisional = false;
+                let _ = txl.cancel(now, branch.key);
+            }
+            if code > 100 && !ctx.final_sent {
+                self.relay(now, txl, server, &response);
+            }
+        } else if code < 300 {
+            ctx.branches[index].done = true;
+            self.relay(now, txl, server, &response);
+            ctx.final_sent = true;
+            ctx.stop = true;
+            ctx.pending.clear();
+            cancel_branches(now, txl, &mut ctx, Some(index));
+        } else {
+            let branch = &mut ctx.branches[index];
+            if !branch.done {
+                branch.done = true;
+                let chosen = if branch.timed_out {
+                    build_response(&ctx.request, 408, "", &self.settings.server_name)
+                } else {
+                    strip_top_via(&response).and_then(|b| Message::parse(b).ok())
+                };
+                if code >= 600 {
+                    ctx.stop = true;
+                    ctx.pending.clear();
+                    cancel_branches(now, txl, &mut ctx, Some(index));
+                }
+                if let Some(r) = chosen {
+                    keep_best(&mut ctx.best, r);
+                }
+            }
+        }
+        self.advance(now, txl, server, ctx);
+    }
+
+    /// A transaction timer ran out. Timer C on a branch in Proceeding: cancel it and
+    /// count it as 408; B, F, C in Calling: the branch failed with 408.
+    pub fn on_timeout(
+        &mut self,
+        now: Instant,
+        txl: &mut TransactionLayer,
+        key: TransactionKey,
+        timer: Timer,
+    ) {
+        let Some((server, index, mut ctx)) = self.take_branch(key) else {
+            return;
+        };
+        let branch = &mut ctx.branches[index];
+        if timer == Timer::C && branch.proceeding && !branch.done {
+            branch.timed_out = true;
+            if txl.cancel(now, key).is_err() {
+                self.fail_branch(&mut ctx, index, 408);
+            }
+        } else if matches!(timer, Timer::B | Timer::C | Timer::F) {
+            self.fail_branch(&mut ctx, index, 408);
+        }
+        self.advance(now, txl, server, ctx);
+    }
+
+    /// A send failed for client transaction `key` (§16.9: the branch counts as 503).
+    pub fn on_transport_error(
+        &mut self,
+        now: Instant,
+        txl: &mut TransactionLayer,
+        key: TransactionKey,
+    ) {
+        let Some((server, index, mut ctx)) = self.take_branch(key) else {
+            return;
+        };
+        self.fail_branch(&mut ctx, index, 503);
+        self.advance(now, txl, server, ctx);
+    }
+
+    /// Transaction `key` ended: a branch that never got a final response counts as 408;
+    /// a server transaction takes its context with it.
+    pub fn on_terminated(&mut self, now: Instant, txl: &mut TransactionLayer, key: TransactionKey) {
+        if let Some((server, index)) = self.branches.remove(&key) {
+            if let Some(mut ctx) = self.contexts.remove(&server) {
+                if !ctx.branches[index].done {
+                    self.fail_branch(&mut ctx, index, 408);
+                }
+                self.advance(now, txl, server, ctx);
+            }
+            return;
+        }
+        if let Some(ctx) = self.contexts.remove(&key) {
+            for b in &ctx.branches {
+                self.branches.remove(&b.key);
+            }
+        }
+    }
+
+    /// A response no client transaction matched: a 2xx to an INVITE whose transaction
+    /// is over (the UAS retransmits it until the ACK). Relayed statelessly if our Via
+    /// is on top; anything else is dropped (RFC 6026 §8.9 for a stateful proxy... but
+    /// 2xx must get through).
+    pub fn on_stray_response(&mut self, txl: &mut TransactionLayer, response: &Message) {
+        let ok = response.status().is_some_and(|c| (200..300).contains(&c));
+        if !ok {
+            return;
+        }
+        let Ok(top) = response.top_via() else {
+            return;
+        };
+        if !self.interfaces.is_own_via(&top) {
+            return;
+        }
+        let Some(bytes) = strip_top_via(response) else {
+            return;
+        };
+        let Ok(msg) = Message::parse(bytes.clone()) else {
+            return;
+        };
+        if let Some(flow) = route::via_target(&msg) {
+            self.count_response(200);
+            txl.send_stateless(flow, bytes);
+        }
+    }
+
+    // ----- internals -----
+
+    /// The context of client transaction `key`, taken out of the table (put it back
+    /// with [`Proxy::advance`]), with its server key and the branch's index.
+    fn take_branch(&mut self, key: TransactionKey) -> Option<(TransactionKey, usize, Context)> {
+        let &(server, index) = self.branches.get(&key)?;
+        let ctx = self.contexts.remove(&server)?;
+        Some((server, index, ctx))
+    }
+
+    fn fail_branch(&mut self, ctx: &mut Context, index: usize, code: u16) {
+        let branch = &mut ctx.branches[index];
+        if branch.done {
+            return;
+        }
+        branch.done = true;
+        if let Some(r) = build_response(&ctx.request, code, "", &self.settings.server_name) {
+            keep_best(&mut ctx.best, r);
+        }
+    }
+
+    /// Starts the next serial group when every branch is done, sends the best response
+    /// when nothing is left to try, and keeps or drops the context.
+    fn advance(
+        &mut self,
+        now: Instant,
+        txl: &mut TransactionLayer,
+        server: TransactionKey,
+        mut ctx: Context,
+    ) {
+        loop {
+            if ctx.resolving || ctx.branches.iter().any(|b| !b.done) {
+                break;
+            }
+            if !ctx.stop
+                && let Some(group) = ctx.pending.pop_front()
+            {
+                self.start_group(now, txl, server, &mut ctx, group);
+                continue;
+            }
+            if !ctx.final_sent {
+                ctx.final_sent = true;
+                let best = ctx
+                    .best
+                    .take()
+                    .or_else(|| build_response(&ctx.request, 408, "", &self.settings.server_name));
+                if let Some(mut best) = best {
+                    if best.status() == Some(503) {
+                        // §16.7 step 6: a 503 would make the caller try elsewhere.
+                        if let Some(r) =
+                            build_response(&ctx.request, 500, "", &self.settings.server_name)
+                        {
+                            best = r;
+                        }
+                    }
+                    self.send_up(now, txl, server, best);
+                }
+            }
+            break;
+        }
+        self.settle(server, ctx);
+    }
+
+    /// Keeps the context while it has work, drops it (and its branch index) when done.
+    fn settle(&mut self, server: TransactionKey, ctx: Context) {
+        let working = !ctx.final_sent || ctx.resolving || ctx.branches.iter().any(|b| !b.done);
+        if working {
+            self.contexts.insert(server, ctx);
+        } else {
+            for b in &ctx.branches {
+                self.branches.remove(&b.key);
+            }
+        }
+    }
+
+    fn start_group(
+        &mut self,
+        now: Instant,
+        txl: &mut TransactionLayer,
+        server: TransactionKey,
+        ctx: &mut Context,
+        group: Vec<Hop>,
+    ) {
+        for hop in group {
+            let index = ctx.branches.len();
+            let code = match self.forward(now, txl, ctx, &hop, index) {
+                Ok(key) => {
+                    self.branches.insert(key, (server, index));
+                    ctx.branches.push(Branch {
+                        key,
+                        proceeding: false,
+                        done: false,
+                        timed_out: false,
+                        cancel_on_provisional: false,
+                    });
+                    continue;
+                }
+                Err(code) => code,
+            };
+            if let Some(r) = build_response(&ctx.request, code, "", &self.settings.server_name) {
+                keep_best(&mut ctx.best, r);
+            }
+        }
+    }
+
+    /// Sends one branch: the request edited for `hop`, in a new client transaction.
+    fn forward(
+        &mut self,
+        now: Instant,
+        txl: &mut TransactionLayer,
+        ctx: &Context,
+        hop: &Hop,
+        index: usize,
+    ) -> Result<TransactionKey, u16> {
+        let out = hop.flow.transport;
+        let iface = self.interfaces.for_transport(out).ok_or(503u16)?;
+        let via = iface.via(&format!("{}.{index}", ctx.branch_base));
+        let mut rr: Vec<String> = Vec::new();
+        if ctx.record_route {
+            rr.push(iface.record_route());
+            if ctx.incoming != out
+                && let Some(inner) = self.interfaces.for_transport(ctx.incoming)
+            {
+                rr.push(inner.record_route());
+            }
+        }
+        let rr_refs: Vec<&str> = rr.iter().map(String::as_str).collect();
+        let routes: Option<Vec<&str>> = hop
+            .routes
+            .as_ref()
+            .or(ctx.routes.as_ref())
+            .map(|r| r.iter().map(String::as_str).collect());
+        let edit = RequestEdit {
+            request_uri: hop.request_uri.as_deref(),
+            routes: routes.as_deref(),
+            via: &via,
+            record_route: &rr_refs,
+        };
+        let bytes = forward_request(&ctx.request, &edit).map_err(|_| 500u16)?;
+        let msg = Message::parse(bytes).map_err(|_| 500u16)?;
+        let key = txl.send_request(now, msg, hop.flow).map_err(|e| {
+            tracing::debug!("branch not sent: {e}");
+            500u16
+        })?;
+        self.stats.requests_forwarded += 1;
+        Ok(key)
+    }
+
+    /// Relays a downstream response upstream, without our Via.
+    fn relay(
+        &mut self,
+        now: Instant,
+        txl: &mut TransactionLayer,
+        server: TransactionKey,
+        response: &Message,
+    ) {
+        let Some(msg) = strip_top_via(response).and_then(|b| Message::parse(b).ok()) else {
+            return;
+        };
+        self.send_up(now, txl, server, msg);
+    }
+
+    fn send_up(
+        &mut self,
+        now: Instant,
+        txl: &mut TransactionLayer,
+        server: TransactionKey,
+        msg: Message,
+    ) {
+        let code = msg.status().unwrap_or(0);
+        match txl.send_response(now, server, msg) {
+            Ok(()) => self.count_response(code),
+            Err(e) => tracing::debug!(code, "response not relayed: {e}"),
+        }
+    }
+
+    fn count_response(&mut self, code: u16) {
+        let class = usize::from(code / 100).min(6);
+        self.stats.responses[class] += 1;
+    }
+
+    /// Answers server transaction `key` ourselves.
+    #[allow(clippy::too_many_arguments)]
+    fn respond(
+        &mut self,
+        env: &Env<'_>,
+        txl: &mut TransactionLayer,
+        key: TransactionKey,
+        request: &Message,
+        code: u16,
+        reason: &str,
+        extra: &[(&str, &str)],
+    ) {
+        let tag = self.next_tag();
+        let mut b = response_to_with_reason(request, code, reason, Some(&tag));
+        for (name, value) in extra {
+            b.push(name, value);
+        }
+        b.push("Server", &self.settings.server_name);
+        match b.build() {
+            Ok(msg) => self.send_up(env.now, txl, key, msg),
+            Err(e) => tracing::error!("we built a response that does not parse: {e}"),
+        }
+    }
+}
+
+/// Cancels every branch still pending except `except` (§16.7 step 10, §16.10): at once
+/// when it is Proceeding, when its first provisional arrives otherwise.
+fn cancel_branches(
+    now: Instant,
+    txl: &mut TransactionLayer,
+    ctx: &mut Context,
+    except: Option<usize>,
+) {
+    if !ctx.is_invite {
+        return;
+    }
+    for (i, b) in ctx.branches.iter_mut().enumerate() {
+        if Some(i) == except || b.done {
+            continue;
+        }
+        if b.proceeding {
+            let _ = txl.cancel(now, b.key);
+        } else {
+            b.cancel_on_provisional = true;
+        }
+    }
+}
+
+/// A response we make to `request` (for a branch that failed), as a parsed message.
+fn build_response(request: &Message, code: u16, reason: &str, server: &str) -> Option<Message> {
+    let mut b = response_to_with_reason(request, code, reason, Some("sbpx"));
+    b.push("Server", server);
+    b.build().ok()
+}
+
+/// §16.7 step 6: 6xx first, then the lowest class; the first of a class wins.
+fn keep_best(best: &mut Option<Message>, candidate: Message) {
+    let rank = |m: &Message| match m.status().unwrap_or(500) {
+        c if c >= 600 => 0,
+        c => c / 100,
+    };
+    let better = match best {
+        None => true,
+        Some(b) => rank(&candidate) < rank(b),
+    };
+    if better {
+        *best = Some(candidate);
+    }
+}
+
+/// The branch prefix of a request (§16.6 step 8): a hash of what identifies it, so that
+/// the same request coming back (a loop) yields the same value while a spiral (another
+/// Request-URI) does not. The received top Via is left out, unlike the RFC's list:
+/// after a loop it is another hop's Via, and including it would hide every loop.
+fn branch_base(request: &Message) -> String {
+    let mut h = DefaultHasher::new();
+    request.request_uri_str().unwrap_or("").hash(&mut h);
+    request.to().ok().and_then(|t| t.tag()).hash(&mut h);
+    request.from().ok().and_then(|f| f.tag()).hash(&mut h);
+    request.call_id().unwrap_or("").hash(&mut h);
+    request.cseq().map(|c| c.seq).unwrap_or(0).hash(&mut h);
+    for v in request.get_all(HeaderName::ProxyRequire) {
+        v.hash(&mut h);
+    }
+    for v in request.get_all(HeaderName::ProxyAuthorization) {
+        v.hash(&mut h);
+    }
+    format!("z9hG4bKsb{:016x}", h.finish())
+}
+
+#[cfg(test)]
+mod tests;

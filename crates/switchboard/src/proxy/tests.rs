@@ -1,0 +1,483 @@
+//! The proxy on a fake clock: a transaction layer, in-memory users and bindings, and
+//! messages in and out as bytes. No sockets.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use super::*;
+use bytes::Bytes;
+use sip_core::transaction::{Event, TimerConfig, Transmit};
+use std::net::SocketAddr;
+use std::time::Duration;
+use store::{CachedStore, Change, LocationStore, MemoryLocationStore, MemoryUserStore, User};
+
+const UNIX: u64 = 1_800_000_000;
+const CALLER: &str = "192.0.2.1:5060";
+
+struct Harness {
+    now: Instant,
+    txl: TransactionLayer,
+    proxy: Proxy,
+    users: MemoryUserStore,
+    location: CachedStore<MemoryLocationStore>,
+    sent: Vec<Transmit>,
+    /// Lookups the proxy asked for: (server transaction, URI).
+    resolve: Vec<(TransactionKey, String)>,
+}
+
+fn flow(addr: &str) -> Flow {
+    Flow {
+        transport: Transport::Udp,
+        remote: addr.parse().unwrap(),
+        local: None,
+        connection: None,
+    }
+}
+
+impl Harness {
+    fn new(require_auth: bool) -> Harness {
+        Self::with(require_auth, false)
+    }
+
+    fn with(require_auth: bool, forward_foreign: bool) -> Harness {
+        let settings = ProxySettings {
+            domain: "example.test".into(),
+            aliases: vec![],
+            server_name: "Switchboard/test".into(),
+            require_auth,
+            trusted: vec![],
+            forward_foreign,
+        };
+        let ifaces = vec![
+            Interface::new(Transport::Udp, "10.0.0.1:5060".parse().unwrap(), "x"),
+            Interface::new(Transport::Tcp, "10.0.0.1:5060".parse().unwrap(), "x"),
+        ];
+        let auth = Authenticator::new("example.test", &["MD5".into()], &[7u8; 32], 300).unwrap();
+        let mut users = MemoryUserStore::default();
+        for name in ["alice", "bob", "carol"] {
+            users
+                .add(&User::new(name, "example.test", "pw", UNIX).unwrap())
+                .unwrap();
+        }
+        let timers = TimerConfig {
+            timer_c: Some(Duration::from_secs(10)),
+            ..TimerConfig::default()
+        };
+        Harness {
+            now: Instant::now(),
+            txl: TransactionLayer::new(timers),
+            proxy: Proxy::new(settings, ifaces, auth),
+            users,
+            location: CachedStore::new(MemoryLocationStore::default(), UNIX).unwrap(),
+            sent: Vec::new(),
+            resolve: Vec::new(),
+        }
+    }
+
+    fn bind(&mut self, user: &str, contact: &str, q: Option<u16>, age: u64) {
+        let addr: SocketAddr = "192.0.2.99:5060".parse().unwrap();
+        self.location
+            .apply(&[Change::Upsert(Binding {
+                aor: format!("sip:{user}@example.test"),
+                contact: contact.into(),
+                expires_at: UNIX + 600,
+                q,
+                call_id: format!("reg-{contact}"),
+                cseq: 1,
+                transport: Transport::Udp,
+                source: addr,
+                path: vec![],
+                instance_id: None,
+                reg_id: None,
+                user_agent: None,
+                registered_at: UNIX - age,
+            })])
+            .unwrap();
+    }
+
+    /// Feeds bytes received from `from`, then runs the proxy until quiet.
+    fn recv(&mut self, from: &str, text: &str) {
+        let msg = Message::parse(Bytes::copy_from_slice(text.as_bytes())).unwrap();
+        self.txl.handle_message(self.now, msg, flow(from)).unwrap();
+        self.pump();
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.txl.handle_timeout(self.now);
+        self.pump();
+    }
+
+    fn pump(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(t) = self.txl.poll_transmit() {
+                progressed = true;
+                self.sent.push(t);
+            }
+            while let Some(event) = self.txl.poll_event() {
+                progressed = true;
+                let reader = self.location.reader();
+                let env = Env {
+                    now: self.now,
+                    unix: UNIX,
+                    users: &self.users,
+                    location: &reader,
+                };
+                let txl = &mut self.txl;
+                match event {
+                    Event::Request { key, request, flow } => {
+                        match self.proxy.on_request(&env, txl, key, &request, flow) {
+                            Handled::Yes => {}
+                            Handled::Resolve(uri) => self.resolve.push((key, uri)),
+                            Handled::ForUs => panic!("not routed: {request:?}"),
+                        }
+                    }
+                    Event::Ack { request, flow, .. } => self.proxy.on_ack(txl, &request, flow),
+                    Event::Response { key, response } => {
+                        self.proxy.on_response(self.now, txl, key, response)
+                    }
+                    Event::Timeout { key, timer } => {
+                        self.proxy.on_timeout(self.now, txl, key, timer)
+                    }
+                    Event::Terminated { key } => self.proxy.on_terminated(self.now, txl, key),
+                    Event::StrayResponse { response, .. } => {
+                        self.proxy.on_stray_response(txl, &response)
+                    }
+                    _ => {}
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    /// The messages sent since the last call, with where they went.
+    fn take(&mut self) -> Vec<(SocketAddr, Message)> {
+        self.sent
+            .drain(..)
+            .map(|t| (t.flow.remote, Message::parse(t.bytes).unwrap()))
+            .collect()
+    }
+}
+
+fn invite(ruri: &str, extra: &str) -> String {
+    format!(
+        "INVITE {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKc1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:dave@elsewhere.test>;tag=f1\r\n\
+         To: <sip:bob@example.test>\r\nCall-ID: call-1\r\nCSeq: 1 INVITE\r\n\
+         Contact: <sip:dave@{CALLER}>\r\n{extra}Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// The callee's response to the forwarded request `req`, as bytes.
+fn answer(req: &Message, code: u16, tag: &str) -> String {
+    let mut b = sip_core::builder::response_to_with_reason(req, code, "", Some(tag));
+    b.push("Contact", "<sip:bob@192.0.2.20:5060>");
+    String::from_utf8(b.into_bytes().unwrap().to_vec()).unwrap()
+}
+
+fn codes(sent: &[(SocketAddr, Message)]) -> Vec<String> {
+    sent.iter()
+        .map(|(a, m)| match m.status() {
+            Some(c) => format!("{c}>{a}"),
+            None => format!("{}>{a}", m.method().unwrap().as_str()),
+        })
+        .collect()
+}
+
+#[test]
+fn parallel_fork_relays_ringing_and_cancels_the_loser() {
+    let mut h = Harness::new(false);
+    h.bind("bob", "sip:bob@192.0.2.20:5060", None, 10);
+    h.bind("bob", "sip:bob@192.0.2.21:5060", None, 20);
+    h.recv(CALLER, &invite("sip:bob@example.test", ""));
+    let out = h.take();
+    assert_eq!(
+        codes(&out),
+        ["INVITE>192.0.2.20:5060", "INVITE>192.0.2.21:5060"]
+    );
+    let (a, b) = (out[0].1.clone(), out[1].1.clone());
+    assert_eq!(a.request_uri_str(), Some("sip:bob@192.0.2.20:5060"));
+    assert_eq!(a.max_forwards().unwrap(), Some(69));
+    assert_eq!(
+        a.get(HeaderName::RecordRoute),
+        Some("<sip:10.0.0.1:5060;transport=udp;lr>")
+    );
+    let branch = |m: &Message| m.top_via().unwrap().branch().unwrap().to_owned();
+    assert!(branch(&a).ends_with(".0") && branch(&b).ends_with(".1"));
+    assert_eq!(
+        branch(&a)[..branch(&a).len() - 2],
+        branch(&b)[..branch(&b).len() - 2]
+    );
+    assert_eq!(a.vias().count(), 2);
+
+    h.recv("192.0.2.20:5060", &answer(&a, 180, "ta"));
+    h.recv("192.0.2.21:5060", &answer(&b, 180, "tb"));
+    let out = h.take();
+    assert_eq!(codes(&out), ["180>192.0.2.1:5060", "180>192.0.2.1:5060"]);
+    assert_eq!(out[0].1.vias().count(), 1, "our Via is removed");
+
+    h.recv("192.0.2.20:5060", &answer(&a, 200, "ta"));
+    let out = h.take();
+    assert_eq!(
+        codes(&out),
+        ["200>192.0.2.1:5060", "CANCEL>192.0.2.21:5060"]
+    );
+    assert_eq!(branch(&out[1].1), branch(&b));
+
+    h.recv("192.0.2.21:5060", &answer(&b, 487, "tb"));
+    let out = h.take();
+    assert_eq!(
+        codes(&out),
+        ["ACK>192.0.2.21:5060"],
+        "the 487 stops at the proxy"
+    );
+    assert_eq!(h.proxy.stats().contexts, 0);
+    assert_eq!(h.proxy.stats().calls_routed, 1);
+}
+
+#[test]
+fn serial_fork_by_q_and_best_response() {
+    let mut h = Harness::new(false);
+    h.bind("bob", "sip:bob@192.0.2.20:5060", Some(1000), 10);
+    h.bind("bob", "sip:bob@192.0.2.21:5060", Some(500), 10);
+    h.recv(CALLER, &invite("sip:bob@example.test", ""));
+    let out = h.take();
+    assert_eq!(codes(&out), ["INVITE>192.0.2.20:5060"]);
+    let first = out[0].1.clone();
+    h.recv("192.0.2.20:5060", &answer(&first, 486, "ta"));
+    let out = h.take();
+    assert_eq!(
+        codes(&out),
+        ["ACK>192.0.2.20:5060", "INVITE>192.0.2.21:5060"]
+    );
+    let second = out[1].1.clone();
+    h.recv("192.0.2.21:5060", &answer(&second, 503, "tb"));
+    let out = h.take();
+    // 486 (4xx) beats 503 (5xx), and the ACK goes to the second phone.
+    assert_eq!(codes(&out), ["ACK>192.0.2.21:5060", "486>192.0.2.1:5060"]);
+}
+
+#[test]
+fn a_6xx_ends_the_search() {
+    let mut h = Harness::new(false);
+    h.bind("bob", "sip:bob@192.0.2.20:5060", Some(1000), 10);
+    h.bind("bob", "sip:bob@192.0.2.21:5060", Some(500), 10);
+    h.recv(CALLER, &invite("sip:bob@example.test", ""));
+    let first = h.take()[0].1.clone();
+    h.recv("192.0.2.20:5060", &answer(&first, 603, "ta"));
+    assert_eq!(
+        codes(&h.take()),
+        ["ACK>192.0.2.20:5060", "603>192.0.2.1:5060"]
+    );
+}
+
+#[test]
+fn timer_c_cancels_and_answers_408() {
+    let mut h = Harness::new(false);
+    h.bind("bob", "sip:bob@192.0.2.20:5060", None, 10);
+    h.recv(CALLER, &invite("sip:bob@example.test", ""));
+    let fwd = h.take()[0].1.clone();
+    h.recv("192.0.2.20:5060", &answer(&fwd, 180, "ta"));
+    h.take();
+    h.advance(Duration::from_secs(11));
+    assert_eq!(codes(&h.take()), ["CANCEL>192.0.2.20:5060"]);
+    h.recv("192.0.2.20:5060", &answer(&fwd, 487, "ta"));
+    assert_eq!(
+        codes(&h.take()),
+        ["ACK>192.0.2.20:5060", "408>192.0.2.1:5060"]
+    );
+}
+
+#[test]
+fn caller_cancel_gets_200_then_487_and_the_branch_is_cancelled() {
+    let mut h = Harness::new(false);
+    h.bind("bob", "sip:bob@192.0.2.20:5060", None, 10);
+    h.recv(CALLER, &invite("sip:bob@example.test", ""));
+    let fwd = h.take()[0].1.clone();
+    h.recv("192.0.2.20:5060", &answer(&fwd, 180, "ta"));
+    h.take();
+    let cancel = invite("sip:bob@example.test", "")
+        .replace("INVITE sip", "CANCEL sip")
+        .replace("1 INVITE", "1 CANCEL");
+    h.recv(CALLER, &cancel);
+    assert_eq!(
+        codes(&h.take()),
+        [
+            "200>192.0.2.1:5060",
+            "CANCEL>192.0.2.20:5060",
+            "487>192.0.2.1:5060"
+        ]
+    );
+}
+
+#[test]
+fn refusals_404_480_483_482_and_403() {
+    let mut h = Harness::new(false);
+    h.recv(CALLER, &invite("sip:nobody@example.test", ""));
+    assert_eq!(codes(&h.take()), ["404>192.0.2.1:5060"]);
+    h.recv(
+        CALLER,
+        &invite("sip:carol@example.test", "").replace("z9hG4bKc1", "z9hG4bKc2"),
+    );
+    assert_eq!(codes(&h.take()), ["480>192.0.2.1:5060"]);
+    h.recv(
+        CALLER,
+        &invite("sip:bob@example.test", "")
+            .replace("z9hG4bKc1", "z9hG4bKc3")
+            .replace("Max-Forwards: 70", "Max-Forwards: 0"),
+    );
+    assert_eq!(codes(&h.take()), ["483>192.0.2.1:5060"]);
+    // A foreign domain from a caller nobody authenticated.
+    h.recv(
+        CALLER,
+        &invite("sip:bob@elsewhere.test", "").replace("z9hG4bKc1", "z9hG4bKc4"),
+    );
+    assert_eq!(codes(&h.take()), ["403>192.0.2.1:5060"]);
+
+    // The request as we would forward it, come back unchanged: a loop.
+    h.bind("bob", "sip:bob@192.0.2.20:5060", None, 10);
+    let original = invite("sip:bob@example.test", "").replace("z9hG4bKc1", "z9hG4bKc5");
+    h.recv(CALLER, &original);
+    let fwd = h.take()[0].1.clone();
+    let ours = fwd.top_via().unwrap().to_string();
+    let looped = original.replace(
+        "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKc5",
+        &format!("Via: SIP/2.0/UDP 192.0.2.30;branch=z9hG4bKz\r\nVia: {ours}\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKc5"),
+    );
+    h.recv("192.0.2.30:5060", &looped);
+    assert_eq!(codes(&h.take()), ["482>192.0.2.30:5060"]);
+}
+
+#[test]
+fn local_callers_are_challenged_with_407() {
+    let mut h = Harness::new(true);
+    h.bind("bob", "sip:bob@192.0.2.20:5060", None, 10);
+    let from_alice = invite("sip:bob@example.test", "")
+        .replace("<sip:dave@elsewhere.test>", "<sip:alice@example.test>");
+    h.recv(CALLER, &from_alice);
+    let out = h.take();
+    assert_eq!(codes(&out), ["407>192.0.2.1:5060"]);
+    let challenge = out[0].1.get(HeaderName::ProxyAuthenticate).unwrap();
+    assert!(
+        challenge.starts_with("Digest ") && challenge.contains("MD5"),
+        "{challenge}"
+    );
+    // A caller from another domain is not ours to authenticate.
+    h.recv(
+        CALLER,
+        &invite("sip:bob@example.test", "").replace("z9hG4bKc1", "z9hG4bKc9"),
+    );
+    assert_eq!(codes(&h.take()), ["INVITE>192.0.2.20:5060"]);
+}
+
+#[test]
+fn in_dialog_requests_follow_the_route_set_and_ack_goes_statelessly() {
+    let mut h = Harness::new(true);
+    let bye = "BYE sip:bob@192.0.2.20:5060 SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKb1\r\nMax-Forwards: 70\r\n\
+        Route: <sip:10.0.0.1:5060;transport=udp;lr>\r\n\
+        From: <sip:alice@example.test>;tag=f1\r\nTo: <sip:bob@example.test>;tag=ta\r\n\
+        Call-ID: call-1\r\nCSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n";
+    h.recv(CALLER, bye);
+    let out = h.take();
+    assert_eq!(codes(&out), ["BYE>192.0.2.20:5060"]);
+    assert_eq!(out[0].1.count(HeaderName::Route), 0, "our Route is popped");
+    assert_eq!(out[0].1.count(HeaderName::RecordRoute), 0);
+    let ack = bye
+        .replace("BYE sip", "ACK sip")
+        .replace("3 BYE", "2 ACK")
+        .replace("z9hG4bKb1", "z9hG4bKa1");
+    h.recv(CALLER, &ack);
+    h.recv(CALLER, &ack);
+    let out = h.take();
+    assert_eq!(codes(&out), ["ACK>192.0.2.20:5060", "ACK>192.0.2.20:5060"]);
+    assert_eq!(
+        out[0].1.as_bytes(),
+        out[1].1.as_bytes(),
+        "same ACK, same bytes"
+    );
+    // Not through us: refused, and never relayed.
+    let stranger = bye
+        .replace("Route: <sip:10.0.0.1:5060;transport=udp;lr>\r\n", "")
+        .replace("z9hG4bKb1", "z9hG4bKb2");
+    h.recv(CALLER, &stranger);
+    assert_eq!(codes(&h.take()), ["404>192.0.2.1:5060"]);
+}
+
+#[test]
+fn foreign_domains_only_when_configured_and_by_rfc3263_targets() {
+    let mut h = Harness::with(false, true);
+    h.recv(CALLER, &invite("sip:bob@elsewhere.test", ""));
+    assert!(h.take().is_empty(), "nothing leaves before resolution");
+    let (key, uri) = h.resolve.pop().unwrap();
+    assert_eq!(uri, "sip:bob@elsewhere.test");
+    let targets = [
+        (Transport::Udp, "192.0.2.50:5060".parse().unwrap()),
+        (Transport::Udp, "192.0.2.51:5060".parse().unwrap()),
+    ];
+    h.proxy.on_resolved(h.now, &mut h.txl, key, &targets);
+    h.pump();
+    let out = h.take();
+    assert_eq!(
+        codes(&out),
+        ["INVITE>192.0.2.50:5060"],
+        "one target at a time"
+    );
+    assert_eq!(out[0].1.request_uri_str(), Some("sip:bob@elsewhere.test"));
+    let first = out[0].1.clone();
+    h.recv("192.0.2.50:5060", &answer(&first, 503, "t1"));
+    let out = h.take();
+    assert_eq!(
+        codes(&out),
+        ["ACK>192.0.2.50:5060", "INVITE>192.0.2.51:5060"]
+    );
+
+    // No target: 404.
+    h.recv(
+        CALLER,
+        &invite("sip:bob@nowhere.test", "").replace("z9hG4bKc1", "z9hG4bKn1"),
+    );
+    let (key, _) = h.resolve.pop().unwrap();
+    h.proxy.on_resolved(h.now, &mut h.txl, key, &[]);
+    h.pump();
+    assert_eq!(codes(&h.take()), ["404>192.0.2.1:5060"]);
+
+    // With authentication required, an unauthenticated caller from another domain
+    // never leaves for another domain.
+    let mut h = Harness::with(true, true);
+    h.recv(CALLER, &invite("sip:bob@192.0.2.50", ""));
+    assert_eq!(codes(&h.take()), ["403>192.0.2.1:5060"]);
+    assert!(h.resolve.is_empty());
+}
+
+#[test]
+fn strict_routers_on_both_sides() {
+    let mut h = Harness::new(false);
+    // From a strict router: our Record-Route value is the Request-URI and the remote
+    // target is the last Route (§16.4).
+    let from_strict = "BYE sip:10.0.0.1:5060;transport=udp SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKs1\r\nMax-Forwards: 70\r\n\
+        Route: <sip:bob@192.0.2.20:5060>\r\n\
+        From: <sip:alice@example.test>;tag=f1\r\nTo: <sip:bob@example.test>;tag=ta\r\n\
+        Call-ID: call-s\r\nCSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n";
+    h.recv(CALLER, from_strict);
+    let out = h.take();
+    assert_eq!(codes(&out), ["BYE>192.0.2.20:5060"]);
+    assert_eq!(out[0].1.request_uri_str(), Some("sip:bob@192.0.2.20:5060"));
+    assert_eq!(out[0].1.count(HeaderName::Route), 0);
+
+    // To a strict router: the next Route (no lr) becomes the Request-URI and the
+    // Request-URI goes to the end of Route (§16.6 step 6).
+    let to_strict = "BYE sip:bob@192.0.2.20:5060 SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKs2\r\nMax-Forwards: 70\r\n\
+        Route: <sip:10.0.0.1:5060;transport=udp;lr>, <sip:192.0.2.40:5060>, <sip:192.0.2.41;lr>\r\n\
+        From: <sip:alice@example.test>;tag=f1\r\nTo: <sip:bob@example.test>;tag=ta\r\n\
+        Call-ID: call-s\r\nCSeq: 4 BYE\r\nContent-Length: 0\r\n\r\n";
+    h.recv(CALLER, to_strict);
+    let out = h.take();
+    assert_eq!(codes(&out), ["BYE>192.0.2.40:5060"]);
+    assert_eq!(out[0].1.request_uri_str(), Some("sip:192.0.2.40:5060"));
+    let routes: Vec<String> = out[0].1.routes().map(|r| r.unwrap().to_string()).collect();
+    assert_eq!(routes, ["<sip:192.0.2.41;lr>", "<sip:bob@192.0.2.20:5060>"]);
+}
