@@ -22,7 +22,8 @@
 //!    Max-Forwards decremented;
 //! 6. responses (§16.7): provisionals relayed, every 2xx relayed at once and the other
 //!    branches cancelled, a 6xx ends the search, otherwise the best final response
-//!    when all branches are done (503 becomes 500); Timer C (from the transaction
+//!    when all branches are done (503 becomes 500; a 401/407 carries the challenges of
+//!    every 401 and 407 received, step 7); Timer C (from the transaction
 //!    layer) cancels a branch and counts as 408;
 //! 7. CANCEL (§16.10): answered 200, every pending branch cancelled, 487 to the INVITE.
 //!
@@ -133,6 +134,9 @@ struct Context {
     branches: Vec<Branch>,
     branch_base: String,
     best: Option<Message>,
+    /// Every WWW-Authenticate and Proxy-Authenticate of the 401s and 407s received, in
+    /// order: a 401/407 sent upstream carries them all (§16.7 step 7).
+    challenges: Vec<(HeaderName, String)>,
     final_sent: bool,
     /// No new branch may start: a 2xx or 6xx arrived, or the caller cancelled.
     stop: bool,
@@ -439,6 +443,7 @@ impl Proxy {
             branches: Vec::new(),
             branch_base,
             best: None,
+            challenges: Vec::new(),
             final_sent: false,
             stop: false,
             resolving: resolve.is_some(),
@@ -631,6 +636,9 @@ impl Proxy {
                     cancel_branches(now, txl, &mut ctx, Some(index));
                 }
                 if let Some(r) = chosen {
+                    if matches!(r.status(), Some(401 | 407)) {
+                        collect_challenges(&mut ctx.challenges, &r);
+                    }
                     keep_best(&mut ctx.best, r);
                 }
             }
@@ -776,6 +784,11 @@ impl Proxy {
                         {
                             best = r;
                         }
+                    }
+                    if matches!(best.status(), Some(401 | 407))
+                        && let Some(merged) = with_challenges(&best, &ctx.challenges)
+                    {
+                        best = merged;
                     }
                     self.send_up(now, txl, server, best);
                 }
@@ -956,6 +969,48 @@ fn build_response(request: &Message, code: u16, reason: &str, server: &str) -> O
     let mut b = response_to_with_reason(request, code, reason, Some("sbpx"));
     b.push("Server", server);
     b.build().ok()
+}
+
+/// Adds the challenges of a 401/407 received on a branch to those collected.
+fn collect_challenges(into: &mut Vec<(HeaderName, String)>, response: &Message) {
+    for name in [HeaderName::WwwAuthenticate, HeaderName::ProxyAuthenticate] {
+        for value in response.get_all(name) {
+            let value = value.trim();
+            if !into.iter().any(|(n, v)| *n == name && v == value) {
+                into.push((name, value.to_owned()));
+            }
+        }
+    }
+}
+
+/// §16.7 step 7: the 401/407 `best` with every collected challenge it lacks added
+/// after its own headers (its own lines and body are kept as they came). `None` when
+/// nothing is missing.
+fn with_challenges(best: &Message, challenges: &[(HeaderName, String)]) -> Option<Message> {
+    let missing: Vec<&(HeaderName, String)> = challenges
+        .iter()
+        .filter(|(name, value)| !best.get_all(*name).any(|v| v.trim() == value))
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    let src = best.as_bytes();
+    let head = src.get(..best.body_offset())?;
+    // The head ends with the empty line; the new lines go before it.
+    let head = head
+        .strip_suffix(b"\r\n")
+        .or_else(|| head.strip_suffix(b"\n"))?;
+    let mut out = Vec::with_capacity(src.len() + 256);
+    out.extend_from_slice(head);
+    for (name, value) in missing {
+        out.extend_from_slice(name.label().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(best.body());
+    Message::parse(out.into()).ok()
 }
 
 /// §16.7 step 6: 6xx first, then the lowest class; the first of a class wins.

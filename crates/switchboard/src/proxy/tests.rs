@@ -481,3 +481,56 @@ fn strict_routers_on_both_sides() {
     let routes: Vec<String> = out[0].1.routes().map(|r| r.unwrap().to_string()).collect();
     assert_eq!(routes, ["<sip:192.0.2.41;lr>", "<sip:bob@192.0.2.20:5060>"]);
 }
+
+/// The callee's `code` response to `req` with extra header lines.
+fn answer_with(req: &Message, code: u16, tag: &str, headers: &[(&str, &str)]) -> String {
+    let mut b = sip_core::builder::response_to_with_reason(req, code, "", Some(tag));
+    for (name, value) in headers {
+        b.push(name, value);
+    }
+    String::from_utf8(b.into_bytes().unwrap().to_vec()).unwrap()
+}
+
+#[test]
+fn a_forwarded_401_or_407_carries_every_branch_challenge() {
+    let mut h = Harness::new(false);
+    h.bind("bob", "sip:bob@192.0.2.20:5060", None, 10);
+    h.bind("bob", "sip:bob@192.0.2.21:5060", None, 20);
+    h.bind("bob", "sip:bob@192.0.2.22:5060", None, 30);
+    h.recv(CALLER, &invite("sip:bob@example.test", ""));
+    let out = h.take();
+    assert_eq!(out.len(), 3);
+    let (a, b, c) = (out[0].1.clone(), out[1].1.clone(), out[2].1.clone());
+    let www_a = r#"Digest realm="a.test", nonce="na", algorithm=MD5"#;
+    let www_a2 = r#"Digest realm="a.test", nonce="na2", algorithm=SHA-256"#;
+    let proxy_b = r#"Digest realm="b.test", nonce="nb""#;
+    h.recv(
+        "192.0.2.20:5060",
+        &answer_with(
+            &a,
+            401,
+            "ta",
+            &[("WWW-Authenticate", www_a), ("WWW-Authenticate", www_a2)],
+        ),
+    );
+    h.recv(
+        "192.0.2.21:5060",
+        &answer_with(&b, 407, "tb", &[("Proxy-Authenticate", proxy_b)]),
+    );
+    h.take();
+    h.recv("192.0.2.22:5060", &answer_with(&c, 486, "tc", &[]));
+    let out = h.take();
+    let up: Vec<_> = out
+        .iter()
+        .filter(|(a, _)| a.to_string() == CALLER)
+        .collect();
+    assert_eq!(up.len(), 1, "{:?}", codes(&out));
+    let resp = &up[0].1;
+    // 401 and 407 are both 4xx like the 486; the first of the class (the 401) wins.
+    assert_eq!(resp.status(), Some(401));
+    let www: Vec<&str> = resp.get_all(HeaderName::WwwAuthenticate).collect();
+    assert_eq!(www, [www_a, www_a2]);
+    let proxy: Vec<&str> = resp.get_all(HeaderName::ProxyAuthenticate).collect();
+    assert_eq!(proxy, [proxy_b]);
+    assert_eq!(resp.vias().count(), 1);
+}
