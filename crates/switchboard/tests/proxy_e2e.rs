@@ -13,6 +13,7 @@
 //! - caller CANCEL (200, then 487); callee busy (486); no answer (Timer C: 408, and
 //!   the callee gets CANCEL); unknown user (404) and no binding (480); Max-Forwards 0
 //!   (483); a loop (482: bob's contact is the proxy itself);
+//! - Proxy-Require with option tags we lack (420 with Unsupported);
 //! - a caller over TCP and a callee over UDP: two Record-Route values.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -312,5 +313,20 @@ fn tcp_caller_to_udp_callee_gets_a_double_record_route() {
         &["-d", "200"],
         &uac,
         &["-t", "t1"],
+    );
+}
+
+#[test]
+fn unsupported_proxy_require_gets_420_with_unsupported() {
+    let server = start("");
+    let port = free_port().to_string();
+    must_pass(
+        &server,
+        "caller",
+        run(
+            &server,
+            &scenario("proxy_uac_proxyrequire.xml"),
+            &["-m", "1", "-p", &port, "-key", "callee", "bob"],
+        ),
     );
 }

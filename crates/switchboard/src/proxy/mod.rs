@@ -6,7 +6,8 @@
 //! What a request goes through, in §16's order:
 //! 1. validation (§16.3): Max-Forwards 0 gets 483, a request that already went through
 //!    us with the same identifying fields gets 482 (loop; a spiral, whose Request-URI
-//!    changed, passes);
+//!    changed, passes); a Proxy-Require option tag we do not support (we support
+//!    none) gets 420 with Unsupported;
 //! 2. Route processing (§16.4): our own Record-Route values on top of Route are popped
 //!    (both of a double Record-Route); a strict router's Request-URI naming us is
 //!    replaced by the last Route value;
@@ -269,6 +270,28 @@ impl Proxy {
         let branch_base = branch_base(request);
         if self.interfaces.has_looped(request, &branch_base) {
             self.respond(env, txl, key, request, 482, "", &[]);
+            return Handled::Yes;
+        }
+        // §16.3 step 5: Proxy-Require. We support no option tag there, so every one
+        // listed is unsupported.
+        let mut unsupported: Vec<&str> = Vec::new();
+        for tag in request.tokens(HeaderName::ProxyRequire) {
+            match tag {
+                Ok(t) => {
+                    if !unsupported.iter().any(|u| u.eq_ignore_ascii_case(t)) {
+                        unsupported.push(t);
+                    }
+                }
+                Err(e) => {
+                    let reason = format!("Bad Request ({e})");
+                    self.respond(env, txl, key, request, 400, &reason, &[]);
+                    return Handled::Yes;
+                }
+            }
+        }
+        if !unsupported.is_empty() {
+            let list = unsupported.join(", ");
+            self.respond(env, txl, key, request, 420, "", &[("Unsupported", &list)]);
             return Handled::Yes;
         }
         // §16.4: Route processing.

@@ -534,3 +534,28 @@ fn a_forwarded_401_or_407_carries_every_branch_challenge() {
     assert_eq!(proxy, [proxy_b]);
     assert_eq!(resp.vias().count(), 1);
 }
+
+#[test]
+fn proxy_require_with_an_unknown_option_gets_420_with_unsupported() {
+    let mut h = Harness::new(false);
+    h.bind("bob", "sip:bob@192.0.2.20:5060", None, 10);
+    h.recv(
+        CALLER,
+        &invite(
+            "sip:bob@example.test",
+            "Proxy-Require: foo, bar\r\nProxy-Require: foo\r\nRequire: baz\r\n",
+        ),
+    );
+    let out = h.take();
+    assert_eq!(codes(&out), ["420>192.0.2.1:5060"]);
+    assert_eq!(out[0].1.get(HeaderName::Unsupported), Some("foo, bar"));
+    assert_eq!(h.proxy.stats().calls_routed, 0);
+    // Require is for the UAS: the proxy passes it on.
+    h.recv(
+        CALLER,
+        &invite("sip:bob@example.test", "Require: baz\r\n").replace("z9hG4bKc1", "z9hG4bKr2"),
+    );
+    let out = h.take();
+    assert_eq!(codes(&out), ["INVITE>192.0.2.20:5060"]);
+    assert_eq!(out[0].1.get(HeaderName::Require), Some("baz"));
+}
