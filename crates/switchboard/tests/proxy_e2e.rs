@@ -14,6 +14,7 @@
 //!   the callee gets CANCEL); unknown user (404) and no binding (480); Max-Forwards 0
 //!   (483); a loop (482: bob's contact is the proxy itself);
 //! - Proxy-Require with option tags we lack (420 with Unsupported);
+//! - two devices that challenge (401 and 407): the caller gets one 401 with both;
 //! - a caller over TCP and a callee over UDP: two Record-Route values.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -329,4 +330,45 @@ fn unsupported_proxy_require_gets_420_with_unsupported() {
             &["-m", "1", "-p", &port, "-key", "callee", "bob"],
         ),
     );
+}
+
+#[test]
+fn challenges_of_every_device_reach_the_caller_in_one_response() {
+    let server = start("");
+    let (desk, mobile) = (free_port(), free_port());
+    register(&server, "bob", desk, &udp_contact("bob", desk), "1.0", "u1");
+    register(
+        &server,
+        "bob",
+        mobile,
+        &udp_contact("bob", mobile),
+        "1.0",
+        "u1",
+    );
+    let desk_uas = scenario_with(
+        &server,
+        "proxy_uas_challenge.xml",
+        &[
+            ("@CODE@", "401"),
+            ("@HEADER@", "WWW-Authenticate"),
+            ("@REALM@", "desk.test"),
+        ],
+    );
+    let mobile_uas = scenario_with(
+        &server,
+        "proxy_uas_challenge.xml",
+        &[
+            ("@CODE@", "407"),
+            ("@HEADER@", "Proxy-Authenticate"),
+            ("@REALM@", "mobile.test"),
+        ],
+    );
+    // The 401 comes first, so it is the one forwarded (both are 4xx); it must carry
+    // the 407's challenge too.
+    let desk_phone = callee(&server, desk_uas, desk, &["-d", "100"]);
+    let mobile_phone = callee(&server, mobile_uas, mobile, &["-d", "400"]);
+    let uac = scenario("proxy_uac_challenged.xml");
+    must_pass(&server, "caller", call(&server, &uac, "bob", &[]));
+    must_pass(&server, "desk (401)", desk_phone.join().unwrap());
+    must_pass(&server, "mobile (407)", mobile_phone.join().unwrap());
 }
