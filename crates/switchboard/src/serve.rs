@@ -230,6 +230,7 @@ impl Core {
         mut resolved: mpsc::Receiver<Resolved>,
     ) -> Result<(), String> {
         let mut sweep = tokio::time::interval(Duration::from_secs(15));
+        let mut proxy_log = proxy::StatsLog::new(Duration::from_secs(60));
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
@@ -269,6 +270,9 @@ impl Core {
                         transactions = self.transactions.len(),
                         "proxy"
                     );
+                    if let Some(line) = proxy_log.due(Instant::now(), &p, self.transactions.len()) {
+                        tracing::info!("proxy: {line}");
+                    }
                 }
                 _ = tokio::signal::ctrl_c() => {
                     tracing::info!("interrupted: stopping");

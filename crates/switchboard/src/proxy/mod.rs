@@ -84,6 +84,65 @@ pub struct ProxyStats {
     pub contexts: usize,
 }
 
+impl ProxyStats {
+    /// One compact line for the logs, with the live transactions count beside ours.
+    pub fn summary(&self, transactions: usize) -> String {
+        let r = &self.responses;
+        format!(
+            "calls {} forwarded {} responses 1xx {} 2xx {} 3xx {} 4xx {} 5xx {} 6xx {} \
+             challenges {} contexts {} transactions {transactions}",
+            self.calls_routed,
+            self.requests_forwarded,
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            r[6],
+            self.challenges,
+            self.contexts,
+        )
+    }
+}
+
+/// When to log the counters at info level: when they changed since the last line, at
+/// most once per `interval`, so an idle server stays quiet and a busy one writes one
+/// line a minute.
+#[derive(Debug)]
+pub struct StatsLog {
+    interval: std::time::Duration,
+    last_at: Option<Instant>,
+    last: String,
+}
+
+impl StatsLog {
+    /// Nothing logged yet; the counters start at zero.
+    pub fn new(interval: std::time::Duration) -> StatsLog {
+        StatsLog {
+            interval,
+            last_at: None,
+            last: ProxyStats::default().summary(0),
+        }
+    }
+
+    /// The line to log now, if any.
+    pub fn due(&mut self, now: Instant, stats: &ProxyStats, transactions: usize) -> Option<String> {
+        if self
+            .last_at
+            .is_some_and(|at| now.saturating_duration_since(at) < self.interval)
+        {
+            return None;
+        }
+        let line = stats.summary(transactions);
+        if line == self.last {
+            return None;
+        }
+        self.last_at = Some(now);
+        self.last.clone_from(&line);
+        Some(line)
+    }
+}
+
 /// What the caller of [`Proxy::on_request`] should do next.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Handled {

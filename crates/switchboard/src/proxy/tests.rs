@@ -559,3 +559,24 @@ fn proxy_require_with_an_unknown_option_gets_420_with_unsupported() {
     assert_eq!(codes(&out), ["INVITE>192.0.2.20:5060"]);
     assert_eq!(out[0].1.get(HeaderName::Require), Some("baz"));
 }
+
+#[test]
+fn counters_are_logged_when_they_change_at_most_once_per_interval() {
+    let t0 = Instant::now();
+    let mut log = StatsLog::new(Duration::from_secs(60));
+    let mut stats = ProxyStats::default();
+    assert_eq!(log.due(t0, &stats, 0), None, "idle: nothing to say");
+    stats.calls_routed = 1;
+    stats.responses[2] = 1;
+    assert_eq!(
+        log.due(t0 + Duration::from_secs(15), &stats, 3).as_deref(),
+        Some(
+            "calls 1 forwarded 0 responses 1xx 0 2xx 1 3xx 0 4xx 0 5xx 0 6xx 0 \
+             challenges 0 contexts 0 transactions 3"
+        )
+    );
+    stats.calls_routed = 2;
+    assert_eq!(log.due(t0 + Duration::from_secs(30), &stats, 3), None);
+    assert!(log.due(t0 + Duration::from_secs(75), &stats, 3).is_some());
+    assert_eq!(log.due(t0 + Duration::from_secs(200), &stats, 3), None);
+}
