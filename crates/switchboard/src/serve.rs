@@ -182,6 +182,7 @@ fn open_proxy(config: &Config, endpoint: &Endpoint) -> Result<Proxy, String> {
             .trusted()
             .map_err(|e| format!("trusted_networks: {e}"))?,
         forward_foreign: config.proxy.forward_foreign_domains,
+        max_recursions: config.proxy.max_recursions,
     };
     Ok(Proxy::new(settings, interfaces, auth))
 }

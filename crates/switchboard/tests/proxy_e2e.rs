@@ -15,6 +15,8 @@
 //!   (483); a loop (482: bob's contact is the proxy itself);
 //! - Proxy-Require with option tags we lack (420 with Unsupported);
 //! - two devices that challenge (401 and 407): the caller gets one 401 with both;
+//! - a 302 to another local user is followed (the caller talks to carol), or passed
+//!   on with `max_recursions = 0`;
 //! - a caller over TCP and a callee over UDP: two Record-Route values.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -371,4 +373,54 @@ fn challenges_of_every_device_reach_the_caller_in_one_response() {
     must_pass(&server, "caller", call(&server, &uac, "bob", &[]));
     must_pass(&server, "desk (401)", desk_phone.join().unwrap());
     must_pass(&server, "mobile (407)", mobile_phone.join().unwrap());
+}
+
+#[test]
+fn a_redirect_to_another_local_user_is_followed() {
+    let server = start("");
+    let (bob, carol) = (free_port(), free_port());
+    register(&server, "bob", bob, &udp_contact("bob", bob), "1.0", "u1");
+    register(
+        &server,
+        "carol",
+        carol,
+        &udp_contact("carol", carol),
+        "1.0",
+        "u1",
+    );
+    let redirect = scenario_with(
+        &server,
+        "proxy_uas_redirect.xml",
+        &[("@CONTACT@", "<sip:carol@example.test>")],
+    );
+    let bob_phone = callee(&server, redirect, bob, &["-d", "100"]);
+    let carol_phone = callee(
+        &server,
+        scenario("proxy_uas_answer.xml"),
+        carol,
+        &["-d", "200"],
+    );
+    // alice calls bob and talks to carol: the 302 never reaches her.
+    let uac = scenario_with(&server, "proxy_uac_call.xml", &[("@RR@", ONE_RR)]);
+    must_pass(&server, "caller", call(&server, &uac, "bob", &[]));
+    must_pass(&server, "bob (302)", bob_phone.join().unwrap());
+    must_pass(&server, "carol (answers)", carol_phone.join().unwrap());
+}
+
+#[test]
+fn a_redirect_is_passed_on_when_recursion_is_off() {
+    let server = start("[proxy]\nmax_recursions = 0\n");
+    let redirect = scenario_with(
+        &server,
+        "proxy_uas_redirect.xml",
+        &[("@CONTACT@", "<sip:carol@example.test>")],
+    );
+    let uac = scenario_with(&server, "proxy_uac_final.xml", &[("@CODE@", "302")]);
+    call_one_phone(
+        &server,
+        redirect.to_str().unwrap(),
+        &["-d", "100"],
+        &uac,
+        &[],
+    );
 }

@@ -22,10 +22,12 @@
 //!    dialog-creating requests (twice when the two sides' transports differ),
 //!    Max-Forwards decremented;
 //! 6. responses (§16.7): provisionals relayed, every 2xx relayed at once and the other
-//!    branches cancelled, a 6xx ends the search, otherwise the best final response
-//!    when all branches are done (503 becomes 500; a 401/407 carries the challenges of
-//!    every 401 and 407 received, step 7); Timer C (from the transaction
-//!    layer) cancels a branch and counts as 408;
+//!    branches cancelled, a 6xx ends the search; a 3xx's Contacts in our domain (or
+//!    allowed foreign addresses) join the target set, at most `max_recursions` times,
+//!    and leave the 3xx; otherwise the best final response when all branches are done
+//!    (503 becomes 500; a 401/407 carries the challenges of every 401 and 407
+//!    received, step 7); Timer C (from the transaction layer) cancels a branch and
+//!    counts as 408;
 //! 7. CANCEL (§16.10): answered 200, every pending branch cancelled, 487 to the INVITE.
 //!
 //! ACKs for 2xx and 2xx retransmissions that outlive their transactions are forwarded
@@ -43,6 +45,7 @@ use ipnet::IpNet;
 use route::{Hop, Interfaces, RouteInfo};
 use sip_core::builder::response_to_with_reason;
 use sip_core::forward::{RequestEdit, forward_request, strip_top_via};
+use sip_core::headers::{Contact, split_list};
 use sip_core::transaction::{Timer, TransactionKey, TransactionLayer};
 use sip_core::{Flow, HeaderName, Message, Method, Transport, Uri};
 use std::collections::{HashMap, VecDeque};
@@ -67,6 +70,9 @@ pub struct ProxySettings {
     pub trusted: Vec<IpNet>,
     /// Forward requests for other domains (`[proxy] forward_foreign_domains`).
     pub forward_foreign: bool,
+    /// How many 3xx responses one request may recurse on (`[proxy] max_recursions`); 0
+    /// passes every 3xx on to the caller.
+    pub max_recursions: u32,
 }
 
 /// Counters, for the logs and the admin API.
@@ -203,6 +209,18 @@ struct Context {
     /// Waiting for RFC 3263 resolution of the Request-URI.
     resolving: bool,
     is_invite: bool,
+    /// The caller was authenticated (or trusted): foreign targets are allowed.
+    authenticated: bool,
+    /// Every target URI in the target set so far: a 3xx Contact already there is not
+    /// added again (§16.5).
+    targets: Vec<String>,
+    /// 3xx responses recursed on so far (bounded by `max_recursions`).
+    recursions: u32,
+    /// The location service and the clocks when the request came, for 3xx Contacts in
+    /// our domain (their bindings are looked up when the 3xx arrives).
+    location: LocationReader,
+    unix: u64,
+    started: Instant,
 }
 
 /// The proxy: settings, our addresses, the digest authenticator and the live contexts.
@@ -517,7 +535,19 @@ impl Proxy {
         if is_invite && out_of_dialog {
             self.stats.calls_routed += 1;
         }
+        let mut targets: Vec<String> = vec![ruri_text.clone()];
+        for hop in groups.iter().flatten() {
+            if let Some(uri) = &hop.request_uri {
+                targets.push(uri.clone());
+            }
+        }
         let ctx = Context {
+            authenticated,
+            targets,
+            recursions: 0,
+            location: env.location.clone(),
+            unix: env.unix,
+            started: env.now,
             incoming: flow.transport,
             record_route: out_of_dialog && creates_dialog(&method),
             routes: info.routes_to_send(),
@@ -707,11 +737,15 @@ impl Proxy {
             let branch = &mut ctx.branches[index];
             if !branch.done {
                 branch.done = true;
-                let chosen = if branch.timed_out {
+                let timed_out = branch.timed_out;
+                let mut chosen = if timed_out {
                     build_response(&ctx.request, 408, "", &self.settings.server_name)
                 } else {
                     strip_top_via(&response).and_then(|b| Message::parse(b).ok())
                 };
+                if (300..400).contains(&code) && !timed_out && !ctx.stop {
+                    chosen = chosen.and_then(|r| self.recurse(now, &mut ctx, r));
+                }
                 if code >= 600 {
                     ctx.stop = true;
                     ctx.pending.clear();
@@ -831,6 +865,109 @@ impl Proxy {
         if let Some(r) = build_response(&ctx.request, code, "", &self.settings.server_name) {
             keep_best(&mut ctx.best, r);
         }
+    }
+
+    /// §16.5 and §16.7 step 4: the Contacts of a 3xx that are in our domain (their
+    /// bindings) or allowed targets (other domains by IP address, when foreign
+    /// forwarding is on and the caller authenticated) join the target set, tried next;
+    /// Contacts already in the set are dropped. Returns the 3xx with the Contacts left
+    /// for the response context, or `None` when none is left.
+    fn recurse(&mut self, now: Instant, ctx: &mut Context, response: Message) -> Option<Message> {
+        if ctx.recursions >= self.settings.max_recursions {
+            return Some(response);
+        }
+        let mut contacts: Vec<(u16, &str)> = response
+            .get_all(HeaderName::Contact)
+            .flat_map(split_list)
+            .map(str::trim)
+            .map(|v| {
+                let q = match Contact::parse(v) {
+                    Ok(Contact::Addr(na)) => na.q().unwrap_or(1000),
+                    _ => 1000,
+                };
+                (q, v)
+            })
+            .collect();
+        // Best q first; equal q's keep their order.
+        contacts.sort_by_key(|c| std::cmp::Reverse(c.0));
+        let unix = ctx.unix + now.saturating_duration_since(ctx.started).as_secs();
+        let mut kept: Vec<&str> = Vec::new();
+        let mut added: Vec<Vec<Hop>> = Vec::new();
+        let mut recursed = 0;
+        for (_, value) in contacts {
+            let Ok(Contact::Addr(na)) = Contact::parse(value) else {
+                kept.push(value);
+                continue;
+            };
+            if ctx.targets.iter().any(|t| t == na.uri_text) {
+                recursed += 1;
+                continue;
+            }
+            match self.redirect_targets(ctx, &na, unix) {
+                Some(groups) => {
+                    recursed += 1;
+                    ctx.targets.push(na.uri_text.to_owned());
+                    for hop in groups.iter().flatten() {
+                        if let Some(uri) = &hop.request_uri {
+                            ctx.targets.push(uri.clone());
+                        }
+                    }
+                    added.extend(groups);
+                }
+                None => kept.push(value),
+            }
+        }
+        if recursed == 0 {
+            return Some(response);
+        }
+        ctx.recursions += 1;
+        for group in added.into_iter().rev() {
+            ctx.pending.push_front(group);
+        }
+        if kept.is_empty() {
+            return None;
+        }
+        let kept: Vec<(HeaderName, &str)> =
+            kept.into_iter().map(|v| (HeaderName::Contact, v)).collect();
+        edit_headers(&response, &[HeaderName::Contact], &kept).or(Some(response))
+    }
+
+    /// The targets a 3xx Contact stands for: the bindings of a user of our domain (a
+    /// 480 or 404 for the context when there are none), or the address of an allowed
+    /// foreign target. `None`: not ours to follow, left in the 3xx for the caller.
+    fn redirect_targets(
+        &self,
+        ctx: &mut Context,
+        contact: &sip_core::headers::NameAddr<'_>,
+        unix: u64,
+    ) -> Option<VecDeque<Vec<Hop>>> {
+        let sip = contact.uri.as_sip()?;
+        if self.is_local_domain(&sip.host.to_string()) {
+            let user = sip.user_decoded()?;
+            let user = String::from_utf8_lossy(&user);
+            let aor = format!("sip:{user}@{}", self.settings.domain);
+            let mut bindings = ctx.location.lookup(&aor, unix);
+            bindings.sort_by(Binding::priority_cmp);
+            let groups = self.interfaces.hops_for_bindings(&bindings);
+            if groups.is_empty()
+                && let Some(r) = build_response(&ctx.request, 480, "", &self.settings.server_name)
+            {
+                keep_best(&mut ctx.best, r);
+            }
+            return Some(groups);
+        }
+        if self.interfaces.is_own_host(&sip.host) {
+            return None;
+        }
+        if self.settings.forward_foreign && ctx.authenticated {
+            let hop = self.interfaces.hop_to_uri(contact.uri_text, None)?;
+            let hop = Hop {
+                request_uri: Some(contact.uri_text.to_owned()),
+                ..hop
+            };
+            return Some(VecDeque::from([vec![hop]]));
+        }
+        None
     }
 
     /// Starts the next serial group when every branch is done, sends the best response
@@ -1066,32 +1203,59 @@ fn collect_challenges(into: &mut Vec<(HeaderName, String)>, response: &Message) 
 }
 
 /// §16.7 step 7: the 401/407 `best` with every collected challenge it lacks added
-/// after its own headers (its own lines and body are kept as they came). `None` when
-/// nothing is missing.
+/// after its own headers. `None` when nothing is missing.
 fn with_challenges(best: &Message, challenges: &[(HeaderName, String)]) -> Option<Message> {
-    let missing: Vec<&(HeaderName, String)> = challenges
+    let missing: Vec<(HeaderName, &str)> = challenges
         .iter()
         .filter(|(name, value)| !best.get_all(*name).any(|v| v.trim() == value))
+        .map(|(name, value)| (*name, value.as_str()))
         .collect();
     if missing.is_empty() {
         return None;
     }
-    let src = best.as_bytes();
-    let head = src.get(..best.body_offset())?;
-    // The head ends with the empty line; the new lines go before it.
+    edit_headers(best, &[], &missing)
+}
+
+/// `msg` with every header line named in `remove` left out (folded continuations
+/// included) and the `add` lines appended after the others; the start line, the other
+/// lines and the body are copied as they came.
+fn edit_headers(
+    msg: &Message,
+    remove: &[HeaderName],
+    add: &[(HeaderName, &str)],
+) -> Option<Message> {
+    let src = msg.as_bytes();
+    let head = src.get(..msg.body_offset())?;
+    // The head ends with the empty line; it is written again after the new lines.
     let head = head
         .strip_suffix(b"\r\n")
         .or_else(|| head.strip_suffix(b"\n"))?;
     let mut out = Vec::with_capacity(src.len() + 256);
-    out.extend_from_slice(head);
-    for (name, value) in missing {
+    let mut dropping = false;
+    for (i, line) in head.split_inclusive(|&b| b == b'\n').enumerate() {
+        if i > 0 {
+            if line.first().is_some_and(|&b| b == b' ' || b == b'\t') {
+                if dropping {
+                    continue;
+                }
+            } else {
+                let name = line.split(|&b| b == b':').next().unwrap_or(b"");
+                dropping = remove.contains(&HeaderName::from_bytes(name.trim_ascii()));
+                if dropping {
+                    continue;
+                }
+            }
+        }
+        out.extend_from_slice(line);
+    }
+    for (name, value) in add {
         out.extend_from_slice(name.label().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(best.body());
+    out.extend_from_slice(msg.body());
     Message::parse(out.into()).ok()
 }
 

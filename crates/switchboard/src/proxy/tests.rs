@@ -45,6 +45,7 @@ impl Harness {
             require_auth,
             trusted: vec![],
             forward_foreign,
+            max_recursions: 2,
         };
         let ifaces = vec![
             Interface::new(Transport::Udp, "10.0.0.1:5060".parse().unwrap(), "x"),
@@ -579,4 +580,105 @@ fn counters_are_logged_when_they_change_at_most_once_per_interval() {
     assert_eq!(log.due(t0 + Duration::from_secs(30), &stats, 3), None);
     assert!(log.due(t0 + Duration::from_secs(75), &stats, 3).is_some());
     assert_eq!(log.due(t0 + Duration::from_secs(200), &stats, 3), None);
+}
+
+#[test]
+fn a_3xx_to_a_local_user_is_recursed_on_and_foreign_contacts_are_passed_on() {
+    let mut h = Harness::new(false);
+    h.bind("bob", "sip:bob@192.0.2.20:5060", None, 10);
+    h.bind("carol", "sip:carol@192.0.2.30:5060", None, 10);
+    h.recv(CALLER, &invite("sip:bob@example.test", ""));
+    let to_bob = h.take()[0].1.clone();
+    let contacts = "<sip:carol@example.test>;q=0.9, <sip:x@203.0.113.9>;q=0.5";
+    h.recv(
+        "192.0.2.20:5060",
+        &answer_with(&to_bob, 302, "tb", &[("Contact", contacts)]),
+    );
+    let out = h.take();
+    assert_eq!(
+        codes(&out),
+        ["ACK>192.0.2.20:5060", "INVITE>192.0.2.30:5060"]
+    );
+    let to_carol = out[1].1.clone();
+    assert_eq!(
+        to_carol.request_uri_str(),
+        Some("sip:carol@192.0.2.30:5060")
+    );
+    assert!(
+        to_carol
+            .top_via()
+            .unwrap()
+            .branch()
+            .unwrap()
+            .ends_with(".1")
+    );
+    h.recv("192.0.2.30:5060", &answer_with(&to_carol, 486, "tc", &[]));
+    let out = h.take();
+    assert_eq!(codes(&out), ["ACK>192.0.2.30:5060", "302>192.0.2.1:5060"]);
+    // The 3xx beats the 486, without the Contact we recursed on (§16.7 step 4).
+    let contacts: Vec<&str> = out[1].1.get_all(HeaderName::Contact).collect();
+    assert_eq!(contacts, ["<sip:x@203.0.113.9>;q=0.5"]);
+    assert_eq!(h.proxy.stats().contexts, 0);
+}
+
+#[test]
+fn recursion_is_bounded_and_skips_targets_already_tried() {
+    let mut h = Harness::new(false); // max_recursions 2
+    h.bind("bob", "sip:bob@192.0.2.20:5060", None, 10);
+    h.bind("carol", "sip:carol@192.0.2.30:5060", None, 10);
+    h.bind("dave", "sip:dave@192.0.2.40:5060", None, 10);
+    h.recv(CALLER, &invite("sip:bob@example.test", ""));
+    let to_bob = h.take()[0].1.clone();
+    let redirect = |req: &Message, to: &str| {
+        answer_with(
+            req,
+            302,
+            "t",
+            &[("Contact", &format!("<sip:{to}@example.test>"))],
+        )
+    };
+    h.recv("192.0.2.20:5060", &redirect(&to_bob, "carol"));
+    let to_carol = h.take()[1].1.clone();
+    assert_eq!(
+        to_carol.request_uri_str(),
+        Some("sip:carol@192.0.2.30:5060")
+    );
+    // carol sends us back to bob: already in the target set, so nothing to try and
+    // nothing left in the 3xx.
+    h.recv(
+        "192.0.2.30:5060",
+        &answer_with(
+            &to_carol,
+            302,
+            "t",
+            &[("Contact", "<sip:bob@example.test>, <sip:dave@example.test>")],
+        ),
+    );
+    let out = h.take();
+    assert_eq!(
+        codes(&out),
+        ["ACK>192.0.2.30:5060", "INVITE>192.0.2.40:5060"]
+    );
+    let to_dave = out[1].1.clone();
+    // A third 3xx is over the bound of 2: passed on as the best response.
+    h.recv("192.0.2.40:5060", &redirect(&to_dave, "carol"));
+    let out = h.take();
+    assert_eq!(codes(&out), ["ACK>192.0.2.40:5060", "302>192.0.2.1:5060"]);
+    assert_eq!(
+        out[1].1.get(HeaderName::Contact),
+        Some("<sip:carol@example.test>")
+    );
+
+    // With recursion off, the first 3xx goes to the caller as it came.
+    let mut h = Harness::new(false);
+    h.proxy.settings.max_recursions = 0;
+    h.bind("bob", "sip:bob@192.0.2.20:5060", None, 10);
+    h.bind("carol", "sip:carol@192.0.2.30:5060", None, 10);
+    h.recv(CALLER, &invite("sip:bob@example.test", ""));
+    let to_bob = h.take()[0].1.clone();
+    h.recv("192.0.2.20:5060", &redirect(&to_bob, "carol"));
+    assert_eq!(
+        codes(&h.take()),
+        ["ACK>192.0.2.20:5060", "302>192.0.2.1:5060"]
+    );
 }
