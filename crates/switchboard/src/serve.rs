@@ -341,7 +341,14 @@ impl Core {
             }
             while let Some(t) = self.transactions.poll_transmit() {
                 progressed = true;
-                self.send(Target::Flow(t.flow), t.bytes).await;
+                let sent = self.send(Target::Flow(t.flow), t.bytes).await;
+                // The transaction's user hears of it (the proxy tries another address
+                // or counts the branch as 503); an ended transaction is no matter.
+                if !sent && let Some(key) = t.key {
+                    let _ = self
+                        .transactions
+                        .handle_transport_error(Instant::now(), key);
+                }
             }
             if !progressed {
                 break;
@@ -456,9 +463,14 @@ impl Core {
         }
     }
 
-    async fn send(&self, target: Target, bytes: Bytes) {
-        if let Err(e) = self.endpoint.send(target, bytes).await {
-            tracing::debug!("send failed: {e}");
+    /// Sends; `false` when it failed (logged here).
+    async fn send(&self, target: Target, bytes: Bytes) -> bool {
+        match self.endpoint.send(target, bytes).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::debug!("send failed: {e}");
+                false
+            }
         }
     }
 }

@@ -18,6 +18,8 @@
 //! - a 302 to another local user is followed (the caller talks to carol), or passed
 //!   on with `max_recursions = 0`;
 //! - a caller over TCP and a callee over UDP: two Record-Route values.
+//! - a callee registered over TCP whose connection closed: reached at its Contact
+//!   over a new connection.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -423,4 +425,24 @@ fn a_redirect_is_passed_on_when_recursion_is_off() {
         &uac,
         &[],
     );
+}
+
+#[test]
+fn a_tcp_callee_whose_registration_connection_closed_is_reached_at_its_contact() {
+    let server = start("");
+    let bob = free_port();
+    // SIPp registers over TCP from another port than its Contact's and exits: the
+    // connection the binding came over closes, and nothing listens at its source.
+    let contact = format!("sip:bob@127.0.0.1:{bob};transport=tcp");
+    register(&server, "bob", free_port(), &contact, "1.0", "t1");
+    // The phone listens on its Contact's port, over TCP.
+    let phone = callee(
+        &server,
+        scenario("proxy_uas_answer.xml"),
+        bob,
+        &["-d", "200", "-t", "t1"],
+    );
+    let uac = scenario_with(&server, "proxy_uac_call.xml", &[("@RR@", ONE_RR)]);
+    must_pass(&server, "caller", call(&server, &uac, "bob", &[]));
+    must_pass(&server, "callee over TCP", phone.join().unwrap());
 }

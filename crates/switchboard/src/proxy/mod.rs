@@ -184,6 +184,9 @@ struct Branch {
     timed_out: bool,
     /// A CANCEL is owed as soon as a provisional arrives (§9.1: not before).
     cancel_on_provisional: bool,
+    /// Where to try instead if sending fails: a plain binding's Contact address when
+    /// the connection it registered over is gone.
+    retry: Option<Hop>,
 }
 
 /// A response context (§16.7): the request, its branches and the best response so far.
@@ -678,6 +681,7 @@ impl Proxy {
                 request_uri: None,
                 routes: None,
                 flow,
+                fallback: None,
             }]);
         }
         if targets.is_empty()
@@ -787,6 +791,8 @@ impl Proxy {
     }
 
     /// A send failed for client transaction `key` (§16.9: the branch counts as 503).
+    /// A branch to a plain binding whose connection is gone is sent again, at once, to
+    /// the binding's Contact address instead (a new connection).
     pub fn on_transport_error(
         &mut self,
         now: Instant,
@@ -796,7 +802,19 @@ impl Proxy {
         let Some((server, index, mut ctx)) = self.take_branch(key) else {
             return;
         };
-        self.fail_branch(&mut ctx, index, 503);
+        let branch = &mut ctx.branches[index];
+        let retry = branch.retry.take().filter(|_| !branch.done && !ctx.stop);
+        match retry {
+            Some(hop) => {
+                tracing::debug!(
+                    to = %hop.flow.remote,
+                    "the binding's connection is gone: trying its Contact address"
+                );
+                ctx.branches[index].done = true;
+                self.start_group(now, txl, server, &mut ctx, vec![hop]);
+            }
+            None => self.fail_branch(&mut ctx, index, 503),
+        }
         self.advance(now, txl, server, ctx);
     }
 
@@ -1039,6 +1057,11 @@ impl Proxy {
     ) {
         for hop in group {
             let index = ctx.branches.len();
+            let retry = hop.fallback.map(|flow| Hop {
+                flow,
+                fallback: None,
+                ..hop.clone()
+            });
             let code = match self.forward(now, txl, ctx, &hop, index) {
                 Ok(key) => {
                     self.branches.insert(key, (server, index));
@@ -1048,6 +1071,7 @@ impl Proxy {
                         done: false,
                         timed_out: false,
                         cancel_on_provisional: false,
+                        retry,
                     });
                     continue;
                 }

@@ -139,6 +139,9 @@ impl Harness {
                     Event::Timeout { key, timer } => {
                         self.proxy.on_timeout(self.now, txl, key, timer)
                     }
+                    Event::TransportError { key } => {
+                        self.proxy.on_transport_error(self.now, txl, key)
+                    }
                     Event::Terminated { key } => self.proxy.on_terminated(self.now, txl, key),
                     Event::StrayResponse { response, .. } => {
                         self.proxy.on_stray_response(txl, &response)
@@ -681,4 +684,94 @@ fn recursion_is_bounded_and_skips_targets_already_tried() {
         codes(&h.take()),
         ["ACK>192.0.2.20:5060", "302>192.0.2.1:5060"]
     );
+}
+
+/// bob registered over TCP from `source`, with `contact`; an outbound binding (RFC
+/// 5626) when `outbound`.
+fn bind_tcp(h: &mut Harness, contact: &str, source: &str, outbound: bool) {
+    h.location
+        .apply(&[Change::Upsert(Binding {
+            aor: "sip:bob@example.test".into(),
+            contact: contact.into(),
+            expires_at: UNIX + 600,
+            q: None,
+            call_id: format!("reg-{contact}"),
+            cseq: 1,
+            transport: Transport::Tcp,
+            source: source.parse().unwrap(),
+            path: vec![],
+            instance_id: outbound.then(|| "<urn:uuid:00000000-0000-0000-0000-000000000001>".into()),
+            reg_id: outbound.then_some(1),
+            user_agent: None,
+            registered_at: UNIX - 10,
+        })])
+        .unwrap();
+}
+
+#[test]
+fn a_closed_tcp_flow_falls_back_to_the_contact_unless_outbound() {
+    let mut h = Harness::new(false);
+    bind_tcp(
+        &mut h,
+        "sip:bob@192.0.2.20:5070;transport=tcp",
+        "192.0.2.20:40001",
+        false,
+    );
+    h.recv(CALLER, &invite("sip:bob@example.test", ""));
+    let sent: Vec<Transmit> = h.sent.drain(..).collect();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].flow.remote.to_string(), "192.0.2.20:40001");
+    assert_eq!(sent[0].flow.transport, Transport::Tcp);
+    // The connection it registered over is gone: the send fails.
+    h.txl
+        .handle_transport_error(h.now, sent[0].key.unwrap())
+        .unwrap();
+    h.pump();
+    let sent: Vec<Transmit> = h.sent.drain(..).collect();
+    let what: Vec<String> = sent
+        .iter()
+        .map(|t| {
+            format!(
+                "{} {:?}",
+                t.flow.remote,
+                Message::parse(t.bytes.clone()).unwrap().status()
+            )
+        })
+        .collect();
+    assert_eq!(sent.len(), 1, "{what:?}");
+    assert_eq!(
+        sent[0].flow.remote.to_string(),
+        "192.0.2.20:5070",
+        "{what:?}"
+    );
+    assert_eq!(sent[0].flow.transport, Transport::Tcp);
+    let retried = Message::parse(sent[0].bytes.clone()).unwrap();
+    assert_eq!(
+        retried.request_uri_str(),
+        Some("sip:bob@192.0.2.20:5070;transport=tcp")
+    );
+    assert!(retried.top_via().unwrap().branch().unwrap().ends_with(".1"));
+    // That one fails too: the caller gets 500 (§16.7 step 6: never 503).
+    h.txl
+        .handle_transport_error(h.now, sent[0].key.unwrap())
+        .unwrap();
+    h.pump();
+    assert_eq!(codes(&h.take()), ["500>192.0.2.1:5060"]);
+
+    // An outbound binding's flow is the only way to it (RFC 5626 §5.3).
+    let mut h = Harness::new(false);
+    bind_tcp(
+        &mut h,
+        "sip:bob@192.0.2.20:5070;transport=tcp;ob",
+        "192.0.2.20:40001",
+        true,
+    );
+    h.recv(CALLER, &invite("sip:bob@example.test", ""));
+    let sent: Vec<Transmit> = h.sent.drain(..).collect();
+    assert_eq!(sent[0].flow.remote.to_string(), "192.0.2.20:40001");
+    h.txl
+        .handle_transport_error(h.now, sent[0].key.unwrap())
+        .unwrap();
+    h.pump();
+    assert_eq!(codes(&h.take()), ["500>192.0.2.1:5060"]);
 }
