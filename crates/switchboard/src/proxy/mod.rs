@@ -352,28 +352,6 @@ impl Proxy {
             self.respond(env, txl, key, request, 482, "", &[]);
             return Handled::Yes;
         }
-        // §16.3 step 5: Proxy-Require. We support no option tag there, so every one
-        // listed is unsupported.
-        let mut unsupported: Vec<&str> = Vec::new();
-        for tag in request.tokens(HeaderName::ProxyRequire) {
-            match tag {
-                Ok(t) => {
-                    if !unsupported.iter().any(|u| u.eq_ignore_ascii_case(t)) {
-                        unsupported.push(t);
-                    }
-                }
-                Err(e) => {
-                    let reason = format!("Bad Request ({e})");
-                    self.respond(env, txl, key, request, 400, &reason, &[]);
-                    return Handled::Yes;
-                }
-            }
-        }
-        if !unsupported.is_empty() {
-            let list = unsupported.join(", ");
-            self.respond(env, txl, key, request, 420, "", &[("Unsupported", &list)]);
-            return Handled::Yes;
-        }
         // §16.4: Route processing.
         let info = match RouteInfo::read(request, &self.interfaces) {
             Ok(i) => i,
@@ -400,6 +378,14 @@ impl Proxy {
         });
         if info.remaining.is_empty() && info.popped == 0 && (user_less_us || ruri_sip.is_none()) {
             return Handled::ForUs;
+        }
+
+        // §16.3 step 5: Proxy-Require. An OPTIONS or an unknown method may still turn
+        // out to be answered here as a UAS (where Require counts, not Proxy-Require):
+        // those are checked once their targets are known.
+        let maybe_for_us = method == Method::Options || (!to_tag && !method.is_known());
+        if !maybe_for_us && self.refuse_proxy_require(env, txl, key, request) {
+            return Handled::Yes;
         }
 
         // §22.3: who is calling.
@@ -534,6 +520,9 @@ impl Proxy {
             return Handled::Yes;
         }
 
+        if maybe_for_us && self.refuse_proxy_require(env, txl, key, request) {
+            return Handled::Yes;
+        }
         let is_invite = method == Method::Invite;
         if is_invite && out_of_dialog {
             self.stats.calls_routed += 1;
@@ -571,6 +560,38 @@ impl Proxy {
         }
         self.advance(env.now, txl, key, ctx);
         Handled::Yes
+    }
+
+    /// §16.3 step 5: answers 420 with Unsupported when Proxy-Require lists option tags
+    /// (we support none there), 400 when it does not parse. Whether it answered.
+    fn refuse_proxy_require(
+        &mut self,
+        env: &Env<'_>,
+        txl: &mut TransactionLayer,
+        key: TransactionKey,
+        request: &Message,
+    ) -> bool {
+        let mut unsupported: Vec<&str> = Vec::new();
+        for tag in request.tokens(HeaderName::ProxyRequire) {
+            match tag {
+                Ok(t) => {
+                    if !unsupported.iter().any(|u| u.eq_ignore_ascii_case(t)) {
+                        unsupported.push(t);
+                    }
+                }
+                Err(e) => {
+                    let reason = format!("Bad Request ({e})");
+                    self.respond(env, txl, key, request, 400, &reason, &[]);
+                    return true;
+                }
+            }
+        }
+        if unsupported.is_empty() {
+            return false;
+        }
+        let list = unsupported.join(", ");
+        self.respond(env, txl, key, request, 420, "", &[("Unsupported", &list)]);
+        true
     }
 
     /// An ACK outside any transaction: the ACK to a 2xx (§16.11: forwarded statelessly

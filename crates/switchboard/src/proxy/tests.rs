@@ -775,3 +775,36 @@ fn a_closed_tcp_flow_falls_back_to_the_contact_unless_outbound() {
     h.pump();
     assert_eq!(codes(&h.take()), ["500>192.0.2.1:5060"]);
 }
+
+#[test]
+fn proxy_require_counts_only_when_proxying() {
+    // An OPTIONS for another domain is answered here as a UAS (Require counts there,
+    // RFC 4475 §3.3.1): not ours to refuse for Proxy-Require.
+    let mut h = Harness::new(false);
+    let options = invite("sip:user@elsewhere.test", "Proxy-Require: foo\r\n")
+        .replace("INVITE sip", "OPTIONS sip")
+        .replace("1 INVITE", "1 OPTIONS");
+    let msg = Message::parse(Bytes::copy_from_slice(options.as_bytes())).unwrap();
+    h.txl.handle_message(h.now, msg, flow(CALLER)).unwrap();
+    let Some(Event::Request { key, request, flow }) = h.txl.poll_event() else {
+        panic!("no request");
+    };
+    let reader = h.location.reader();
+    let env = Env {
+        now: h.now,
+        unix: UNIX,
+        users: &h.users,
+        location: &reader,
+    };
+    let handled = h.proxy.on_request(&env, &mut h.txl, key, &request, flow);
+    assert_eq!(handled, Handled::ForUs);
+    // The same OPTIONS to a registered user is proxied: 420.
+    h.bind("bob", "sip:bob@192.0.2.20:5060", None, 10);
+    h.recv(
+        CALLER,
+        &options
+            .replace("sip:user@elsewhere.test", "sip:bob@example.test")
+            .replace("z9hG4bKc1", "z9hG4bKo2"),
+    );
+    assert_eq!(codes(&h.take()), ["420>192.0.2.1:5060"]);
+}
