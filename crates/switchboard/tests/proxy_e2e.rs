@@ -279,8 +279,9 @@ fn unknown_user_404_and_unregistered_user_480() {
     );
 }
 
-#[test]
-fn max_forwards_zero_gets_483() {
+/// alice's SIPp sends `file` to bob without credentials: a request refused before
+/// any challenge.
+fn refused_at_once(file: &str) {
     let server = start("");
     let port = free_port().to_string();
     must_pass(
@@ -288,10 +289,15 @@ fn max_forwards_zero_gets_483() {
         "caller",
         run(
             &server,
-            &scenario("proxy_uac_maxforwards.xml"),
+            &scenario(file),
             &["-m", "1", "-p", &port, "-key", "callee", "bob"],
         ),
     );
+}
+
+#[test]
+fn max_forwards_zero_gets_483() {
+    refused_at_once("proxy_uac_maxforwards.xml");
 }
 
 #[test]
@@ -323,17 +329,7 @@ fn tcp_caller_to_udp_callee_gets_a_double_record_route() {
 
 #[test]
 fn unsupported_proxy_require_gets_420_with_unsupported() {
-    let server = start("");
-    let port = free_port().to_string();
-    must_pass(
-        &server,
-        "caller",
-        run(
-            &server,
-            &scenario("proxy_uac_proxyrequire.xml"),
-            &["-m", "1", "-p", &port, "-key", "callee", "bob"],
-        ),
-    );
+    refused_at_once("proxy_uac_proxyrequire.xml");
 }
 
 #[test]
