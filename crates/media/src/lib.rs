@@ -74,9 +74,11 @@
 //!   recording of the far side holds the whole file whatever digits were pressed. Digits
 //!   received are reported once per event, whether the peer pauses audio or (like baresip)
 //!   sends events beside it.
-//! - When a WAV source ends, [`MediaEvent::SourceFinished`] is reported and no more audio is
-//!   sent (DTMF still is). [`AudioSource::Silence`] sends silence forever (keeps NAT bindings
-//!   and the far side's latching alive); no source at all sends no audio.
+//! - When a WAV source ends, [`MediaEvent::SourceFinished`] is reported and silence is sent
+//!   from then on, while the session runs: a peer whose jitter buffer holds the last packets
+//!   until more arrive (baresip) still plays them, and digits sent after the file arrive
+//!   whole. [`AudioSource::Silence`] sends silence forever (keeps NAT bindings and the far
+//!   side's latching alive); no source at all sends no audio.
 //! - Receiving: a jitter buffer of 3 packets ([`MediaSession::set_jitter_depth`]) reorders,
 //!   drops duplicates and late packets, and conceals a lost packet with silence. Playout
 //!   takes one ptime of audio per tick, in as many packets as that needs, so the peer's ptime
@@ -85,8 +87,9 @@
 //! - Recording holds what was received: a lost packet inside a stream becomes a frame of
 //!   silence (keeps the timing), but time when the far side sends nothing (hold, end of its
 //!   file, a digit sent instead of audio) adds nothing. So a held call neither stalls the
-//!   recording nor pads it with hours of silence, and a file played by the peer is recorded
-//!   at its own length. [`MediaSession::stop`] plays what is still buffered and finalizes
+//!   recording nor pads it with hours of silence, and a file played by a peer that then
+//!   falls silent is recorded at its own length (silence a peer sends, as we do after a
+//!   file, is recorded). [`MediaSession::stop`] plays what is still buffered and finalizes
 //!   the WAV header.
 //! - Directions are ours ([`Direction`] from sip-core): `SendOnly`/`Inactive` stop sending,
 //!   `RecvOnly`/`Inactive` stop receiving and recording. [`MediaEvent::RtpTimeout`] (30 s by

@@ -87,7 +87,7 @@ pub enum MediaEvent {
     Dtmf(char),
     /// RTP arrived from this address, and the session now sends there (symmetric RTP).
     RemoteAddressLatched(SocketAddr),
-    /// The WAV source is over; no more audio is sent.
+    /// The WAV source is over; silence is sent from now on.
     SourceFinished,
     /// No RTP arrived for the RTP timeout while we expected some.
     RtpTimeout,
@@ -217,7 +217,6 @@ pub struct MediaStream {
     /// old codec still on their way.
     previous_decoder: Option<(u8, Decoder)>,
     source: Option<SourceReader>,
-    source_finished: bool,
 
     cname: String,
     seq: u16,
@@ -272,7 +271,6 @@ impl MediaStream {
             decoder,
             previous_decoder: None,
             source,
-            source_finished: false,
             cname: format!("{:08x}@switchboard", config.ssrc),
             seq: config.first_sequence,
             timestamp_base: config.first_timestamp,
@@ -346,7 +344,8 @@ impl MediaStream {
     }
 
     /// One packetization tick (every ptime): sends a frame of the source, or the DTMF
-    /// events under way, or nothing (held, between digits, source over).
+    /// events under way, or nothing (held, between digits, no source); silence once a
+    /// file is over.
     pub fn handle_send_tick(&mut self) {
         let now = self.rtp_now();
         self.clock = self.clock.wrapping_add(1);
@@ -375,16 +374,20 @@ impl MediaStream {
                 }
             }
         }
-        if self.source_finished {
-            return;
-        }
         let frame_len = self.pcm_frame_len();
-        let Some(frame) = self.source.as_mut().and_then(|s| s.next_frame(frame_len)) else {
-            if self.source.is_some() {
-                self.source_finished = true;
-                self.emit(MediaEvent::SourceFinished);
-            }
+        let Some(source) = self.source.as_mut() else {
             return;
+        };
+        let frame = match source.next_frame(frame_len) {
+            Some(frame) => frame,
+            None => {
+                // The file is over: silence from now on, in the same talkspurt. A peer
+                // whose jitter buffer holds the last packets until more arrive (baresip)
+                // plays them out, and digits sent later are not left hanging there.
+                *source = SourceReader::Silence;
+                self.emit(MediaEvent::SourceFinished);
+                vec![0; frame_len]
+            }
         };
         let payload = self.encoder.encode(&frame);
         if payload.is_empty() {
@@ -805,8 +808,14 @@ mod tests {
             out.extend(drain(&mut a));
         }
         let sent = rtp_sent(&out);
-        assert_eq!(sent.len(), 3);
-        for (i, (seq, ts, marker, pt, payload)) in sent.iter().enumerate() {
+        // The file, then silence (µ-law 0xFF) in the same talkspurt.
+        assert_eq!(sent.len(), 5);
+        for (_, _, marker, pt, payload) in &sent[3..] {
+            assert!(!marker);
+            assert_eq!(*pt, 0);
+            assert_eq!(payload, &vec![g711::linear_to_ulaw(0); 160]);
+        }
+        for (i, (seq, ts, marker, pt, payload)) in sent.iter().take(3).enumerate() {
             assert_eq!(*seq, 65530u16.wrapping_add(i as u16));
             assert_eq!(*ts, 1000 + 160 * i as u32);
             assert_eq!(*marker, i == 0, "marker only on the first packet");
@@ -826,8 +835,8 @@ mod tests {
             .filter(|o| **o == Output::Event(MediaEvent::SourceFinished))
             .count();
         assert_eq!(finished, 1);
-        assert_eq!(a.stats().packets_sent, 3);
-        assert_eq!(a.stats().octets_sent, 480);
+        assert_eq!(a.stats().packets_sent, 5);
+        assert_eq!(a.stats().octets_sent, 800);
     }
 
     #[test]
@@ -925,12 +934,15 @@ mod tests {
         pair.b.finish(pair.now, pair.wall);
         pair.collect_b();
 
-        // Everything A played arrived, decoded, in order, whatever the digits.
+        // Everything A played arrived, decoded, in order, whatever the digits; then the
+        // silence A sends once its file is over.
         let expected: Vec<i16> = source
             .iter()
             .map(|&s| g711::ulaw_to_linear(g711::linear_to_ulaw(s)))
             .collect();
-        assert_eq!(pair.b_audio, expected);
+        let (played, after) = pair.b_audio.split_at(expected.len());
+        assert_eq!(played, expected);
+        assert!(!after.is_empty() && after.iter().all(|&s| s == 0));
         assert_eq!(
             pair.b_events,
             vec![
@@ -945,7 +957,8 @@ mod tests {
             (b.packets_lost, b.frames_concealed, b.packets_ignored),
             (0, 0, 0)
         );
-        assert_eq!(b.packets_received, 20 + 2 * 7);
+        assert_eq!(b.packets_received, pair.a.stats().packets_sent);
+        assert!(b.packets_received > 20 + 2 * 7);
         assert_eq!(b.jitter_ms, 0.0, "a perfect network has no jitter");
         assert_eq!(pair.a.stats().dtmf_sent, "7#");
     }
@@ -971,7 +984,8 @@ mod tests {
         }
         pair.b.finish(pair.now, pair.wall);
         pair.collect_b();
-        assert_eq!(pair.b_audio.len(), 10 * 160);
+        // The 10 frames of the file, then silence: a frame every tick, nothing lost.
+        assert_eq!(pair.b_audio.len(), 13 * 160);
         assert_eq!(pair.b.stats().packets_ignored, 1);
         // B still sends to A, not to the forger.
         pair.b.handle_rtcp_tick(pair.now, pair.wall, false);

@@ -128,8 +128,9 @@ async fn wav_and_dtmf_cross_and_the_recording_matches() {
     assert_eq!(b.dtmf_received, "159#");
     assert_eq!(a.dtmf_sent, "159#");
     assert_eq!(a.dtmf_received, "*0");
-    // 150 audio packets, and per digit 5 event packets of which the last 3 times.
-    assert_eq!(a.packets_sent, 150 + 4 * 7);
+    // 150 audio packets, and per digit 5 event packets of which the last 3 times; then
+    // silence until the stop.
+    assert!(a.packets_sent >= 150 + 4 * 7, "{}", a.packets_sent);
     assert_eq!(b.packets_received, a.packets_sent);
     assert_eq!(b.packets_lost, 0);
     assert_eq!(b.packets_ignored, 0);
@@ -358,9 +359,12 @@ async fn loss_and_reordering_are_absorbed_by_the_jitter_buffer() {
     call.a.start(params(relay_addr), call.wav(), None).unwrap();
 
     call.play_out().await;
-    let (a, b) = call.stop_and_check().await;
+    let (_, b) = call.stop_and_check().await;
     relay_task.abort();
-    let dropped = a.packets_sent as i64 / 40;
+    // The relay drops every 40th packet; A sends silence after its file until the stop,
+    // so count the drops among the packets B accounted for (a drop after the last packet
+    // B got is not a loss it can see).
+    let dropped = (b.packets_received as i64 + b.packets_lost) / 40;
     assert_eq!(b.packets_lost, dropped);
     // Each dropped packet was concealed; so was any reordered one that came too late (none
     // on an idle machine: the 60 ms buffer waits for a packet one place out of order).
@@ -377,7 +381,8 @@ async fn opus_carries_the_file_too() {
     call.a.start(opus(call.b_addr), call.wav(), None).unwrap();
     call.play_out().await;
     let (_, b) = call.stop_and_check().await;
-    assert_eq!(b.packets_received, 150);
+    // The file, then silence until the stop.
+    assert!(b.packets_received >= 150);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -454,6 +459,7 @@ async fn each_side_may_packetize_at_its_own_ptime() {
     call.a.start(a_params, call.wav(), None).unwrap();
     call.play_out().await;
     let (a, b) = call.stop_and_check().await;
-    assert_eq!(a.packets_sent, 200);
+    // 200 packets of file, then silence until the stop.
+    assert!(a.packets_sent >= 200, "{}", a.packets_sent);
     assert_eq!(b.packets_lost, 0);
 }

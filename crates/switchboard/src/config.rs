@@ -115,6 +115,9 @@ impl Default for RegistrarConfig {
     }
 }
 
+/// The most `[proxy] max_recursions` may be: each recursion can fork again.
+const MAX_RECURSIONS: u32 = 10;
+
 /// `[proxy]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -127,6 +130,9 @@ pub struct ProxyConfig {
     pub forward_foreign_domains: bool,
     /// Timer C: how long an INVITE branch may wait for a final response, seconds.
     pub timer_c_secs: u64,
+    /// How many 3xx responses one request may recurse on (their Contacts in our domain
+    /// are tried); 0 passes every 3xx on to the caller.
+    pub max_recursions: u32,
 }
 
 impl Default for ProxyConfig {
@@ -136,6 +142,7 @@ impl Default for ProxyConfig {
             trusted_networks: Vec::new(),
             forward_foreign_domains: false,
             timer_c_secs: 180,
+            max_recursions: 3,
         }
     }
 }
@@ -271,6 +278,12 @@ impl Config {
         if self.proxy.timer_c_secs == 0 {
             return Err(("timer_c_secs", "must be at least 1".into()));
         }
+        if self.proxy.max_recursions > MAX_RECURSIONS {
+            return Err((
+                "max_recursions",
+                format!("must be at most {MAX_RECURSIONS}"),
+            ));
+        }
         if self.tls.certificate.is_some() != self.tls.private_key.is_some() {
             return Err((
                 "certificate",
@@ -369,6 +382,9 @@ mod tests {
         let c = parse("").unwrap();
         assert!(c.proxy.require_auth && !c.proxy.forward_foreign_domains);
         assert_eq!(c.proxy.timer_c_secs, 180);
+        assert_eq!(c.proxy.max_recursions, 3);
+        let e = parse("[proxy]\nmax_recursions = 11\n").unwrap_err();
+        assert_eq!(e, "sb.toml:2: max_recursions: must be at most 10");
         let c = parse(
             "[proxy]\nrequire_auth = false\ntrusted_networks = [\"10.0.0.0/8\", \"::1\"]\ntimer_c_secs = 5\n",
         )

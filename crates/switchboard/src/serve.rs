@@ -184,6 +184,7 @@ fn open_proxy(config: &Config, endpoint: &Endpoint) -> Result<Proxy, String> {
             .trusted()
             .map_err(|e| format!("trusted_networks: {e}"))?,
         forward_foreign: config.proxy.forward_foreign_domains,
+        max_recursions: config.proxy.max_recursions,
     };
     Ok(Proxy::new(settings, interfaces, auth))
 }
@@ -247,6 +248,7 @@ impl Core {
         mut resolved: mpsc::Receiver<Resolved>,
     ) -> Result<(), String> {
         let mut sweep = tokio::time::interval(Duration::from_secs(15));
+        let mut proxy_log = proxy::StatsLog::new(Duration::from_secs(60));
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
@@ -305,6 +307,9 @@ impl Core {
                         transactions = self.transactions.len(),
                         "proxy"
                     );
+                    if let Some(line) = proxy_log.due(Instant::now(), &p, self.transactions.len()) {
+                        tracing::info!("proxy: {line}");
+                    }
                 }
                 _ = tokio::signal::ctrl_c() => {
                     tracing::info!("interrupted: stopping");
@@ -382,7 +387,14 @@ impl Core {
             }
             while let Some(t) = self.transactions.poll_transmit() {
                 progressed = true;
-                self.send(Target::Flow(t.flow), t.bytes).await;
+                let sent = self.send(Target::Flow(t.flow), t.bytes).await;
+                // The transaction's user hears of it (the proxy tries another address
+                // or counts the branch as 503); an ended transaction is no matter.
+                if !sent && let Some(key) = t.key {
+                    let _ = self
+                        .transactions
+                        .handle_transport_error(Instant::now(), key);
+                }
             }
             if !progressed {
                 break;
@@ -534,9 +546,14 @@ impl Core {
         }
     }
 
-    async fn send(&self, target: Target, bytes: Bytes) {
-        if let Err(e) = self.endpoint.send(target, bytes).await {
-            tracing::debug!("send failed: {e}");
+    /// Sends; `false` when it failed (logged here).
+    async fn send(&self, target: Target, bytes: Bytes) -> bool {
+        match self.endpoint.send(target, bytes).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::debug!("send failed: {e}");
+                false
+            }
         }
     }
 }

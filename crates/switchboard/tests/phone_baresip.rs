@@ -252,11 +252,11 @@ fn the_phone_calls_baresip() {
         recording.to_str().unwrap(),
         "--dtmf",
         "159#",
-        // While our file plays (DTMF pauses it): baresip's jitter buffer holds the
-        // last packets it got until more arrive, so digits sent after our file ended
-        // would lose the last end packet there.
+        // After our 3 s file ended, before baresip's 5 s file ends: baresip's jitter
+        // buffer holds the last packets it got until more arrive, so this checks that
+        // we keep sending (silence) after the file and the digits arrive whole.
         "--dtmf-after",
-        "1",
+        "3.5",
     ]);
     // baresip answers by itself and hangs up when its file ends.
     assert_eq!(
@@ -271,6 +271,13 @@ fn the_phone_calls_baresip() {
     assert!(printed.contains("answered: PCMU"), "{printed}");
     assert!(printed.contains("ended: bye (remote)"), "{printed}");
     assert_eq!(digits_baresip_heard(&theirs_printed), "159#");
+    let lines: Vec<&str> = printed.lines().collect();
+    let finished = lines.iter().position(|l| *l == "playback finished");
+    let first_digit = lines.iter().position(|l| l.starts_with("dtmf sent: "));
+    assert!(
+        finished.is_some() && finished < first_digit,
+        "digits sent after the file ended: {printed}"
+    );
     assert_recording_matches("the phone's recording of baresip", &theirs, &recording);
     assert_recording_matches(
         "baresip's recording of the phone",

@@ -1050,3 +1050,15 @@ fn glare_491_is_retried_after_the_random_wait() {
     assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
     assert_eq!(wait_child(&mut sipp, WAIT), 0, "SIPp's scenario failed");
 }
+
+#[test]
+fn a_2xx_from_a_second_fork_is_acked_and_hung_up() {
+    // SIPp checks the To tags of both ACKs and both BYEs.
+    let (mut sipp, target) = sipp_uas("phone_uas_forked_2xx.xml");
+    let mut alice = Phone::start(&["call", &target, "--hangup-after", "2"]);
+    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
+    assert_eq!(wait_child(&mut sipp, WAIT), 0, "SIPp's scenario failed");
+    let printed = alice.dump();
+    assert_eq!(printed.matches("answered").count(), 1, "{printed}");
+    assert!(printed.contains("ended: bye (local)"), "{printed}");
+}

@@ -13,7 +13,13 @@
 //! - caller CANCEL (200, then 487); callee busy (486); no answer (Timer C: 408, and
 //!   the callee gets CANCEL); unknown user (404) and no binding (480); Max-Forwards 0
 //!   (483); a loop (482: bob's contact is the proxy itself);
+//! - Proxy-Require with option tags we lack (420 with Unsupported);
+//! - two devices that challenge (401 and 407): the caller gets one 401 with both;
+//! - a 302 to another local user is followed (the caller talks to carol), or passed
+//!   on with `max_recursions = 0`;
 //! - a caller over TCP and a callee over UDP: two Record-Route values.
+//! - a callee registered over TCP whose connection closed: reached at its Contact
+//!   over a new connection.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -273,8 +279,9 @@ fn unknown_user_404_and_unregistered_user_480() {
     );
 }
 
-#[test]
-fn max_forwards_zero_gets_483() {
+/// alice's SIPp sends `file` to bob without credentials: a request refused before
+/// any challenge.
+fn refused_at_once(file: &str) {
     let server = start("");
     let port = free_port().to_string();
     must_pass(
@@ -282,10 +289,15 @@ fn max_forwards_zero_gets_483() {
         "caller",
         run(
             &server,
-            &scenario("proxy_uac_maxforwards.xml"),
+            &scenario(file),
             &["-m", "1", "-p", &port, "-key", "callee", "bob"],
         ),
     );
+}
+
+#[test]
+fn max_forwards_zero_gets_483() {
+    refused_at_once("proxy_uac_maxforwards.xml");
 }
 
 #[test]
@@ -313,4 +325,120 @@ fn tcp_caller_to_udp_callee_gets_a_double_record_route() {
         &uac,
         &["-t", "t1"],
     );
+}
+
+#[test]
+fn unsupported_proxy_require_gets_420_with_unsupported() {
+    refused_at_once("proxy_uac_proxyrequire.xml");
+}
+
+#[test]
+fn challenges_of_every_device_reach_the_caller_in_one_response() {
+    let server = start("");
+    let (desk, mobile) = (free_port(), free_port());
+    register(&server, "bob", desk, &udp_contact("bob", desk), "1.0", "u1");
+    register(
+        &server,
+        "bob",
+        mobile,
+        &udp_contact("bob", mobile),
+        "1.0",
+        "u1",
+    );
+    let desk_uas = scenario_with(
+        &server,
+        "proxy_uas_challenge.xml",
+        &[
+            ("@CODE@", "401"),
+            ("@HEADER@", "WWW-Authenticate"),
+            ("@REALM@", "desk.test"),
+        ],
+    );
+    let mobile_uas = scenario_with(
+        &server,
+        "proxy_uas_challenge.xml",
+        &[
+            ("@CODE@", "407"),
+            ("@HEADER@", "Proxy-Authenticate"),
+            ("@REALM@", "mobile.test"),
+        ],
+    );
+    // The 401 comes first, so it is the one forwarded (both are 4xx); it must carry
+    // the 407's challenge too.
+    let desk_phone = callee(&server, desk_uas, desk, &["-d", "100"]);
+    let mobile_phone = callee(&server, mobile_uas, mobile, &["-d", "400"]);
+    let uac = scenario("proxy_uac_challenged.xml");
+    must_pass(&server, "caller", call(&server, &uac, "bob", &[]));
+    must_pass(&server, "desk (401)", desk_phone.join().unwrap());
+    must_pass(&server, "mobile (407)", mobile_phone.join().unwrap());
+}
+
+#[test]
+fn a_redirect_to_another_local_user_is_followed() {
+    let server = start("");
+    let (bob, carol) = (free_port(), free_port());
+    register(&server, "bob", bob, &udp_contact("bob", bob), "1.0", "u1");
+    register(
+        &server,
+        "carol",
+        carol,
+        &udp_contact("carol", carol),
+        "1.0",
+        "u1",
+    );
+    let redirect = scenario_with(
+        &server,
+        "proxy_uas_redirect.xml",
+        &[("@CONTACT@", "<sip:carol@example.test>")],
+    );
+    let bob_phone = callee(&server, redirect, bob, &["-d", "100"]);
+    let carol_phone = callee(
+        &server,
+        scenario("proxy_uas_answer.xml"),
+        carol,
+        &["-d", "200"],
+    );
+    // alice calls bob and talks to carol: the 302 never reaches her.
+    let uac = scenario_with(&server, "proxy_uac_call.xml", &[("@RR@", ONE_RR)]);
+    must_pass(&server, "caller", call(&server, &uac, "bob", &[]));
+    must_pass(&server, "bob (302)", bob_phone.join().unwrap());
+    must_pass(&server, "carol (answers)", carol_phone.join().unwrap());
+}
+
+#[test]
+fn a_redirect_is_passed_on_when_recursion_is_off() {
+    let server = start("[proxy]\nmax_recursions = 0\n");
+    let redirect = scenario_with(
+        &server,
+        "proxy_uas_redirect.xml",
+        &[("@CONTACT@", "<sip:carol@example.test>")],
+    );
+    let uac = scenario_with(&server, "proxy_uac_final.xml", &[("@CODE@", "302")]);
+    call_one_phone(
+        &server,
+        redirect.to_str().unwrap(),
+        &["-d", "100"],
+        &uac,
+        &[],
+    );
+}
+
+#[test]
+fn a_tcp_callee_whose_registration_connection_closed_is_reached_at_its_contact() {
+    let server = start("");
+    let bob = free_port();
+    // SIPp registers over TCP from another port than its Contact's and exits: the
+    // connection the binding came over closes, and nothing listens at its source.
+    let contact = format!("sip:bob@127.0.0.1:{bob};transport=tcp");
+    register(&server, "bob", free_port(), &contact, "1.0", "t1");
+    // The phone listens on its Contact's port, over TCP.
+    let phone = callee(
+        &server,
+        scenario("proxy_uas_answer.xml"),
+        bob,
+        &["-d", "200", "-t", "t1"],
+    );
+    let uac = scenario_with(&server, "proxy_uac_call.xml", &[("@RR@", ONE_RR)]);
+    must_pass(&server, "caller", call(&server, &uac, "bob", &[]));
+    must_pass(&server, "callee over TCP", phone.join().unwrap());
 }

@@ -4,6 +4,18 @@
 
 use serde_json::{Map, Value, json};
 
+/// Something that happened, for one line of output: `name` (`ringing`, `answered`,
+/// `held`, `dtmf received`...), a `detail` for the text form and `fields` for JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PhoneEvent {
+    /// What happened.
+    pub name: &'static str,
+    /// The text after the name.
+    pub detail: Option<String>,
+    /// JSON-only extras.
+    pub fields: Vec<(&'static str, Value)>,
+}
+
 /// Prints events as text or JSON lines.
 #[derive(Debug, Clone, Copy)]
 pub struct Printer {
@@ -36,6 +48,11 @@ impl Printer {
                 None => println!("{event}"),
             }
         }
+    }
+
+    /// Prints a [`PhoneEvent`].
+    pub fn print(&self, e: &PhoneEvent) {
+        self.event(e.name, e.detail.as_deref(), &e.fields);
     }
 
     /// A problem worth telling but not an event of the call: always on standard error.

@@ -1,36 +1,43 @@
-//! The user agent behind `switchboard phone`: one tokio task that owns the transaction
-//! layer, the registration, at most one call (its dialog, offer/answer state and media
-//! session) and the pending client requests, and drives them from received messages,
-//! timers and media events, one at a time, with no locks.
+//! The user agent behind `switchboard phone`, sans-IO: [`Core`] owns the transaction
+//! layer, the registration, at most one call (its dialog, offer/answer state and the
+//! media it asked for) and the pending client requests, and is fed received messages,
+//! timer expiries, media events and the keyboard, each with an explicit `now`. It
+//! answers with what to transmit (the transaction layer's `poll_transmit`), what to do
+//! with media ([`MediaCommand`]), what to print ([`PhoneEvent`]) and, in the end, the
+//! exit code. The tokio task that performs all that is [`driver`] ([`Ua`]).
 //!
 //! The protocol rules live in `sip-core` (transactions, [`Dialog`], SDP offer/answer,
 //! digest auth, session timers); this file decides what the phone does with them: what
 //! to send when, what to print, and with which exit code to stop.
 //!
 //! Every handler is synchronous and queues what it sends in the transaction layer
-//! (`send_request`, `send_response`, `send_stateless`); the loop then drains the layer
-//! onto the network, as `serve` does.
+//! (`send_request`, `send_response`, `send_stateless`); the driver then drains the layer
+//! onto the network, as `serve` does. The unit tests (`tests.rs`) drive the core with
+//! built messages on a fake clock.
 
 use super::exit;
-use super::print::Printer;
+pub use super::print::PhoneEvent;
 use bytes::Bytes;
-use media::{AudioSink, AudioSource, Codec, MediaEvent, MediaSession, StreamParams};
-use serde_json::json;
+use media::{AudioSource, Codec, MediaEvent, StreamParams};
+use serde_json::{Value, json};
 use sip_core::auth::{Challenge, pick_best, respond};
 use sip_core::dialog::{Dialog, Refresher, SessionTimer, SessionTimerAction, glare_retry_after};
 use sip_core::name::HeaderName;
 use sip_core::sdp::{AudioStream, Direction, OfferAnswer, SessionDescription, answer_direction};
-use sip_core::transaction::{Event, TransactionKey, TransactionLayer};
+use sip_core::transaction::{Event, TransactionKey, TransactionLayer, Transmit};
 use sip_core::{Flow, Message, MessageBuilder, Method, Transport, response_to};
-use sip_net::{Endpoint, Incoming, Target};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 
 mod answer;
 mod call;
+pub mod driver;
+#[cfg(test)]
+mod tests;
+
+pub use driver::Ua;
 
 /// A codec as SDP names it: (payload type, encoding, clock rate).
 pub type SdpCodec = (u8, &'static str, u32);
@@ -238,7 +245,8 @@ struct Call {
     request: Option<Message>,
     dialog: Option<Dialog>,
     flow: Flow,
-    media: Option<MediaSession>,
+    /// The RTP port of the media session this call uses (bound by the driver before).
+    media_port: u16,
     media_started: bool,
     local_sdp: SessionDescription,
     oa: OfferAnswer,
@@ -248,6 +256,9 @@ struct Call {
     held_by_us: bool,
     held_by_them: bool,
     ack: Option<(Bytes, Flow, String)>,
+    /// UAC: the ACKs of 2xx from other forks of our INVITE, by To tag: those dialogs
+    /// were hung up at once (RFC 3261 §13.2.2.4); a retransmitted 2xx gets its ACK again.
+    fork_acks: Vec<(String, Bytes, Flow)>,
     ok_retx: Option<OkRetransmit>,
     digits: String,
     play: Option<PathBuf>,
@@ -280,19 +291,107 @@ enum Timer {
     Call(u64, CallTimer),
 }
 
-/// The user agent. See the [module docs](self).
-pub struct Ua {
-    endpoint: Endpoint,
+/// Our listening addresses, for Via, Contact and SDP: the endpoint's, fixed at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalAddrs {
+    /// The UDP listener.
+    pub udp: Option<SocketAddr>,
+    /// The TCP listener (also used for TLS and WebSocket requests).
+    pub tcp: Option<SocketAddr>,
+}
+
+impl LocalAddrs {
+    /// Our address on `transport`, for Via and Contact.
+    pub fn for_transport(&self, transport: Transport) -> SocketAddr {
+        let listener = match transport {
+            Transport::Udp => self.udp,
+            _ => self.tcp,
+        };
+        listener
+            .or(self.udp)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)))
+    }
+
+    /// Our IP address (for SDP and media).
+    pub fn ip(&self) -> IpAddr {
+        self.for_transport(Transport::Udp).ip()
+    }
+}
+
+/// What the media session of the call must do. One call at a time, so one session.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MediaCommand {
+    /// The new call takes the session bound ahead on `port` (see [`Core::set_media_port`]).
+    Bind {
+        /// Its RTP port.
+        port: u16,
+    },
+    /// Start sending and receiving.
+    Start {
+        /// The stream agreed.
+        params: StreamParams,
+        /// What to send.
+        source: AudioSource,
+        /// Where to record what is received.
+        record: Option<PathBuf>,
+    },
+    /// The stream changed (hold, resume, codec, address).
+    Update(StreamParams),
+    /// Send these DTMF digits (RFC 4733).
+    SendDtmf(String),
+    /// The call is over: stop (and finalize the recording).
+    Stop,
+}
+
+/// What the core asks its driver to do or show, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// A line for standard output.
+    Event(PhoneEvent),
+    /// A problem worth telling (standard error).
+    Warning(String),
+    /// Something for the media session.
+    Media(MediaCommand),
+}
+
+/// The queue of [`Output`]s, with the printer's vocabulary.
+#[derive(Debug, Default)]
+struct Outputs(VecDeque<Output>);
+
+impl Outputs {
+    fn event(
+        &mut self,
+        name: &'static str,
+        detail: Option<&str>,
+        fields: &[(&'static str, Value)],
+    ) {
+        self.0.push_back(Output::Event(PhoneEvent {
+            name,
+            detail: detail.map(str::to_owned),
+            fields: fields.to_vec(),
+        }));
+    }
+
+    fn warn(&mut self, text: &str) {
+        self.0.push_back(Output::Warning(text.to_owned()));
+    }
+
+    fn media(&mut self, command: MediaCommand) {
+        self.0.push_back(Output::Media(command));
+    }
+}
+
+/// The sans-IO user agent. See the [module docs](self).
+pub struct Core {
+    local: LocalAddrs,
     txl: TransactionLayer,
     s: Settings,
     task: Task,
-    out: Printer,
+    out: Outputs,
     pending: HashMap<TransactionKey, Pending>,
     timers: Vec<(Instant, Timer)>,
     call: Option<Call>,
     next_generation: u64,
-    media_rx: Option<mpsc::Receiver<MediaEvent>>,
-    stopping: Vec<MediaSession>,
     registered: bool,
     register_out: Option<Outgoing>,
     task_started: bool,
@@ -300,15 +399,13 @@ pub struct Ua {
     exit_ready: bool,
     calls_done: u32,
     messages_seen: u32,
-    stdin_rx: Option<mpsc::UnboundedReceiver<String>>,
     counter: u64,
-    /// A media session bound ahead of the next call, so that the handlers, which are
-    /// synchronous, have an RTP port at hand.
-    spare_media: Option<MediaSession>,
-    spare_error: Option<String>,
+    /// The RTP port of a media session the driver bound ahead of the next call (the
+    /// handlers are synchronous and the SDP needs it), or why it could not.
+    media_port: Result<u16, String>,
     /// Ctrl-C or SIGTERM: stop once the call in progress has ended.
     interrupted: bool,
-    /// The task is over and the exit under way (see [`Ua::begin_exit`]).
+    /// The task is over and the exit under way (see [`Core::begin_exit`]).
     exiting: bool,
 }
 
@@ -381,21 +478,19 @@ fn tokens_contain(msg: &Message, name: HeaderName, token: &str) -> bool {
         .any(|t| t.eq_ignore_ascii_case(token))
 }
 
-impl Ua {
-    /// A user agent on `endpoint` (already listening) that will do `task`.
-    pub fn new(endpoint: Endpoint, s: Settings, task: Task, out: Printer) -> Ua {
-        Ua {
-            endpoint,
+impl Core {
+    /// A user agent listening on `local` that will do `task`.
+    pub fn new(local: LocalAddrs, s: Settings, task: Task) -> Core {
+        Core {
+            local,
             txl: TransactionLayer::default(),
             s,
             task,
-            out,
+            out: Outputs::default(),
             pending: HashMap::new(),
             timers: Vec::new(),
             call: None,
             next_generation: 1,
-            media_rx: None,
-            stopping: Vec::new(),
             registered: false,
             register_out: None,
             task_started: false,
@@ -403,161 +498,36 @@ impl Ua {
             exit_ready: false,
             calls_done: 0,
             messages_seen: 0,
-            stdin_rx: None,
             counter: 0,
-            spare_media: None,
-            spare_error: None,
+            media_port: Err("no media session".into()),
             interrupted: false,
             exiting: false,
         }
     }
 
-    /// Runs until the task is done (and the registration removed); returns the exit code.
-    pub async fn run(mut self, mut incoming: mpsc::Receiver<Incoming>) -> u8 {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        if let Task::Answer(a) = &self.task
-            && !a.auto
-            && a.reject.is_none()
-        {
-            let (tx, rx) = mpsc::unbounded_channel();
-            std::thread::spawn(move || {
-                let mut line = String::new();
-                while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {
-                    if tx.send(std::mem::take(&mut line)).is_err() {
-                        break;
-                    }
-                }
-            });
-            self.stdin_rx = Some(rx);
-        }
-        self.bind_spare_media().await;
-        self.start(Instant::now());
-        loop {
-            self.drain().await;
-            if self.spare_media.is_none() {
-                self.bind_spare_media().await;
-            }
-            for media in std::mem::take(&mut self.stopping) {
-                let stats = media.stop().await;
-                tracing::debug!(?stats, "media stopped");
-            }
-            if let Some(code) = self.finished {
-                if !self.exit_ready {
-                    self.begin_exit(Instant::now());
-                    self.drain().await;
-                }
-                if self.exit_ready {
-                    return code;
-                }
-            }
-            let next = [
-                self.txl.poll_timeout(),
-                self.timers.iter().map(|(t, _)| *t).min(),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
-            let sleep = async move {
-                match next {
-                    Some(t) => tokio::time::sleep_until(t.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
-            let media_rx = &mut self.media_rx;
-            let media_event = async move {
-                match media_rx {
-                    Some(rx) => rx.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
-            let stdin_rx = &mut self.stdin_rx;
-            let stdin_line = async move {
-                match stdin_rx {
-                    Some(rx) => rx.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
-            let term = async {
-                match terminate.as_mut() {
-                    Some(t) => t.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                m = incoming.recv() => match m {
-                    Some(m) => self.on_incoming(m),
-                    None => {
-                        self.out.warn("the transport layer stopped");
-                        return exit::FAILED;
-                    }
-                },
-                () = sleep => {
-                    let now = Instant::now();
-                    self.txl.handle_timeout(now);
-                    self.fire_timers(now);
-                }
-                ev = media_event => match ev {
-                    Some(ev) => self.on_media(ev),
-                    None => self.media_rx = None,
-                },
-                line = stdin_line => match line {
-                    Some(_) => self.answer_ringing_call(Instant::now()),
-                    None => self.stdin_rx = None,
-                },
-                _ = tokio::signal::ctrl_c() => self.interrupt(),
-                _ = term => self.interrupt(),
-            }
+    // ----- the driver's interface -----
+
+    /// Starts: registers (with a server) or does the task at once.
+    pub fn start(&mut self, now: Instant) {
+        if self.s.server.is_some() {
+            self.register(now, self.s.expires);
+        } else {
+            self.start_task(now);
         }
     }
 
-    // ----- plumbing -----
-
-    async fn bind_spare_media(&mut self) {
-        match MediaSession::bind(self.local_ip()).await {
-            Ok(m) => {
-                self.spare_media = Some(m);
-                self.spare_error = None;
-            }
-            Err(e) => self.spare_error = Some(e.to_string()),
-        }
+    /// The RTP port of a media session bound for the next call, or why none could be.
+    pub fn set_media_port(&mut self, port: Result<u16, String>) {
+        self.media_port = port;
     }
 
-    fn take_media(&mut self) -> Result<MediaSession, String> {
-        self.spare_media.take().ok_or_else(|| {
-            self.spare_error
-                .clone()
-                .unwrap_or_else(|| "no media session".into())
-        })
+    /// Whether the next call has no media session bound ahead (the last was taken).
+    pub fn needs_media_port(&self) -> bool {
+        self.media_port.is_err()
     }
 
-    async fn drain(&mut self) {
-        loop {
-            let mut progressed = false;
-            while let Some(t) = self.txl.poll_transmit() {
-                progressed = true;
-                if let Err(e) = self.endpoint.send(Target::Flow(t.flow), t.bytes).await {
-                    tracing::debug!("send to {} failed: {e}", t.flow.remote);
-                    if let Some(key) = t.key {
-                        let _ = self.txl.handle_transport_error(Instant::now(), key);
-                    }
-                }
-            }
-            while let Some(event) = self.txl.poll_event() {
-                progressed = true;
-                self.on_event(event, Instant::now());
-            }
-            if !progressed {
-                break;
-            }
-        }
-    }
-
-    fn on_incoming(&mut self, incoming: Incoming) {
-        let now = Instant::now();
-        let Incoming::Message { msg, flow, .. } = incoming else {
-            return;
-        };
+    /// A message received on `flow`.
+    pub fn on_message(&mut self, msg: Message, flow: Flow, now: Instant) {
         if msg.is_request() {
             let target = sip_net::response_target(&flow, &msg);
             if let Err(e) = msg.validate() {
@@ -577,6 +547,85 @@ impl Ua {
         } else if let Err(e) = self.txl.handle_message(now, msg, flow) {
             tracing::debug!("response dropped: {e}");
         }
+    }
+
+    /// The next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.txl.poll_transmit()
+    }
+
+    /// Sending what [`Core::poll_transmit`] gave for transaction `key` failed.
+    pub fn on_transport_error(&mut self, key: TransactionKey, now: Instant) {
+        let _ = self.txl.handle_transport_error(now, key);
+    }
+
+    /// Handles what the transaction layer reported; `true` if there was anything.
+    pub fn handle_events(&mut self, now: Instant) -> bool {
+        let mut any = false;
+        while let Some(event) = self.txl.poll_event() {
+            any = true;
+            self.on_event(event, now);
+        }
+        any
+    }
+
+    /// When [`Core::on_timeout`] is next due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.txl.poll_timeout(),
+            self.timers.iter().map(|(t, _)| *t).min(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Time passed: runs the transaction timers and ours that are due.
+    pub fn on_timeout(&mut self, now: Instant) {
+        self.txl.handle_timeout(now);
+        self.fire_timers(now);
+    }
+
+    /// The next thing to print or do with media.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.0.pop_front()
+    }
+
+    /// The exit code once the task is over, before the exit is under way.
+    pub fn finished(&self) -> Option<u8> {
+        self.finished
+    }
+
+    /// The exit code once the task is over and the exit done (registration removed):
+    /// time to stop.
+    pub fn exit_code(&self) -> Option<u8> {
+        self.finished.filter(|_| self.exit_ready)
+    }
+
+    /// [`MediaCommand::Start`] failed (the driver said why): the next SDP from the far
+    /// end tries again.
+    pub fn on_media_start_failed(&mut self) {
+        if let Some(c) = self.call.as_mut() {
+            c.media_started = false;
+        }
+    }
+
+    /// The user pressed Enter: answers the call ringing, if any.
+    pub fn on_enter(&mut self, now: Instant) {
+        self.answer_ringing_call(now);
+    }
+
+    // ----- plumbing -----
+
+    fn media(&mut self, command: MediaCommand) {
+        self.out.media(command);
+    }
+
+    /// The media session bound ahead, for a new call: its port (told to the driver).
+    fn take_media(&mut self) -> Result<u16, String> {
+        let port = std::mem::replace(&mut self.media_port, Err("no media session".into()))?;
+        self.media(MediaCommand::Bind { port });
+        Ok(port)
     }
 
     fn arm(&mut self, at: Instant, timer: Timer) {
@@ -632,18 +681,11 @@ impl Ua {
 
     /// Our address on `transport`, for Via and Contact.
     fn local_addr(&self, transport: Transport) -> SocketAddr {
-        let listener = match transport {
-            Transport::Udp => Transport::Udp,
-            _ => Transport::Tcp,
-        };
-        self.endpoint
-            .local_addr(listener)
-            .or_else(|| self.endpoint.local_addr(Transport::Udp))
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)))
+        self.local.for_transport(transport)
     }
 
     fn local_ip(&self) -> IpAddr {
-        self.local_addr(Transport::Udp).ip()
+        self.local.ip()
     }
 
     fn via(&mut self, transport: Transport) -> String {
@@ -817,14 +859,6 @@ impl Ua {
 
     // ----- start, registration, exit -----
 
-    fn start(&mut self, now: Instant) {
-        if self.s.server.is_some() {
-            self.register(now, self.s.expires);
-        } else {
-            self.start_task(now);
-        }
-    }
-
     fn register(&mut self, now: Instant, expires: u32) {
         let Some(server) = self.s.server else {
             return;
@@ -971,7 +1005,7 @@ impl Ua {
     }
 
     /// Removes the registration (waiting at most 2 s for the answer) before exiting.
-    fn begin_exit(&mut self, now: Instant) {
+    pub fn begin_exit(&mut self, now: Instant) {
         if self.exiting {
             return;
         }
@@ -999,9 +1033,8 @@ impl Ua {
         self.arm(at, Timer::ExitDeadline);
     }
 
-    /// Ctrl-C or SIGTERM: hang up what is up, then exit through [`Ua::begin_exit`].
-    fn interrupt(&mut self) {
-        let now = Instant::now();
+    /// Ctrl-C or SIGTERM: hang up what is up, then exit through [`Core::begin_exit`].
+    pub fn interrupt(&mut self, now: Instant) {
         self.interrupted = true;
         if self.call.is_some() {
             // The call's end finishes the task (see `end_call`); a far end that does
@@ -1322,28 +1355,5 @@ impl Ua {
             }
             Pending::Other => {}
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn final_statuses_map_to_exit_codes() {
-        assert_eq!(exit_for_status(200), exit::OK);
-        assert_eq!(exit_for_status(486), exit::BUSY);
-        assert_eq!(exit_for_status(600), exit::BUSY);
-        assert_eq!(exit_for_status(480), exit::NO_ANSWER);
-        assert_eq!(exit_for_status(408), exit::NO_ANSWER);
-        assert_eq!(exit_for_status(404), exit::REJECTED);
-        assert_eq!(exit_for_status(603), exit::REJECTED);
-    }
-
-    #[test]
-    fn codecs_by_sdp_name() {
-        assert_eq!(codec_of("pcmu"), Some(Codec::Pcmu));
-        assert_eq!(codec_of("PCMA"), Some(Codec::Pcma));
-        assert_eq!(codec_of("G729"), None);
     }
 }

@@ -6,7 +6,8 @@
 //! What a request goes through, in §16's order:
 //! 1. validation (§16.3): Max-Forwards 0 gets 483, a request that already went through
 //!    us with the same identifying fields gets 482 (loop; a spiral, whose Request-URI
-//!    changed, passes);
+//!    changed, passes); a Proxy-Require option tag we do not support (we support
+//!    none) gets 420 with Unsupported;
 //! 2. Route processing (§16.4): our own Record-Route values on top of Route are popped
 //!    (both of a double Record-Route); a strict router's Request-URI naming us is
 //!    replaced by the last Route value;
@@ -21,9 +22,12 @@
 //!    dialog-creating requests (twice when the two sides' transports differ),
 //!    Max-Forwards decremented;
 //! 6. responses (§16.7): provisionals relayed, every 2xx relayed at once and the other
-//!    branches cancelled, a 6xx ends the search, otherwise the best final response
-//!    when all branches are done (503 becomes 500); Timer C (from the transaction
-//!    layer) cancels a branch and counts as 408;
+//!    branches cancelled, a 6xx ends the search; a 3xx's Contacts in our domain (or
+//!    allowed foreign addresses) join the target set, at most `max_recursions` times,
+//!    and leave the 3xx; otherwise the best final response when all branches are done
+//!    (503 becomes 500; a 401/407 carries the challenges of every 401 and 407
+//!    received, step 7); Timer C (from the transaction layer) cancels a branch and
+//!    counts as 408;
 //! 7. CANCEL (§16.10): answered 200, every pending branch cancelled, 487 to the INVITE.
 //!
 //! ACKs for 2xx and 2xx retransmissions that outlive their transactions are forwarded
@@ -41,6 +45,7 @@ use ipnet::IpNet;
 use route::{Hop, Interfaces, RouteInfo};
 use sip_core::builder::response_to_with_reason;
 use sip_core::forward::{RequestEdit, forward_request, strip_top_via};
+use sip_core::headers::{Contact, split_list};
 use sip_core::transaction::{Timer, TransactionKey, TransactionLayer};
 use sip_core::{Flow, HeaderName, Message, Method, Transport, Uri};
 use std::collections::{HashMap, VecDeque};
@@ -65,6 +70,9 @@ pub struct ProxySettings {
     pub trusted: Vec<IpNet>,
     /// Forward requests for other domains (`[proxy] forward_foreign_domains`).
     pub forward_foreign: bool,
+    /// How many 3xx responses one request may recurse on (`[proxy] max_recursions`); 0
+    /// passes every 3xx on to the caller.
+    pub max_recursions: u32,
 }
 
 /// Counters, for the logs and the admin API.
@@ -80,6 +88,65 @@ pub struct ProxyStats {
     pub challenges: u64,
     /// Response contexts live now.
     pub contexts: usize,
+}
+
+impl ProxyStats {
+    /// One compact line for the logs, with the live transactions count beside ours.
+    pub fn summary(&self, transactions: usize) -> String {
+        let r = &self.responses;
+        format!(
+            "calls {} forwarded {} responses 1xx {} 2xx {} 3xx {} 4xx {} 5xx {} 6xx {} \
+             challenges {} contexts {} transactions {transactions}",
+            self.calls_routed,
+            self.requests_forwarded,
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            r[6],
+            self.challenges,
+            self.contexts,
+        )
+    }
+}
+
+/// When to log the counters at info level: when they changed since the last line, at
+/// most once per `interval`, so an idle server stays quiet and a busy one writes one
+/// line a minute.
+#[derive(Debug)]
+pub struct StatsLog {
+    interval: std::time::Duration,
+    last_at: Option<Instant>,
+    last: String,
+}
+
+impl StatsLog {
+    /// Nothing logged yet; the counters start at zero.
+    pub fn new(interval: std::time::Duration) -> StatsLog {
+        StatsLog {
+            interval,
+            last_at: None,
+            last: ProxyStats::default().summary(0),
+        }
+    }
+
+    /// The line to log now, if any.
+    pub fn due(&mut self, now: Instant, stats: &ProxyStats, transactions: usize) -> Option<String> {
+        if self
+            .last_at
+            .is_some_and(|at| now.saturating_duration_since(at) < self.interval)
+        {
+            return None;
+        }
+        let line = stats.summary(transactions);
+        if line == self.last {
+            return None;
+        }
+        self.last_at = Some(now);
+        self.last.clone_from(&line);
+        Some(line)
+    }
 }
 
 /// What the caller of [`Proxy::on_request`] should do next.
@@ -117,6 +184,9 @@ struct Branch {
     timed_out: bool,
     /// A CANCEL is owed as soon as a provisional arrives (§9.1: not before).
     cancel_on_provisional: bool,
+    /// Where to try instead if sending fails: a plain binding's Contact address when
+    /// the connection it registered over is gone.
+    retry: Option<Hop>,
 }
 
 /// A response context (§16.7): the request, its branches and the best response so far.
@@ -133,12 +203,27 @@ struct Context {
     branches: Vec<Branch>,
     branch_base: String,
     best: Option<Message>,
+    /// Every WWW-Authenticate and Proxy-Authenticate of the 401s and 407s received, in
+    /// order: a 401/407 sent upstream carries them all (§16.7 step 7).
+    challenges: Vec<(HeaderName, String)>,
     final_sent: bool,
     /// No new branch may start: a 2xx or 6xx arrived, or the caller cancelled.
     stop: bool,
     /// Waiting for RFC 3263 resolution of the Request-URI.
     resolving: bool,
     is_invite: bool,
+    /// The caller was authenticated (or trusted): foreign targets are allowed.
+    authenticated: bool,
+    /// Every target URI in the target set so far: a 3xx Contact already there is not
+    /// added again (§16.5).
+    targets: Vec<String>,
+    /// 3xx responses recursed on so far (bounded by `max_recursions`).
+    recursions: u32,
+    /// The location service and the clocks when the request came, for 3xx Contacts in
+    /// our domain (their bindings are looked up when the 3xx arrives).
+    location: LocationReader,
+    unix: u64,
+    started: Instant,
 }
 
 /// The proxy: settings, our addresses, the digest authenticator and the live contexts.
@@ -295,6 +380,14 @@ impl Proxy {
             return Handled::ForUs;
         }
 
+        // §16.3 step 5: Proxy-Require. An OPTIONS or an unknown method may still turn
+        // out to be answered here as a UAS (where Require counts, not Proxy-Require):
+        // those are checked once their targets are known.
+        let maybe_for_us = method == Method::Options || (!to_tag && !method.is_known());
+        if !maybe_for_us && self.refuse_proxy_require(env, txl, key, request) {
+            return Handled::Yes;
+        }
+
         // §22.3: who is calling.
         let from_local = request
             .from()
@@ -427,11 +520,26 @@ impl Proxy {
             return Handled::Yes;
         }
 
+        if maybe_for_us && self.refuse_proxy_require(env, txl, key, request) {
+            return Handled::Yes;
+        }
         let is_invite = method == Method::Invite;
         if is_invite && out_of_dialog {
             self.stats.calls_routed += 1;
         }
+        let mut targets: Vec<String> = vec![ruri_text.clone()];
+        for hop in groups.iter().flatten() {
+            if let Some(uri) = &hop.request_uri {
+                targets.push(uri.clone());
+            }
+        }
         let ctx = Context {
+            authenticated,
+            targets,
+            recursions: 0,
+            location: env.location.clone(),
+            unix: env.unix,
+            started: env.now,
             incoming: flow.transport,
             record_route: out_of_dialog && creates_dialog(&method),
             routes: info.routes_to_send(),
@@ -439,6 +547,7 @@ impl Proxy {
             branches: Vec::new(),
             branch_base,
             best: None,
+            challenges: Vec::new(),
             final_sent: false,
             stop: false,
             resolving: resolve.is_some(),
@@ -451,6 +560,38 @@ impl Proxy {
         }
         self.advance(env.now, txl, key, ctx);
         Handled::Yes
+    }
+
+    /// §16.3 step 5: answers 420 with Unsupported when Proxy-Require lists option tags
+    /// (we support none there), 400 when it does not parse. Whether it answered.
+    fn refuse_proxy_require(
+        &mut self,
+        env: &Env<'_>,
+        txl: &mut TransactionLayer,
+        key: TransactionKey,
+        request: &Message,
+    ) -> bool {
+        let mut unsupported: Vec<&str> = Vec::new();
+        for tag in request.tokens(HeaderName::ProxyRequire) {
+            match tag {
+                Ok(t) => {
+                    if !unsupported.iter().any(|u| u.eq_ignore_ascii_case(t)) {
+                        unsupported.push(t);
+                    }
+                }
+                Err(e) => {
+                    let reason = format!("Bad Request ({e})");
+                    self.respond(env, txl, key, request, 400, &reason, &[]);
+                    return true;
+                }
+            }
+        }
+        if unsupported.is_empty() {
+            return false;
+        }
+        let list = unsupported.join(", ");
+        self.respond(env, txl, key, request, 420, "", &[("Unsupported", &list)]);
+        true
     }
 
     /// An ACK outside any transaction: the ACK to a 2xx (§16.11: forwarded statelessly
@@ -561,6 +702,7 @@ impl Proxy {
                 request_uri: None,
                 routes: None,
                 flow,
+                fallback: None,
             }]);
         }
         if targets.is_empty()
@@ -620,17 +762,24 @@ impl Proxy {
             let branch = &mut ctx.branches[index];
             if !branch.done {
                 branch.done = true;
-                let chosen = if branch.timed_out {
+                let timed_out = branch.timed_out;
+                let mut chosen = if timed_out {
                     build_response(&ctx.request, 408, "", &self.settings.server_name)
                 } else {
                     strip_top_via(&response).and_then(|b| Message::parse(b).ok())
                 };
+                if (300..400).contains(&code) && !timed_out && !ctx.stop {
+                    chosen = chosen.and_then(|r| self.recurse(now, &mut ctx, r));
+                }
                 if code >= 600 {
                     ctx.stop = true;
                     ctx.pending.clear();
                     cancel_branches(now, txl, &mut ctx, Some(index));
                 }
                 if let Some(r) = chosen {
+                    if matches!(r.status(), Some(401 | 407)) {
+                        collect_challenges(&mut ctx.challenges, &r);
+                    }
                     keep_best(&mut ctx.best, r);
                 }
             }
@@ -663,6 +812,8 @@ impl Proxy {
     }
 
     /// A send failed for client transaction `key` (§16.9: the branch counts as 503).
+    /// A branch to a plain binding whose connection is gone is sent again, at once, to
+    /// the binding's Contact address instead (a new connection).
     pub fn on_transport_error(
         &mut self,
         now: Instant,
@@ -672,7 +823,19 @@ impl Proxy {
         let Some((server, index, mut ctx)) = self.take_branch(key) else {
             return;
         };
-        self.fail_branch(&mut ctx, index, 503);
+        let branch = &mut ctx.branches[index];
+        let retry = branch.retry.take().filter(|_| !branch.done && !ctx.stop);
+        match retry {
+            Some(hop) => {
+                tracing::debug!(
+                    to = %hop.flow.remote,
+                    "the binding's connection is gone: trying its Contact address"
+                );
+                ctx.branches[index].done = true;
+                self.start_group(now, txl, server, &mut ctx, vec![hop]);
+            }
+            None => self.fail_branch(&mut ctx, index, 503),
+        }
         self.advance(now, txl, server, ctx);
     }
 
@@ -743,6 +906,109 @@ impl Proxy {
         }
     }
 
+    /// §16.5 and §16.7 step 4: the Contacts of a 3xx that are in our domain (their
+    /// bindings) or allowed targets (other domains by IP address, when foreign
+    /// forwarding is on and the caller authenticated) join the target set, tried next;
+    /// Contacts already in the set are dropped. Returns the 3xx with the Contacts left
+    /// for the response context, or `None` when none is left.
+    fn recurse(&mut self, now: Instant, ctx: &mut Context, response: Message) -> Option<Message> {
+        if ctx.recursions >= self.settings.max_recursions {
+            return Some(response);
+        }
+        let mut contacts: Vec<(u16, &str)> = response
+            .get_all(HeaderName::Contact)
+            .flat_map(split_list)
+            .map(str::trim)
+            .map(|v| {
+                let q = match Contact::parse(v) {
+                    Ok(Contact::Addr(na)) => na.q().unwrap_or(1000),
+                    _ => 1000,
+                };
+                (q, v)
+            })
+            .collect();
+        // Best q first; equal q's keep their order.
+        contacts.sort_by_key(|c| std::cmp::Reverse(c.0));
+        let unix = ctx.unix + now.saturating_duration_since(ctx.started).as_secs();
+        let mut kept: Vec<&str> = Vec::new();
+        let mut added: Vec<Vec<Hop>> = Vec::new();
+        let mut recursed = 0;
+        for (_, value) in contacts {
+            let Ok(Contact::Addr(na)) = Contact::parse(value) else {
+                kept.push(value);
+                continue;
+            };
+            if ctx.targets.iter().any(|t| t == na.uri_text) {
+                recursed += 1;
+                continue;
+            }
+            match self.redirect_targets(ctx, &na, unix) {
+                Some(groups) => {
+                    recursed += 1;
+                    ctx.targets.push(na.uri_text.to_owned());
+                    for hop in groups.iter().flatten() {
+                        if let Some(uri) = &hop.request_uri {
+                            ctx.targets.push(uri.clone());
+                        }
+                    }
+                    added.extend(groups);
+                }
+                None => kept.push(value),
+            }
+        }
+        if recursed == 0 {
+            return Some(response);
+        }
+        ctx.recursions += 1;
+        for group in added.into_iter().rev() {
+            ctx.pending.push_front(group);
+        }
+        if kept.is_empty() {
+            return None;
+        }
+        let kept: Vec<(HeaderName, &str)> =
+            kept.into_iter().map(|v| (HeaderName::Contact, v)).collect();
+        edit_headers(&response, &[HeaderName::Contact], &kept).or(Some(response))
+    }
+
+    /// The targets a 3xx Contact stands for: the bindings of a user of our domain (a
+    /// 480 or 404 for the context when there are none), or the address of an allowed
+    /// foreign target. `None`: not ours to follow, left in the 3xx for the caller.
+    fn redirect_targets(
+        &self,
+        ctx: &mut Context,
+        contact: &sip_core::headers::NameAddr<'_>,
+        unix: u64,
+    ) -> Option<VecDeque<Vec<Hop>>> {
+        let sip = contact.uri.as_sip()?;
+        if self.is_local_domain(&sip.host.to_string()) {
+            let user = sip.user_decoded()?;
+            let user = String::from_utf8_lossy(&user);
+            let aor = format!("sip:{user}@{}", self.settings.domain);
+            let mut bindings = ctx.location.lookup(&aor, unix);
+            bindings.sort_by(Binding::priority_cmp);
+            let groups = self.interfaces.hops_for_bindings(&bindings);
+            if groups.is_empty()
+                && let Some(r) = build_response(&ctx.request, 480, "", &self.settings.server_name)
+            {
+                keep_best(&mut ctx.best, r);
+            }
+            return Some(groups);
+        }
+        if self.interfaces.is_own_host(&sip.host) {
+            return None;
+        }
+        if self.settings.forward_foreign && ctx.authenticated {
+            let hop = self.interfaces.hop_to_uri(contact.uri_text, None)?;
+            let hop = Hop {
+                request_uri: Some(contact.uri_text.to_owned()),
+                ..hop
+            };
+            return Some(VecDeque::from([vec![hop]]));
+        }
+        None
+    }
+
     /// Starts the next serial group when every branch is done, sends the best response
     /// when nothing is left to try, and keeps or drops the context.
     fn advance(
@@ -777,6 +1043,11 @@ impl Proxy {
                             best = r;
                         }
                     }
+                    if matches!(best.status(), Some(401 | 407))
+                        && let Some(merged) = with_challenges(&best, &ctx.challenges)
+                    {
+                        best = merged;
+                    }
                     self.send_up(now, txl, server, best);
                 }
             }
@@ -807,6 +1078,11 @@ impl Proxy {
     ) {
         for hop in group {
             let index = ctx.branches.len();
+            let retry = hop.fallback.map(|flow| Hop {
+                flow,
+                fallback: None,
+                ..hop.clone()
+            });
             let code = match self.forward(now, txl, ctx, &hop, index) {
                 Ok(key) => {
                     self.branches.insert(key, (server, index));
@@ -816,6 +1092,7 @@ impl Proxy {
                         done: false,
                         timed_out: false,
                         cancel_on_provisional: false,
+                        retry,
                     });
                     continue;
                 }
@@ -956,6 +1233,75 @@ fn build_response(request: &Message, code: u16, reason: &str, server: &str) -> O
     let mut b = response_to_with_reason(request, code, reason, Some("sbpx"));
     b.push("Server", server);
     b.build().ok()
+}
+
+/// Adds the challenges of a 401/407 received on a branch to those collected.
+fn collect_challenges(into: &mut Vec<(HeaderName, String)>, response: &Message) {
+    for name in [HeaderName::WwwAuthenticate, HeaderName::ProxyAuthenticate] {
+        for value in response.get_all(name) {
+            let value = value.trim();
+            if !into.iter().any(|(n, v)| *n == name && v == value) {
+                into.push((name, value.to_owned()));
+            }
+        }
+    }
+}
+
+/// §16.7 step 7: the 401/407 `best` with every collected challenge it lacks added
+/// after its own headers. `None` when nothing is missing.
+fn with_challenges(best: &Message, challenges: &[(HeaderName, String)]) -> Option<Message> {
+    let missing: Vec<(HeaderName, &str)> = challenges
+        .iter()
+        .filter(|(name, value)| !best.get_all(*name).any(|v| v.trim() == value))
+        .map(|(name, value)| (*name, value.as_str()))
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    edit_headers(best, &[], &missing)
+}
+
+/// `msg` with every header line named in `remove` left out (folded continuations
+/// included) and the `add` lines appended after the others; the start line, the other
+/// lines and the body are copied as they came.
+fn edit_headers(
+    msg: &Message,
+    remove: &[HeaderName],
+    add: &[(HeaderName, &str)],
+) -> Option<Message> {
+    let src = msg.as_bytes();
+    let head = src.get(..msg.body_offset())?;
+    // The head ends with the empty line; it is written again after the new lines.
+    let head = head
+        .strip_suffix(b"\r\n")
+        .or_else(|| head.strip_suffix(b"\n"))?;
+    let mut out = Vec::with_capacity(src.len() + 256);
+    let mut dropping = false;
+    for (i, line) in head.split_inclusive(|&b| b == b'\n').enumerate() {
+        if i > 0 {
+            if line.first().is_some_and(|&b| b == b' ' || b == b'\t') {
+                if dropping {
+                    continue;
+                }
+            } else {
+                let name = line.split(|&b| b == b':').next().unwrap_or(b"");
+                dropping = remove.contains(&HeaderName::from_bytes(name.trim_ascii()));
+                if dropping {
+                    continue;
+                }
+            }
+        }
+        out.extend_from_slice(line);
+    }
+    for (name, value) in add {
+        out.extend_from_slice(name.label().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(msg.body());
+    Message::parse(out.into()).ok()
 }
 
 /// §16.7 step 6: 6xx first, then the lowest class; the first of a class wins.

@@ -77,6 +77,10 @@ pub(super) struct Hop {
     pub routes: Option<Vec<String>>,
     /// Where to send.
     pub flow: Flow,
+    /// Where to send instead when `flow` cannot be used: a plain binding registered
+    /// over a connection that has closed is tried at its Contact address (a new
+    /// connection). Outbound bindings (RFC 5626 §5.3) and Path ones have none.
+    pub fallback: Option<Flow>,
 }
 
 /// What Route processing (§16.4) made of a request.
@@ -201,6 +205,7 @@ impl Interfaces {
                 request_uri: info.request_uri.clone(),
                 routes: None,
                 flow,
+                fallback: None,
             });
         }
         let mut routes: Vec<String> = info.remaining.iter().skip(1).cloned().collect();
@@ -209,6 +214,7 @@ impl Interfaces {
             request_uri: Some(na.uri_text.to_owned()),
             routes: Some(routes),
             flow,
+            fallback: None,
         })
     }
 
@@ -221,6 +227,7 @@ impl Interfaces {
             request_uri: None,
             routes: None,
             flow,
+            fallback: None,
         })
     }
 
@@ -248,7 +255,8 @@ impl Interfaces {
 
 /// A binding's next hop: its first Path hop; the flow it registered over for
 /// connection-oriented transports and outbound (so the phone's own connection, through
-/// its NAT, is reused); its contact address otherwise.
+/// its NAT, is reused), with the contact address as fallback for a plain (not outbound)
+/// binding whose connection has closed; its contact address otherwise.
 fn hop_for_binding(b: &Binding) -> Option<Hop> {
     if let Some(first) = b.path.first() {
         let na = NameAddr::parse(first, "Path").ok()?;
@@ -257,24 +265,32 @@ fn hop_for_binding(b: &Binding) -> Option<Hop> {
             request_uri: Some(b.contact.clone()),
             routes: Some(b.path.clone()),
             flow,
+            fallback: None,
         });
     }
     let outbound = b.instance_id.is_some() && b.reg_id.is_some();
-    let flow = if b.transport.is_reliable() || outbound {
-        Flow {
+    let contact = Uri::parse(&b.contact)
+        .ok()
+        .and_then(|u| resolve(u.as_sip()?, Some(b.transport)));
+    let (flow, fallback) = if b.transport.is_reliable() || outbound {
+        let flow = Flow {
             transport: b.transport,
             remote: b.source,
             local: None,
             connection: None,
-        }
+        };
+        // With outbound a closed flow makes the binding unusable (RFC 5626 §5.3): no
+        // second chance. A plain binding's Contact is where the phone said it listens.
+        let fallback = contact.filter(|c| !outbound && c.remote != b.source);
+        (flow, fallback)
     } else {
-        let uri = Uri::parse(&b.contact).ok()?;
-        resolve(uri.as_sip()?, Some(b.transport))?
+        (contact?, None)
     };
     Some(Hop {
         request_uri: Some(b.contact.clone()),
         routes: None,
         flow,
+        fallback,
     })
 }
 

@@ -45,6 +45,7 @@ impl Harness {
             require_auth,
             trusted: vec![],
             forward_foreign,
+            max_recursions: 2,
         };
         let ifaces = vec![
             Interface::new(Transport::Udp, "10.0.0.1:5060".parse().unwrap(), "x"),
@@ -137,6 +138,9 @@ impl Harness {
                     }
                     Event::Timeout { key, timer } => {
                         self.proxy.on_timeout(self.now, txl, key, timer)
+                    }
+                    Event::TransportError { key } => {
+                        self.proxy.on_transport_error(self.now, txl, key)
                     }
                     Event::Terminated { key } => self.proxy.on_terminated(self.now, txl, key),
                     Event::StrayResponse { response, .. } => {
@@ -480,4 +484,327 @@ fn strict_routers_on_both_sides() {
     assert_eq!(out[0].1.request_uri_str(), Some("sip:192.0.2.40:5060"));
     let routes: Vec<String> = out[0].1.routes().map(|r| r.unwrap().to_string()).collect();
     assert_eq!(routes, ["<sip:192.0.2.41;lr>", "<sip:bob@192.0.2.20:5060>"]);
+}
+
+/// The callee's `code` response to `req` with extra header lines.
+fn answer_with(req: &Message, code: u16, tag: &str, headers: &[(&str, &str)]) -> String {
+    let mut b = sip_core::builder::response_to_with_reason(req, code, "", Some(tag));
+    for (name, value) in headers {
+        b.push(name, value);
+    }
+    String::from_utf8(b.into_bytes().unwrap().to_vec()).unwrap()
+}
+
+#[test]
+fn a_forwarded_401_or_407_carries_every_branch_challenge() {
+    let mut h = Harness::new(false);
+    h.bind("bob", "sip:bob@192.0.2.20:5060", None, 10);
+    h.bind("bob", "sip:bob@192.0.2.21:5060", None, 20);
+    h.bind("bob", "sip:bob@192.0.2.22:5060", None, 30);
+    h.recv(CALLER, &invite("sip:bob@example.test", ""));
+    let out = h.take();
+    assert_eq!(out.len(), 3);
+    let (a, b, c) = (out[0].1.clone(), out[1].1.clone(), out[2].1.clone());
+    let www_a = r#"Digest realm="a.test", nonce="na", algorithm=MD5"#;
+    let www_a2 = r#"Digest realm="a.test", nonce="na2", algorithm=SHA-256"#;
+    let proxy_b = r#"Digest realm="b.test", nonce="nb""#;
+    h.recv(
+        "192.0.2.20:5060",
+        &answer_with(
+            &a,
+            401,
+            "ta",
+            &[("WWW-Authenticate", www_a), ("WWW-Authenticate", www_a2)],
+        ),
+    );
+    h.recv(
+        "192.0.2.21:5060",
+        &answer_with(&b, 407, "tb", &[("Proxy-Authenticate", proxy_b)]),
+    );
+    h.take();
+    h.recv("192.0.2.22:5060", &answer_with(&c, 486, "tc", &[]));
+    let out = h.take();
+    let up: Vec<_> = out
+        .iter()
+        .filter(|(a, _)| a.to_string() == CALLER)
+        .collect();
+    assert_eq!(up.len(), 1, "{:?}", codes(&out));
+    let resp = &up[0].1;
+    // 401 and 407 are both 4xx like the 486; the first of the class (the 401) wins.
+    assert_eq!(resp.status(), Some(401));
+    let www: Vec<&str> = resp.get_all(HeaderName::WwwAuthenticate).collect();
+    assert_eq!(www, [www_a, www_a2]);
+    let proxy: Vec<&str> = resp.get_all(HeaderName::ProxyAuthenticate).collect();
+    assert_eq!(proxy, [proxy_b]);
+    assert_eq!(resp.vias().count(), 1);
+}
+
+#[test]
+fn proxy_require_with_an_unknown_option_gets_420_with_unsupported() {
+    let mut h = Harness::new(false);
+    h.bind("bob", "sip:bob@192.0.2.20:5060", None, 10);
+    h.recv(
+        CALLER,
+        &invite(
+            "sip:bob@example.test",
+            "Proxy-Require: foo, bar\r\nProxy-Require: foo\r\nRequire: baz\r\n",
+        ),
+    );
+    let out = h.take();
+    assert_eq!(codes(&out), ["420>192.0.2.1:5060"]);
+    assert_eq!(out[0].1.get(HeaderName::Unsupported), Some("foo, bar"));
+    assert_eq!(h.proxy.stats().calls_routed, 0);
+    // Require is for the UAS: the proxy passes it on.
+    h.recv(
+        CALLER,
+        &invite("sip:bob@example.test", "Require: baz\r\n").replace("z9hG4bKc1", "z9hG4bKr2"),
+    );
+    let out = h.take();
+    assert_eq!(codes(&out), ["INVITE>192.0.2.20:5060"]);
+    assert_eq!(out[0].1.get(HeaderName::Require), Some("baz"));
+}
+
+#[test]
+fn counters_are_logged_when_they_change_at_most_once_per_interval() {
+    let t0 = Instant::now();
+    let mut log = StatsLog::new(Duration::from_secs(60));
+    let mut stats = ProxyStats::default();
+    assert_eq!(log.due(t0, &stats, 0), None, "idle: nothing to say");
+    stats.calls_routed = 1;
+    stats.responses[2] = 1;
+    assert_eq!(
+        log.due(t0 + Duration::from_secs(15), &stats, 3).as_deref(),
+        Some(
+            "calls 1 forwarded 0 responses 1xx 0 2xx 1 3xx 0 4xx 0 5xx 0 6xx 0 \
+             challenges 0 contexts 0 transactions 3"
+        )
+    );
+    stats.calls_routed = 2;
+    assert_eq!(log.due(t0 + Duration::from_secs(30), &stats, 3), None);
+    assert!(log.due(t0 + Duration::from_secs(75), &stats, 3).is_some());
+    assert_eq!(log.due(t0 + Duration::from_secs(200), &stats, 3), None);
+}
+
+#[test]
+fn a_3xx_to_a_local_user_is_recursed_on_and_foreign_contacts_are_passed_on() {
+    let mut h = Harness::new(false);
+    h.bind("bob", "sip:bob@192.0.2.20:5060", None, 10);
+    h.bind("carol", "sip:carol@192.0.2.30:5060", None, 10);
+    h.recv(CALLER, &invite("sip:bob@example.test", ""));
+    let to_bob = h.take()[0].1.clone();
+    let contacts = "<sip:carol@example.test>;q=0.9, <sip:x@203.0.113.9>;q=0.5";
+    h.recv(
+        "192.0.2.20:5060",
+        &answer_with(&to_bob, 302, "tb", &[("Contact", contacts)]),
+    );
+    let out = h.take();
+    assert_eq!(
+        codes(&out),
+        ["ACK>192.0.2.20:5060", "INVITE>192.0.2.30:5060"]
+    );
+    let to_carol = out[1].1.clone();
+    assert_eq!(
+        to_carol.request_uri_str(),
+        Some("sip:carol@192.0.2.30:5060")
+    );
+    assert!(
+        to_carol
+            .top_via()
+            .unwrap()
+            .branch()
+            .unwrap()
+            .ends_with(".1")
+    );
+    h.recv("192.0.2.30:5060", &answer_with(&to_carol, 486, "tc", &[]));
+    let out = h.take();
+    assert_eq!(codes(&out), ["ACK>192.0.2.30:5060", "302>192.0.2.1:5060"]);
+    // The 3xx beats the 486, without the Contact we recursed on (§16.7 step 4).
+    let contacts: Vec<&str> = out[1].1.get_all(HeaderName::Contact).collect();
+    assert_eq!(contacts, ["<sip:x@203.0.113.9>;q=0.5"]);
+    assert_eq!(h.proxy.stats().contexts, 0);
+}
+
+#[test]
+fn recursion_is_bounded_and_skips_targets_already_tried() {
+    let mut h = Harness::new(false); // max_recursions 2
+    h.bind("bob", "sip:bob@192.0.2.20:5060", None, 10);
+    h.bind("carol", "sip:carol@192.0.2.30:5060", None, 10);
+    h.bind("dave", "sip:dave@192.0.2.40:5060", None, 10);
+    h.recv(CALLER, &invite("sip:bob@example.test", ""));
+    let to_bob = h.take()[0].1.clone();
+    let redirect = |req: &Message, to: &str| {
+        answer_with(
+            req,
+            302,
+            "t",
+            &[("Contact", &format!("<sip:{to}@example.test>"))],
+        )
+    };
+    h.recv("192.0.2.20:5060", &redirect(&to_bob, "carol"));
+    let to_carol = h.take()[1].1.clone();
+    assert_eq!(
+        to_carol.request_uri_str(),
+        Some("sip:carol@192.0.2.30:5060")
+    );
+    // carol sends us back to bob: already in the target set, so nothing to try and
+    // nothing left in the 3xx.
+    h.recv(
+        "192.0.2.30:5060",
+        &answer_with(
+            &to_carol,
+            302,
+            "t",
+            &[("Contact", "<sip:bob@example.test>, <sip:dave@example.test>")],
+        ),
+    );
+    let out = h.take();
+    assert_eq!(
+        codes(&out),
+        ["ACK>192.0.2.30:5060", "INVITE>192.0.2.40:5060"]
+    );
+    let to_dave = out[1].1.clone();
+    // A third 3xx is over the bound of 2: passed on as the best response.
+    h.recv("192.0.2.40:5060", &redirect(&to_dave, "carol"));
+    let out = h.take();
+    assert_eq!(codes(&out), ["ACK>192.0.2.40:5060", "302>192.0.2.1:5060"]);
+    assert_eq!(
+        out[1].1.get(HeaderName::Contact),
+        Some("<sip:carol@example.test>")
+    );
+
+    // With recursion off, the first 3xx goes to the caller as it came.
+    let mut h = Harness::new(false);
+    h.proxy.settings.max_recursions = 0;
+    h.bind("bob", "sip:bob@192.0.2.20:5060", None, 10);
+    h.bind("carol", "sip:carol@192.0.2.30:5060", None, 10);
+    h.recv(CALLER, &invite("sip:bob@example.test", ""));
+    let to_bob = h.take()[0].1.clone();
+    h.recv("192.0.2.20:5060", &redirect(&to_bob, "carol"));
+    assert_eq!(
+        codes(&h.take()),
+        ["ACK>192.0.2.20:5060", "302>192.0.2.1:5060"]
+    );
+}
+
+/// bob registered over TCP from `source`, with `contact`; an outbound binding (RFC
+/// 5626) when `outbound`.
+fn bind_tcp(h: &mut Harness, contact: &str, source: &str, outbound: bool) {
+    h.location
+        .apply(&[Change::Upsert(Binding {
+            aor: "sip:bob@example.test".into(),
+            contact: contact.into(),
+            expires_at: UNIX + 600,
+            q: None,
+            call_id: format!("reg-{contact}"),
+            cseq: 1,
+            transport: Transport::Tcp,
+            source: source.parse().unwrap(),
+            path: vec![],
+            instance_id: outbound.then(|| "<urn:uuid:00000000-0000-0000-0000-000000000001>".into()),
+            reg_id: outbound.then_some(1),
+            user_agent: None,
+            registered_at: UNIX - 10,
+        })])
+        .unwrap();
+}
+
+#[test]
+fn a_closed_tcp_flow_falls_back_to_the_contact_unless_outbound() {
+    let mut h = Harness::new(false);
+    bind_tcp(
+        &mut h,
+        "sip:bob@192.0.2.20:5070;transport=tcp",
+        "192.0.2.20:40001",
+        false,
+    );
+    h.recv(CALLER, &invite("sip:bob@example.test", ""));
+    let sent: Vec<Transmit> = h.sent.drain(..).collect();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].flow.remote.to_string(), "192.0.2.20:40001");
+    assert_eq!(sent[0].flow.transport, Transport::Tcp);
+    // The connection it registered over is gone: the send fails.
+    h.txl
+        .handle_transport_error(h.now, sent[0].key.unwrap())
+        .unwrap();
+    h.pump();
+    let sent: Vec<Transmit> = h.sent.drain(..).collect();
+    let what: Vec<String> = sent
+        .iter()
+        .map(|t| {
+            format!(
+                "{} {:?}",
+                t.flow.remote,
+                Message::parse(t.bytes.clone()).unwrap().status()
+            )
+        })
+        .collect();
+    assert_eq!(sent.len(), 1, "{what:?}");
+    assert_eq!(
+        sent[0].flow.remote.to_string(),
+        "192.0.2.20:5070",
+        "{what:?}"
+    );
+    assert_eq!(sent[0].flow.transport, Transport::Tcp);
+    let retried = Message::parse(sent[0].bytes.clone()).unwrap();
+    assert_eq!(
+        retried.request_uri_str(),
+        Some("sip:bob@192.0.2.20:5070;transport=tcp")
+    );
+    assert!(retried.top_via().unwrap().branch().unwrap().ends_with(".1"));
+    // That one fails too: the caller gets 500 (§16.7 step 6: never 503).
+    h.txl
+        .handle_transport_error(h.now, sent[0].key.unwrap())
+        .unwrap();
+    h.pump();
+    assert_eq!(codes(&h.take()), ["500>192.0.2.1:5060"]);
+
+    // An outbound binding's flow is the only way to it (RFC 5626 §5.3).
+    let mut h = Harness::new(false);
+    bind_tcp(
+        &mut h,
+        "sip:bob@192.0.2.20:5070;transport=tcp;ob",
+        "192.0.2.20:40001",
+        true,
+    );
+    h.recv(CALLER, &invite("sip:bob@example.test", ""));
+    let sent: Vec<Transmit> = h.sent.drain(..).collect();
+    assert_eq!(sent[0].flow.remote.to_string(), "192.0.2.20:40001");
+    h.txl
+        .handle_transport_error(h.now, sent[0].key.unwrap())
+        .unwrap();
+    h.pump();
+    assert_eq!(codes(&h.take()), ["500>192.0.2.1:5060"]);
+}
+
+#[test]
+fn proxy_require_counts_only_when_proxying() {
+    // An OPTIONS for another domain is answered here as a UAS (Require counts there,
+    // RFC 4475 §3.3.1): not ours to refuse for Proxy-Require.
+    let mut h = Harness::new(false);
+    let options = invite("sip:user@elsewhere.test", "Proxy-Require: foo\r\n")
+        .replace("INVITE sip", "OPTIONS sip")
+        .replace("1 INVITE", "1 OPTIONS");
+    let msg = Message::parse(Bytes::copy_from_slice(options.as_bytes())).unwrap();
+    h.txl.handle_message(h.now, msg, flow(CALLER)).unwrap();
+    let Some(Event::Request { key, request, flow }) = h.txl.poll_event() else {
+        panic!("no request");
+    };
+    let reader = h.location.reader();
+    let env = Env {
+        now: h.now,
+        unix: UNIX,
+        users: &h.users,
+        location: &reader,
+    };
+    let handled = h.proxy.on_request(&env, &mut h.txl, key, &request, flow);
+    assert_eq!(handled, Handled::ForUs);
+    // The same OPTIONS to a registered user is proxied: 420.
+    h.bind("bob", "sip:bob@192.0.2.20:5060", None, 10);
+    h.recv(
+        CALLER,
+        &options
+            .replace("sip:user@elsewhere.test", "sip:bob@example.test")
+            .replace("z9hG4bKc1", "z9hG4bKo2"),
+    );
+    assert_eq!(codes(&h.take()), ["420>192.0.2.1:5060"]);
 }

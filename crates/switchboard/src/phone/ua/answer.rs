@@ -4,7 +4,7 @@
 
 use super::*;
 
-impl Ua {
+impl Core {
     pub(super) fn on_invite(
         &mut self,
         key: TransactionKey,
@@ -123,7 +123,7 @@ impl Ua {
             let Some(call) = self.call.as_mut() else {
                 return;
             };
-            let port = call.media.as_ref().map_or(0, MediaSession::local_rtp_port);
+            let port = call.media_port;
             let Some(answer) = SessionDescription::answer(
                 &offer,
                 &self.s.user,
@@ -364,7 +364,7 @@ impl Ua {
                 self.respond(key, request, 400, &[], None, now);
                 return;
             };
-            let port = call.media.as_ref().map_or(0, MediaSession::local_rtp_port);
+            let port = call.media_port;
             let version = call.local_sdp.origin.session_version;
             let Some(mut answer) = SessionDescription::answer(
                 &offer,

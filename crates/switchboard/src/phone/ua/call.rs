@@ -4,7 +4,7 @@
 
 use super::*;
 
-impl Ua {
+impl Core {
     /// A Via with a fresh branch for a request in the current call, on its transport.
     pub(super) fn call_via(&mut self) -> String {
         let transport = self
@@ -20,7 +20,7 @@ impl Ua {
         call_id: String,
         local_tag: String,
         flow: Flow,
-        media: MediaSession,
+        media_port: u16,
     ) -> Call {
         let generation = self.next_generation;
         self.next_generation += 1;
@@ -29,7 +29,7 @@ impl Ua {
             &self.s.user,
             sid,
             self.local_ip(),
-            media.local_rtp_port(),
+            media_port,
             &self.s.codecs,
         );
         Call {
@@ -44,7 +44,7 @@ impl Ua {
             request: None,
             dialog: None,
             flow,
-            media: Some(media),
+            media_port,
             media_started: false,
             local_sdp,
             oa: OfferAnswer::default(),
@@ -53,6 +53,7 @@ impl Ua {
             held_by_us: false,
             held_by_them: false,
             ack: None,
+            fork_acks: Vec::new(),
             ok_retx: None,
             digits: String::new(),
             play: None,
@@ -267,11 +268,11 @@ impl Ua {
             return;
         };
         if let Some((bytes, flow, tag)) = &call.ack {
-            // A retransmitted 2xx: the ACK was lost. A 2xx from another fork: ACK it too
-            // (and hang that one up: one call is enough).
-            self.txl.send_stateless(*flow, bytes.clone());
-            if *tag != to_tag {
-                tracing::debug!("2xx from a second fork ({to_tag}); ACKed and ignored");
+            if *tag == to_tag {
+                // A retransmitted 2xx: the ACK was lost.
+                self.txl.send_stateless(*flow, bytes.clone());
+            } else {
+                self.hang_up_fork(response, invite, invite_seq, contact, &to_tag, now);
             }
             return;
         }
@@ -329,6 +330,54 @@ impl Ua {
         self.call_answered(now);
     }
 
+    /// A 2xx from another fork of our INVITE once one was taken: one call is enough.
+    /// RFC 3261 §13.2.2.4: ACK it, then BYE that dialog. Its retransmissions get the
+    /// same ACK and no second BYE.
+    fn hang_up_fork(
+        &mut self,
+        response: &Message,
+        invite: &Message,
+        invite_seq: u32,
+        contact: &str,
+        to_tag: &str,
+        now: Instant,
+    ) {
+        let Some(call) = self.call.as_ref() else {
+            return;
+        };
+        if let Some((_, bytes, flow)) = call.fork_acks.iter().find(|(t, _, _)| t == to_tag) {
+            self.txl.send_stateless(*flow, bytes.clone());
+            return;
+        }
+        let fallback = call.flow;
+        let mut dialog = match Dialog::from_uac(invite, response, contact) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::debug!("unusable 2xx from a second fork ({to_tag}): {e}");
+                return;
+            }
+        };
+        let flow = self.dialog_flow(&dialog, fallback);
+        let via = self.via(flow.transport);
+        let Ok(ack) = dialog.ack(invite_seq, &via).into_bytes() else {
+            return;
+        };
+        self.txl.send_stateless(flow, ack.clone());
+        if let Some(c) = self.call.as_mut() {
+            c.fork_acks.push((to_tag.to_owned(), ack, flow));
+        }
+        tracing::debug!("2xx from a second fork ({to_tag}): ACKed, hanging it up");
+        let via = self.via(flow.transport);
+        match dialog.request(&Method::Bye, &via).build() {
+            Ok(bye) => {
+                if let Ok(key) = self.txl.send_request(now, bye, flow) {
+                    self.pending.insert(key, Pending::Other);
+                }
+            }
+            Err(e) => tracing::debug!("cannot build the BYE for a second fork: {e}"),
+        }
+    }
+
     /// Takes the far end's SDP (an answer, or an offer we answered): starts media the
     /// first time, updates it after. Returns the stream.
     pub(super) fn apply_remote_sdp(&mut self, body: &[u8], _now: Instant) -> Option<AudioStream> {
@@ -356,39 +405,26 @@ impl Ua {
             ptime_ms: stream.ptime.unwrap_or(20),
         };
         let previous = call.remote.replace(stream.clone());
-        let media = call.media.as_mut()?;
         if call.media_started {
-            media.update(params);
+            self.media(MediaCommand::Update(params));
             if previous.is_some_and(|p| p.codec.encoding != stream.codec.encoding) {
                 let codec = stream.codec.encoding.clone();
                 self.out
                     .event("codec changed", Some(&codec), &[("codec", json!(codec))]);
             }
         } else {
+            call.media_started = true;
             let source = call
                 .play
                 .clone()
                 .map(AudioSource::Wav)
                 .unwrap_or(AudioSource::Silence);
-            let sink = match &call.record {
-                Some(path) => match AudioSink::wav(path.clone()) {
-                    Ok(s) => Some(s),
-                    Err(e) => {
-                        self.out
-                            .warn(&format!("cannot record to {}: {e}", path.display()));
-                        None
-                    }
-                },
-                None => None,
-            };
-            let call = self.call.as_mut()?;
-            let media = call.media.as_mut()?;
-            if let Err(e) = media.start(params, Some(source), sink) {
-                self.out.warn(&format!("media did not start: {e}"));
-            } else {
-                call.media_started = true;
-                self.media_rx = Some(media.events());
-            }
+            let record = call.record.clone();
+            self.media(MediaCommand::Start {
+                params,
+                source,
+                record,
+            });
         }
         Some(stream)
     }
@@ -463,8 +499,8 @@ impl Ua {
                     Task::Call(t) => t.dtmf.clone().unwrap_or_default(),
                     _ => String::new(),
                 };
-                if let Some(media) = self.call.as_mut().and_then(|c| c.media.as_mut()) {
-                    media.send_dtmf(&digits);
+                if self.call.is_some() {
+                    self.media(MediaCommand::SendDtmf(digits.clone()));
                     for d in digits.chars() {
                         self.out.event(
                             "dtmf sent",
@@ -609,7 +645,7 @@ impl Ua {
             self.arm_call(now + Duration::from_millis(500), CallTimer::ChangeCodec);
             return;
         }
-        let port = call.media.as_ref().map_or(0, MediaSession::local_rtp_port);
+        let port = call.media_port;
         let origin = call.local_sdp.origin.clone();
         let fresh =
             SessionDescription::new_audio_offer(&user, origin.session_id, ip, port, &codecs);
@@ -827,13 +863,10 @@ impl Ua {
     /// Stops the call: media stopped (recording finalized), digits and the end printed,
     /// the task told.
     pub(super) fn end_call(&mut self, reason: &str, code: u8) {
-        let Some(mut call) = self.call.take() else {
+        let Some(call) = self.call.take() else {
             return;
         };
-        if let Some(media) = call.media.take() {
-            self.stopping.push(media);
-        }
-        self.media_rx = None;
+        self.media(MediaCommand::Stop);
         self.timers
             .retain(|(_, t)| !matches!(t, Timer::Call(g, _) if *g == call.generation));
         if !call.digits.is_empty() {
@@ -861,7 +894,8 @@ impl Ua {
         }
     }
 
-    pub(super) fn on_media(&mut self, event: MediaEvent) {
+    /// Something the media session reported.
+    pub fn on_media(&mut self, event: MediaEvent) {
         match event {
             MediaEvent::Dtmf(d) => {
                 if let Some(c) = self.call.as_mut() {
