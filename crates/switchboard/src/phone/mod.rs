@@ -212,15 +212,8 @@ fn parse_transport(s: &str) -> Result<Transport, String> {
 pub fn run(args: PhoneArgs) -> ExitCode {
     // Quiet by default: standard output is for events, and scripts read it.
     crate::serve::init_logging("warn");
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(exit::FAILED);
-        }
+    let Some(runtime) = crate::serve::single_thread_runtime() else {
+        return ExitCode::from(exit::FAILED);
     };
     match runtime.block_on(phone(args)) {
         Ok(code) => ExitCode::from(code),
