@@ -4,6 +4,16 @@
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SHARED="$(cd "$ROOT/../shared/bench" && pwd)"
 
+# $WORK/sb.toml: UDP on 127.0.0.1:15060, domain 127.0.0.1, SQLite in $WORK, then the
+# sections read from standard input.
+sb_config() {
+  {
+    printf '[sip]\nlisten = ["udp:127.0.0.1:15060"]\ndomain = "127.0.0.1"\n'
+    printf '[storage]\ndatabase = "%s/sb.db"\n' "$WORK"
+    cat
+  } >"$WORK/sb.toml"
+}
+
 # Switchboard serving $WORK/sb.toml in the background; pid in $WORK/sb.pid.
 sb_start() {
   "$SB" serve --config "$WORK/sb.toml" 2>>"$WORK/serve.log" &

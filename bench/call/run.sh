@@ -30,12 +30,7 @@ WORK="$(mktemp -d /tmp/sb-call-XXXX)"
 SB="$ROOT/target/release/switchboard"
 export SIPBENCH_DIR="$WORK/sipbench"
 
-cat >"$WORK/sb.toml" <<TOML
-[sip]
-listen = ["udp:127.0.0.1:15060"]
-domain = "127.0.0.1"
-[storage]
-database = "$WORK/sb.db"
+sb_config <<TOML
 [registrar]
 require_auth = false
 [proxy]

@@ -16,12 +16,7 @@ WORK="$(mktemp -d /tmp/sb-register-XXXX)"
 SB="${SWITCHBOARD:-$ROOT/target/release/switchboard}"
 export SIPBENCH_DIR="$WORK/sipbench"
 
-cat >"$WORK/sb.toml" <<TOML
-[sip]
-listen = ["udp:127.0.0.1:15060"]
-domain = "127.0.0.1"
-[storage]
-database = "$WORK/sb.db"
+sb_config <<TOML
 [registrar]
 require_auth = true
 # SIPp 3.6 answers only MD5, and only the first challenge; Kamailio's reference offers MD5.
