@@ -17,9 +17,7 @@ if [ -z "${SIPBENCH_LOCKED:-}" ]; then
   export SIPBENCH_LOCKED=1
   exec flock /tmp/sipbench.lock "$0" "$@"
 fi
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ROOT="$(cd "$HERE/../.." && pwd)"
-SHARED="$(cd "$ROOT/../shared/bench" && pwd)"
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 RATES="${1-500 1000}"
 DURATION="${2:-20}"
 MAXRATE="${MAXRATE:-1}"
@@ -32,12 +30,7 @@ WORK="$(mktemp -d /tmp/sb-call-XXXX)"
 SB="$ROOT/target/release/switchboard"
 export SIPBENCH_DIR="$WORK/sipbench"
 
-cat >"$WORK/sb.toml" <<TOML
-[sip]
-listen = ["udp:127.0.0.1:15060"]
-domain = "127.0.0.1"
-[storage]
-database = "$WORK/sb.db"
+sb_config <<TOML
 [registrar]
 require_auth = false
 [proxy]
@@ -105,25 +98,14 @@ memory() {  # label pidfile: memory per call in progress
     "$(( (peak - before) * 1024 / calls )) bytes per call" | tee -a "$WORK/memory.txt"
 }
 
-sb_start() {
-  "$SB" serve --config "$WORK/sb.toml" 2>>"$WORK/serve.log" &
-  echo $! >"$WORK/sb.pid"
-  sleep 1
-}
-sb_stop() { kill "$(cat "$WORK/sb.pid")"; wait "$(cat "$WORK/sb.pid")" 2>/dev/null || true; }
-kam_start() { RUN_DIR="$WORK/kam" "$SHARED/kamailio/start.sh" noauth 2 >/dev/null; }
-kam_stop() {
-  RUN_DIR="$WORK/kam" "$SHARED/kamailio/stop.sh" >/dev/null 2>&1 || kill "$(cat "$WORK/kam/kamailio.pid")"
-}
-
 # Memory is measured on a freshly started server: a heap that served the max-rate
 # search keeps its high-water mark, and the delta would read as nothing.
 if [ -n "$RATES" ] || [ "$MAXRATE" != 0 ]; then
   sb_start; bench switchboard "$WORK/sb.pid"; sb_stop
-  kam_start; bench kamailio "$WORK/kam/kamailio.pid"; kam_stop
+  kam_start noauth; bench kamailio "$WORK/kam/kamailio.pid"; kam_stop
 fi
 if [ "$MEMORY" != 0 ]; then
   sb_start; memory switchboard "$WORK/sb.pid"; sb_stop
-  kam_start; memory kamailio "$WORK/kam/kamailio.pid"; kam_stop
+  kam_start noauth; memory kamailio "$WORK/kam/kamailio.pid"; kam_stop
 fi
 echo "results in $WORK"

@@ -9,21 +9,14 @@
 # needs: a release build (cargo build --release), SIPp and Kamailio (../shared/bench/install.sh)
 # Hold the machine-wide benchmark lock: flock /tmp/sipbench.lock bench/register/run.sh ...
 set -euo pipefail
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ROOT="$(cd "$HERE/../.." && pwd)"
-SHARED="$(cd "$ROOT/../shared/bench" && pwd)"
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 RATES="${1:-2000 5000}"
 DURATION="${2:-20}"
 WORK="$(mktemp -d /tmp/sb-register-XXXX)"
 SB="${SWITCHBOARD:-$ROOT/target/release/switchboard}"
 export SIPBENCH_DIR="$WORK/sipbench"
 
-cat >"$WORK/sb.toml" <<TOML
-[sip]
-listen = ["udp:127.0.0.1:15060"]
-domain = "127.0.0.1"
-[storage]
-database = "$WORK/sb.db"
+sb_config <<TOML
 [registrar]
 require_auth = true
 # SIPp 3.6 answers only MD5, and only the first challenge; Kamailio's reference offers MD5.
@@ -47,14 +40,12 @@ run_load() {  # label pidfile
   fi
 }
 
-"$SB" serve --config "$WORK/sb.toml" 2>"$WORK/serve.log" &
-echo $! >"$WORK/sb.pid"
-sleep 1
+sb_start
 run_load switchboard "$WORK/sb.pid"
 echo "bindings stored: $("$SB" location --config "$WORK/sb.toml" --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')"
-kill "$(cat "$WORK/sb.pid")"; wait "$(cat "$WORK/sb.pid")" 2>/dev/null || true
+sb_stop
 
-RUN_DIR="$WORK/kam" "$SHARED/kamailio/start.sh" auth 2 >/dev/null
+kam_start auth
 run_load kamailio "$WORK/kam/kamailio.pid"
-RUN_DIR="$WORK/kam" "$SHARED/kamailio/stop.sh" >/dev/null 2>&1 || kill "$(cat "$WORK/kam/kamailio.pid")"
+kam_stop
 echo "results in $WORK"

@@ -40,21 +40,29 @@ pub fn run(config_path: Option<&Path>) -> ExitCode {
     init_logging("info");
     // One thread: all protocol state lives in one task anyway, and at the rates a SIP
     // server sees, handing each datagram between threads costs more than it buys.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = single_thread_runtime() else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(serve(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// A tokio runtime on the calling thread (for `serve` and `phone`); `None`, said on
+/// standard error, if it cannot be built.
+pub(crate) fn single_thread_runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            None
         }
     }
 }

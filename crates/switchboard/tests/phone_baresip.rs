@@ -13,121 +13,18 @@
 mod common;
 #[path = "../../media/tests/common/mod.rs"]
 mod media_common;
+use common::baresip::{self, Proc};
 use common::{binary, free_port};
 use media_common::{assert_recording_matches, write_test_wav};
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
-
-/// A running process whose output lines are collected; killed when dropped.
-struct Proc {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<String>,
-    out: Vec<String>,
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command) -> Proc {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, lines) = mpsc::channel();
-        for pipe in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines() {
-                    let Ok(line) = line else { break };
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        let stdin = child.stdin.take();
-        Proc {
-            child,
-            stdin,
-            lines,
-            out: Vec::new(),
-        }
-    }
-
-    fn drain(&mut self) {
-        while let Ok(line) = self.lines.try_recv() {
-            self.out.push(line);
-        }
-    }
-
-    fn printed(&mut self) -> String {
-        self.drain();
-        self.out.join("\n")
-    }
-
-    fn expect(&mut self, what: &str, within: Duration) {
-        let deadline = Instant::now() + within;
-        loop {
-            self.drain();
-            if self.out.iter().any(|l| l.contains(what)) {
-                return;
-            }
-            if Instant::now() > deadline {
-                panic!("no line with {what:?}:\n{}", self.printed());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn type_keys(&mut self, keys: &[&str]) {
-        for key in keys {
-            let stdin = self.stdin.as_mut().unwrap();
-            stdin.write_all(key.as_bytes()).unwrap();
-            stdin.flush().unwrap();
-            std::thread::sleep(Duration::from_millis(400));
-        }
-    }
-
-    fn wait(&mut self, within: Duration) -> i32 {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                std::thread::sleep(Duration::from_millis(100));
-                self.drain();
-                return status.code().unwrap_or(-1);
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("did not exit:\n{}", self.printed());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use std::process::Command;
+use std::time::Duration;
 
 /// Starts baresip on 127.0.0.1:`sip_port` as bob, playing `source`, dumping what it
 /// hears into `dir`, answering calls by itself, dialling `dial` when given.
 fn baresip(dir: &Path, sip_port: u16, source: &Path, dial: Option<&str>) -> Proc {
     let config = format!(
-        "poll_method\t\tpoll\n\
-         module_path\t\t/usr/lib/baresip/modules\n\
-         sip_listen\t\t127.0.0.1:{sip_port}\n\
-         net_interface\t\t127.0.0.1\n\
-         audio_source\t\taufile,{source}\n\
+        "audio_source\t\taufile,{source}\n\
          audio_player\t\taubridge,nowhere\n\
          audio_alert\t\taubridge,nowhere\n\
          snd_path\t\t{dir}\n\
@@ -141,18 +38,17 @@ fn baresip(dir: &Path, sip_port: u16, source: &Path, dial: Option<&str>) -> Proc
         source = source.display(),
         dir = dir.display(),
     );
-    std::fs::write(dir.join("config"), config).unwrap();
-    std::fs::write(
-        dir.join("accounts"),
-        "<sip:bob@127.0.0.1>;regint=0;answermode=auto\n",
-    )
-    .unwrap();
-    let mut cmd = Command::new("baresip");
-    cmd.arg("-f").arg(dir).args(["-t", "40"]);
+    let mut args = vec!["-t", "40"];
     if let Some(d) = dial {
-        cmd.args(["-e", d]);
+        args.extend(["-e", d]);
     }
-    Proc::spawn(cmd)
+    baresip::start(
+        dir,
+        sip_port,
+        &config,
+        "<sip:bob@127.0.0.1>;regint=0;answermode=auto",
+        &args,
+    )
 }
 
 fn phone(args: &[&str]) -> Proc {

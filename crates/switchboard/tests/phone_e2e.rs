@@ -128,6 +128,19 @@ impl Phone {
     fn printed(&self, line: &str) -> bool {
         self.out.iter().any(|l| l == line)
     }
+
+    /// Asserts that it printed each of `lines` (whole lines).
+    fn assert_printed(&self, lines: &[&str]) {
+        for line in lines {
+            assert!(self.printed(line), "no line {line:?}; {}", self.dump());
+        }
+    }
+
+    /// Waits for the process to exit (within [`WAIT`]) and asserts its exit code.
+    fn exits_with(&mut self, code: i32) {
+        let got = self.wait(WAIT);
+        assert_eq!(got, code, "exit code; {}", self.dump());
+    }
 }
 
 impl Drop for Phone {
@@ -139,7 +152,7 @@ impl Drop for Phone {
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn answerer(port: u16, extra: &[&str]) -> Phone {
+fn answerer_at(port: u16, extra: &[&str]) -> Phone {
     let listen = format!("127.0.0.1:{port}");
     let mut args = vec!["--user", "bob", "--listen", &listen, "answer"];
     args.extend_from_slice(extra);
@@ -148,11 +161,18 @@ fn answerer(port: u16, extra: &[&str]) -> Phone {
     bob
 }
 
+/// bob answering on a free port; returns him with the URI to call him at.
+fn answerer(extra: &[&str]) -> (Phone, String) {
+    let port = free_port();
+    (
+        answerer_at(port, extra),
+        format!("sip:bob@127.0.0.1:{port}"),
+    )
+}
+
 #[test]
 fn direct_call_with_hold_resume_dtmf_and_hangup() {
-    let port = free_port();
-    let mut bob = answerer(port, &["--auto", "--calls", "1"]);
-    let target = format!("sip:bob@127.0.0.1:{port}");
+    let (mut bob, target) = answerer(&["--auto", "--calls", "1"]);
     let mut alice = Phone::start(&[
         "--user",
         "alice",
@@ -169,9 +189,9 @@ fn direct_call_with_hold_resume_dtmf_and_hangup() {
         "--hangup-after",
         "1.8",
     ]);
-    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
-    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
-    for line in [
+    alice.exits_with(0);
+    bob.exits_with(0);
+    alice.assert_printed(&[
         "ringing: 180",
         "answered: PCMU",
         "dtmf sent: 1",
@@ -180,26 +200,18 @@ fn direct_call_with_hold_resume_dtmf_and_hangup() {
         "held: local",
         "resumed: local",
         "ended: bye (local)",
-    ] {
-        assert!(
-            alice.printed(line),
-            "alice lacks {line:?}; {}",
-            alice.dump()
-        );
-    }
+    ]);
     assert!(
         bob.out
             .iter()
             .any(|l| l.starts_with("incoming: ") && l.contains("sip:alice@"))
     );
-    for line in [
+    bob.assert_printed(&[
         "answered: PCMU",
         "held: remote",
         "resumed: remote",
         "ended: bye (remote)",
-    ] {
-        assert!(bob.printed(line), "bob lacks {line:?}; {}", bob.dump());
-    }
+    ]);
 }
 
 /// A plays a WAV to B, which records it; A sends DTMF after its file, B reports the
@@ -210,10 +222,8 @@ fn audio_and_dtmf_reach_the_far_end() {
     let played = dir.path().join("hello.wav");
     let recorded = dir.path().join("got.wav");
     write_test_wav(&played, 8000, 3.0, 300.0);
-    let port = free_port();
     let rec = recorded.to_str().unwrap();
-    let mut bob = answerer(port, &["--auto", "--calls", "1", "--record", rec]);
-    let target = format!("sip:bob@127.0.0.1:{port}");
+    let (mut bob, target) = answerer(&["--auto", "--calls", "1", "--record", rec]);
     let mut alice = Phone::start(&[
         "call",
         &target,
@@ -226,18 +236,14 @@ fn audio_and_dtmf_reach_the_far_end() {
         "--hangup-after",
         "5",
     ]);
-    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
-    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
-    assert!(alice.printed("playback finished"), "{}", alice.dump());
+    alice.exits_with(0);
+    bob.exits_with(0);
+    alice.assert_printed(&["playback finished"]);
     for d in ["1", "2", "#"] {
-        assert!(alice.printed(&format!("dtmf sent: {d}")));
-        assert!(
-            bob.printed(&format!("dtmf received: {d}")),
-            "{}",
-            bob.dump()
-        );
+        alice.assert_printed(&[&format!("dtmf sent: {d}")]);
+        bob.assert_printed(&[&format!("dtmf received: {d}")]);
     }
-    assert!(bob.printed("dtmf: 12#"), "{}", bob.dump());
+    bob.assert_printed(&["dtmf: 12#"]);
     assert_recording_matches("B's recording of A", &played, &recorded);
 }
 
@@ -249,27 +255,22 @@ fn answers_calls_one_after_another() {
     let played = dir.path().join("hello.wav");
     write_test_wav(&played, 8000, 1.0, 300.0);
     let pattern = dir.path().join("call-{n}.wav");
-    let port = free_port();
-    let mut bob = answerer(
-        port,
-        &[
-            "--auto",
-            "--calls",
-            "2",
-            "--record",
-            pattern.to_str().unwrap(),
-        ],
-    );
-    let target = format!("sip:bob@127.0.0.1:{port}");
+    let (mut bob, target) = answerer(&[
+        "--auto",
+        "--calls",
+        "2",
+        "--record",
+        pattern.to_str().unwrap(),
+    ]);
     let play = played.to_str().unwrap();
     let mut first = Phone::start(&["call", &target, "--play", play, "--hangup-after", "1.5"]);
-    assert_eq!(first.wait(WAIT), 0, "{}", first.dump());
+    first.exits_with(0);
     let mut second = Phone::start(&["call", &target, "--play", play, "--hangup-after", "2"]);
     second.expect("answered: ", WAIT);
     let mut third = Phone::start(&["call", &target]);
-    assert_eq!(third.wait(WAIT), 3, "busy; {}", third.dump());
-    assert_eq!(second.wait(WAIT), 0, "{}", second.dump());
-    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
+    third.exits_with(3);
+    second.exits_with(0);
+    bob.exits_with(0);
     let ended = bob.out.iter().filter(|l| l.starts_with("ended: ")).count();
     assert_eq!(ended, 2, "{}", bob.dump());
     for n in [1, 2] {
@@ -311,8 +312,8 @@ fn direct_call_over_tcp_with_update_hold_and_json_events() {
         "--resume-after",
         "1",
     ]);
-    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
-    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
+    alice.exits_with(0);
+    bob.exits_with(0);
     let events: Vec<serde_json::Value> = alice
         .out
         .iter()
@@ -346,9 +347,7 @@ fn direct_call_over_tcp_with_update_hold_and_json_events() {
 /// both seen from both ends; then `--codec` choosing what a callee accepts.
 #[test]
 fn codec_change_and_inactive_hold() {
-    let port = free_port();
-    let mut bob = answerer(port, &["--auto", "--calls", "1"]);
-    let target = format!("sip:bob@127.0.0.1:{port}");
+    let (mut bob, target) = answerer(&["--auto", "--calls", "1"]);
     let mut alice = Phone::start(&[
         "call",
         &target,
@@ -364,14 +363,13 @@ fn codec_change_and_inactive_hold() {
         "--hangup-after",
         "1.9",
     ]);
-    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
-    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
+    alice.exits_with(0);
+    bob.exits_with(0);
     for phone in [&alice, &bob] {
-        assert!(phone.printed("answered: PCMU"), "{}", phone.dump());
-        assert!(phone.printed("codec changed: PCMA"), "{}", phone.dump());
+        phone.assert_printed(&["answered: PCMU", "codec changed: PCMA"]);
     }
-    assert!(alice.printed("held: local") && alice.printed("resumed: local"));
-    assert!(bob.printed("held: remote") && bob.printed("resumed: remote"));
+    alice.assert_printed(&["held: local", "resumed: local"]);
+    bob.assert_printed(&["held: remote", "resumed: remote"]);
 
     // A callee that takes only PCMA answers a PCMU-first offer with PCMA.
     let port = free_port();
@@ -382,59 +380,44 @@ fn codec_change_and_inactive_hold() {
     bob.expect("waiting for calls", WAIT);
     let target = format!("sip:bob@127.0.0.1:{port}");
     let mut alice = Phone::start(&["call", &target, "--hangup-after", "0.5"]);
-    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
-    assert!(alice.printed("answered: PCMA"), "{}", alice.dump());
-    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
+    alice.exits_with(0);
+    alice.assert_printed(&["answered: PCMA"]);
+    bob.exits_with(0);
 }
 
 #[test]
 fn busy_and_unanswered_calls_have_their_exit_codes() {
-    let port = free_port();
-    let mut busy = answerer(port, &["--reject", "486", "--calls", "1"]);
-    let target = format!("sip:bob@127.0.0.1:{port}");
+    let (mut busy, target) = answerer(&["--reject", "486", "--calls", "1"]);
     let mut alice = Phone::start(&["call", &target]);
-    assert_eq!(alice.wait(WAIT), 3, "busy; {}", alice.dump());
+    alice.exits_with(3);
     assert!(alice.out.iter().any(|l| l.starts_with("ended: busy (486")));
     busy.wait(WAIT);
 
     // Nobody presses Enter: the caller gives up and CANCELs; the callee sees it.
-    let port = free_port();
-    let mut ringing = answerer(port, &["--calls", "1"]);
-    let target = format!("sip:bob@127.0.0.1:{port}");
+    let (mut ringing, target) = answerer(&["--calls", "1"]);
     let mut alice = Phone::start(&["call", &target, "--answer-timeout", "1"]);
-    assert_eq!(alice.wait(WAIT), 4, "no answer; {}", alice.dump());
-    assert!(alice.printed("ringing: 180"));
-    assert!(
-        alice.printed("ended: no answer (timeout)"),
-        "{}",
-        alice.dump()
-    );
-    assert_eq!(ringing.wait(WAIT), 0, "{}", ringing.dump());
-    assert!(
-        ringing.printed("ended: cancelled (by the caller)"),
-        "{}",
-        ringing.dump()
-    );
+    alice.exits_with(4);
+    alice.assert_printed(&["ringing: 180", "ended: no answer (timeout)"]);
+    ringing.exits_with(0);
+    ringing.assert_printed(&["ended: cancelled (by the caller)"]);
 
     // Nobody there at all.
     let target = format!("sip:nobody@127.0.0.1:{}", free_port());
     let mut alice = Phone::start(&["call", &target, "--answer-timeout", "1"]);
-    assert_eq!(alice.wait(WAIT), 4, "{}", alice.dump());
-    assert!(alice.printed("ended: no answer (timeout)"));
+    alice.exits_with(4);
+    alice.assert_printed(&["ended: no answer (timeout)"]);
 }
 
 #[test]
 fn sigterm_hangs_up_the_call_in_progress() {
-    let port = free_port();
-    let mut bob = answerer(port, &["--auto", "--calls", "1"]);
-    let target = format!("sip:bob@127.0.0.1:{port}");
+    let (mut bob, target) = answerer(&["--auto", "--calls", "1"]);
     let mut alice = Phone::start(&["call", &target]);
     alice.expect("answered: ", WAIT);
     alice.sigterm();
-    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
-    assert!(alice.printed("ended: bye (local)"), "{}", alice.dump());
-    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
-    assert!(bob.printed("ended: bye (remote)"), "{}", bob.dump());
+    alice.exits_with(0);
+    alice.assert_printed(&["ended: bye (local)"]);
+    bob.exits_with(0);
+    bob.assert_printed(&["ended: bye (remote)"]);
 }
 
 #[test]
@@ -447,9 +430,9 @@ fn direct_message_and_listen() {
     bob.expect("waiting for messages", WAIT);
     let target = format!("sip:bob@127.0.0.1:{port}");
     let mut alice = Phone::start(&["--user", "alice", "message", &target, "hello, bob"]);
-    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
-    assert!(alice.printed("message sent: 200 OK"), "{}", alice.dump());
-    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
+    alice.exits_with(0);
+    alice.assert_printed(&["message sent: 200 OK"]);
+    bob.exits_with(0);
     let line = bob.expect("message: ", WAIT);
     assert!(
         line.contains("sip:alice@") && line.ends_with(": hello, bob"),
@@ -492,6 +475,23 @@ fn wait_child(child: &mut Child, within: Duration) -> i32 {
     }
 }
 
+/// Waits for SIPp (within [`WAIT`]) and asserts that its scenario passed.
+fn sipp_passes(sipp: &mut Child, what: &str) {
+    assert_eq!(wait_child(sipp, WAIT), 0, "{what}");
+}
+
+/// SIPp running scenario `name` once as UAC against the phone on `port`; it must pass.
+fn sipp_uac_passes(name: &str, port: u16) {
+    let scenario = scenario(name);
+    let (code, out) = common::sipp(
+        std::path::Path::new(&scenario),
+        port,
+        &["-m", "1"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, 0, "{out}");
+}
+
 #[test]
 fn phone_calls_sipp_uas() {
     let port = free_port();
@@ -500,29 +500,41 @@ fn phone_calls_sipp_uas() {
     std::thread::sleep(Duration::from_millis(500));
     let target = format!("sip:service@127.0.0.1:{port}");
     let mut alice = Phone::start(&["call", &target, "--hangup-after", "1"]);
-    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
-    assert!(alice.printed("ringing: 180"));
-    assert!(alice.printed("answered: PCMU"), "{}", alice.dump());
-    assert!(alice.printed("ended: bye (local)"));
-    assert_eq!(wait_child(&mut sipp, WAIT), 0, "SIPp saw a failed call");
+    alice.exits_with(0);
+    alice.assert_printed(&["ringing: 180", "answered: PCMU", "ended: bye (local)"]);
+    sipp_passes(&mut sipp, "SIPp saw a failed call");
 }
 
 #[test]
 fn sipp_uac_calls_phone() {
     let port = free_port();
-    let mut bob = answerer(port, &["--auto", "--calls", "1"]);
+    let mut bob = answerer_at(port, &["--auto", "--calls", "1"]);
     let remote = format!("127.0.0.1:{port}");
     let sipp_port = free_port().to_string();
     let mut sipp = sipp_process(&["-sn", "uac", "-s", "bob", "-p", &sipp_port, &remote]);
-    assert_eq!(wait_child(&mut sipp, WAIT), 0, "SIPp saw a failed call");
-    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
+    sipp_passes(&mut sipp, "SIPp saw a failed call");
+    bob.exits_with(0);
     assert!(
         bob.out
             .iter()
             .any(|l| l.starts_with("incoming: ") && l.contains("sipp"))
     );
-    assert!(bob.printed("answered: PCMU"), "{}", bob.dump());
-    assert!(bob.printed("ended: bye (remote)"), "{}", bob.dump());
+    bob.assert_printed(&["answered: PCMU", "ended: bye (remote)"]);
+}
+
+/// A phone with an account on `serve` at `srv` (domain `example.test`), doing `args`.
+fn registered(srv: &str, user: &str, password: &str, args: &[&str]) -> Phone {
+    let account = [
+        "--user",
+        user,
+        "--password",
+        password,
+        "--server",
+        srv,
+        "--domain",
+        "example.test",
+    ];
+    Phone::start(&[&account[..], args].concat())
 }
 
 fn server_with(users: &[(&str, &str)]) -> Server {
@@ -547,19 +559,7 @@ fn registers_to_serve_receives_a_message_and_unregisters_on_exit() {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let srv = format!("127.0.0.1:{}", server.port);
-    let mut bob = Phone::start(&[
-        "--user",
-        "bob",
-        "--password",
-        "b0b-pw",
-        "--server",
-        &srv,
-        "--domain",
-        "example.test",
-        "--listen",
-        &listen,
-        "listen",
-    ]);
+    let mut bob = registered(&srv, "bob", "b0b-pw", &["--listen", &listen, "listen"]);
     let line = bob.expect("registered: ", WAIT);
     assert!(
         line.starts_with("registered: sip:bob@example.test for "),
@@ -574,12 +574,12 @@ fn registers_to_serve_receives_a_message_and_unregisters_on_exit() {
     // A MESSAGE straight to bob's contact (serve cannot route it yet).
     let target = format!("sip:bob@127.0.0.1:{port}");
     let mut alice = Phone::start(&["--user", "alice", "message", &target, "ping"]);
-    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
+    alice.exits_with(0);
     bob.expect("message: from sip:alice@", WAIT);
 
     bob.sigterm();
-    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
-    assert!(bob.printed("unregistered"), "{}", bob.dump());
+    bob.exits_with(0);
+    bob.assert_printed(&["unregistered"]);
     let bindings = location_json(&server).to_string();
     assert!(
         !bindings.contains(&format!("127.0.0.1:{port}")),
@@ -595,19 +595,7 @@ fn registration_is_refreshed_before_it_expires() {
         ..Default::default()
     });
     let srv = format!("127.0.0.1:{}", server.port);
-    let mut bob = Phone::start(&[
-        "--user",
-        "bob",
-        "--password",
-        "b0b-pw",
-        "--server",
-        &srv,
-        "--domain",
-        "example.test",
-        "--expires",
-        "4",
-        "listen",
-    ]);
+    let mut bob = registered(&srv, "bob", "b0b-pw", &["--expires", "4", "listen"]);
     bob.expect("registered: sip:bob@example.test for 4 s", WAIT);
     // At half the granted time, with a fresh digest (serve challenges every REGISTER).
     bob.expect(
@@ -619,25 +607,15 @@ fn registration_is_refreshed_before_it_expires() {
     let bindings = location_json(&server).to_string();
     assert!(bindings.contains("sip:bob@"), "{bindings}");
     bob.sigterm();
-    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
+    bob.exits_with(0);
 }
 
 #[test]
 fn wrong_password_fails_registration_with_exit_1() {
     let server = server_with(&[("bob", "b0b-pw")]);
     let srv = format!("127.0.0.1:{}", server.port);
-    let mut bob = Phone::start(&[
-        "--user",
-        "bob",
-        "--password",
-        "wrong",
-        "--server",
-        &srv,
-        "--domain",
-        "example.test",
-        "listen",
-    ]);
-    assert_eq!(bob.wait(WAIT), 1, "{}", bob.dump());
+    let mut bob = registered(&srv, "bob", "wrong", &["listen"]);
+    bob.exits_with(1);
     let line = bob.expect("registration failed: ", WAIT);
     assert!(line.contains("401") || line.contains("403"), "{line}");
 }
@@ -646,27 +624,18 @@ fn wrong_password_fails_registration_with_exit_1() {
 fn registers_over_tcp() {
     let server = server_with(&[("alice", "pw1")]);
     let srv = format!("127.0.0.1:{}", server.port);
-    let mut alice = Phone::start(&[
-        "--user",
-        "alice",
-        "--password",
-        "pw1",
-        "--server",
+    let mut alice = registered(
         &srv,
-        "--domain",
-        "example.test",
-        "--transport",
-        "tcp",
-        "--expires",
-        "10",
-        "listen",
-    ]);
+        "alice",
+        "pw1",
+        &["--transport", "tcp", "--expires", "10", "listen"],
+    );
     // 10 s is under serve's min_expires (60): 423, and the phone asks for 60.
     alice.expect("registered: sip:alice@example.test for 60 s", WAIT);
     let bindings = location_json(&server).to_string();
     assert!(bindings.contains("transport=tcp"), "{bindings}");
     alice.sigterm();
-    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
+    alice.exits_with(0);
 }
 
 #[test]
@@ -678,23 +647,11 @@ fn registers_over_websocket() {
     });
     let ws = server.extra.iter().find(|(t, _)| t == "ws").unwrap().1;
     let srv = format!("127.0.0.1:{ws}");
-    let mut alice = Phone::start(&[
-        "--user",
-        "alice",
-        "--password",
-        "pw1",
-        "--server",
-        &srv,
-        "--domain",
-        "example.test",
-        "--transport",
-        "ws",
-        "listen",
-    ]);
+    let mut alice = registered(&srv, "alice", "pw1", &["--transport", "ws", "listen"]);
     alice.expect("registered: sip:alice@example.test", WAIT);
     alice.sigterm();
-    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
-    assert!(alice.printed("unregistered"), "{}", alice.dump());
+    alice.exits_with(0);
+    alice.assert_printed(&["unregistered"]);
 }
 
 #[test]
@@ -717,28 +674,21 @@ fn registers_over_tls_trusting_the_server_certificate() {
     });
     let tls = server.extra.iter().find(|(t, _)| t == "tls").unwrap().1;
     let srv = format!("127.0.0.1:{tls}");
-    let base = [
-        "--user",
-        "alice",
-        "--password",
-        "pw1",
-        "--server",
-        &srv,
-        "--domain",
-        "example.test",
-        "--transport",
-        "tls",
-    ];
     // Without trust it refuses to start.
-    let mut untrusting = Phone::start(&[&base[..], &["listen"]].concat());
-    assert_eq!(untrusting.wait(WAIT), 2, "{}", untrusting.dump());
+    let mut untrusting = registered(&srv, "alice", "pw1", &["--transport", "tls", "listen"]);
+    untrusting.exits_with(2);
     let ca = cert.to_str().unwrap();
-    let mut alice = Phone::start(&[&base[..], &["--ca", ca, "listen"]].concat());
+    let mut alice = registered(
+        &srv,
+        "alice",
+        "pw1",
+        &["--transport", "tls", "--ca", ca, "listen"],
+    );
     alice.expect("registered: sip:alice@example.test", WAIT);
     let bindings = location_json(&server).to_string();
     assert!(bindings.contains("transport=tls"), "{bindings}");
     alice.sigterm();
-    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
+    alice.exits_with(0);
 }
 
 #[test]
@@ -747,7 +697,7 @@ fn options_both_ways() {
     let server = server_with(&[]);
     let srv = format!("127.0.0.1:{}", server.port);
     let mut ping = Phone::start(&["options", &srv]);
-    assert_eq!(ping.wait(WAIT), 0, "{}", ping.dump());
+    ping.exits_with(0);
     let line = ping.expect("options: 200 OK (Allow: ", WAIT);
     assert!(line.contains("REGISTER"), "{line}");
     // ...and answers SIPp.
@@ -755,45 +705,26 @@ fn options_both_ways() {
     let listen = format!("127.0.0.1:{port}");
     let mut bob = Phone::start(&["--listen", &listen, "listen"]);
     bob.expect("waiting for messages", WAIT);
-    let (code, out) = common::sipp(
-        std::path::Path::new(&scenario("options.xml")),
-        port,
-        &["-m", "1"],
-        Duration::from_secs(10),
-    );
-    assert_eq!(code, 0, "{out}");
+    sipp_uac_passes("options.xml", port);
 }
 
 #[test]
 fn delayed_offer_answered_in_the_ack() {
     let port = free_port();
-    let mut bob = answerer(port, &["--auto", "--calls", "1"]);
-    let (code, out) = common::sipp(
-        std::path::Path::new(&scenario("phone_uac_delayed_offer.xml")),
-        port,
-        &["-m", "1"],
-        Duration::from_secs(10),
-    );
-    assert_eq!(code, 0, "{out}");
-    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
+    let mut bob = answerer_at(port, &["--auto", "--calls", "1"]);
+    sipp_uac_passes("phone_uac_delayed_offer.xml", port);
+    bob.exits_with(0);
     // Answered before the codec is known: the answer to its offer comes in the ACK.
-    assert!(bob.printed("answered"), "{}", bob.dump());
-    assert!(bob.printed("ended: bye (remote)"), "{}", bob.dump());
+    bob.assert_printed(&["answered", "ended: bye (remote)"]);
 }
 
 #[test]
 fn required_extension_it_lacks_gets_420() {
     let port = free_port();
-    let mut bob = answerer(port, &["--auto"]);
-    let (code, out) = common::sipp(
-        std::path::Path::new(&scenario("phone_uac_require_100rel.xml")),
-        port,
-        &["-m", "1"],
-        Duration::from_secs(10),
-    );
-    assert_eq!(code, 0, "{out}");
+    let mut bob = answerer_at(port, &["--auto"]);
+    sipp_uac_passes("phone_uac_require_100rel.xml", port);
     bob.sigterm();
-    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
+    bob.exits_with(0);
     assert!(
         !bob.out.iter().any(|l| l.starts_with("incoming")),
         "{}",
@@ -814,56 +745,45 @@ fn two_registered_phones_call_each_other_through_serve() {
     let played = dir.path().join("hello.wav");
     let recorded = dir.path().join("got.wav");
     write_test_wav(&played, 8000, 3.0, 300.0);
-    let mut bob = Phone::start(&[
-        "--user",
+    let mut bob = registered(
+        &srv,
         "bob",
-        "--password",
         "b-pw",
-        "--server",
-        &srv,
-        "--domain",
-        "example.test",
-        "answer",
-        "--auto",
-        "--calls",
-        "1",
-        "--record",
-        recorded.to_str().unwrap(),
-    ]);
-    bob.expect("registered: ", WAIT);
-    let mut alice = Phone::start(&[
-        "--user",
-        "alice",
-        "--password",
-        "a-pw",
-        "--server",
-        &srv,
-        "--domain",
-        "example.test",
-        "call",
-        "sip:bob@example.test",
-        "--play",
-        played.to_str().unwrap(),
-        "--dtmf",
-        "159#",
-        "--dtmf-after",
-        "3.3",
-        "--hold-after",
-        "4.2",
-        "--resume-after",
-        "4.8",
-        "--hangup-after",
-        "5.5",
-    ]);
-    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
-    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
-    assert!(alice.printed("held: local") && alice.printed("resumed: local"));
-    assert!(
-        bob.printed("held: remote") && bob.printed("resumed: remote"),
-        "{}",
-        bob.dump()
+        &[
+            "answer",
+            "--auto",
+            "--calls",
+            "1",
+            "--record",
+            recorded.to_str().unwrap(),
+        ],
     );
-    assert!(bob.printed("dtmf: 159#"), "{}", bob.dump());
+    bob.expect("registered: ", WAIT);
+    let mut alice = registered(
+        &srv,
+        "alice",
+        "a-pw",
+        &[
+            "call",
+            "sip:bob@example.test",
+            "--play",
+            played.to_str().unwrap(),
+            "--dtmf",
+            "159#",
+            "--dtmf-after",
+            "3.3",
+            "--hold-after",
+            "4.2",
+            "--resume-after",
+            "4.8",
+            "--hangup-after",
+            "5.5",
+        ],
+    );
+    alice.exits_with(0);
+    bob.exits_with(0);
+    alice.assert_printed(&["held: local", "resumed: local"]);
+    bob.assert_printed(&["held: remote", "resumed: remote", "dtmf: 159#"]);
     assert!(
         bob.out
             .iter()
@@ -876,40 +796,17 @@ fn two_registered_phones_call_each_other_through_serve() {
 fn message_through_serve() {
     let server = server_with(&[("alice", "a-pw"), ("bob", "b-pw")]);
     let srv = format!("127.0.0.1:{}", server.port);
-    let mut bob = Phone::start(&[
-        "--user",
-        "bob",
-        "--password",
-        "b-pw",
-        "--server",
-        &srv,
-        "--domain",
-        "example.test",
-        "listen",
-        "--count",
-        "1",
-    ]);
+    let mut bob = registered(&srv, "bob", "b-pw", &["listen", "--count", "1"]);
     bob.expect("registered: ", WAIT);
-    let mut alice = Phone::start(&[
-        "--user",
-        "alice",
-        "--password",
-        "a-pw",
-        "--server",
+    let mut alice = registered(
         &srv,
-        "--domain",
-        "example.test",
-        "message",
-        "sip:bob@example.test",
-        "through the proxy",
-    ]);
-    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
-    assert_eq!(bob.wait(WAIT), 0, "{}", bob.dump());
-    assert!(
-        bob.printed("message: from sip:alice@example.test: through the proxy"),
-        "{}",
-        bob.dump()
+        "alice",
+        "a-pw",
+        &["message", "sip:bob@example.test", "through the proxy"],
     );
+    alice.exits_with(0);
+    bob.exits_with(0);
+    bob.assert_printed(&["message: from sip:alice@example.test: through the proxy"]);
 }
 
 // ----- SIPp as a UAS with a scenario: PRACK, session timers, glare -----
@@ -925,6 +822,13 @@ fn sipp_uas(name: &str) -> (Child, String) {
     let sipp = sipp_process(&["-sf", &scenario(name), "-p", &port_text]);
     std::thread::sleep(Duration::from_millis(500));
     (sipp, format!("sip:service@127.0.0.1:{port}"))
+}
+
+/// alice calling SIPp playing `name` as UAS, with `args` after the target.
+fn call_sipp_uas(name: &str, args: &[&str]) -> (Child, Phone) {
+    let (sipp, target) = sipp_uas(name);
+    let alice = Phone::start(&[&["call", &target][..], args].concat());
+    (sipp, alice)
 }
 
 fn alice_calls(scenario_name: &str, password: &str) -> (i32, i32, Phone) {
@@ -950,7 +854,7 @@ fn invite_challenges_401_and_407_are_answered() {
     // 401: SIPp checks the digest against alice's password.
     let (code, sipp, alice) = alice_calls("phone_uas_401.xml", "s3cret");
     assert_eq!((code, sipp), (0, 0), "{}", alice.dump());
-    assert!(alice.printed("answered: PCMU"), "{}", alice.dump());
+    alice.assert_printed(&["answered: PCMU"]);
     // The wrong password is refused: the call fails.
     let (_, sipp, alice) = alice_calls("phone_uas_401.xml", "wrong");
     assert_ne!(sipp, 0, "SIPp took a wrong digest; {}", alice.dump());
@@ -961,29 +865,19 @@ fn invite_challenges_401_and_407_are_answered() {
 
 #[test]
 fn reliable_provisional_is_pracked() {
-    let (mut sipp, target) = sipp_uas("phone_uas_100rel.xml");
-    let mut alice = Phone::start(&["call", &target, "--hangup-after", "1"]);
-    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
-    assert!(alice.printed("ringing: 180"), "{}", alice.dump());
-    assert!(alice.printed("answered: PCMU"), "{}", alice.dump());
-    assert_eq!(
-        wait_child(&mut sipp, WAIT),
-        0,
-        "SIPp did not get the PRACK it wanted"
-    );
+    let (mut sipp, mut alice) = call_sipp_uas("phone_uas_100rel.xml", &["--hangup-after", "1"]);
+    alice.exits_with(0);
+    alice.assert_printed(&["ringing: 180", "answered: PCMU"]);
+    sipp_passes(&mut sipp, "SIPp did not get the PRACK it wanted");
 }
 
 #[test]
 fn session_timer_is_refreshed_by_the_phone() {
-    let (mut sipp, target) = sipp_uas("phone_uas_session_refresh.xml");
-    let mut alice = Phone::start(&["call", &target, "--hangup-after", "3"]);
-    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
-    assert!(alice.printed("ended: bye (local)"), "{}", alice.dump());
-    assert_eq!(
-        wait_child(&mut sipp, WAIT),
-        0,
-        "SIPp did not get the refresh"
-    );
+    let (mut sipp, mut alice) =
+        call_sipp_uas("phone_uas_session_refresh.xml", &["--hangup-after", "3"]);
+    alice.exits_with(0);
+    alice.assert_printed(&["ended: bye (local)"]);
+    sipp_passes(&mut sipp, "SIPp did not get the refresh");
 }
 
 #[test]
@@ -991,52 +885,36 @@ fn session_timer_ends_a_call_whose_far_end_vanished() {
     let (mut sipp, target) = sipp_uas("phone_uas_vanishes.xml");
     let started = Instant::now();
     let mut alice = Phone::start(&["call", &target]);
-    assert_eq!(alice.wait(WAIT), 1, "{}", alice.dump());
-    assert!(alice.printed("ended: session expired"), "{}", alice.dump());
+    alice.exits_with(1);
+    alice.assert_printed(&["ended: session expired"]);
     // 3 s interval, refreshed by the far end: we give up at 3 - min(32, 3/3) = 2 s.
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert_eq!(wait_child(&mut sipp, WAIT), 0, "SIPp did not get the BYE");
+    sipp_passes(&mut sipp, "SIPp did not get the BYE");
 }
 
 #[test]
 fn early_media_in_a_183() {
-    let (mut sipp, target) = sipp_uas("phone_uas_early_media.xml");
-    let mut alice = Phone::start(&["call", &target, "--hangup-after", "0.5"]);
-    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
-    for line in ["progress: 183", "early media", "answered: PCMA"] {
-        assert!(alice.printed(line), "{line}: {}", alice.dump());
-    }
-    assert_eq!(wait_child(&mut sipp, WAIT), 0, "SIPp's scenario failed");
+    let (mut sipp, mut alice) =
+        call_sipp_uas("phone_uas_early_media.xml", &["--hangup-after", "0.5"]);
+    alice.exits_with(0);
+    alice.assert_printed(&["progress: 183", "early media", "answered: PCMA"]);
+    sipp_passes(&mut sipp, "SIPp's scenario failed");
 }
 
 #[test]
 fn unusable_answer_is_acked_and_hung_up() {
-    let (mut sipp, target) = sipp_uas("phone_uas_bad_answer.xml");
-    let mut alice = Phone::start(&["call", &target]);
-    assert_eq!(alice.wait(WAIT), 1, "{}", alice.dump());
-    assert!(
-        alice.printed("ended: failed (no usable SDP answer)"),
-        "{}",
-        alice.dump()
-    );
-    assert_eq!(
-        wait_child(&mut sipp, WAIT),
-        0,
-        "SIPp did not get ACK and BYE"
-    );
+    let (mut sipp, mut alice) = call_sipp_uas("phone_uas_bad_answer.xml", &[]);
+    alice.exits_with(1);
+    alice.assert_printed(&["ended: failed (no usable SDP answer)"]);
+    sipp_passes(&mut sipp, "SIPp did not get ACK and BYE");
 }
 
 #[test]
 fn glare_491_is_retried_after_the_random_wait() {
-    let (mut sipp, target) = sipp_uas("phone_uas_glare.xml");
-    let mut alice = Phone::start(&[
-        "call",
-        &target,
-        "--hold-after",
-        "0.3",
-        "--hangup-after",
-        "6",
-    ]);
+    let (mut sipp, mut alice) = call_sipp_uas(
+        "phone_uas_glare.xml",
+        &["--hold-after", "0.3", "--hangup-after", "6"],
+    );
     let glare_at = {
         alice.expect("glare: ", WAIT);
         Instant::now()
@@ -1047,17 +925,16 @@ fn glare_491_is_retried_after_the_random_wait() {
         waited >= Duration::from_millis(1900) && waited <= Duration::from_millis(4500),
         "retried after {waited:?}"
     );
-    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
-    assert_eq!(wait_child(&mut sipp, WAIT), 0, "SIPp's scenario failed");
+    alice.exits_with(0);
+    sipp_passes(&mut sipp, "SIPp's scenario failed");
 }
 
 #[test]
 fn a_2xx_from_a_second_fork_is_acked_and_hung_up() {
     // SIPp checks the To tags of both ACKs and both BYEs.
-    let (mut sipp, target) = sipp_uas("phone_uas_forked_2xx.xml");
-    let mut alice = Phone::start(&["call", &target, "--hangup-after", "2"]);
-    assert_eq!(alice.wait(WAIT), 0, "{}", alice.dump());
-    assert_eq!(wait_child(&mut sipp, WAIT), 0, "SIPp's scenario failed");
+    let (mut sipp, mut alice) = call_sipp_uas("phone_uas_forked_2xx.xml", &["--hangup-after", "2"]);
+    alice.exits_with(0);
+    sipp_passes(&mut sipp, "SIPp's scenario failed");
     let printed = alice.dump();
     assert_eq!(printed.matches("answered").count(), 1, "{printed}");
     assert!(printed.contains("ended: bye (local)"), "{printed}");

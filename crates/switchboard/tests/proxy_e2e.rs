@@ -150,15 +150,32 @@ fn call(server: &Server, file: &Path, callee: &str, extra: &[&str]) -> (i32, Str
     run(server, file, &args)
 }
 
-fn udp_contact(user: &str, port: u16) -> String {
-    format!("sip:{user}@127.0.0.1:{port}")
+/// Registers `user` with a UDP contact on `port`, with q, from SIPp on that port.
+fn register_udp(server: &Server, user: &str, port: u16, q: &str) {
+    let contact = format!("sip:{user}@127.0.0.1:{port}");
+    register(server, user, port, &contact, q, "u1");
+}
+
+/// alice's call scenario, expecting one Record-Route of ours.
+fn uac_call(server: &Server) -> PathBuf {
+    scenario_with(server, "proxy_uac_call.xml", &[("@RR@", ONE_RR)])
+}
+
+/// alice's scenario for a call that ends with the final response `code`.
+fn uac_final(server: &Server, code: &str) -> PathBuf {
+    scenario_with(server, "proxy_uac_final.xml", &[("@CODE@", code)])
+}
+
+/// alice calls `callee` with `uac`; her SIPp run must pass.
+fn caller_passes(server: &Server, uac: &Path, callee: &str) {
+    must_pass(server, "caller", call(server, uac, callee, &[]));
 }
 
 /// bob registers one phone over UDP, running `uas` (with `uas_args`); alice calls it
 /// with `uac` (and `uac_args`); both SIPp runs must pass.
 fn call_one_phone(server: &Server, uas: &str, uas_args: &[&str], uac: &Path, uac_args: &[&str]) {
     let bob = free_port();
-    register(server, "bob", bob, &udp_contact("bob", bob), "1.0", "u1");
+    register_udp(server, "bob", bob, "1.0");
     let phone = callee(server, scenario(uas), bob, uas_args);
     must_pass(server, "caller", call(server, uac, "bob", uac_args));
     must_pass(server, "callee", phone.join().unwrap());
@@ -167,7 +184,7 @@ fn call_one_phone(server: &Server, uas: &str, uas_args: &[&str], uac: &Path, uac
 #[test]
 fn basic_call_with_reinvite_and_bye_through_the_record_route() {
     let server = start("");
-    let uac = scenario_with(&server, "proxy_uac_call.xml", &[("@RR@", ONE_RR)]);
+    let uac = uac_call(&server);
     call_one_phone(&server, "proxy_uas_answer.xml", &["-d", "200"], &uac, &[]);
 }
 
@@ -182,15 +199,8 @@ fn instant_message_reaches_the_callee() {
 fn two_devices_ring_one_answers_the_other_is_cancelled() {
     let server = start("");
     let (desk, mobile) = (free_port(), free_port());
-    register(&server, "bob", desk, &udp_contact("bob", desk), "1.0", "u1");
-    register(
-        &server,
-        "bob",
-        mobile,
-        &udp_contact("bob", mobile),
-        "1.0",
-        "u1",
-    );
+    register_udp(&server, "bob", desk, "1.0");
+    register_udp(&server, "bob", mobile, "1.0");
     // The desk phone answers after 500 ms; by then both ring.
     let answers = callee(
         &server,
@@ -199,8 +209,8 @@ fn two_devices_ring_one_answers_the_other_is_cancelled() {
         &["-d", "500"],
     );
     let cancelled = callee(&server, scenario("proxy_uas_cancelled.xml"), mobile, &[]);
-    let uac = scenario_with(&server, "proxy_uac_call.xml", &[("@RR@", ONE_RR)]);
-    must_pass(&server, "caller", call(&server, &uac, "bob", &[]));
+    let uac = uac_call(&server);
+    caller_passes(&server, &uac, "bob");
     must_pass(&server, "answering device", answers.join().unwrap());
     must_pass(&server, "cancelled device", cancelled.join().unwrap());
 }
@@ -209,22 +219,8 @@ fn two_devices_ring_one_answers_the_other_is_cancelled() {
 fn serial_forking_tries_lower_q_after_the_higher_fails() {
     let server = start("");
     let (first, second) = (free_port(), free_port());
-    register(
-        &server,
-        "bob",
-        first,
-        &udp_contact("bob", first),
-        "1.0",
-        "u1",
-    );
-    register(
-        &server,
-        "bob",
-        second,
-        &udp_contact("bob", second),
-        "0.5",
-        "u1",
-    );
+    register_udp(&server, "bob", first, "1.0");
+    register_udp(&server, "bob", second, "0.5");
     // Busy after 1 s: in parallel, the q=0.5 phone (answering at 200 ms) would have
     // won and the busy one got a CANCEL, which its scenario refuses.
     let busy = callee(
@@ -239,8 +235,8 @@ fn serial_forking_tries_lower_q_after_the_higher_fails() {
         second,
         &["-d", "200"],
     );
-    let uac = scenario_with(&server, "proxy_uac_call.xml", &[("@RR@", ONE_RR)]);
-    must_pass(&server, "caller", call(&server, &uac, "bob", &[]));
+    let uac = uac_call(&server);
+    caller_passes(&server, &uac, "bob");
     must_pass(&server, "busy device (q=1.0)", busy.join().unwrap());
     must_pass(&server, "answering device (q=0.5)", answers.join().unwrap());
 }
@@ -255,23 +251,23 @@ fn caller_cancel_reaches_the_callee_and_gets_487() {
 #[test]
 fn busy_callee_486_reaches_the_caller() {
     let server = start("");
-    let uac = scenario_with(&server, "proxy_uac_final.xml", &[("@CODE@", "486")]);
+    let uac = uac_final(&server, "486");
     call_one_phone(&server, "proxy_uas_busy.xml", &["-d", "100"], &uac, &[]);
 }
 
 #[test]
 fn no_answer_ends_with_408_and_cancel_after_timer_c() {
     let server = start("[proxy]\ntimer_c_secs = 2\n");
-    let uac = scenario_with(&server, "proxy_uac_final.xml", &[("@CODE@", "408")]);
+    let uac = uac_final(&server, "408");
     call_one_phone(&server, "proxy_uas_cancelled.xml", &[], &uac, &[]);
 }
 
 #[test]
 fn unknown_user_404_and_unregistered_user_480() {
     let server = start("");
-    let uac = scenario_with(&server, "proxy_uac_final.xml", &[("@CODE@", "404")]);
+    let uac = uac_final(&server, "404");
     must_pass(&server, "unknown user", call(&server, &uac, "nobody", &[]));
-    let uac = scenario_with(&server, "proxy_uac_final.xml", &[("@CODE@", "480")]);
+    let uac = uac_final(&server, "480");
     must_pass(
         &server,
         "carol, not registered",
@@ -307,8 +303,8 @@ fn a_loop_gets_482() {
     // (new Request-URI) and then loops.
     let contact = format!("sip:bob@127.0.0.1:{}", server.port);
     register(&server, "bob", free_port(), &contact, "1.0", "u1");
-    let uac = scenario_with(&server, "proxy_uac_final.xml", &[("@CODE@", "482")]);
-    must_pass(&server, "caller", call(&server, &uac, "bob", &[]));
+    let uac = uac_final(&server, "482");
+    caller_passes(&server, &uac, "bob");
 }
 
 #[test]
@@ -336,15 +332,8 @@ fn unsupported_proxy_require_gets_420_with_unsupported() {
 fn challenges_of_every_device_reach_the_caller_in_one_response() {
     let server = start("");
     let (desk, mobile) = (free_port(), free_port());
-    register(&server, "bob", desk, &udp_contact("bob", desk), "1.0", "u1");
-    register(
-        &server,
-        "bob",
-        mobile,
-        &udp_contact("bob", mobile),
-        "1.0",
-        "u1",
-    );
+    register_udp(&server, "bob", desk, "1.0");
+    register_udp(&server, "bob", mobile, "1.0");
     let desk_uas = scenario_with(
         &server,
         "proxy_uas_challenge.xml",
@@ -368,7 +357,7 @@ fn challenges_of_every_device_reach_the_caller_in_one_response() {
     let desk_phone = callee(&server, desk_uas, desk, &["-d", "100"]);
     let mobile_phone = callee(&server, mobile_uas, mobile, &["-d", "400"]);
     let uac = scenario("proxy_uac_challenged.xml");
-    must_pass(&server, "caller", call(&server, &uac, "bob", &[]));
+    caller_passes(&server, &uac, "bob");
     must_pass(&server, "desk (401)", desk_phone.join().unwrap());
     must_pass(&server, "mobile (407)", mobile_phone.join().unwrap());
 }
@@ -377,15 +366,8 @@ fn challenges_of_every_device_reach_the_caller_in_one_response() {
 fn a_redirect_to_another_local_user_is_followed() {
     let server = start("");
     let (bob, carol) = (free_port(), free_port());
-    register(&server, "bob", bob, &udp_contact("bob", bob), "1.0", "u1");
-    register(
-        &server,
-        "carol",
-        carol,
-        &udp_contact("carol", carol),
-        "1.0",
-        "u1",
-    );
+    register_udp(&server, "bob", bob, "1.0");
+    register_udp(&server, "carol", carol, "1.0");
     let redirect = scenario_with(
         &server,
         "proxy_uas_redirect.xml",
@@ -399,8 +381,8 @@ fn a_redirect_to_another_local_user_is_followed() {
         &["-d", "200"],
     );
     // alice calls bob and talks to carol: the 302 never reaches her.
-    let uac = scenario_with(&server, "proxy_uac_call.xml", &[("@RR@", ONE_RR)]);
-    must_pass(&server, "caller", call(&server, &uac, "bob", &[]));
+    let uac = uac_call(&server);
+    caller_passes(&server, &uac, "bob");
     must_pass(&server, "bob (302)", bob_phone.join().unwrap());
     must_pass(&server, "carol (answers)", carol_phone.join().unwrap());
 }
@@ -413,7 +395,7 @@ fn a_redirect_is_passed_on_when_recursion_is_off() {
         "proxy_uas_redirect.xml",
         &[("@CONTACT@", "<sip:carol@example.test>")],
     );
-    let uac = scenario_with(&server, "proxy_uac_final.xml", &[("@CODE@", "302")]);
+    let uac = uac_final(&server, "302");
     call_one_phone(
         &server,
         redirect.to_str().unwrap(),
@@ -438,7 +420,7 @@ fn a_tcp_callee_whose_registration_connection_closed_is_reached_at_its_contact()
         bob,
         &["-d", "200", "-t", "t1"],
     );
-    let uac = scenario_with(&server, "proxy_uac_call.xml", &[("@RR@", ONE_RR)]);
-    must_pass(&server, "caller", call(&server, &uac, "bob", &[]));
+    let uac = uac_call(&server);
+    caller_passes(&server, &uac, "bob");
     must_pass(&server, "callee over TCP", phone.join().unwrap());
 }

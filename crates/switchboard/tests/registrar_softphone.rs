@@ -10,110 +10,22 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+use common::baresip::{self, Proc};
 use common::{Server, ServerOptions, free_port};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
-/// A running baresip, killed when dropped.
-struct Baresip {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    /// Everything it printed so far.
-    out: Vec<String>,
-    _dir: tempfile::TempDir,
-}
-
-impl Baresip {
-    /// Starts baresip with one account, `account`, listening on 127.0.0.1 only. It quits
-    /// by itself after 30 s should the test not stop it.
-    fn start(account: &str) -> Baresip {
-        let dir = tempfile::tempdir().unwrap();
-        let config = format!(
-            "poll_method\t\tpoll\n\
-             module_path\t\t/usr/lib/baresip/modules\n\
-             sip_listen\t\t127.0.0.1:{}\n\
-             net_interface\t\t127.0.0.1\n\
-             module_tmp\t\taccount.so\n",
-            free_port()
-        );
-        std::fs::write(dir.path().join("config"), config).unwrap();
-        std::fs::write(dir.path().join("accounts"), format!("{account}\n")).unwrap();
-        let mut child = Command::new("baresip")
-            .arg("-f")
-            .arg(dir.path())
-            .args(["-t", "30"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("baresip is installed (scripts/test installs baresip-core)");
-        let (tx, lines) = mpsc::channel();
-        for pipe in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines() {
-                    let Ok(line) = line else { break };
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        Baresip {
-            child,
-            lines,
-            out: Vec::new(),
-            _dir: dir,
-        }
-    }
-
-    /// Waits for a line containing `what`; panics with the output after `within`.
-    fn expect_line(&mut self, what: &str, within: Duration) -> String {
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.out.push(line.clone());
-                    if line.contains(what) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!(
-                    "baresip did not print {what:?} within {within:?}; it printed:\n{}",
-                    self.out.join("\n")
-                ),
-            }
-        }
-    }
-
-    /// Stops it with SIGTERM (it unregisters on the way out) and waits for it to exit.
-    fn stop(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("baresip did not exit within 10 s of SIGTERM");
-    }
-}
-
-impl Drop for Baresip {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts baresip in `dir` with one account, `account`, listening on 127.0.0.1 only. It
+/// quits by itself after 30 s should the test not stop it.
+fn baresip(dir: &Path, account: &str) -> Proc {
+    baresip::start(
+        dir,
+        free_port(),
+        "module_tmp\t\taccount.so\n",
+        account,
+        &["-t", "30"],
+    )
 }
 
 fn location(server: &Server) -> Vec<Value> {
@@ -132,12 +44,16 @@ fn baresip_registers_with_a_password_and_unregisters_on_exit() {
         extra_toml: "[registrar]\ndigest_algorithms = [\"MD5\"]\n".into(),
         ..Default::default()
     });
-    let mut phone = Baresip::start(&format!(
-        "<sip:alice@example.test>;auth_pass=alice-pw;outbound=\"sip:127.0.0.1:{}\";regint=600",
-        server.port
-    ));
+    let dir = tempfile::tempdir().unwrap();
+    let mut phone = baresip(
+        dir.path(),
+        &format!(
+            "<sip:alice@example.test>;auth_pass=alice-pw;outbound=\"sip:127.0.0.1:{}\";regint=600",
+            server.port
+        ),
+    );
     // e.g. "alice@example.test: {0/UDP/v4} 200 OK (Switchboard/0.1.0) [1 binding]"
-    let line = phone.expect_line("alice@example.test: ", Duration::from_secs(10));
+    let line = phone.expect("alice@example.test: ", Duration::from_secs(10));
     assert!(
         line.contains("200 OK (Switchboard/") && line.contains("[1 binding]"),
         "baresip: {line}\nserver log:\n{}",

@@ -152,28 +152,7 @@ pub enum PhoneAction {
     },
     /// Wait for calls and answer them, printing the caller, each DTMF digit as it
     /// arrives and, when a call ends, all its digits on one line (`dtmf: 159#`).
-    Answer {
-        /// Answer at once. Without it the phone rings and answers when Enter is
-        /// pressed.
-        #[arg(long)]
-        auto: bool,
-        /// A WAV file to play to callers.
-        #[arg(long, value_name = "WAV")]
-        play: Option<PathBuf>,
-        /// Record callers to this WAV file (8 kHz, 16-bit mono); `{n}` in the name is
-        /// replaced by the call number.
-        #[arg(long, value_name = "WAV")]
-        record: Option<PathBuf>,
-        /// Refuse every call with this status (486 busy, 603 decline...).
-        #[arg(long, value_name = "STATUS", value_parser = clap::value_parser!(u16).range(300..700))]
-        reject: Option<u16>,
-        /// Hang up this many seconds after answering.
-        #[arg(long, value_name = "SECS")]
-        hangup_after: Option<f64>,
-        /// Exit after this many calls (with the last call's exit code).
-        #[arg(long, value_name = "N")]
-        calls: Option<u32>,
-    },
+    Answer(ua::AnswerTask),
     /// Send one instant message (SIP MESSAGE, RFC 3428).
     Message {
         /// The recipient, e.g. sip:bob@example.test.
@@ -212,15 +191,8 @@ fn parse_transport(s: &str) -> Result<Transport, String> {
 pub fn run(args: PhoneArgs) -> ExitCode {
     // Quiet by default: standard output is for events, and scripts read it.
     crate::serve::init_logging("warn");
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(exit::FAILED);
-        }
+    let Some(runtime) = crate::serve::single_thread_runtime() else {
+        return ExitCode::from(exit::FAILED);
     };
     match runtime.block_on(phone(args)) {
         Ok(code) => ExitCode::from(code),
@@ -409,23 +381,9 @@ async fn phone(args: PhoneArgs) -> Result<u8, (u8, String)> {
                 answer_timeout,
             })
         }
-        PhoneAction::Answer {
-            auto,
-            play,
-            record,
-            reject,
-            hangup_after,
-            calls,
-        } => {
-            check_playable(play.as_deref())?;
-            ua::Task::Answer(ua::AnswerTask {
-                auto,
-                play,
-                record,
-                reject,
-                hangup_after,
-                calls,
-            })
+        PhoneAction::Answer(task) => {
+            check_playable(task.play.as_deref())?;
+            ua::Task::Answer(task)
         }
         PhoneAction::Message { target, text } => {
             let target = sip_uri(target, &settings.domain);

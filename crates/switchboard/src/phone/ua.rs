@@ -148,20 +148,28 @@ pub struct CallTask {
     pub answer_timeout: f64,
 }
 
-/// `phone answer`.
-#[derive(Debug, Clone)]
+/// `phone answer`: also its command-line options (the field docs are its `--help`).
+#[derive(Debug, Clone, clap::Args)]
 pub struct AnswerTask {
-    /// Answer at once instead of waiting for Enter on standard input.
+    /// Answer at once. Without it the phone rings and answers when Enter is
+    /// pressed.
+    #[arg(long)]
     pub auto: bool,
-    /// The WAV to play to callers.
+    /// A WAV file to play to callers.
+    #[arg(long, value_name = "WAV")]
     pub play: Option<PathBuf>,
-    /// Where to record callers (with `{n}` replaced by the call number, if present).
+    /// Record callers to this WAV file (8 kHz, 16-bit mono); `{n}` in the name is
+    /// replaced by the call number.
+    #[arg(long, value_name = "WAV")]
     pub record: Option<PathBuf>,
-    /// Refuse calls with this status instead of answering.
+    /// Refuse every call with this status (486 busy, 603 decline...).
+    #[arg(long, value_name = "STATUS", value_parser = clap::value_parser!(u16).range(300..700))]
     pub reject: Option<u16>,
     /// Hang up this many seconds after answering.
+    #[arg(long, value_name = "SECS")]
     pub hangup_after: Option<f64>,
-    /// Stop after this many calls.
+    /// Exit after this many calls (with the last call's exit code).
+    #[arg(long, value_name = "N")]
     pub calls: Option<u32>,
 }
 

@@ -32,6 +32,25 @@ fn flow(addr: &str) -> Flow {
     }
 }
 
+/// `user`'s binding to `contact`, registered 10 s ago from `source` for 600 s.
+fn binding(user: &str, contact: &str, transport: Transport, source: &str) -> Binding {
+    Binding {
+        aor: format!("sip:{user}@example.test"),
+        contact: contact.into(),
+        expires_at: UNIX + 600,
+        q: None,
+        call_id: format!("reg-{contact}"),
+        cseq: 1,
+        transport,
+        source: source.parse().unwrap(),
+        path: vec![],
+        instance_id: None,
+        reg_id: None,
+        user_agent: None,
+        registered_at: UNIX - 10,
+    }
+}
+
 impl Harness {
     fn new(require_auth: bool) -> Harness {
         Self::with(require_auth, false)
@@ -74,24 +93,21 @@ impl Harness {
     }
 
     fn bind(&mut self, user: &str, contact: &str, q: Option<u16>, age: u64) {
-        let addr: SocketAddr = "192.0.2.99:5060".parse().unwrap();
-        self.location
-            .apply(&[Change::Upsert(Binding {
-                aor: format!("sip:{user}@example.test"),
-                contact: contact.into(),
-                expires_at: UNIX + 600,
-                q,
-                call_id: format!("reg-{contact}"),
-                cseq: 1,
-                transport: Transport::Udp,
-                source: addr,
-                path: vec![],
-                instance_id: None,
-                reg_id: None,
-                user_agent: None,
-                registered_at: UNIX - age,
-            })])
-            .unwrap();
+        self.upsert(Binding {
+            q,
+            registered_at: UNIX - age,
+            ..binding(user, contact, Transport::Udp, "192.0.2.99:5060")
+        });
+    }
+
+    fn upsert(&mut self, binding: Binding) {
+        self.location.apply(&[Change::Upsert(binding)]).unwrap();
+    }
+
+    /// The caller INVITEs bob; returns the first request forwarded.
+    fn invite_bob(&mut self) -> Message {
+        self.recv(CALLER, &invite("sip:bob@example.test", ""));
+        self.take()[0].1.clone()
     }
 
     /// Feeds bytes received from `from`, then runs the proxy until quiet.
@@ -153,6 +169,19 @@ impl Harness {
                 break;
             }
         }
+    }
+
+    /// The send of `t` fails (a closed connection); runs the proxy until quiet.
+    fn send_fails(&mut self, t: &Transmit) {
+        self.txl
+            .handle_transport_error(self.now, t.key.unwrap())
+            .unwrap();
+        self.pump();
+    }
+
+    /// What was sent since the last call, as it was handed to the transport.
+    fn take_transmits(&mut self) -> Vec<Transmit> {
+        self.sent.drain(..).collect()
     }
 
     /// The messages sent since the last call, with where they went.
@@ -267,8 +296,7 @@ fn a_6xx_ends_the_search() {
     let mut h = Harness::new(false);
     h.bind("bob", "sip:bob@192.0.2.20:5060", Some(1000), 10);
     h.bind("bob", "sip:bob@192.0.2.21:5060", Some(500), 10);
-    h.recv(CALLER, &invite("sip:bob@example.test", ""));
-    let first = h.take()[0].1.clone();
+    let first = h.invite_bob();
     h.recv("192.0.2.20:5060", &answer(&first, 603, "ta"));
     assert_eq!(
         codes(&h.take()),
@@ -280,8 +308,7 @@ fn a_6xx_ends_the_search() {
 fn timer_c_cancels_and_answers_408() {
     let mut h = Harness::new(false);
     h.bind("bob", "sip:bob@192.0.2.20:5060", None, 10);
-    h.recv(CALLER, &invite("sip:bob@example.test", ""));
-    let fwd = h.take()[0].1.clone();
+    let fwd = h.invite_bob();
     h.recv("192.0.2.20:5060", &answer(&fwd, 180, "ta"));
     h.take();
     h.advance(Duration::from_secs(11));
@@ -297,8 +324,7 @@ fn timer_c_cancels_and_answers_408() {
 fn caller_cancel_gets_200_then_487_and_the_branch_is_cancelled() {
     let mut h = Harness::new(false);
     h.bind("bob", "sip:bob@192.0.2.20:5060", None, 10);
-    h.recv(CALLER, &invite("sip:bob@example.test", ""));
-    let fwd = h.take()[0].1.clone();
+    let fwd = h.invite_bob();
     h.recv("192.0.2.20:5060", &answer(&fwd, 180, "ta"));
     h.take();
     let cancel = invite("sip:bob@example.test", "")
@@ -590,8 +616,7 @@ fn a_3xx_to_a_local_user_is_recursed_on_and_foreign_contacts_are_passed_on() {
     let mut h = Harness::new(false);
     h.bind("bob", "sip:bob@192.0.2.20:5060", None, 10);
     h.bind("carol", "sip:carol@192.0.2.30:5060", None, 10);
-    h.recv(CALLER, &invite("sip:bob@example.test", ""));
-    let to_bob = h.take()[0].1.clone();
+    let to_bob = h.invite_bob();
     let contacts = "<sip:carol@example.test>;q=0.9, <sip:x@203.0.113.9>;q=0.5";
     h.recv(
         "192.0.2.20:5060",
@@ -630,8 +655,7 @@ fn recursion_is_bounded_and_skips_targets_already_tried() {
     h.bind("bob", "sip:bob@192.0.2.20:5060", None, 10);
     h.bind("carol", "sip:carol@192.0.2.30:5060", None, 10);
     h.bind("dave", "sip:dave@192.0.2.40:5060", None, 10);
-    h.recv(CALLER, &invite("sip:bob@example.test", ""));
-    let to_bob = h.take()[0].1.clone();
+    let to_bob = h.invite_bob();
     let redirect = |req: &Message, to: &str| {
         answer_with(
             req,
@@ -677,8 +701,7 @@ fn recursion_is_bounded_and_skips_targets_already_tried() {
     h.proxy.settings.max_recursions = 0;
     h.bind("bob", "sip:bob@192.0.2.20:5060", None, 10);
     h.bind("carol", "sip:carol@192.0.2.30:5060", None, 10);
-    h.recv(CALLER, &invite("sip:bob@example.test", ""));
-    let to_bob = h.take()[0].1.clone();
+    let to_bob = h.invite_bob();
     h.recv("192.0.2.20:5060", &redirect(&to_bob, "carol"));
     assert_eq!(
         codes(&h.take()),
@@ -689,23 +712,11 @@ fn recursion_is_bounded_and_skips_targets_already_tried() {
 /// bob registered over TCP from `source`, with `contact`; an outbound binding (RFC
 /// 5626) when `outbound`.
 fn bind_tcp(h: &mut Harness, contact: &str, source: &str, outbound: bool) {
-    h.location
-        .apply(&[Change::Upsert(Binding {
-            aor: "sip:bob@example.test".into(),
-            contact: contact.into(),
-            expires_at: UNIX + 600,
-            q: None,
-            call_id: format!("reg-{contact}"),
-            cseq: 1,
-            transport: Transport::Tcp,
-            source: source.parse().unwrap(),
-            path: vec![],
-            instance_id: outbound.then(|| "<urn:uuid:00000000-0000-0000-0000-000000000001>".into()),
-            reg_id: outbound.then_some(1),
-            user_agent: None,
-            registered_at: UNIX - 10,
-        })])
-        .unwrap();
+    h.upsert(Binding {
+        instance_id: outbound.then(|| "<urn:uuid:00000000-0000-0000-0000-000000000001>".into()),
+        reg_id: outbound.then_some(1),
+        ..binding("bob", contact, Transport::Tcp, source)
+    });
 }
 
 #[test]
@@ -718,16 +729,13 @@ fn a_closed_tcp_flow_falls_back_to_the_contact_unless_outbound() {
         false,
     );
     h.recv(CALLER, &invite("sip:bob@example.test", ""));
-    let sent: Vec<Transmit> = h.sent.drain(..).collect();
+    let sent = h.take_transmits();
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].flow.remote.to_string(), "192.0.2.20:40001");
     assert_eq!(sent[0].flow.transport, Transport::Tcp);
     // The connection it registered over is gone: the send fails.
-    h.txl
-        .handle_transport_error(h.now, sent[0].key.unwrap())
-        .unwrap();
-    h.pump();
-    let sent: Vec<Transmit> = h.sent.drain(..).collect();
+    h.send_fails(&sent[0]);
+    let sent = h.take_transmits();
     let what: Vec<String> = sent
         .iter()
         .map(|t| {
@@ -752,10 +760,7 @@ fn a_closed_tcp_flow_falls_back_to_the_contact_unless_outbound() {
     );
     assert!(retried.top_via().unwrap().branch().unwrap().ends_with(".1"));
     // That one fails too: the caller gets 500 (§16.7 step 6: never 503).
-    h.txl
-        .handle_transport_error(h.now, sent[0].key.unwrap())
-        .unwrap();
-    h.pump();
+    h.send_fails(&sent[0]);
     assert_eq!(codes(&h.take()), ["500>192.0.2.1:5060"]);
 
     // An outbound binding's flow is the only way to it (RFC 5626 §5.3).
@@ -767,12 +772,9 @@ fn a_closed_tcp_flow_falls_back_to_the_contact_unless_outbound() {
         true,
     );
     h.recv(CALLER, &invite("sip:bob@example.test", ""));
-    let sent: Vec<Transmit> = h.sent.drain(..).collect();
+    let sent = h.take_transmits();
     assert_eq!(sent[0].flow.remote.to_string(), "192.0.2.20:40001");
-    h.txl
-        .handle_transport_error(h.now, sent[0].key.unwrap())
-        .unwrap();
-    h.pump();
+    h.send_fails(&sent[0]);
     assert_eq!(codes(&h.take()), ["500>192.0.2.1:5060"]);
 }
 

@@ -2,6 +2,8 @@
 //! loopback with a temporary configuration and database, and stops it when dropped.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod baresip;
+
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
