@@ -196,6 +196,19 @@ impl fmt::Write for MessageBuilder {
 /// To, Call-ID and CSeq copied; a To tag added when `to_tag` is given and the request
 /// had none (never on 100 Trying, which the caller simply does not pass a tag for).
 /// Record-Route is copied for 18x/2xx to dialog-creating requests (§12.1.1).
+/// The status code of a response this crate's builder wrote (`SIP/2.0 NNN ...`), read
+/// from its start line without parsing the message: for handing our own responses to
+/// [`crate::transaction::TransactionLayer::send_built_response`]. `None` when the bytes
+/// do not start like a response.
+pub fn status_of_built(bytes: &[u8]) -> Option<u16> {
+    match bytes.strip_prefix(b"SIP/2.0 ")? {
+        [a, b, c, b' ', ..] if [a, b, c].iter().all(|d| d.is_ascii_digit()) => {
+            Some(u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0'))
+        }
+        _ => None,
+    }
+}
+
 pub fn response_to(request: &Message, code: u16, to_tag: Option<&str>) -> MessageBuilder {
     let mut b = MessageBuilder::response(code, "");
     copy_response_headers(request, &mut b, code, to_tag);
@@ -294,5 +307,23 @@ pub fn error_response_to_raw(raw: &[u8], code: u16, reason: &str) -> Option<Byte
         b.into_bytes().ok()
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn status_of_built_reads_the_start_line() {
+        let request = Message::parse(Bytes::from_static(
+            b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:c@d>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        ))
+        .unwrap();
+        let built = response_to(&request, 486, Some("t")).build().unwrap();
+        assert_eq!(status_of_built(built.as_bytes()), Some(486));
+        assert_eq!(status_of_built(b"SIP/2.0 20 OK\r\n"), None);
+        assert_eq!(status_of_built(b"OPTIONS sip:a@b SIP/2.0\r\n"), None);
     }
 }

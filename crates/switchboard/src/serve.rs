@@ -543,14 +543,18 @@ impl Core {
         self.drain().await;
     }
 
+    /// Hands a response we built to its transaction as it is: its status is read from
+    /// the start line we wrote, so the bytes are not parsed a second time.
     fn respond(&mut self, key: TransactionKey, bytes: Bytes) {
-        match Message::parse(bytes) {
-            Ok(msg) => {
-                if let Err(e) = self.transactions.send_response(Instant::now(), key, msg) {
-                    tracing::warn!("response not sent: {e}");
-                }
-            }
-            Err(e) => tracing::error!("we built a response that does not parse: {e}"),
+        let Some(status) = sip_core::builder::status_of_built(&bytes) else {
+            tracing::error!("we built a response without a status line");
+            return;
+        };
+        if let Err(e) = self
+            .transactions
+            .send_built_response(Instant::now(), key, status, bytes)
+        {
+            tracing::warn!("response not sent: {e}");
         }
     }
 

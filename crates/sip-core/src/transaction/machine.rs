@@ -329,18 +329,14 @@ impl Transaction {
     pub(crate) fn send_response(
         &mut self,
         ctx: &mut Ctx<'_>,
-        response: Message,
+        code: u16,
+        bytes: Bytes,
     ) -> Result<Next, TransactionError> {
-        let code = response.status().ok_or(TransactionError::WrongKind {
-            expected: "response",
-            got: "request",
-        })?;
         let invalid = |state, action| TransactionError::InvalidState {
             key: ctx.key,
             state,
             action,
         };
-        let bytes = response.as_bytes().clone();
         match (self.kind, self.state) {
             (Kind::NonInviteServer, State::Trying | State::Proceeding) => {
                 self.send(ctx, bytes.clone());

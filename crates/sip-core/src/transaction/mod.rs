@@ -470,15 +470,34 @@ impl TransactionLayer {
         key: TransactionKey,
         response: Message,
     ) -> Result<(), TransactionError> {
+        let status = response.status().ok_or(TransactionError::WrongKind {
+            expected: "response",
+            got: "request",
+        })?;
+        self.send_built_response(now, key, status, response.as_bytes().clone())
+    }
+
+    /// [`TransactionLayer::send_response`] for a response the TU wrote itself and knows
+    /// the status of (see [`crate::builder::status_of_built`]): the bytes are sent as they
+    /// are, without parsing them again.
+    pub fn send_built_response(
+        &mut self,
+        now: Instant,
+        key: TransactionKey,
+        status: u16,
+        bytes: Bytes,
+    ) -> Result<(), TransactionError> {
         if self.get(key).is_none() {
             return Err(TransactionError::UnknownTransaction(key));
         }
         let mut result = Ok(());
-        self.step(now, key, |tx, ctx| match tx.send_response(ctx, response) {
-            Ok(next) => next,
-            Err(e) => {
-                result = Err(e);
-                Next::Stay
+        self.step(now, key, |tx, ctx| {
+            match tx.send_response(ctx, status, bytes) {
+                Ok(next) => next,
+                Err(e) => {
+                    result = Err(e);
+                    Next::Stay
+                }
             }
         });
         self.prune();
