@@ -26,6 +26,14 @@ use std::time::Duration;
 /// How long a connection waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The page size of a new database file, in bytes (see `open_connection`).
+const PAGE_SIZE: u32 = 1024;
+
+/// The page cache of the server's writer, in KiB (SQLite's default is 2,000 KiB). The
+/// location table of 10,000 bindings is about 2.5 MB: a REGISTER whose page was evicted
+/// reads it back with a system call. The cache fills only as far as the file is large.
+const SERVER_CACHE_KIB: u32 = 16 * 1024;
+
 /// The schema version in `PRAGMA user_version`, for future migrations.
 const SCHEMA_VERSION: i64 = 1;
 
@@ -102,6 +110,13 @@ fn open_connection(path: &Path, durability: Durability) -> Result<Connection, St
     )
     .map_err(opened)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(opened)?;
+    // Only a new file takes this (a file in WAL mode keeps its page size). Every REGISTER
+    // rewrites one row of ~250 bytes, and the WAL receives the whole page it sits on,
+    // checksummed: with 1 KiB pages a commit writes and sums a quarter of what 4 KiB
+    // pages cost (`cargo bench -p store --bench commit`: 11.6 against 22.3 µs for one
+    // upsert, 141 against 261 µs for sixteen).
+    conn.execute_batch(&format!("PRAGMA page_size={PAGE_SIZE};"))
+        .map_err(opened)?;
     // journal_mode answers with the mode in force; a file that cannot do WAL (some network
     // file systems) would say "delete", which still works, one process at a time.
     let _mode: String = conn
@@ -191,7 +206,9 @@ impl SqliteLocationStore {
         let checkpoints = open_connection(path, durability)?;
         store
             .conn
-            .execute_batch("PRAGMA wal_autocheckpoint=0;")
+            .execute_batch(&format!(
+                "PRAGMA wal_autocheckpoint=0; PRAGMA cache_size=-{SERVER_CACHE_KIB};"
+            ))
             .map_err(|source| StoreError::Open {
                 path: path.to_owned(),
                 source,
@@ -722,6 +739,18 @@ mod tests {
             }
         }
         assert_eq!(found, 50);
+        // A new file has the small pages a REGISTER's commit is cheaper with, and the
+        // server's writer the larger cache.
+        let page: u32 = loc
+            .conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(page, PAGE_SIZE);
+        let cache: i64 = loc
+            .conn
+            .query_row("PRAGMA cache_size", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(cache, -i64::from(SERVER_CACHE_KIB));
         drop(loc); // stops and joins the thread
     }
 

@@ -14,6 +14,14 @@ mod service;
 mod user_cmd;
 
 use clap::{Parser, Subcommand};
+
+/// mimalloc rather than glibc's malloc: `serve` allocates and frees many small blocks per
+/// message, and glibc spent ~14% of its CPU per REGISTER in malloc, mostly merging its
+/// fast bins each time a block over 1 KiB was asked for (`malloc_consolidate`). Seven
+/// alternating runs at 3,000 REGISTERs/s: median 71.0 against 79.0 µs per registration.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
