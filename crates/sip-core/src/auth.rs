@@ -19,7 +19,7 @@
 //! [`Verifier::verify`].
 
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, VecDeque};
 use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -1016,7 +1016,8 @@ fn parse_item<'a>(lx: &mut Lexer<'a>, list: bool) -> Result<(&'a str, Body<'a>),
     if let Some(t) = token68 {
         return Ok((scheme, Body::Token68(t)));
     }
-    let mut params = Vec::new();
+    // Digest credentials carry nine or ten parameters: room for them at once.
+    let mut params = Vec::with_capacity(12);
     loop {
         params.push(lx.param()?);
         lx.skip_lws();
@@ -1485,6 +1486,12 @@ impl NonceIssuer {
 
     /// The issue time of a nonce minted with our key, `None` if it is not one.
     pub fn issued_at(&self, nonce: &str) -> Option<u64> {
+        self.identify(nonce).map(|(t, _)| t)
+    }
+
+    /// The issue time and [`NonceId`] of a nonce minted with our key, `None` if it is not
+    /// one.
+    pub fn identify(&self, nonce: &str) -> Option<(u64, NonceId)> {
         let bytes = nonce.as_bytes();
         if bytes.len() != NONCE_HEX_LEN {
             return None;
@@ -1503,7 +1510,7 @@ impl NonceIssuer {
         }
         let mut t = [0u8; 8];
         t.copy_from_slice(&data[..8]);
-        Some(u64::from_be_bytes(t))
+        Some((u64::from_be_bytes(t), u128::from_be_bytes(data)))
     }
 
     /// Whether a nonce is ours and still fresh at `now_secs`.
@@ -1550,21 +1557,28 @@ pub enum NcCheck {
 /// Remembers, per recently used nonce, the highest nonce count (`nc`) accepted, and refuses
 /// counts that do not grow (RFC 7616 §3.4: replay protection).
 ///
-/// Memory is bounded: at most `capacity` nonces are kept, the oldest (by issue time) go
-/// first, and [`NonceCounter::sweep`] drops expired ones. A nonce that was forgotten cannot
-/// be checked any more, so every nonce at least as old as the newest one forgotten is
-/// answered [`NcCheck::Forgotten`] rather than accepted again.
+/// Nonces are known by their [`NonceId`] (what [`NonceIssuer::identify`] reads from one
+/// of ours), so that remembering one allocates nothing. Memory is bounded: at most
+/// `capacity` nonces are kept, the first remembered go first, and [`NonceCounter::sweep`]
+/// drops expired ones. A nonce that was forgotten cannot be checked any more, so every
+/// nonce at least as old as the newest one forgotten is answered [`NcCheck::Forgotten`]
+/// rather than accepted again.
 #[derive(Debug, Clone)]
 pub struct NonceCounter {
     capacity: usize,
     lifetime_secs: u64,
-    /// nonce -> (issue time, highest nc)
-    seen: HashMap<String, (u64, u32)>,
-    /// (issue time, nonce), oldest first, for eviction.
-    order: BTreeSet<(u64, String)>,
+    /// nonce -> highest nc
+    seen: HashMap<NonceId, u32>,
+    /// (issue time, nonce) in the order they were remembered, for eviction: nonces are
+    /// used soon after they are issued, so this is about the order of issue times.
+    order: VecDeque<(u64, NonceId)>,
     /// Nonces issued at or before this time may have been forgotten.
     forgotten_through: Option<u64>,
 }
+
+/// What tells one nonce of ours from every other: the issue time and sequence number
+/// it carries (the part its MAC covers).
+pub type NonceId = u128;
 
 impl NonceCounter {
     /// A counter keeping at most `capacity` nonces (at least 1), each for `lifetime_secs`
@@ -1574,16 +1588,16 @@ impl NonceCounter {
             capacity: capacity.max(1),
             lifetime_secs,
             seen: HashMap::new(),
-            order: BTreeSet::new(),
+            order: VecDeque::new(),
             forgotten_through: None,
         }
     }
 
-    /// Checks `nc` for `nonce` (issued at `issued_at`), remembering it when fresh. Call it
-    /// only for requests whose response was verified, so strangers cannot burn a client's
-    /// counts or fill the table.
-    pub fn check(&mut self, nonce: &str, issued_at: u64, nc: u32) -> NcCheck {
-        if let Some((_, highest)) = self.seen.get_mut(nonce) {
+    /// Checks `nc` for the nonce `id` (issued at `issued_at`), remembering it when fresh.
+    /// Call it only for requests whose response was verified, so strangers cannot burn a
+    /// client's counts or fill the table.
+    pub fn check(&mut self, id: NonceId, issued_at: u64, nc: u32) -> NcCheck {
+        if let Some(highest) = self.seen.get_mut(&id) {
             if nc > *highest {
                 *highest = nc;
                 return NcCheck::Fresh;
@@ -1597,10 +1611,10 @@ impl NonceCounter {
             // Counts start at 1 (RFC 7616 §3.4): 0 is not greater than "none sent yet".
             return NcCheck::Replay;
         }
-        self.seen.insert(nonce.to_owned(), (issued_at, nc));
-        self.order.insert((issued_at, nonce.to_owned()));
+        self.seen.insert(id, nc);
+        self.order.push_back((issued_at, id));
         while self.seen.len() > self.capacity {
-            let Some((t, n)) = self.order.pop_first() else {
+            let Some((t, n)) = self.order.pop_front() else {
                 break;
             };
             self.seen.remove(&n);
@@ -1615,14 +1629,12 @@ impl NonceCounter {
 
     /// Drops the nonces whose lifetime is over at `now_secs`.
     pub fn sweep(&mut self, now_secs: u64) {
-        while let Some((t, _)) = self.order.first() {
-            if now_secs.saturating_sub(*t) < self.lifetime_secs {
+        while let Some(&(t, n)) = self.order.front() {
+            if now_secs.saturating_sub(t) < self.lifetime_secs {
                 break;
             }
-            let t = *t;
-            if let Some((_, n)) = self.order.pop_first() {
-                self.seen.remove(&n);
-            }
+            self.order.pop_front();
+            self.seen.remove(&n);
             self.forget_through(t);
         }
     }
@@ -1776,7 +1788,7 @@ impl Verifier {
         // nonce we cannot vouch for (issued before a restart under another key, by another
         // node, or expired) is then `stale` (RFC 7616 §3.3), never a failure that could
         // lock out a phone that simply reused its last nonce.
-        let Some(issued) = self.issuer.issued_at(&creds.nonce) else {
+        let Some((issued, id)) = self.issuer.identify(&creds.nonce) else {
             return Verdict::Stale;
         };
         match self.issuer.status_of(issued, now_secs) {
@@ -1787,7 +1799,7 @@ impl Verifier {
         // password: otherwise anyone could burn a client's counts.
         match qop {
             None => Verdict::Ok,
-            Some(q) => match self.counter.check(&creds.nonce, issued, q.nc) {
+            Some(q) => match self.counter.check(id, issued, q.nc) {
                 NcCheck::Fresh => Verdict::Ok,
                 NcCheck::Replay => Verdict::Replay,
                 NcCheck::Forgotten => Verdict::Stale,
@@ -2369,6 +2381,10 @@ mod tests {
         assert_eq!(n.len(), 64);
         assert_ne!(issuer.issue(t), n, "same second, different nonce");
         assert_eq!(issuer.issued_at(&n), Some(t));
+        // Two nonces of the same second are told apart by the replay counter.
+        let (id, id2) = (issuer.identify(&n), issuer.identify(&issuer.issue(t)));
+        assert!(id.is_some_and(|(at, _)| at == t));
+        assert_ne!(id.map(|(_, i)| i), id2.map(|(_, i)| i));
         assert_eq!(issuer.check(&n, t), NonceStatus::Valid);
         assert_eq!(issuer.check(&n, t + 299), NonceStatus::Valid);
         assert_eq!(issuer.check(&n, t + 300), NonceStatus::Stale);
@@ -2417,40 +2433,42 @@ mod tests {
 
     #[test]
     fn counter_refuses_replays() {
+        const A: NonceId = 1;
+        const B: NonceId = 2;
         let mut c = NonceCounter::new(10, 60);
-        assert_eq!(c.check("a", 100, 0), NcCheck::Replay);
-        assert_eq!(c.check("a", 100, 1), NcCheck::Fresh);
-        assert_eq!(c.check("a", 100, 1), NcCheck::Replay);
-        assert_eq!(c.check("a", 100, 2), NcCheck::Fresh);
-        assert_eq!(c.check("a", 100, 1), NcCheck::Replay);
-        assert_eq!(c.check("b", 100, 1), NcCheck::Fresh);
-        assert_eq!(c.check("a", 100, u32::MAX), NcCheck::Fresh);
-        assert_eq!(c.check("a", 100, u32::MAX), NcCheck::Replay);
+        assert_eq!(c.check(A, 100, 0), NcCheck::Replay);
+        assert_eq!(c.check(A, 100, 1), NcCheck::Fresh);
+        assert_eq!(c.check(A, 100, 1), NcCheck::Replay);
+        assert_eq!(c.check(A, 100, 2), NcCheck::Fresh);
+        assert_eq!(c.check(A, 100, 1), NcCheck::Replay);
+        assert_eq!(c.check(B, 100, 1), NcCheck::Fresh);
+        assert_eq!(c.check(A, 100, u32::MAX), NcCheck::Fresh);
+        assert_eq!(c.check(A, 100, u32::MAX), NcCheck::Replay);
     }
 
     #[test]
     fn counter_memory_is_bounded() {
         let mut c = NonceCounter::new(3, 60);
         for (i, t) in (100..110).enumerate() {
-            assert_eq!(c.check(&format!("n{i}"), t, 1), NcCheck::Fresh);
+            assert_eq!(c.check(i as NonceId, t, 1), NcCheck::Fresh);
             assert!(c.len() <= 3);
         }
         assert_eq!(c.len(), 3);
         assert_eq!(c.capacity(), 3);
         // The oldest were forgotten: they cannot be accepted again, nor can any older nonce.
-        assert_eq!(c.check("n0", 100, 1), NcCheck::Forgotten);
-        assert_eq!(c.check("n0", 100, 2), NcCheck::Forgotten);
-        assert_eq!(c.check("unseen-old", 105, 1), NcCheck::Forgotten);
+        assert_eq!(c.check(0, 100, 1), NcCheck::Forgotten);
+        assert_eq!(c.check(0, 100, 2), NcCheck::Forgotten);
+        assert_eq!(c.check(1_000, 105, 1), NcCheck::Forgotten);
         // The newest are still tracked.
-        assert_eq!(c.check("n9", 109, 1), NcCheck::Replay);
-        assert_eq!(c.check("n9", 109, 2), NcCheck::Fresh);
+        assert_eq!(c.check(9, 109, 1), NcCheck::Replay);
+        assert_eq!(c.check(9, 109, 2), NcCheck::Fresh);
         // Expired ones go with a sweep.
         c.sweep(168);
         assert_eq!(c.len(), 1);
         c.sweep(169);
         assert!(c.is_empty());
-        assert_eq!(c.check("n9", 109, 3), NcCheck::Forgotten);
-        assert_eq!(c.check("new", 170, 1), NcCheck::Fresh);
+        assert_eq!(c.check(9, 109, 3), NcCheck::Forgotten);
+        assert_eq!(c.check(1_001, 170, 1), NcCheck::Fresh);
         assert_eq!(NonceCounter::new(0, 1).capacity(), 1);
     }
 
