@@ -360,6 +360,35 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
         outcome
     }
 
+    /// Answers a REGISTER that carries no credentials for our realm, when
+    /// authentication is required: it is challenged (or refused for an earlier fault)
+    /// and nothing is staged, so the answer may be sent without a server transaction.
+    /// RFC 3261 §8.2.7 has challenges sent statelessly, so that a flood of
+    /// unauthenticated requests leaves no state behind; a retransmission is challenged
+    /// again, with a fresh nonce. `None`: the request must go through a transaction and
+    /// [`Registrar::stage_register`].
+    pub fn answer_statelessly(
+        &mut self,
+        now: u64,
+        req: &Message,
+        source: SocketAddr,
+        transport: Transport,
+    ) -> Option<RegisterOutcome> {
+        if !self.settings.rules.require_auth
+            || req.method() != Some(&Method::Register)
+            || self.auth.has_credentials(req, HeaderName::Authorization)
+        {
+            return None;
+        }
+        let outcome = self.stage_register(now, req, source, transport);
+        // Without credentials `process` stops at the challenge, before any staging; were
+        // that ever to change, the 200 would still wait for its bindings to be stored.
+        if outcome.awaits_commit && self.commit().is_err() {
+            return Some(self.failed_commit(req, outcome));
+        }
+        Some(outcome)
+    }
+
     /// Handles one REGISTER like [`Registrar::handle_register`], except that its changes
     /// to the bindings are only staged: they count for the REGISTERs handled after it,
     /// and are stored by the next [`Registrar::commit`].
@@ -1737,6 +1766,34 @@ mod tests {
         assert_eq!(r.status(), Some(401));
         assert!(!challenges(&r)[0].as_digest().unwrap().stale);
         assert_eq!(reg.stats().auth_failures, 1);
+    }
+
+    #[test]
+    fn only_requests_without_our_credentials_are_answered_statelessly() {
+        let c = "Contact: <sip:a@192.0.2.1>";
+        let mut reg = registrar(true);
+        let bare = register("alice", "c1", 1, &[c]);
+        let outcome = reg
+            .answer_statelessly(T0, &bare, src(), Transport::Udp)
+            .expect("a request without credentials is challenged statelessly");
+        assert_eq!((outcome.status, outcome.awaits_commit), (401, false));
+        let ch = challenges(&Message::parse(outcome.response.unwrap()).unwrap());
+        let answered = register(
+            "alice",
+            "c1",
+            2,
+            &[c, &answer(&ch[0], "alice", "alice-pw", 1)],
+        );
+        assert!(
+            reg.answer_statelessly(T0, &answered, src(), Transport::Udp)
+                .is_none()
+        );
+        // Nothing is challenged when authentication is off: everything is stateful.
+        let mut open = registrar(false);
+        assert!(
+            open.answer_statelessly(T0, &bare, src(), Transport::Udp)
+                .is_none()
+        );
     }
 
     #[test]

@@ -362,6 +362,20 @@ impl Core {
                         return;
                     }
                     let target = sip_net::response_target(&flow, &msg);
+                    // A REGISTER without credentials is challenged without a transaction
+                    // (RFC 3261 §8.2.7): a flood of them leaves no state behind.
+                    if let Some(outcome) = self.registrar.answer_statelessly(
+                        unix_now(),
+                        &msg,
+                        flow.remote,
+                        flow.transport,
+                    ) {
+                        tracing::debug!(status = outcome.status, source = %flow.remote, "REGISTER answered statelessly");
+                        if let Some(bytes) = outcome.response {
+                            self.send(Target::Flow(target), bytes).await;
+                        }
+                        return;
+                    }
                     if let Err(e) = self
                         .transactions
                         .handle_message(Instant::now(), msg, target)
