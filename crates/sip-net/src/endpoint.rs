@@ -4,6 +4,7 @@ use crate::dns::{self, DnsError, ResolvedTarget, SipResolver};
 use crate::limits::{Counters, Limits};
 use crate::spec::ListenSpec;
 use crate::trace::{Direction, LogSink, TraceEvent, TraceSink};
+use crate::udp_batch::BatchReceiver;
 use crate::via::{rewrite_via_transport, stamp_via};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -583,6 +584,29 @@ impl Inner {
         }
     }
 
+    /// One datagram received on the UDP socket bound to `local`, in a buffer of
+    /// `capacity` bytes: checked, parsed and delivered.
+    fn take_datagram(&self, data: &[u8], src: SocketAddr, local: SocketAddr, capacity: usize) {
+        if data.len() > self.limits.max_message || data.len() == capacity {
+            self.counters.oversize_msg();
+            tracing::warn!(%src, size = data.len(), limit = self.limits.max_message, "oversize datagram dropped");
+            return;
+        }
+        // RFC 5626 §4.4.1 keep-alives over UDP (CRLFCRLF, or STUN which we do not
+        // answer) carry no message.
+        if data.iter().all(|c| matches!(c, b'\r' | b'\n' | b' ')) {
+            return;
+        }
+        let flow = Flow {
+            transport: Transport::Udp,
+            remote: src,
+            local: Some(local),
+            connection: None,
+        };
+        let incoming = self.make_incoming(Bytes::copy_from_slice(data), flow);
+        self.deliver_nowait(incoming);
+    }
+
     /// Datagram delivery: never waits. A full channel means the service is behind,
     /// and UDP senders retransmit anyway.
     fn deliver_nowait(&self, incoming: Incoming) {
@@ -877,31 +901,32 @@ async fn udp_loop(inner: Arc<Inner>, sock: Arc<UdpSocket>, local: SocketAddr) {
     let mut shutdown = inner.shutdown.clone();
     // One byte more than the limit, so that an oversize datagram is seen as such
     // rather than silently truncated to a "valid" prefix.
-    let mut buf = vec![0u8; inner.limits.max_message.saturating_add(1).min(65_536)];
+    let mut batches = BatchReceiver::new(inner.limits.max_message.saturating_add(1).min(65_536));
     loop {
         tokio::select! {
-            r = sock.recv_from(&mut buf) => match r {
-                Ok((n, src)) => {
-                    if n > inner.limits.max_message || n == buf.len() {
-                        inner.counters.oversize_msg();
-                        tracing::warn!(%src, size = n, limit = inner.limits.max_message, "oversize datagram dropped");
-                        continue;
-                    }
-                    let data = &buf[..n];
-                    // RFC 5626 §4.4.1 keep-alives over UDP (CRLFCRLF, or STUN which
-                    // we do not answer) carry no message.
-                    if data.iter().all(|c| matches!(c, b'\r' | b'\n' | b' ')) {
-                        continue;
-                    }
-                    let flow = Flow { transport: Transport::Udp, remote: src, local: Some(local), connection: None };
-                    let incoming = inner.make_incoming(Bytes::copy_from_slice(data), flow);
-                    inner.deliver_nowait(incoming);
-                }
-                // Linux reports an ICMP port unreachable for an earlier send as an
-                // error on the next receive: not a reason to stop listening.
-                Err(e) => tracing::debug!(%local, error = %e, "udp receive error"),
+            r = sock.readable() => if let Err(e) = r {
+                tracing::warn!(%local, error = %e, "udp socket failed; no longer listening");
+                break;
             },
             _ = shutdown.changed() => break,
+        }
+        loop {
+            let more = match batches.receive(&sock) {
+                Ok(more) => more,
+                // Linux reports an ICMP port unreachable for an earlier send as an
+                // error on the next receive: not a reason to stop listening.
+                Err(e) => {
+                    tracing::debug!(%local, error = %e, "udp receive error");
+                    true
+                }
+            };
+            for (data, src) in batches.datagrams() {
+                let Some(src) = src else { continue };
+                inner.take_datagram(data, src, local, batches.capacity());
+            }
+            if !more {
+                break;
+            }
         }
     }
 }

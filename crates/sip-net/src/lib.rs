@@ -44,6 +44,7 @@ mod limits;
 mod spec;
 pub mod tls;
 mod trace;
+mod udp_batch;
 mod via;
 
 pub use dns::{ResolvedTarget, SipResolver};

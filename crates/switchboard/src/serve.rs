@@ -1,5 +1,6 @@
 //! `switchboard serve`: the server process. It binds the configured transports, runs
-//! every request through the RFC 3261 transaction layer, and answers: REGISTER by the
+//! every request through the RFC 3261 transaction layer (except REGISTERs without
+//! credentials, challenged statelessly as §8.2.7 advises), and answers: REGISTER by the
 //! registrar; requests for users and dialogs by the stateful proxy (`proxy`); OPTIONS
 //! and whatever is addressed to the server itself as a UAS (`service`).
 //!
