@@ -4,6 +4,7 @@
 //! react, which the `match` on kind and state below spells out case by case.
 
 use super::build::build_ack;
+use super::table::TimerQueue;
 use super::timer::{Timer, TimerConfig, TimerTable};
 use super::{Event, Kind, State, TransactionError, TransactionKey, Transmit};
 use crate::builder::response_to;
@@ -11,16 +12,16 @@ use crate::message::Message;
 use crate::method::Method;
 use crate::transport::Flow;
 use bytes::Bytes;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// One entry of the layer's timer heap. Entries are never removed early: a transaction
-/// that re-arms or clears a timer leaves its old entry behind, and the entry is skipped
-/// when it surfaces because it no longer equals the transaction's table (lazy deletion).
+/// One entry of the layer's timer queue, ordered by when it is due. Entries are never
+/// removed early: a transaction that re-arms or clears a timer leaves its old entry
+/// behind, and the entry is skipped when it surfaces because it no longer equals the
+/// transaction's table (lazy deletion).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct HeapEntry {
+pub(crate) struct TimerEntry {
     pub(crate) at: Instant,
     pub(crate) key: TransactionKey,
     pub(crate) timer: Timer,
@@ -31,7 +32,7 @@ pub(crate) struct HeapEntry {
 pub(crate) struct Output {
     pub(crate) transmits: VecDeque<Transmit>,
     pub(crate) events: VecDeque<Event>,
-    pub(crate) heap: BinaryHeap<Reverse<HeapEntry>>,
+    pub(crate) timers: TimerQueue,
 }
 
 /// Everything one step of a machine needs besides the machine itself.
@@ -76,11 +77,11 @@ impl Transaction {
     fn arm(&mut self, ctx: &mut Ctx<'_>, timer: Timer, after: Duration) {
         let at = ctx.now + after;
         self.timers.set(timer, at);
-        ctx.out.heap.push(Reverse(HeapEntry {
+        ctx.out.timers.push(TimerEntry {
             at,
             key: ctx.key,
             timer,
-        }));
+        });
     }
 
     fn send(&self, ctx: &mut Ctx<'_>, bytes: Bytes) {

@@ -4,7 +4,7 @@
 //! by retransmission timers. This module holds the four state machines (INVITE and
 //! non-INVITE, client and server) and the [`TransactionLayer`], the table that routes
 //! each received message to its transaction (§17.1.3, §17.2.3), starts new ones and
-//! runs their timers from a single heap.
+//! runs their timers from a single queue.
 //!
 //! Nothing here touches a socket or a clock. The I/O layer feeds the layer received
 //! messages, TU commands and timer ticks, each with an explicit `now`, and the layer
@@ -65,6 +65,7 @@ mod build;
 mod error;
 mod key;
 mod machine;
+mod table;
 mod timer;
 
 pub use build::{build_ack, build_cancel};
@@ -76,10 +77,10 @@ use crate::message::Message;
 use crate::method::Method;
 use crate::transport::Flow;
 use bytes::Bytes;
-use machine::{Ctx, HeapEntry, Next, Output, Transaction};
-use std::collections::HashMap;
+use machine::{Ctx, Next, Output, TimerEntry, Transaction};
 use std::sync::Arc;
 use std::time::Instant;
+use table::{MatchIndex, Slab};
 
 /// Which of the four machines a transaction runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -200,29 +201,20 @@ pub enum Event {
     },
 }
 
-/// One slot of the transaction table.
-#[derive(Debug)]
-struct Entry {
-    generation: u32,
-    tx: Option<Transaction>,
-}
-
 /// The transaction table: all live client and server transactions, their matching
 /// index and their timers. See the [module docs](self) for the drain rule.
 #[derive(Debug)]
 pub struct TransactionLayer {
     config: TimerConfig,
-    /// Slab of transactions; `TransactionKey.index` points here, and a generation bump
-    /// on removal invalidates old keys.
-    slots: Vec<Entry>,
-    free: Vec<u32>,
-    live: usize,
+    /// The transactions; `TransactionKey` addresses them, and a generation bump on
+    /// removal invalidates old keys.
+    slots: Slab<Transaction>,
     /// Matching key to transaction. Keys are `Arc<str>` shared with the transaction, so
     /// removal needs no recomputation and the key text is allocated once.
-    index: HashMap<Arc<str>, TransactionKey>,
+    index: MatchIndex,
     out: Output,
     /// Scratch space for due timers, kept to avoid an allocation per tick.
-    due: Vec<HeapEntry>,
+    due: Vec<TimerEntry>,
 }
 
 impl Default for TransactionLayer {
@@ -236,10 +228,8 @@ impl TransactionLayer {
     pub fn new(config: TimerConfig) -> Self {
         TransactionLayer {
             config,
-            slots: Vec::new(),
-            free: Vec::new(),
-            live: 0,
-            index: HashMap::new(),
+            slots: Slab::new(),
+            index: MatchIndex::new(),
             out: Output::default(),
             due: Vec::new(),
         }
@@ -252,18 +242,18 @@ impl TransactionLayer {
 
     /// How many transactions are live.
     pub fn len(&self) -> usize {
-        self.live
+        self.slots.len()
     }
 
     /// Whether no transaction is live.
     pub fn is_empty(&self) -> bool {
-        self.live == 0
+        self.slots.len() == 0
     }
 
-    /// Entries in the timer heap, including ones left behind by re-armed or finished
+    /// Entries in the timer queue, including ones left behind by re-armed or finished
     /// timers that have not surfaced yet (lazy deletion). For diagnostics and tests.
     pub fn scheduled_timers(&self) -> usize {
-        self.out.heap.len()
+        self.out.timers.len()
     }
 
     /// The state of a live transaction.
@@ -316,7 +306,7 @@ impl TransactionLayer {
         let is_ack = msg.method() == Some(&Method::Ack);
         let (key_text, rfc2543) =
             key::server_key(&msg, None, false).map_err(TransactionError::Unmatchable)?;
-        if let Some(&key) = self.index.get(key_text.as_str()) {
+        if let Some(key) = self.index.get(key_text.as_str()) {
             self.step(now, key, |tx, ctx| tx.on_request(ctx, msg, flow, is_ack));
             return Ok(());
         }
@@ -349,7 +339,7 @@ impl TransactionLayer {
 
     fn find_rfc2543_ack(&self, ack: &Message) -> Option<TransactionKey> {
         let (text, _) = key::server_key(ack, None, true).ok()?;
-        let key = *self.index.get(text.as_str())?;
+        let key = self.index.get(text.as_str())?;
         let ack_tag = ack.to().ok()?.tag()?;
         let sent = Message::parse(self.get(key)?.last.clone()?).ok()?;
         let ok = sent.to().ok()?.tag() == Some(ack_tag);
@@ -364,7 +354,7 @@ impl TransactionLayer {
     ) -> Result<(), TransactionError> {
         let key_text = key::client_key(&msg).map_err(TransactionError::Unmatchable)?;
         match self.index.get(key_text.as_str()) {
-            Some(&key) => self.step(now, key, |tx, ctx| tx.on_response(ctx, msg)),
+            Some(key) => self.step(now, key, |tx, ctx| tx.on_response(ctx, msg)),
             None => self.out.events.push_back(Event::StrayResponse {
                 response: msg,
                 flow,
@@ -378,11 +368,11 @@ impl TransactionLayer {
         // Collect first, then fire: a timer re-armed for `now` or earlier (a zero T1)
         // waits for the next call instead of looping here.
         let mut due = std::mem::take(&mut self.due);
-        while let Some(top) = self.out.heap.peek() {
-            if top.0.at > now {
+        while let Some(top) = self.out.timers.peek() {
+            if top.at > now {
                 break;
             }
-            if let Some(std::cmp::Reverse(e)) = self.out.heap.pop() {
+            if let Some(e) = self.out.timers.pop() {
                 due.push(e);
             }
         }
@@ -450,7 +440,7 @@ impl TransactionLayer {
         };
         let cseq = request.cseq().map_err(build_err)?;
         let key_text = key::client_key_of(branch, &cseq.method);
-        if self.index.contains_key(key_text.as_str()) {
+        if self.index.contains(key_text.as_str()) {
             return Err(TransactionError::DuplicateBranch(branch.to_owned()));
         }
         let key = self.insert_with(now, key_text.into(), |ctx, mk| {
@@ -554,7 +544,7 @@ impl TransactionLayer {
     /// CANCEL matches it by the §17.2.3 rules with method INVITE), if it is still live.
     pub fn find_cancelled(&self, cancel: &Message) -> Option<TransactionKey> {
         let (text, _) = key::server_key(cancel, Some(&Method::Invite), false).ok()?;
-        let key = *self.index.get(text.as_str())?;
+        let key = self.index.get(text.as_str())?;
         (self.get(key)?.kind == Kind::InviteServer).then_some(key)
     }
 
@@ -573,17 +563,13 @@ impl TransactionLayer {
     /// When to call [`TransactionLayer::handle_timeout`] next: the earliest live timer
     /// of any transaction, or `None` when no timer runs.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.out.heap.peek().map(|e| e.0.at)
+        self.out.timers.peek().map(|e| e.at)
     }
 
     // ----- internals -----
 
     fn get(&self, key: TransactionKey) -> Option<&Transaction> {
-        let e = self.slots.get(key.index as usize)?;
-        if e.generation != key.generation {
-            return None;
-        }
-        e.tx.as_ref()
+        self.slots.get(key)
     }
 
     /// Allocates a slot and key, builds the transaction there and indexes it.
@@ -593,19 +579,7 @@ impl TransactionLayer {
         match_key: Arc<str>,
         make: impl FnOnce(&mut Ctx<'_>, Arc<str>) -> Transaction,
     ) -> TransactionKey {
-        let index = match self.free.pop() {
-            Some(i) => i,
-            None => {
-                self.slots.push(Entry {
-                    generation: 0,
-                    tx: None,
-                });
-                // More than 4 billion live transactions would exhaust memory long before.
-                u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
-            }
-        };
-        let generation = self.slots[index as usize].generation;
-        let key = TransactionKey { index, generation };
+        let key = self.slots.vacant_key();
         let mut ctx = Ctx {
             now,
             key,
@@ -613,9 +587,8 @@ impl TransactionLayer {
             out: &mut self.out,
         };
         let tx = make(&mut ctx, match_key.clone());
-        self.slots[index as usize].tx = Some(tx);
+        self.slots.insert(key, tx);
         self.index.insert(match_key, key);
-        self.live += 1;
         key
     }
 
@@ -626,13 +599,7 @@ impl TransactionLayer {
         key: TransactionKey,
         f: impl FnOnce(&mut Transaction, &mut Ctx<'_>) -> Next,
     ) {
-        let Some(entry) = self.slots.get_mut(key.index as usize) else {
-            return;
-        };
-        if entry.generation != key.generation {
-            return;
-        }
-        let Some(tx) = entry.tx.as_mut() else {
+        let Some(tx) = self.slots.get_mut(key) else {
             return;
         };
         let mut ctx = Ctx {
@@ -647,31 +614,25 @@ impl TransactionLayer {
     }
 
     fn remove(&mut self, key: TransactionKey) {
-        let Some(entry) = self.slots.get_mut(key.index as usize) else {
+        let Some(tx) = self.slots.remove(key) else {
             return;
         };
-        let Some(tx) = entry.tx.take() else {
-            return;
-        };
-        entry.generation = entry.generation.wrapping_add(1);
-        self.free.push(key.index);
         self.index.remove(&tx.match_key);
-        self.live -= 1;
         self.out.events.push_back(Event::Terminated { key });
     }
 
-    /// Pops heap entries that no longer match their transaction's table, so that
+    /// Pops queued timers that no longer match their transaction's table, so that
     /// [`TransactionLayer::poll_timeout`] reports a live timer, not a dead one.
     fn prune(&mut self) {
-        while let Some(top) = self.out.heap.peek() {
-            let e = top.0;
+        while let Some(top) = self.out.timers.peek() {
+            let e = *top;
             let live = self
                 .get(e.key)
                 .is_some_and(|tx| tx.timers.get(e.timer) == Some(e.at));
             if live {
                 break;
             }
-            self.out.heap.pop();
+            self.out.timers.pop();
         }
     }
 }
