@@ -5,7 +5,8 @@
 //! at once shows up here as one long pause at each doubling; `serve` reads its
 //! sockets on the same thread, so such a pause is datagrams lost.
 //!
-//! Uses mimalloc, as `switchboard` does. Run:
+//! Uses mimalloc and turns transparent huge pages off, as `switchboard serve` does
+//! (`KEEP_THP=1` leaves them on, to see what they cost). Run:
 //! `cargo bench -p sip-core --bench transaction_pause`
 
 #![allow(clippy::unwrap_used)]
@@ -42,6 +43,14 @@ fn main() {
         local: None,
         connection: None,
     };
+    let keep_thp = std::env::var_os("KEEP_THP").is_some_and(|v| v == "1");
+    if !keep_thp {
+        nix::sys::prctl::set_thp_disable(true).unwrap();
+    }
+    println!(
+        "transparent huge pages {}",
+        if keep_thp { "on" } else { "off" }
+    );
     let mut layer = TransactionLayer::default();
     let now = Instant::now();
     // (pause, which transaction, which call)

@@ -39,6 +39,14 @@ pub fn run(config_path: Option<&Path>) -> ExitCode {
         None => Config::default(),
     };
     init_logging("info");
+    // No transparent huge pages: the first touch of a fresh 2 MiB page zeroes all of it
+    // at once (and on a virtual machine has the host back it), a pause of milliseconds on
+    // the thread that reads the sockets, while memory grows with the transactions. The
+    // `transaction_pause` bench of sip-core measured 5-8 ms pauses with them and 1 ms
+    // without, for the same CPU per REGISTER; Redis turns them off for the same reason.
+    if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
+        tracing::debug!("transparent huge pages stay on: {e}");
+    }
     // One thread: all protocol state lives in one task anyway, and at the rates a SIP
     // server sees, handing each datagram between threads costs more than it buys.
     let Some(runtime) = single_thread_runtime() else {
