@@ -9,9 +9,7 @@
 //! the configured algorithm order.
 
 use crate::registrar::{DigestAlgorithm, digest_uri_matches};
-use sip_core::auth::{
-    Algorithm, Credentials, DigestCredentials, NonceIssuer, Verdict, Verifier, ha1,
-};
+use sip_core::auth::{Algorithm, Credentials, NonceIssuer, Verdict, Verifier, ha1};
 use sip_core::{HeaderName, Message};
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -134,27 +132,6 @@ impl Authenticator {
         }
     }
 
-    /// Whether `req` carries Digest credentials for our realm in `header`: without them
-    /// the answer is a challenge, whatever else the request says.
-    pub fn has_credentials(&self, req: &Message, header: HeaderName) -> bool {
-        self.our_credentials(req, header).is_some()
-    }
-
-    /// The first Digest credentials for our realm in `header`. Credentials for other
-    /// realms (other proxies on the way) are not ours to check.
-    fn our_credentials<'m>(
-        &self,
-        req: &'m Message,
-        header: HeaderName,
-    ) -> Option<DigestCredentials<'m>> {
-        req.get_all(header)
-            .filter_map(|v| Credentials::parse(v).ok())
-            .find_map(|c| match c {
-                Credentials::Digest(d) if d.realm == self.realm => Some(d),
-                _ => None,
-            })
-    }
-
     /// Checks the credentials for our realm in `header` of `req`, sent from `source`
     /// (whose failures count towards a ban), at `now` (Unix seconds), with `lookup`
     /// finding a user by name. An unknown user is checked against a stand-in hash, so
@@ -168,7 +145,15 @@ impl Authenticator {
         source: Option<IpAddr>,
         lookup: impl FnOnce(&str) -> Result<Option<B>, StoreError>,
     ) -> Result<AuthCheck, StoreError> {
-        let Some(creds) = self.our_credentials(req, header) else {
+        // Credentials for other realms (other proxies on the way) are not ours to check.
+        let creds = req
+            .get_all(header)
+            .filter_map(|v| Credentials::parse(v).ok())
+            .find_map(|c| match c {
+                Credentials::Digest(d) if d.realm == self.realm => Some(d),
+                _ => None,
+            });
+        let Some(creds) = creds else {
             return Ok(AuthCheck::Challenge { stale: false });
         };
         let user = lookup(&creds.username)?;

@@ -14,6 +14,8 @@ mod service;
 mod user_cmd;
 
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 /// mimalloc rather than glibc's malloc: `serve` allocates and frees many small blocks per
 /// message, and glibc spent ~14% of its CPU per REGISTER in malloc, mostly merging its
@@ -21,9 +23,6 @@ use clap::{Parser, Subcommand};
 /// alternating runs at 3,000 REGISTERs/s: median 71.0 against 79.0 µs per registration.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-use std::path::PathBuf;
-use std::process::ExitCode;
 
 /// Switchboard: a SIP registrar, proxy, PBX and softphone in one binary.
 #[derive(Parser)]

@@ -278,6 +278,17 @@ impl Client {
         }
     }
 
+    /// Sends `req` once, never retransmitting, and returns the next response, raw.
+    fn send_once(&self, req: &Bytes) -> Bytes {
+        self.sock.send_to(req, self.server).unwrap();
+        self.sock
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = vec![0u8; 65536];
+        let (n, _) = self.sock.recv_from(&mut buf).expect("an answer within 5 s");
+        Bytes::copy_from_slice(&buf[..n])
+    }
+
     /// Sends a request and insists on an answer.
     fn transact(&self, req: &Bytes) -> Message {
         self.send(req, Duration::from_secs(5))
@@ -463,17 +474,6 @@ fn wrong_password_and_unknown_user_get_the_same_fresh_401() {
     assert_eq!(location(&server), Vec::<Value>::new());
 }
 
-/// Sends `req` once and returns the next response, raw.
-fn once(c: &Client, req: &Bytes) -> Bytes {
-    c.sock.send_to(req, c.server).unwrap();
-    c.sock
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let mut buf = vec![0u8; 65536];
-    let (n, _) = c.sock.recv_from(&mut buf).expect("an answer within 5 s");
-    Bytes::copy_from_slice(&buf[..n])
-}
-
 #[test]
 fn challenges_are_stateless_and_accepted_registers_are_not() {
     let server = Server::start(ServerOptions {
@@ -485,7 +485,7 @@ fn challenges_are_stateless_and_accepted_registers_are_not() {
     // The same REGISTER twice, as a retransmission: no transaction kept the first 401
     // (RFC 3261 §8.2.7), so the second is a new challenge with a new nonce.
     let req = c.request(std::slice::from_ref(&contact));
-    let (first, again) = (once(&c, &req), once(&c, &req));
+    let (first, again) = (c.send_once(&req), c.send_once(&req));
     let (first, again) = (
         Message::parse(first).unwrap(),
         Message::parse(again).unwrap(),
@@ -496,7 +496,7 @@ fn challenges_are_stateless_and_accepted_registers_are_not() {
     // 200, where handling it again would have refused the reused nonce count.
     let auth = authorization(&pick(&again, Algorithm::Sha256), "alice", "alice-pw", 1);
     let req = c.request(&[contact, auth]);
-    let (ok, ok_again) = (once(&c, &req), once(&c, &req));
+    let (ok, ok_again) = (c.send_once(&req), c.send_once(&req));
     assert_eq!(Message::parse(ok.clone()).unwrap().status(), Some(200));
     assert_eq!(ok, ok_again);
     assert_eq!(location(&server).len(), 1);
