@@ -371,6 +371,10 @@ impl Core {
                         return;
                     }
                     let target = sip_net::response_target(&flow, &msg);
+                    if let Some(resp) = service::refuse_unmatchable(&msg) {
+                        self.send(Target::Flow(target), resp).await;
+                        return;
+                    }
                     // A REGISTER without credentials is challenged without a transaction
                     // (RFC 3261 §8.2.7): a flood of them leaves no state behind.
                     if let Some(outcome) = self.registrar.answer_statelessly(
