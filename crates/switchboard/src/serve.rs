@@ -365,12 +365,12 @@ impl Core {
                     if let Err(e) = msg.validate() {
                         tracing::debug!(remote = %flow.remote, "invalid request: {e}");
                         if let Answer::Respond(resp) = service::answer_invalid(msg.as_bytes(), &e) {
-                            let target = sip_net::response_target(&flow, &msg);
+                            let target = sip_core::response_target(&flow, &msg);
                             self.send(Target::Flow(target), resp).await;
                         }
                         return;
                     }
-                    let target = sip_net::response_target(&flow, &msg);
+                    let target = sip_core::response_target(&flow, &msg);
                     if let Some(resp) = service::refuse_unmatchable(&msg) {
                         self.send(Target::Flow(target), resp).await;
                         return;
