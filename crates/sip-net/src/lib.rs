@@ -48,7 +48,7 @@ mod udp_batch;
 
 pub use dns::{ResolvedTarget, SipResolver};
 pub use endpoint::{
-    BindError, Endpoint, EndpointConfig, Incoming, SendError, Target, UDP_MTU_LIMIT,
+    BindError, Dispatch, Endpoint, EndpointConfig, Incoming, SendError, Target, UDP_MTU_LIMIT,
 };
 pub use limits::{CounterSnapshot, Counters, Limits};
 pub use spec::{ListenSpec, ListenSpecError};
