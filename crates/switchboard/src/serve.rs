@@ -402,14 +402,12 @@ impl Core {
                     tracing::debug!(remote = %flow.remote, "response dropped: {e}");
                 }
             }
-            Incoming::SendFailed { token, error, .. } => {
-                if token != NO_TRANSACTION {
-                    tracing::debug!("send failed: {error}");
-                    let key = TransactionKey::from_token(token);
-                    let _ = self
-                        .transactions
-                        .handle_transport_error(Instant::now(), key);
-                }
+            Incoming::SendFailed { token, error, .. } if token != NO_TRANSACTION => {
+                tracing::debug!("send failed: {error}");
+                let key = TransactionKey::from_token(token);
+                let _ = self
+                    .transactions
+                    .handle_transport_error(Instant::now(), key);
             }
             _ => {}
         }
