@@ -732,6 +732,45 @@ fn required_extension_it_lacks_gets_420() {
     );
 }
 
+#[test]
+fn stray_prack_gets_481_and_unknown_method_501() {
+    let port = free_port();
+    let mut bob = answerer_at(port, &["--auto", "--calls", "1"]);
+    sipp_uac_passes("phone_uac_prack_unknown.xml", port);
+    bob.exits_with(0);
+    bob.assert_printed(&["answered: PCMU", "ended: bye (remote)"]);
+}
+
+#[test]
+fn ipv6_offer_is_answered_over_ipv6() {
+    let port = free_port();
+    let listen = format!("[::1]:{port}");
+    let mut bob = Phone::start(&["--user", "bob", "--listen", &listen, "answer", "--auto"]);
+    bob.expect("waiting for calls", WAIT);
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("sipp")
+        .current_dir(dir.path())
+        .arg("-sf")
+        .arg(scenario("phone_uac_ipv6_offer.xml"))
+        .arg(&listen)
+        .args(["-i", "::1", "-m", "1", "-nostdin", "-trace_err"])
+        .args(["-timeout", "10s", "-timeout_error"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("sipp is installed");
+    let errors: String = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with("errors.log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    assert_eq!(out.status.code(), Some(0), "{errors}; {}", bob.dump());
+    bob.expect("ended: bye (remote)", WAIT);
+    bob.assert_printed(&["answered: PCMU"]);
+    bob.sigterm();
+    bob.exits_with(0);
+}
+
 // ----- through serve: two phones registered to it, the proxy between them -----
 
 /// The issue 6 acceptance test: A and B registered to serve, A calls B through it,

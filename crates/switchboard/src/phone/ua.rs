@@ -1249,16 +1249,23 @@ impl Core {
             Method::Bye | Method::Update | Method::Prack | Method::Info => {
                 self.respond(key, &request, 481, &[], None, now);
             }
-            _ => {
-                self.respond(
-                    key,
-                    &request,
-                    405,
-                    &[("Allow", ALLOW.to_owned())],
-                    None,
-                    now,
-                );
-            }
+            other => self.refuse_method(key, &other, &request, now),
+        }
+    }
+
+    /// A method we do not serve: 405 with what we allow when it is one we know of
+    /// (REGISTER, SUBSCRIBE...), 501 when we have never heard of it (RFC 3261 §8.2.1).
+    fn refuse_method(
+        &mut self,
+        key: TransactionKey,
+        method: &Method,
+        request: &Message,
+        now: Instant,
+    ) {
+        if matches!(method, Method::Extension(_)) {
+            self.respond(key, request, 501, &[], None, now);
+        } else {
+            self.respond(key, request, 405, &[("Allow", ALLOW.to_owned())], None, now);
         }
     }
 
