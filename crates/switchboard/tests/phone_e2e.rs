@@ -616,8 +616,22 @@ fn wrong_password_fails_registration_with_exit_1() {
     let srv = format!("127.0.0.1:{}", server.port);
     let mut bob = registered(&srv, "bob", "wrong", &["listen"]);
     bob.exits_with(1);
-    let line = bob.expect("registration failed: ", WAIT);
-    assert!(line.contains("401") || line.contains("403"), "{line}");
+    // Said so a user understands it, with the status after (issue 12, defect 10).
+    bob.assert_printed(&["registration refused: wrong user name or password (401 Unauthorized)"]);
+}
+
+#[test]
+fn record_help_shows_its_placeholder() {
+    // clap reads `{n}` in help text as a line break (issue 12, defect 10).
+    let out = Command::new(binary())
+        .args(["phone", "answer", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("`{n}` in the name is replaced by the call number"),
+        "{help}"
+    );
 }
 
 #[test]

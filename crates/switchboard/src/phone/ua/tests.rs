@@ -16,6 +16,22 @@ fn final_statuses_map_to_exit_codes() {
 }
 
 #[test]
+fn registration_refusals_say_what_to_do() {
+    assert_eq!(
+        registration_refusal(401, "Unauthorized", true),
+        "wrong user name or password (401 Unauthorized)"
+    );
+    assert_eq!(
+        registration_refusal(407, "Proxy Authentication Required", false),
+        "the server asks for a password: pass --password (407 Proxy Authentication Required)"
+    );
+    assert_eq!(
+        registration_refusal(500, "Server Internal Error", true),
+        "500 Server Internal Error"
+    );
+}
+
+#[test]
 fn codecs_by_sdp_name() {
     assert_eq!(codec_of("pcmu"), Some(Codec::Pcmu));
     assert_eq!(codec_of("PCMA"), Some(Codec::Pcma));
@@ -441,12 +457,15 @@ fn a_401_is_answered_once_and_a_second_challenge_stops() {
             .iter()
             .all(|m| m.method() != Some(&Method::Register))
     );
-    let failed = p
+    let refused = p
         .events()
         .into_iter()
-        .find(|e| e.name == "registration failed")
+        .find(|e| e.name == "registration refused")
         .unwrap();
-    assert!(failed.detail.unwrap().starts_with("401"));
+    assert_eq!(
+        refused.detail.as_deref(),
+        Some("wrong user name or password (401 Unauthorized)")
+    );
     assert_eq!(p.core.finished(), Some(exit::FAILED));
 }
 
