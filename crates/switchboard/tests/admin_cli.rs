@@ -118,3 +118,40 @@ fn sigterm_exits_at_once_and_the_ports_can_be_bound_again() {
     );
     TcpStream::connect(("127.0.0.1", server.port)).expect("and listens on TCP");
 }
+
+/// A value of the wrong type names the file, the line and the key, for `serve` and for
+/// the commands that share its configuration.
+#[test]
+fn a_wrong_value_names_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("switchboard.toml");
+    std::fs::write(
+        &config,
+        "[registrar]\nrequire_auth = true\nmin_expires = \"sixty\"\n",
+    )
+    .unwrap();
+    let expected = format!(
+        "error: {}:3: min_expires: invalid type: string \"sixty\", \
+         expected a whole number from 0 to 4294967295\n",
+        config.display()
+    );
+    for (args, code) in [
+        (&["serve"][..], 2),
+        (&["user", "list"][..], 1),
+        (&["location"][..], 1),
+    ] {
+        let out = std::process::Command::new(common::binary())
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(code), "{args:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), expected, "{args:?}");
+    }
+    assert!(
+        !dir.path().join("switchboard.db").exists(),
+        "nothing was created"
+    );
+}
