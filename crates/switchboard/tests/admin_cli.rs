@@ -155,3 +155,99 @@ fn a_wrong_value_names_file_line_and_key() {
         "nothing was created"
     );
 }
+
+/// Runs the binary in `dir` with `args`; returns (exit code, stdout, stderr).
+fn run_in(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(common::binary())
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `user` and `location` run in a folder with no database: those that read say which
+/// file they looked at and create nothing; those that add users say which file they
+/// wrote.
+#[test]
+fn commands_run_in_the_wrong_folder_create_no_database() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let db = elsewhere.path().join("switchboard.db");
+    let hint = format!(
+        "error: no database at {} (the default database \"switchboard.db\", relative to the \
+         working directory, as no --config was given); run this in the folder `serve` runs \
+         in, or pass the configuration `serve` uses with --config FILE\n",
+        db.display()
+    );
+    for args in [
+        &["location"][..],
+        &["location", "--json"],
+        &["user", "list"],
+        &["user", "list", "--json"],
+        &["user", "remove", "alice"],
+        &["user", "passwd", "alice", "--password", "pw"],
+    ] {
+        let (code, out, err) = run_in(elsewhere.path(), args);
+        assert_eq!(
+            (code, out.as_str(), err.as_str()),
+            (1, "", hint.as_str()),
+            "{args:?}"
+        );
+        let left: Vec<_> = std::fs::read_dir(elsewhere.path()).unwrap().collect();
+        assert!(left.is_empty(), "{args:?} left {left:?}");
+    }
+
+    // With a configuration, the message names it.
+    let config = elsewhere.path().join("conf").join("sb.toml");
+    std::fs::create_dir(config.parent().unwrap()).unwrap();
+    std::fs::write(&config, "[storage]\ndatabase = \"sb.db\"\n").unwrap();
+    let (code, _, err) = run_in(
+        elsewhere.path(),
+        &["location", "--config", config.to_str().unwrap()],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with(&format!(
+            "error: no database at {} ([storage] database = \"sb.db\" in {}, relative to the \
+             working directory); ",
+            elsewhere.path().join("sb.db").display(),
+            config.display()
+        )),
+        "{err}"
+    );
+
+    // Adding a user starts a database, and says where.
+    let (code, out, err) = run_in(
+        elsewhere.path(),
+        &["user", "add", "alice", "--password", "pw"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        format!(
+            "added user alice (sip:alice@localhost) to {}\n",
+            db.display()
+        )
+    );
+    assert!(
+        err.starts_with(&format!("note: created a new database {}", db.display())),
+        "{err}"
+    );
+    assert!(db.exists());
+    let (code, out, _) = run_in(elsewhere.path(), &["location"]);
+    assert_eq!(
+        (code, out),
+        (0, format!("no current registrations in {}\n", db.display()))
+    );
+    let (code, out, err) = run_in(
+        elsewhere.path(),
+        &["user", "add", "bob", "--password", "pw"],
+    );
+    assert_eq!(code, 0);
+    assert!(out.starts_with("added user bob"), "{out}");
+    assert_eq!(err, "", "no note for a database that was there");
+}
