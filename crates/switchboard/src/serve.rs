@@ -136,7 +136,7 @@ async fn serve(config: Config) -> Result<(), String> {
         ..TimerConfig::default()
     };
     let (resolved_tx, resolved_rx) = mpsc::channel(1024);
-    let core = Core {
+    let mut core = Core {
         resolved_tx,
         endpoint: endpoint.clone(),
         transactions: TransactionLayer::new(timers),
@@ -149,9 +149,47 @@ async fn serve(config: Config) -> Result<(), String> {
         awaiting_commit: Vec::new(),
         commit_due: None,
     };
-    let result = core.run(incoming, resolved_rx).await;
+    let stop = stop_signal()?;
+    // The core waits on sends (a TCP or TLS connect to a phone that does not answer may
+    // take `connect_timeout`, 5 s): a signal watched only inside its loop went unseen
+    // that long, and a restart meanwhile found the port still taken. So the signal is
+    // watched here, beside the core, which is left wherever it waits.
+    let result = tokio::select! {
+        result = core.run(incoming, resolved_rx) => result,
+        name = stop => {
+            tracing::info!("{name}: stopping");
+            Ok(())
+        }
+    };
+    // REGISTERs of the last batch whose bindings are staged are stored and answered, for
+    // as long as `STOP_GRACE` allows (a phone left unanswered sends its REGISTER again).
+    if tokio::time::timeout(STOP_GRACE, core.commit_now())
+        .await
+        .is_err()
+    {
+        tracing::warn!("stopped before the last responses were sent");
+    }
     endpoint.shutdown();
     result
+}
+
+/// How long stopping may wait for the last batch's responses to be sent.
+const STOP_GRACE: Duration = Duration::from_millis(500);
+
+/// A future that ends with the name of the first of SIGINT (Ctrl-C) or SIGTERM to arrive.
+/// Built before it is awaited, so that a signal from then on is not missed.
+fn stop_signal() -> Result<impl std::future::Future<Output = &'static str>, String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate =
+        signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
+    let mut interrupt =
+        signal(SignalKind::interrupt()).map_err(|e| format!("cannot watch SIGINT: {e}"))?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "interrupted",
+        }
+    })
 }
 
 fn open_registrar(config: &Config) -> Result<BoxedRegistrar, String> {
@@ -262,16 +300,15 @@ const COMMIT_DELAY: Duration = Duration::from_millis(1);
 const MAX_COMMIT: usize = 256;
 
 impl Core {
+    /// Handles messages and timers until the transport layer stops; a signal to stop is
+    /// watched by the caller, which may drop this future at any of its waits.
     async fn run(
-        mut self,
+        &mut self,
         mut incoming: mpsc::Receiver<Incoming>,
         mut resolved: mpsc::Receiver<Resolved>,
     ) -> Result<(), String> {
         let mut sweep = tokio::time::interval(Duration::from_secs(15));
         let mut proxy_log = proxy::StatsLog::new(Duration::from_secs(60));
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
         loop {
             let next_timer = self.transactions.poll_timeout();
             let sleep = async move {
@@ -330,16 +367,6 @@ impl Core {
                     if let Some(line) = proxy_log.due(Instant::now(), &p, self.transactions.len()) {
                         tracing::info!("proxy: {line}");
                     }
-                }
-                _ = tokio::signal::ctrl_c() => {
-                    tracing::info!("interrupted: stopping");
-                    self.commit_now().await;
-                    return Ok(());
-                }
-                _ = terminate.recv() => {
-                    tracing::info!("SIGTERM: stopping");
-                    self.commit_now().await;
-                    return Ok(());
                 }
             }
             self.drain().await;
