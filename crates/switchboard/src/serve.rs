@@ -100,7 +100,19 @@ async fn serve(config: Config) -> Result<(), String> {
         .iter()
         .map(|s| s.parse().map_err(|e| format!("listen \"{s}\": {e}")))
         .collect::<Result<_, _>>()?;
-    let registrar = open_registrar(&config)?;
+    let mut registrar = open_registrar(&config)?;
+    // SQLite commits run on a thread of their own: the protocol loop stages a batch,
+    // hands it over and goes on; the outcome comes back on `committed`.
+    let (committed_tx, committed_rx) = mpsc::channel(64);
+    let writer = match registrar.detach_location_backend() {
+        Some(backend) => Some(
+            store::BackgroundWriter::spawn(backend, move |c| {
+                let _ = committed_tx.blocking_send(c);
+            })
+            .map_err(|e| format!("cannot start the storage writer: {e}"))?,
+        ),
+        None => None,
+    };
     let mut endpoint_config = EndpointConfig::new(specs.clone());
     endpoint_config.limits.max_message = config.limits.max_message_bytes;
     endpoint_config.limits.max_connections = config.limits.max_connections;
@@ -147,7 +159,10 @@ async fn serve(config: Config) -> Result<(), String> {
         epoch: Instant::now(),
         tag_counter: 0,
         awaiting_commit: Vec::new(),
+        in_commit: Vec::new(),
         commit_due: None,
+        writer,
+        committed: committed_rx,
     };
     let stop = stop_signal()?;
     // The core waits on sends (a TCP or TLS connect to a phone that does not answer may
@@ -280,11 +295,20 @@ struct Core {
     epoch: Instant,
     tag_counter: u64,
     /// REGISTERs answered 200 on staged bindings: their responses go out once the
-    /// batch's commit returned (group commit, see `drain`).
-    awaiting_commit: Vec<(TransactionKey, Message, RegisterOutcome)>,
-    /// When the staged REGISTERs are committed at the latest.
+    /// batch holding their changes is stored (group commit, see `drain`).
+    awaiting_commit: Vec<Waiting>,
+    /// REGISTERs whose 200s wait for the batch the writer thread is storing.
+    in_commit: Vec<Waiting>,
+    /// When the staged REGISTERs are handed to the writer at the latest.
     commit_due: Option<Instant>,
+    /// The thread that stores batches (`None`: the registrar commits itself).
+    writer: Option<store::BackgroundWriter>,
+    /// What the writer thread stored, or failed to.
+    committed: mpsc::Receiver<store::Committed>,
 }
+
+/// A REGISTER whose 200 waits for its bindings to be stored.
+type Waiting = (TransactionKey, Message, RegisterOutcome);
 
 /// The token of a send that belongs to no transaction (see `Core::send_nowait`).
 const NO_TRANSACTION: u64 = u64::MAX;
@@ -342,6 +366,7 @@ impl Core {
                 () = sleep => self.transactions.handle_timeout(Instant::now()),
                 // `drain` below commits the staged REGISTERs.
                 () = commit => {}
+                Some(committed) = self.committed.recv() => self.finish_commit(committed),
                 Some((key, targets)) = resolved.recv() => {
                     self.proxy.on_resolved(Instant::now(), &mut self.transactions, key, &targets);
                 }
@@ -465,11 +490,12 @@ impl Core {
                 progressed = true;
                 self.handle_event(event);
             }
-            if !self.awaiting_commit.is_empty() {
+            if !self.awaiting_commit.is_empty() || self.registrar.has_staged() {
                 let now = Instant::now();
                 let due = *self.commit_due.get_or_insert(now + COMMIT_DELAY);
-                if now >= due || self.awaiting_commit.len() >= MAX_COMMIT {
-                    self.commit_registrations();
+                if (now >= due || self.awaiting_commit.len() >= MAX_COMMIT)
+                    && self.commit_registrations()
+                {
                     progressed = true;
                 }
             }
@@ -581,14 +607,78 @@ impl Core {
         }
     }
 
-    /// Group commit: one synchronous SQLite transaction for every REGISTER of the batch
-    /// (in WAL mode with synchronous=NORMAL, a write to the log without fsync), then
-    /// their 200s, or 500s if it failed. A 200 never leaves before its bindings are
-    /// stored.
-    fn commit_registrations(&mut self) {
+    /// Group commit: the changes of every REGISTER staged so far go to the writer
+    /// thread as one batch (one SQLite transaction: in WAL mode with synchronous=NORMAL,
+    /// a write to the log without fsync), and their 200s wait for it
+    /// ([`Core::finish_commit`]). One batch is out at a time; while it is, the next
+    /// gathers. A 200 never leaves before its bindings are stored. Whether anything
+    /// could be sent.
+    fn commit_registrations(&mut self) -> bool {
+        let Some(writer) = &self.writer else {
+            return self.commit_here();
+        };
+        if self.registrar.commit_in_flight() {
+            if !self.registrar.has_staged() {
+                // Nothing new staged: what they wait for is the batch already out.
+                self.in_commit.append(&mut self.awaiting_commit);
+                self.commit_due = None;
+            }
+            return false;
+        }
+        self.commit_due = None;
+        match self.registrar.begin_commit() {
+            Some(batch) => {
+                let id = batch.id;
+                self.in_commit.append(&mut self.awaiting_commit);
+                if let Err(e) = writer.submit(batch) {
+                    self.finish_commit(store::Committed { id, result: Err(e) });
+                    return true;
+                }
+                false
+            }
+            // Nothing staged and nothing out: what they saw is stored already.
+            None => {
+                let ready = std::mem::take(&mut self.awaiting_commit);
+                let any = !ready.is_empty();
+                for (key, _, outcome) in ready {
+                    if let Some(bytes) = outcome.response {
+                        self.respond(key, bytes);
+                    }
+                }
+                any
+            }
+        }
+    }
+
+    /// The writer thread's report on the batch that was out: its REGISTERs get their
+    /// 200s, or 500s if it failed (and so do those staged since, built on it).
+    fn finish_commit(&mut self, committed: store::Committed) {
+        let stored = self.registrar.end_commit(committed).is_ok();
+        let mut done = std::mem::take(&mut self.in_commit);
+        if !stored {
+            done.append(&mut self.awaiting_commit);
+        }
+        for (key, request, outcome) in done {
+            let outcome = if stored {
+                outcome
+            } else {
+                self.registrar.failed_commit(&request, outcome)
+            };
+            if let Some(bytes) = outcome.response {
+                self.respond(key, bytes);
+            }
+        }
+        if !self.awaiting_commit.is_empty() || self.registrar.has_staged() {
+            // The next batch gathered meanwhile: out now.
+            self.commit_due = Some(Instant::now());
+        }
+    }
+
+    /// Group commit on this task, for a registrar that stores its own changes.
+    fn commit_here(&mut self) -> bool {
         self.commit_due = None;
         if self.awaiting_commit.is_empty() {
-            return;
+            return false;
         }
         let stored = self.registrar.commit().is_ok();
         let mut awaiting = std::mem::take(&mut self.awaiting_commit);
@@ -604,12 +694,26 @@ impl Core {
         }
         // Kept for its capacity.
         self.awaiting_commit = awaiting;
+        true
     }
 
-    /// Commits what is staged and sends what that releases, without waiting.
+    /// Stores what is staged and sends what that releases: for stopping. Waits for the
+    /// writer thread (the caller bounds how long).
     async fn commit_now(&mut self) {
-        self.commit_due = Some(Instant::now());
-        self.drain().await;
+        loop {
+            self.commit_due = Some(Instant::now());
+            self.drain().await;
+            if !self.registrar.commit_in_flight() {
+                if self.awaiting_commit.is_empty() && !self.registrar.has_staged() {
+                    return;
+                }
+                continue;
+            }
+            match self.committed.recv().await {
+                Some(c) => self.finish_commit(c),
+                None => return,
+            }
+        }
     }
 
     /// Hands a response we built to its transaction as it is: its status is read from
