@@ -16,7 +16,7 @@ use crate::service::{self, Answer};
 use crate::tls_setup;
 use bytes::Bytes;
 use sip_core::transaction::{Event, TimerConfig, TransactionKey, TransactionLayer};
-use sip_core::{Message, Method};
+use sip_core::{Flow, Message, Method};
 use sip_net::{Endpoint, EndpointConfig, Incoming, ListenSpec, Target};
 use std::path::Path;
 use std::process::ExitCode;
@@ -311,6 +311,9 @@ struct Core {
     commit_due: Option<Instant>,
 }
 
+/// The token of a send that belongs to no transaction (see `Core::send_nowait`).
+const NO_TRANSACTION: u64 = u64::MAX;
+
 /// Messages taken from the transports at once before their events are handled.
 const MAX_BATCH: usize = 64;
 /// Group commit: how long a REGISTER's changes may wait for others to share their
@@ -417,12 +420,16 @@ impl Core {
                     if let Err(e) = msg.validate() {
                         tracing::debug!(remote = %flow.remote, "invalid request: {e}");
                         if let Answer::Respond(resp) = service::answer_invalid(msg.as_bytes(), &e) {
-                            let target = sip_net::response_target(&flow, &msg);
+                            let target = sip_core::response_target(&flow, &msg);
                             self.send(Target::Flow(target), resp).await;
                         }
                         return;
                     }
-                    let target = sip_net::response_target(&flow, &msg);
+                    let target = sip_core::response_target(&flow, &msg);
+                    if let Some(resp) = service::refuse_unmatchable(&msg) {
+                        self.send(Target::Flow(target), resp).await;
+                        return;
+                    }
                     // A REGISTER without credentials is challenged without a transaction
                     // (RFC 3261 §8.2.7): a flood of them leaves no state behind.
                     if let Some(outcome) = self.registrar.answer_statelessly(
@@ -447,16 +454,38 @@ impl Core {
                     tracing::debug!(remote = %flow.remote, "response dropped: {e}");
                 }
             }
+            Incoming::SendFailed { token, error, .. } if token != NO_TRANSACTION => {
+                tracing::debug!("send failed: {error}");
+                let key = TransactionKey::from_token(token);
+                let _ = self
+                    .transactions
+                    .handle_transport_error(Instant::now(), key);
+            }
             _ => {}
         }
     }
 
-    /// Drains the transaction layer: events first (they may produce responses), then
-    /// the commit of the REGISTERs among them and their 200s, then what is to be sent;
-    /// repeated until all are empty, as the layer's docs require.
+    /// Drains the transaction layer in the order its docs give: what is to be sent
+    /// first (a retransmission the layer makes on its own leaves before anything reacts),
+    /// then the events (which may produce responses), then the commit of the REGISTERs
+    /// among them and their 200s; repeated until all are empty.
     async fn drain(&mut self) {
         loop {
             let mut progressed = false;
+            while let Some(t) = self.transactions.poll_transmit() {
+                progressed = true;
+                let token = t.key.map_or(NO_TRANSACTION, TransactionKey::to_token);
+                let sent = self.send_nowait(t.flow, t.bytes, token);
+                // The transaction's user hears of it (the proxy tries another address
+                // or counts the branch as 503); an ended transaction is no matter. A
+                // send that needs a connection reports a failure later, as
+                // `Incoming::SendFailed`.
+                if !sent && let Some(key) = t.key {
+                    let _ = self
+                        .transactions
+                        .handle_transport_error(Instant::now(), key);
+                }
+            }
             while let Some(event) = self.transactions.poll_event() {
                 progressed = true;
                 self.handle_event(event);
@@ -466,17 +495,7 @@ impl Core {
                 let due = *self.commit_due.get_or_insert(now + COMMIT_DELAY);
                 if now >= due || self.awaiting_commit.len() >= MAX_COMMIT {
                     self.commit_registrations();
-                }
-            }
-            while let Some(t) = self.transactions.poll_transmit() {
-                progressed = true;
-                let sent = self.send(Target::Flow(t.flow), t.bytes).await;
-                // The transaction's user hears of it (the proxy tries another address
-                // or counts the branch as 503); an ended transaction is no matter.
-                if !sent && let Some(key) = t.key {
-                    let _ = self
-                        .transactions
-                        .handle_transport_error(Instant::now(), key);
+                    progressed = true;
                 }
             }
             if !progressed {
@@ -633,9 +652,27 @@ impl Core {
         }
     }
 
-    /// Sends; `false` when it failed (logged here).
+    /// Sends a message that belongs to no transaction (a stateless answer); `false`
+    /// when it failed (logged here).
     async fn send(&self, target: Target, bytes: Bytes) -> bool {
-        match self.endpoint.send(target, bytes).await {
+        match target {
+            Target::Flow(flow) => self.send_nowait(flow, bytes, NO_TRANSACTION),
+            other => match self.endpoint.send(other, bytes).await {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::debug!("send failed: {e}");
+                    false
+                }
+            },
+        }
+    }
+
+    /// Sends without waiting: a connection that must be opened first is opened beside
+    /// this task (a phone whose TCP contact never answers holds up nobody else), and a
+    /// failure there comes back as `Incoming::SendFailed` with `token`. `false` when it
+    /// failed at once (logged here).
+    fn send_nowait(&self, flow: Flow, bytes: Bytes, token: u64) -> bool {
+        match self.endpoint.send_nowait(flow, bytes, token) {
             Ok(_) => true,
             Err(e) => {
                 tracing::debug!("send failed: {e}");

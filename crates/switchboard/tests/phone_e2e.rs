@@ -616,8 +616,22 @@ fn wrong_password_fails_registration_with_exit_1() {
     let srv = format!("127.0.0.1:{}", server.port);
     let mut bob = registered(&srv, "bob", "wrong", &["listen"]);
     bob.exits_with(1);
-    let line = bob.expect("registration failed: ", WAIT);
-    assert!(line.contains("401") || line.contains("403"), "{line}");
+    // Said so a user understands it, with the status after (issue 12, defect 10).
+    bob.assert_printed(&["registration refused: wrong user name or password (401 Unauthorized)"]);
+}
+
+#[test]
+fn record_help_shows_its_placeholder() {
+    // clap reads `{n}` in help text as a line break (issue 12, defect 10).
+    let out = Command::new(binary())
+        .args(["phone", "answer", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("`{n}` in the name is replaced by the call number"),
+        "{help}"
+    );
 }
 
 #[test]
@@ -730,6 +744,45 @@ fn required_extension_it_lacks_gets_420() {
         "{}",
         bob.dump()
     );
+}
+
+#[test]
+fn stray_prack_gets_481_and_unknown_method_501() {
+    let port = free_port();
+    let mut bob = answerer_at(port, &["--auto", "--calls", "1"]);
+    sipp_uac_passes("phone_uac_prack_unknown.xml", port);
+    bob.exits_with(0);
+    bob.assert_printed(&["answered: PCMU", "ended: bye (remote)"]);
+}
+
+#[test]
+fn ipv6_offer_is_answered_over_ipv6() {
+    let port = free_port();
+    let listen = format!("[::1]:{port}");
+    let mut bob = Phone::start(&["--user", "bob", "--listen", &listen, "answer", "--auto"]);
+    bob.expect("waiting for calls", WAIT);
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("sipp")
+        .current_dir(dir.path())
+        .arg("-sf")
+        .arg(scenario("phone_uac_ipv6_offer.xml"))
+        .arg(&listen)
+        .args(["-i", "::1", "-m", "1", "-nostdin", "-trace_err"])
+        .args(["-timeout", "10s", "-timeout_error"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("sipp is installed");
+    let errors: String = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with("errors.log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    assert_eq!(out.status.code(), Some(0), "{errors}; {}", bob.dump());
+    bob.expect("ended: bye (remote)", WAIT);
+    bob.assert_printed(&["answered: PCMU"]);
+    bob.sigterm();
+    bob.exits_with(0);
 }
 
 // ----- through serve: two phones registered to it, the proxy between them -----

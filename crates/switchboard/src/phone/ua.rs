@@ -158,9 +158,10 @@ pub struct AnswerTask {
     /// A WAV file to play to callers.
     #[arg(long, value_name = "WAV")]
     pub play: Option<PathBuf>,
-    /// Record callers to this WAV file (8 kHz, 16-bit mono); `{n}` in the name is
-    /// replaced by the call number.
-    #[arg(long, value_name = "WAV")]
+    // Record callers to this WAV file (8 kHz, 16-bit mono); `{n}` in the name is
+    // replaced by the call number. The help is built by `record_help`: clap turns a
+    // `{n}` in a doc comment into a line break.
+    #[arg(long, value_name = "WAV", help = record_help())]
     pub record: Option<PathBuf>,
     /// Refuse every call with this status (486 busy, 603 decline...).
     #[arg(long, value_name = "STATUS", value_parser = clap::value_parser!(u16).range(300..700))]
@@ -171,6 +172,18 @@ pub struct AnswerTask {
     /// Exit after this many calls (with the last call's exit code).
     #[arg(long, value_name = "N")]
     pub calls: Option<u32>,
+}
+
+/// The help of `answer --record`. clap replaces every `{n}` in help text by a line
+/// break and has no escape for it, so the `n` of our placeholder is set apart by a
+/// style (bold on a terminal; the escape codes are dropped elsewhere) and the text
+/// never holds the three characters together.
+fn record_help() -> clap::builder::StyledStr {
+    let placeholder = clap::builder::styling::Style::new().bold();
+    clap::builder::StyledStr::from(format!(
+        "Record callers to this WAV file (8 kHz, 16-bit mono); `{{{placeholder}n{placeholder:#}}}` \
+         in the name is replaced by the call number (1, 2...)"
+    ))
 }
 
 /// Which way a call goes.
@@ -443,6 +456,22 @@ fn simple_event_names(method: &Method) -> (&'static str, &'static str) {
         Method::Options => ("options", "options failed"),
         _ => ("message sent", "message failed"),
     }
+}
+
+/// What a registrar's refusal means to the person who ran the phone, with the status
+/// line after it: `wrong user name or password (401 Unauthorized)`.
+fn registration_refusal(status: u16, reason: &str, had_password: bool) -> String {
+    let status_line = format!("{status} {reason}");
+    let status_line = status_line.trim();
+    let meaning = match status {
+        // Our credentials were sent and challenged again: the authenticate step gave up.
+        401 | 407 if had_password => "wrong user name or password",
+        401 | 407 => "the server asks for a password: pass --password",
+        403 => "the server does not allow this user to register here",
+        404 => "no such user or domain on this server: check --user and --domain",
+        _ => return status_line.to_owned(),
+    };
+    format!("{meaning} ({status_line})")
 }
 
 /// The exit code a final status means for a call we placed.
@@ -963,10 +992,14 @@ impl Core {
             return;
         }
         if !(200..300).contains(&status) {
-            let reason = format!("{status} {}", response.reason().unwrap_or(""));
+            let detail = registration_refusal(
+                status,
+                response.reason().unwrap_or(""),
+                self.s.password.is_some(),
+            );
             self.out.event(
-                "registration failed",
-                Some(reason.trim()),
+                "registration refused",
+                Some(&detail),
                 &[("status", json!(status))],
             );
             self.registered = false;
@@ -1249,16 +1282,23 @@ impl Core {
             Method::Bye | Method::Update | Method::Prack | Method::Info => {
                 self.respond(key, &request, 481, &[], None, now);
             }
-            _ => {
-                self.respond(
-                    key,
-                    &request,
-                    405,
-                    &[("Allow", ALLOW.to_owned())],
-                    None,
-                    now,
-                );
-            }
+            other => self.refuse_method(key, &other, &request, now),
+        }
+    }
+
+    /// A method we do not serve: 405 with what we allow when it is one we know of
+    /// (REGISTER, SUBSCRIBE...), 501 when we have never heard of it (RFC 3261 §8.2.1).
+    fn refuse_method(
+        &mut self,
+        key: TransactionKey,
+        method: &Method,
+        request: &Message,
+        now: Instant,
+    ) {
+        if matches!(method, Method::Extension(_)) {
+            self.respond(key, request, 501, &[], None, now);
+        } else {
+            self.respond(key, request, 405, &[("Allow", ALLOW.to_owned())], None, now);
         }
     }
 
