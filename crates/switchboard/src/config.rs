@@ -190,7 +190,7 @@ impl Default for LimitsConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read the configuration {}: {source}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
@@ -213,7 +213,9 @@ impl Config {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
+            // Absolute: run from another folder, a relative name says nothing of where
+            // it was looked for.
+            path: std::path::absolute(path).unwrap_or_else(|_| path.to_owned()),
             source,
         })?;
         Self::parse(&text, path)

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::proxy::{self, Handled, Interface, Proxy, ProxySettings};
 use crate::registrar::{RegisterOutcome, Registrar, RegistrarSettings};
 use crate::service::{self, Answer};
+use crate::tls_setup;
 use bytes::Bytes;
 use sip_core::transaction::{Event, TimerConfig, TransactionKey, TransactionLayer};
 use sip_core::{Flow, Message, Method};
@@ -126,7 +127,7 @@ async fn serve(config: Config) -> Result<(), String> {
         }
     }
     if specs.iter().any(|s| s.transport.is_secure()) {
-        endpoint_config.tls_server = Some(tls_config(&config)?);
+        endpoint_config.tls_server = Some(tls_config(&config, &specs)?);
     }
     let (endpoint, incoming) = Endpoint::bind(endpoint_config)
         .await
@@ -259,20 +260,44 @@ fn open_proxy(config: &Config, endpoint: &Endpoint) -> Result<Proxy, String> {
     Ok(Proxy::new(settings, interfaces, auth))
 }
 
-fn tls_config(config: &Config) -> Result<Arc<rustls::ServerConfig>, String> {
-    match (&config.tls.certificate, &config.tls.private_key) {
-        (Some(cert), Some(key)) => {
-            sip_net::tls::server_config_from_pem_files(cert, key).map_err(|e| format!("tls: {e}"))
-        }
-        _ => {
-            tracing::warn!(
-                "no [tls] certificate configured: using a self-signed one; phones will not trust it"
-            );
-            sip_net::tls::self_signed(&[config.sip.domain.as_str(), "localhost"])
-                .map(|s| s.server_config)
-                .map_err(|e| format!("tls: {e}"))
-        }
+/// The certificate of the `tls:` and `wss:` listeners: the configured one, else the
+/// self-signed one kept beside the database (see `tls_setup`).
+fn tls_config(config: &Config, specs: &[ListenSpec]) -> Result<Arc<rustls::ServerConfig>, String> {
+    if let (Some(cert), Some(key)) = (&config.tls.certificate, &config.tls.private_key) {
+        return sip_net::tls::server_config_from_pem_files(cert, key)
+            .map_err(|e| format!("tls: {e}"));
     }
+    let listen_ips: Vec<std::net::IpAddr> = specs.iter().map(|s| s.addr.ip()).collect();
+    let host_addrs = if listen_ips.iter().any(std::net::IpAddr::is_unspecified) {
+        tls_setup::host_addresses()
+    } else {
+        Vec::new()
+    };
+    let names = tls_setup::certificate_names(
+        &config.sip.domain,
+        &config.registrar.aliases,
+        &listen_ips,
+        &host_addrs,
+    );
+    let folder = tls_setup::folder_for(&config.storage.database);
+    let files = tls_setup::load_or_make(&folder, &names)
+        .map_err(|e| format!("tls: no [tls] certificate configured, and {e}"))?;
+    let cert = files.cert_path.display();
+    match &files.made_because {
+        Some(why) => tracing::info!(
+            "no [tls] certificate configured: made a self-signed one ({why}), {cert}, for {}",
+            names.join(", ")
+        ),
+        None => tracing::info!(
+            "no [tls] certificate configured: using the self-signed {cert}, for {}",
+            names.join(", ")
+        ),
+    }
+    tracing::info!(
+        "phones must trust {cert} to reach us over TLS (switchboard phone --ca {cert}), \
+         or set [tls] certificate and private_key"
+    );
+    Ok(files.server_config)
 }
 
 /// The targets found for a proxied request's Request-URI (empty when none).
