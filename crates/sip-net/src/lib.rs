@@ -49,7 +49,8 @@ mod via;
 
 pub use dns::{ResolvedTarget, SipResolver};
 pub use endpoint::{
-    BindError, Endpoint, EndpointConfig, Incoming, SendError, Target, UDP_MTU_LIMIT,
+    BindError, Endpoint, EndpointConfig, HandshakeFailure, Incoming, SendError, Target,
+    UDP_MTU_LIMIT,
 };
 pub use limits::{CounterSnapshot, Counters, Limits};
 pub use spec::{ListenSpec, ListenSpecError};
