@@ -261,6 +261,12 @@ pub enum StoreError {
         /// What SQLite said.
         source: rusqlite::Error,
     },
+    /// The database file is not there, and was not to be created.
+    #[error("no database at {}", path.display())]
+    Missing {
+        /// The file.
+        path: PathBuf,
+    },
     /// A query or a write failed.
     #[error("database error while {doing}: {source}")]
     Sqlite {

@@ -15,7 +15,7 @@ use crate::registrar::{RegisterOutcome, Registrar, RegistrarSettings};
 use crate::service::{self, Answer};
 use bytes::Bytes;
 use sip_core::transaction::{Event, TimerConfig, TransactionKey, TransactionLayer};
-use sip_core::{Message, Method};
+use sip_core::{Flow, Message, Method};
 use sip_net::{Endpoint, EndpointConfig, Incoming, ListenSpec, Target};
 use std::path::Path;
 use std::process::ExitCode;
@@ -136,7 +136,7 @@ async fn serve(config: Config) -> Result<(), String> {
         ..TimerConfig::default()
     };
     let (resolved_tx, resolved_rx) = mpsc::channel(1024);
-    let core = Core {
+    let mut core = Core {
         resolved_tx,
         endpoint: endpoint.clone(),
         transactions: TransactionLayer::new(timers),
@@ -149,9 +149,47 @@ async fn serve(config: Config) -> Result<(), String> {
         awaiting_commit: Vec::new(),
         commit_due: None,
     };
-    let result = core.run(incoming, resolved_rx).await;
+    let stop = stop_signal()?;
+    // The core waits on sends (a TCP or TLS connect to a phone that does not answer may
+    // take `connect_timeout`, 5 s): a signal watched only inside its loop went unseen
+    // that long, and a restart meanwhile found the port still taken. So the signal is
+    // watched here, beside the core, which is left wherever it waits.
+    let result = tokio::select! {
+        result = core.run(incoming, resolved_rx) => result,
+        name = stop => {
+            tracing::info!("{name}: stopping");
+            Ok(())
+        }
+    };
+    // REGISTERs of the last batch whose bindings are staged are stored and answered, for
+    // as long as `STOP_GRACE` allows (a phone left unanswered sends its REGISTER again).
+    if tokio::time::timeout(STOP_GRACE, core.commit_now())
+        .await
+        .is_err()
+    {
+        tracing::warn!("stopped before the last responses were sent");
+    }
     endpoint.shutdown();
     result
+}
+
+/// How long stopping may wait for the last batch's responses to be sent.
+const STOP_GRACE: Duration = Duration::from_millis(500);
+
+/// A future that ends with the name of the first of SIGINT (Ctrl-C) or SIGTERM to arrive.
+/// Built before it is awaited, so that a signal from then on is not missed.
+fn stop_signal() -> Result<impl std::future::Future<Output = &'static str>, String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate =
+        signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
+    let mut interrupt =
+        signal(SignalKind::interrupt()).map_err(|e| format!("cannot watch SIGINT: {e}"))?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "interrupted",
+        }
+    })
 }
 
 fn open_registrar(config: &Config) -> Result<BoxedRegistrar, String> {
@@ -248,6 +286,9 @@ struct Core {
     commit_due: Option<Instant>,
 }
 
+/// The token of a send that belongs to no transaction (see `Core::send_nowait`).
+const NO_TRANSACTION: u64 = u64::MAX;
+
 /// Messages taken from the transports at once before their events are handled.
 const MAX_BATCH: usize = 64;
 /// Group commit: how long a REGISTER's changes may wait for others to share their
@@ -259,16 +300,15 @@ const COMMIT_DELAY: Duration = Duration::from_millis(1);
 const MAX_COMMIT: usize = 256;
 
 impl Core {
+    /// Handles messages and timers until the transport layer stops; a signal to stop is
+    /// watched by the caller, which may drop this future at any of its waits.
     async fn run(
-        mut self,
+        &mut self,
         mut incoming: mpsc::Receiver<Incoming>,
         mut resolved: mpsc::Receiver<Resolved>,
     ) -> Result<(), String> {
         let mut sweep = tokio::time::interval(Duration::from_secs(15));
         let mut proxy_log = proxy::StatsLog::new(Duration::from_secs(60));
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
         loop {
             let next_timer = self.transactions.poll_timeout();
             let sleep = async move {
@@ -328,16 +368,6 @@ impl Core {
                         tracing::info!("proxy: {line}");
                     }
                 }
-                _ = tokio::signal::ctrl_c() => {
-                    tracing::info!("interrupted: stopping");
-                    self.commit_now().await;
-                    return Ok(());
-                }
-                _ = terminate.recv() => {
-                    tracing::info!("SIGTERM: stopping");
-                    self.commit_now().await;
-                    return Ok(());
-                }
             }
             self.drain().await;
         }
@@ -365,12 +395,16 @@ impl Core {
                     if let Err(e) = msg.validate() {
                         tracing::debug!(remote = %flow.remote, "invalid request: {e}");
                         if let Answer::Respond(resp) = service::answer_invalid(msg.as_bytes(), &e) {
-                            let target = sip_net::response_target(&flow, &msg);
+                            let target = sip_core::response_target(&flow, &msg);
                             self.send(Target::Flow(target), resp).await;
                         }
                         return;
                     }
-                    let target = sip_net::response_target(&flow, &msg);
+                    let target = sip_core::response_target(&flow, &msg);
+                    if let Some(resp) = service::refuse_unmatchable(&msg) {
+                        self.send(Target::Flow(target), resp).await;
+                        return;
+                    }
                     // A REGISTER without credentials is challenged without a transaction
                     // (RFC 3261 §8.2.7): a flood of them leaves no state behind.
                     if let Some(outcome) = self.registrar.answer_statelessly(
@@ -395,16 +429,38 @@ impl Core {
                     tracing::debug!(remote = %flow.remote, "response dropped: {e}");
                 }
             }
+            Incoming::SendFailed { token, error, .. } if token != NO_TRANSACTION => {
+                tracing::debug!("send failed: {error}");
+                let key = TransactionKey::from_token(token);
+                let _ = self
+                    .transactions
+                    .handle_transport_error(Instant::now(), key);
+            }
             _ => {}
         }
     }
 
-    /// Drains the transaction layer: events first (they may produce responses), then
-    /// the commit of the REGISTERs among them and their 200s, then what is to be sent;
-    /// repeated until all are empty, as the layer's docs require.
+    /// Drains the transaction layer in the order its docs give: what is to be sent
+    /// first (a retransmission the layer makes on its own leaves before anything reacts),
+    /// then the events (which may produce responses), then the commit of the REGISTERs
+    /// among them and their 200s; repeated until all are empty.
     async fn drain(&mut self) {
         loop {
             let mut progressed = false;
+            while let Some(t) = self.transactions.poll_transmit() {
+                progressed = true;
+                let token = t.key.map_or(NO_TRANSACTION, TransactionKey::to_token);
+                let sent = self.send_nowait(t.flow, t.bytes, token);
+                // The transaction's user hears of it (the proxy tries another address
+                // or counts the branch as 503); an ended transaction is no matter. A
+                // send that needs a connection reports a failure later, as
+                // `Incoming::SendFailed`.
+                if !sent && let Some(key) = t.key {
+                    let _ = self
+                        .transactions
+                        .handle_transport_error(Instant::now(), key);
+                }
+            }
             while let Some(event) = self.transactions.poll_event() {
                 progressed = true;
                 self.handle_event(event);
@@ -414,17 +470,7 @@ impl Core {
                 let due = *self.commit_due.get_or_insert(now + COMMIT_DELAY);
                 if now >= due || self.awaiting_commit.len() >= MAX_COMMIT {
                     self.commit_registrations();
-                }
-            }
-            while let Some(t) = self.transactions.poll_transmit() {
-                progressed = true;
-                let sent = self.send(Target::Flow(t.flow), t.bytes).await;
-                // The transaction's user hears of it (the proxy tries another address
-                // or counts the branch as 503); an ended transaction is no matter.
-                if !sent && let Some(key) = t.key {
-                    let _ = self
-                        .transactions
-                        .handle_transport_error(Instant::now(), key);
+                    progressed = true;
                 }
             }
             if !progressed {
@@ -581,9 +627,27 @@ impl Core {
         }
     }
 
-    /// Sends; `false` when it failed (logged here).
+    /// Sends a message that belongs to no transaction (a stateless answer); `false`
+    /// when it failed (logged here).
     async fn send(&self, target: Target, bytes: Bytes) -> bool {
-        match self.endpoint.send(target, bytes).await {
+        match target {
+            Target::Flow(flow) => self.send_nowait(flow, bytes, NO_TRANSACTION),
+            other => match self.endpoint.send(other, bytes).await {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::debug!("send failed: {e}");
+                    false
+                }
+            },
+        }
+    }
+
+    /// Sends without waiting: a connection that must be opened first is opened beside
+    /// this task (a phone whose TCP contact never answers holds up nobody else), and a
+    /// failure there comes back as `Incoming::SendFailed` with `token`. `false` when it
+    /// failed at once (logged here).
+    fn send_nowait(&self, flow: Flow, bytes: Bytes, token: u64) -> bool {
+        match self.endpoint.send_nowait(flow, bytes, token) {
             Ok(_) => true,
             Err(e) => {
                 tracing::debug!("send failed: {e}");

@@ -55,6 +55,14 @@ pub struct ServerOptions {
 impl Server {
     /// Starts a server with UDP and TCP on one free port, domain `example.test`.
     pub fn start(opts: ServerOptions) -> Server {
+        let mut server = Server::start_stopped(opts);
+        server.spawn();
+        server
+    }
+
+    /// Prepares a server (configuration, database, users) without starting it: for
+    /// set-up through the CLI first; [`Server::spawn`] starts it.
+    pub fn start_stopped(opts: ServerOptions) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut listen = vec![
@@ -74,7 +82,7 @@ impl Server {
             opts.extra_toml
         );
         std::fs::write(dir.path().join("sb.toml"), config).unwrap();
-        let mut server = Server {
+        let server = Server {
             child: None,
             dir,
             port,
@@ -84,7 +92,6 @@ impl Server {
             let out = server.cli(&["user", "add", name, "--password", password]);
             assert!(out.status.success(), "user add: {out:?}");
         }
-        server.spawn();
         server
     }
 
