@@ -428,6 +428,13 @@ pub struct Core {
     interrupted: bool,
     /// The task is over and the exit under way (see [`Core::begin_exit`]).
     exiting: bool,
+    /// Our end of the connection to the server (or the far end), for transports we
+    /// cannot accept connections on (TLS, WS, WSS: we listen on UDP and TCP only). Via
+    /// and Contact name it, so that what is sent to us comes back over this connection
+    /// (see [`Core::connection_to_open`]).
+    connection_local: Option<SocketAddr>,
+    /// Why sending failed, by transaction, until the transaction layer reports it.
+    send_errors: HashMap<TransactionKey, String>,
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -456,6 +463,12 @@ fn simple_event_names(method: &Method) -> (&'static str, &'static str) {
         Method::Options => ("options", "options failed"),
         _ => ("message sent", "message failed"),
     }
+}
+
+/// Whether requests for us over `transport` can only come back over a connection we
+/// opened: we listen on UDP and TCP, so a TLS or WebSocket peer cannot connect to us.
+fn needs_own_connection(transport: Transport) -> bool {
+    !matches!(transport, Transport::Udp | Transport::Tcp)
 }
 
 /// What a registrar's refusal means to the person who ran the phone, with the status
@@ -539,6 +552,8 @@ impl Core {
             media_port: Err("no media session".into()),
             interrupted: false,
             exiting: false,
+            connection_local: None,
+            send_errors: HashMap::new(),
         }
     }
 
@@ -591,9 +606,31 @@ impl Core {
         self.txl.poll_transmit()
     }
 
-    /// Sending what [`Core::poll_transmit`] gave for transaction `key` failed.
-    pub fn on_transport_error(&mut self, key: TransactionKey, now: Instant) {
+    /// Sending what [`Core::poll_transmit`] gave for transaction `key` failed, for
+    /// `reason` (told to the user: "TLS: certificate not trusted (UnknownIssuer)...").
+    pub fn on_transport_error(&mut self, key: TransactionKey, reason: String, now: Instant) {
+        self.send_errors.insert(key, reason);
         let _ = self.txl.handle_transport_error(now, key);
+    }
+
+    /// The connection the driver must open before [`Core::start`], when the phone talks
+    /// over a transport it cannot be reached on by a new connection (TLS, WS, WSS):
+    /// the server's flow, or the far end's when there is no server.
+    pub fn connection_to_open(&self) -> Option<Flow> {
+        let flow = match (&self.s.server, &self.task) {
+            (Some(_), _) => self.flow_for("").ok()?,
+            (None, Task::Call(c)) => self.direct_flow(&c.target).ok()?,
+            (None, Task::Message { target, .. } | Task::Options { target }) => {
+                self.direct_flow(target).ok()?
+            }
+            (None, _) => return None,
+        };
+        needs_own_connection(flow.transport).then_some(flow)
+    }
+
+    /// The driver opened [`Core::connection_to_open`]: `local` is our end of it.
+    pub fn set_connection_local(&mut self, local: SocketAddr) {
+        self.connection_local = Some(local);
     }
 
     /// Handles what the transaction layer reported; `true` if there was anything.
@@ -718,7 +755,10 @@ impl Core {
 
     /// Our address on `transport`, for Via and Contact.
     fn local_addr(&self, transport: Transport) -> SocketAddr {
-        self.local.for_transport(transport)
+        match self.connection_local {
+            Some(local) if needs_own_connection(transport) => local,
+            _ => self.local.for_transport(transport),
+        }
     }
 
     fn local_ip(&self) -> IpAddr {
@@ -1228,16 +1268,21 @@ impl Core {
             Event::Ack { request, .. } => self.on_ack(&request, now),
             Event::Timeout { key, .. } => {
                 if let Some(p) = self.pending.remove(&key) {
-                    self.on_request_failed(p, false, now);
+                    self.on_request_failed(p, None, now);
                 }
             }
             Event::TransportError { key } => {
+                let reason = self
+                    .send_errors
+                    .remove(&key)
+                    .unwrap_or_else(|| "cannot reach it".to_owned());
                 if let Some(p) = self.pending.remove(&key) {
-                    self.on_request_failed(p, true, now);
+                    self.on_request_failed(p, Some(reason), now);
                 }
             }
             Event::Terminated { key } => {
                 self.pending.remove(&key);
+                self.send_errors.remove(&key);
             }
             _ => {}
         }
@@ -1348,21 +1393,16 @@ impl Core {
         }
     }
 
-    /// A client transaction got no final response: it timed out, or (`unreachable`)
-    /// the transport could not send it.
-    fn on_request_failed(&mut self, pending: Pending, unreachable: bool, now: Instant) {
-        let no_response = if unreachable {
-            "cannot reach it"
-        } else {
-            "no response"
-        };
+    /// A client transaction got no final response: it timed out, or the transport
+    /// could not send it (`unreachable` says why).
+    fn on_request_failed(&mut self, pending: Pending, unreachable: Option<String>, now: Instant) {
+        let no_response = unreachable.as_deref().unwrap_or("no response");
         match pending {
             Pending::Register(_) => {
-                self.out.event(
-                    "registration failed",
-                    Some("no response from the server"),
-                    &[],
-                );
+                let why = unreachable
+                    .as_deref()
+                    .unwrap_or("no response from the server");
+                self.out.event("registration failed", Some(why), &[]);
                 self.registered = false;
                 if !self.task_started {
                     self.finish(exit::FAILED);
@@ -1381,17 +1421,16 @@ impl Core {
                     .as_ref()
                     .is_some_and(|c| c.state != CallState::Answered)
                 {
-                    let fallback = if unreachable {
-                        ("failed (cannot reach it)", exit::FAILED)
-                    } else {
-                        ("no answer (timeout)", exit::NO_ANSWER)
+                    let fallback = match &unreachable {
+                        Some(why) => (format!("failed ({why})"), exit::FAILED),
+                        None => ("no answer (timeout)".to_owned(), exit::NO_ANSWER),
                     };
                     let (reason, code) = self
                         .call
                         .as_ref()
                         .and_then(|c| c.cancelled)
-                        .unwrap_or(fallback);
-                    self.end_call(reason, code);
+                        .map_or(fallback, |(r, c)| (r.to_owned(), c));
+                    self.end_call(&reason, code);
                 }
             }
             Pending::Bye => self.end_call("bye (local, no response)", exit::OK),

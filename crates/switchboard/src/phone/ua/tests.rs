@@ -874,3 +874,66 @@ fn an_ipv6_offer_is_answered_in_ipv6() {
         "[::1]:41000".parse().unwrap()
     );
 }
+
+// ----- TLS (issue 12, defect 11) -----
+
+#[test]
+fn over_tls_the_contact_is_our_end_of_the_registration_connection() {
+    let mut s = settings(true);
+    s.transport = Transport::Tls;
+    let local = LocalAddrs {
+        udp: Some(US.parse().unwrap()),
+        tcp: Some(US.parse().unwrap()),
+    };
+    let mut core = Core::new(local, s, Task::Listen { count: None });
+    // We listen on UDP and TCP only: the server's TLS flow must be opened first...
+    let flow = core
+        .connection_to_open()
+        .expect("a connection to open first");
+    assert_eq!(flow.transport, Transport::Tls);
+    assert_eq!(flow.remote, SERVER.parse().unwrap());
+    // ...and its local end is where we can be reached.
+    core.set_connection_local("127.0.0.1:40123".parse().unwrap());
+    let now = Instant::now();
+    core.start(now);
+    let register = Message::parse(core.poll_transmit().unwrap().bytes).unwrap();
+    assert_eq!(
+        register.get(HeaderName::Contact),
+        Some("<sip:alice@127.0.0.1:40123;transport=tls>")
+    );
+    assert!(
+        register
+            .get(HeaderName::Via)
+            .unwrap()
+            .starts_with("SIP/2.0/TLS 127.0.0.1:40123;")
+    );
+
+    // Over UDP or TCP the listeners are reachable: nothing to open.
+    let core = Core::new(local, settings(true), Task::Listen { count: None });
+    assert_eq!(core.connection_to_open(), None);
+}
+
+#[test]
+fn a_send_failure_is_reported_with_its_reason() {
+    let mut s = settings(true);
+    s.transport = Transport::Tls;
+    let local = LocalAddrs {
+        udp: Some(US.parse().unwrap()),
+        tcp: Some(US.parse().unwrap()),
+    };
+    let mut core = Core::new(local, s, Task::Listen { count: None });
+    let now = Instant::now();
+    core.start(now);
+    let t = core.poll_transmit().unwrap();
+    let why = "TLS: certificate not trusted (UnknownIssuer): pass --ca FILE";
+    core.on_transport_error(t.key.unwrap(), why.to_owned(), now);
+    core.handle_events(now);
+    let failed = std::iter::from_fn(|| core.poll_output())
+        .find_map(|o| match o {
+            Output::Event(e) if e.name == "registration failed" => e.detail,
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(failed, why);
+    assert_eq!(core.finished(), Some(exit::FAILED));
+}
