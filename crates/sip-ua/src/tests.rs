@@ -44,6 +44,8 @@ const US: &str = "127.0.0.1:5070";
 const PEER: &str = "127.0.0.1:5080";
 const SERVER: &str = "127.0.0.1:5060";
 const RTP_PORT: u16 = 40000;
+/// The user agent's randomness, fixed: the tests compare no identifier with another run's.
+const SEED: [u8; 32] = [7; 32];
 
 fn settings(server: bool) -> Settings {
     Settings {
@@ -56,6 +58,7 @@ fn settings(server: bool) -> Settings {
         session_expires: None,
         display_name: None,
         codecs: sdp_codecs(&["pcmu".into()]),
+        timers: TimerConfig::default(),
     }
 }
 
@@ -122,7 +125,7 @@ impl Phone {
             udp: Some(US.parse().unwrap()),
             tcp: None,
         };
-        let mut core = Core::new(local, s, task);
+        let mut core = Core::new(local, s, task, SEED);
         core.set_media_port(Ok(RTP_PORT));
         let now = Instant::now();
         core.start(now);
@@ -840,7 +843,7 @@ fn an_ipv6_offer_is_answered_in_ipv6() {
         udp: Some("[::1]:5070".parse().unwrap()),
         tcp: None,
     };
-    let mut core = Core::new(local, settings(false), Task::Answer(answer_task()));
+    let mut core = Core::new(local, settings(false), Task::Answer(answer_task()), SEED);
     core.set_media_port(Ok(RTP_PORT));
     let now = Instant::now();
     core.start(now);
@@ -885,7 +888,7 @@ fn over_tls_the_contact_is_our_end_of_the_registration_connection() {
         udp: Some(US.parse().unwrap()),
         tcp: Some(US.parse().unwrap()),
     };
-    let mut core = Core::new(local, s, Task::Listen { count: None });
+    let mut core = Core::new(local, s, Task::Listen { count: None }, SEED);
     // We listen on UDP and TCP only: the server's TLS flow must be opened first...
     let flow = core
         .connection_to_open()
@@ -909,7 +912,7 @@ fn over_tls_the_contact_is_our_end_of_the_registration_connection() {
     );
 
     // Over UDP or TCP the listeners are reachable: nothing to open.
-    let core = Core::new(local, settings(true), Task::Listen { count: None });
+    let core = Core::new(local, settings(true), Task::Listen { count: None }, SEED);
     assert_eq!(core.connection_to_open(), None);
 }
 
@@ -921,7 +924,7 @@ fn a_send_failure_is_reported_with_its_reason() {
         udp: Some(US.parse().unwrap()),
         tcp: Some(US.parse().unwrap()),
     };
-    let mut core = Core::new(local, s, Task::Listen { count: None });
+    let mut core = Core::new(local, s, Task::Listen { count: None }, SEED);
     let now = Instant::now();
     core.start(now);
     let t = core.poll_transmit().unwrap();
