@@ -125,6 +125,11 @@ pub fn sdp_codecs(names: &[String]) -> Vec<SdpCodec> {
 
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, UPDATE, PRACK, INFO";
 
+/// The first wait before a failed registration is tried again.
+const REGISTER_RETRY_BASE: Duration = Duration::from_secs(30);
+/// The longest wait between two tries of a failing registration.
+const REGISTER_RETRY_MAX: Duration = Duration::from_secs(1800);
+
 /// Who the phone is and where it talks.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -472,6 +477,9 @@ pub struct Core {
     /// and Contact name it, so that what is sent to us comes back over this connection
     /// (see [`Core::connection_to_open`]).
     connection_local: Option<SocketAddr>,
+    /// Registrations failed in a row while the task runs (see
+    /// [`Core::retry_registration_later`]).
+    register_failures: u32,
     /// Why sending failed, by transaction, until the transaction layer reports it.
     send_errors: HashMap<TransactionKey, String>,
     /// Tags, branches, Call-IDs, cnonces, session ids and the glare wait, from the
@@ -600,6 +608,7 @@ impl Core {
             exiting: false,
             connection_local: None,
             send_errors: HashMap::new(),
+            register_failures: 0,
             rng: ChaCha20Rng::from_seed(seed),
         }
     }
@@ -1103,9 +1112,12 @@ impl Core {
             self.registered = false;
             if !self.task_started {
                 self.finish(exit::FAILED);
+            } else {
+                self.retry_registration_later(now);
             }
             return;
         }
+        self.register_failures = 0;
         let ours = self.contact_uri(self.s.transport);
         let granted = response
             .contacts()
@@ -1135,6 +1147,18 @@ impl Core {
         if !self.task_started {
             self.start_task(now);
         }
+    }
+
+    /// A registration that failed while the task runs is tried again after a wait
+    /// that doubles with each failure in a row, from 30 s up to 30 min, and is drawn
+    /// between half of that and all of it (RFC 5626 §4.5's back-off): a registrar
+    /// that restarts is not met by every phone at once.
+    fn retry_registration_later(&mut self, now: Instant) {
+        self.register_failures = self.register_failures.saturating_add(1);
+        let doublings = self.register_failures.saturating_sub(1).min(6);
+        let bound = (REGISTER_RETRY_BASE * 2u32.pow(doublings)).min(REGISTER_RETRY_MAX);
+        let fraction = 0.5 + f64::from(self.random_u32()) / f64::from(u32::MAX) / 2.0;
+        self.arm(now + bound.mul_f64(fraction), Timer::RegisterRefresh);
     }
 
     fn finish(&mut self, code: u8) {
@@ -1465,7 +1489,7 @@ impl Core {
                 if !self.task_started {
                     self.finish(exit::FAILED);
                 } else {
-                    self.arm(now + Duration::from_secs(30), Timer::RegisterRefresh);
+                    self.retry_registration_later(now);
                 }
             }
             Pending::Unregister(_) => self.exit_ready = true,
