@@ -272,8 +272,8 @@ impl Authenticator {
         entry.0 = now;
         tracing::warn!(
             source = %ip,
-            user,
-            method,
+            user = %user,
+            method = %method,
             suppressed,
             "authentication failed"
         );
