@@ -21,6 +21,7 @@ pub mod sdp;
 pub mod transaction;
 pub mod transport;
 pub mod uri;
+pub mod via;
 
 pub use builder::{MessageBuilder, response_to};
 pub use error::ParseError;
@@ -30,3 +31,4 @@ pub use method::Method;
 pub use name::HeaderName;
 pub use transport::{ConnectionId, Flow, Transport};
 pub use uri::{Host, SipUri, Uri};
+pub use via::{response_target, stamp_via};

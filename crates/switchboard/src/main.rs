@@ -12,6 +12,7 @@ mod proxy;
 mod registrar;
 mod serve;
 mod service;
+mod tls_setup;
 mod user_cmd;
 
 use clap::{Parser, Subcommand};

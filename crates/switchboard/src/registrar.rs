@@ -474,7 +474,6 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
     pub fn commit(&mut self) -> Result<(), StoreError> {
         let awaiting = std::mem::take(&mut self.awaiting_commit);
         if let Err(e) = self.location.commit_staged() {
-            self.stats.accepted -= awaiting;
             self.stats.store_errors += 1;
             tracing::error!(error = %e, requests = awaiting, "registrar: storing bindings failed; answering 500");
             return Err(e);
@@ -482,9 +481,52 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
         Ok(())
     }
 
+    /// Hands the location backend over to a writer thread (`store::BackgroundWriter`):
+    /// from then on changes are stored through [`Registrar::begin_commit`] and
+    /// [`Registrar::end_commit`], beside the caller. `None` if already handed over.
+    pub fn detach_location_backend(&mut self) -> Option<L> {
+        self.location.detach_backend()
+    }
+
+    /// The staged changes as a batch for the writer thread, unless one is in flight or
+    /// nothing is staged. The outcomes that awaited a commit until now wait for this
+    /// batch's [`Registrar::end_commit`].
+    pub fn begin_commit(&mut self) -> Option<store::Batch> {
+        let batch = self.location.begin_commit()?;
+        self.awaiting_commit = 0;
+        Some(batch)
+    }
+
+    /// Whether changes are staged and not yet handed out as a batch.
+    pub fn has_staged(&self) -> bool {
+        self.location.has_staged()
+    }
+
+    /// Whether a batch from [`Registrar::begin_commit`] is out.
+    pub fn commit_in_flight(&self) -> bool {
+        self.location.commit_in_flight()
+    }
+
+    /// The writer's report on a batch. `Ok`: its bindings are stored and readers see
+    /// them; the outcomes that waited for it may be sent. An error: nothing of it, nor of
+    /// what was staged since, is stored; every outcome that waited for it or was staged
+    /// since must be answered with [`Registrar::failed_commit`].
+    pub fn end_commit(&mut self, committed: store::Committed) -> Result<(), StoreError> {
+        let result = self.location.end_commit(committed.id, committed.result);
+        if let Err(e) = &result {
+            self.awaiting_commit = 0;
+            self.stats.store_errors += 1;
+            tracing::error!(error = %e, "registrar: storing bindings failed; answering 500");
+        }
+        result
+    }
+
     /// What replaces an outcome whose changes a failed [`Registrar::commit`] did not
     /// store: a 500, as when the store fails for a single REGISTER.
-    pub fn failed_commit(&self, req: &Message, outcome: RegisterOutcome) -> RegisterOutcome {
+    pub fn failed_commit(&mut self, req: &Message, outcome: RegisterOutcome) -> RegisterOutcome {
+        if outcome.status == 200 {
+            self.stats.accepted -= 1;
+        }
         let refusal = Refusal::because(500, STORAGE_FAILED);
         RegisterOutcome {
             status: 500,
@@ -2090,6 +2132,49 @@ mod tests {
         let (again, r) = stage(&mut reg, &register("alice", "c2", 2, &[]));
         assert!(!again.awaits_commit);
         assert_eq!(bound(&r).len(), 2);
+    }
+
+    #[test]
+    fn batches_stored_beside_the_registrar() {
+        let (mut reg, fail) = flaky_registrar(&["alice", "bob"]);
+        let reader = reg.reader();
+        let mut backend = reg.detach_location_backend().unwrap();
+        // As the writer thread would: apply the batch to the backend, report back.
+        let mut store = |batch: store::Batch| store::Committed {
+            id: batch.id,
+            result: backend.apply(&batch.changes),
+        };
+        let a = register("alice", "c1", 1, &["Contact: <sip:a@192.0.2.1>"]);
+        let out = reg.stage_register(T0, &a, src(), Transport::Udp);
+        assert!(out.awaits_commit);
+        let batch = reg.begin_commit().unwrap();
+        assert!(reg.commit_in_flight() && reg.begin_commit().is_none());
+        // Staged while the first batch is out: sees it, waits for the next.
+        let b = register("alice", "c1", 2, &["Contact: <sip:a@192.0.2.2>"]);
+        let out_b = reg.stage_register(T0, &b, src(), Transport::Udp);
+        assert_eq!(
+            bound(&Message::parse(out_b.response.clone().unwrap()).unwrap()).len(),
+            2
+        );
+        assert!(reader.is_empty(), "nothing shows before it is stored");
+        reg.end_commit(store(batch)).unwrap();
+        assert_eq!(reader.lookup(AOR, T0).len(), 1);
+
+        // The second batch fails: its 200 becomes a 500, and what was staged after it
+        // goes with it.
+        let batch = reg.begin_commit().unwrap();
+        let c = register("bob", "c2", 1, &["Contact: <sip:b@192.0.2.3>"]);
+        let out_c = reg.stage_register(T0, &c, src(), Transport::Udp);
+        assert!(out_c.awaits_commit);
+        fail.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(reg.end_commit(store(batch)).is_err());
+        assert_eq!(reg.failed_commit(&b, out_b).status, 500);
+        assert_eq!(reg.failed_commit(&c, out_c).status, 500);
+        assert!(!reg.has_staged() && !reg.commit_in_flight());
+        assert_eq!(reader.lookup(AOR, T0).len(), 1);
+        assert_eq!(reg.stats().store_errors, 1);
+        assert_eq!(reg.stats().accepted, 1);
+        assert!(matches!(reg.commit(), Err(StoreError::Detached)));
     }
 
     #[test]

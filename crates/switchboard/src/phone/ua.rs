@@ -158,9 +158,10 @@ pub struct AnswerTask {
     /// A WAV file to play to callers.
     #[arg(long, value_name = "WAV")]
     pub play: Option<PathBuf>,
-    /// Record callers to this WAV file (8 kHz, 16-bit mono); `{n}` in the name is
-    /// replaced by the call number.
-    #[arg(long, value_name = "WAV")]
+    // Record callers to this WAV file (8 kHz, 16-bit mono); `{n}` in the name is
+    // replaced by the call number. The help is built by `record_help`: clap turns a
+    // `{n}` in a doc comment into a line break.
+    #[arg(long, value_name = "WAV", help = record_help())]
     pub record: Option<PathBuf>,
     /// Refuse every call with this status (486 busy, 603 decline...).
     #[arg(long, value_name = "STATUS", value_parser = clap::value_parser!(u16).range(300..700))]
@@ -171,6 +172,18 @@ pub struct AnswerTask {
     /// Exit after this many calls (with the last call's exit code).
     #[arg(long, value_name = "N")]
     pub calls: Option<u32>,
+}
+
+/// The help of `answer --record`. clap replaces every `{n}` in help text by a line
+/// break and has no escape for it, so the `n` of our placeholder is set apart by a
+/// style (bold on a terminal; the escape codes are dropped elsewhere) and the text
+/// never holds the three characters together.
+fn record_help() -> clap::builder::StyledStr {
+    let placeholder = clap::builder::styling::Style::new().bold();
+    clap::builder::StyledStr::from(format!(
+        "Record callers to this WAV file (8 kHz, 16-bit mono); `{{{placeholder}n{placeholder:#}}}` \
+         in the name is replaced by the call number (1, 2...)"
+    ))
 }
 
 /// Which way a call goes.
@@ -415,6 +428,13 @@ pub struct Core {
     interrupted: bool,
     /// The task is over and the exit under way (see [`Core::begin_exit`]).
     exiting: bool,
+    /// Our end of the connection to the server (or the far end), for transports we
+    /// cannot accept connections on (TLS, WS, WSS: we listen on UDP and TCP only). Via
+    /// and Contact name it, so that what is sent to us comes back over this connection
+    /// (see [`Core::connection_to_open`]).
+    connection_local: Option<SocketAddr>,
+    /// Why sending failed, by transaction, until the transaction layer reports it.
+    send_errors: HashMap<TransactionKey, String>,
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -443,6 +463,28 @@ fn simple_event_names(method: &Method) -> (&'static str, &'static str) {
         Method::Options => ("options", "options failed"),
         _ => ("message sent", "message failed"),
     }
+}
+
+/// Whether requests for us over `transport` can only come back over a connection we
+/// opened: we listen on UDP and TCP, so a TLS or WebSocket peer cannot connect to us.
+fn needs_own_connection(transport: Transport) -> bool {
+    !matches!(transport, Transport::Udp | Transport::Tcp)
+}
+
+/// What a registrar's refusal means to the person who ran the phone, with the status
+/// line after it: `wrong user name or password (401 Unauthorized)`.
+fn registration_refusal(status: u16, reason: &str, had_password: bool) -> String {
+    let status_line = format!("{status} {reason}");
+    let status_line = status_line.trim();
+    let meaning = match status {
+        // Our credentials were sent and challenged again: the authenticate step gave up.
+        401 | 407 if had_password => "wrong user name or password",
+        401 | 407 => "the server asks for a password: pass --password",
+        403 => "the server does not allow this user to register here",
+        404 => "no such user or domain on this server: check --user and --domain",
+        _ => return status_line.to_owned(),
+    };
+    format!("{meaning} ({status_line})")
 }
 
 /// The exit code a final status means for a call we placed.
@@ -510,6 +552,8 @@ impl Core {
             media_port: Err("no media session".into()),
             interrupted: false,
             exiting: false,
+            connection_local: None,
+            send_errors: HashMap::new(),
         }
     }
 
@@ -562,9 +606,31 @@ impl Core {
         self.txl.poll_transmit()
     }
 
-    /// Sending what [`Core::poll_transmit`] gave for transaction `key` failed.
-    pub fn on_transport_error(&mut self, key: TransactionKey, now: Instant) {
+    /// Sending what [`Core::poll_transmit`] gave for transaction `key` failed, for
+    /// `reason` (told to the user: "TLS: certificate not trusted (UnknownIssuer)...").
+    pub fn on_transport_error(&mut self, key: TransactionKey, reason: String, now: Instant) {
+        self.send_errors.insert(key, reason);
         let _ = self.txl.handle_transport_error(now, key);
+    }
+
+    /// The connection the driver must open before [`Core::start`], when the phone talks
+    /// over a transport it cannot be reached on by a new connection (TLS, WS, WSS):
+    /// the server's flow, or the far end's when there is no server.
+    pub fn connection_to_open(&self) -> Option<Flow> {
+        let flow = match (&self.s.server, &self.task) {
+            (Some(_), _) => self.flow_for("").ok()?,
+            (None, Task::Call(c)) => self.direct_flow(&c.target).ok()?,
+            (None, Task::Message { target, .. } | Task::Options { target }) => {
+                self.direct_flow(target).ok()?
+            }
+            (None, _) => return None,
+        };
+        needs_own_connection(flow.transport).then_some(flow)
+    }
+
+    /// The driver opened [`Core::connection_to_open`]: `local` is our end of it.
+    pub fn set_connection_local(&mut self, local: SocketAddr) {
+        self.connection_local = Some(local);
     }
 
     /// Handles what the transaction layer reported; `true` if there was anything.
@@ -689,7 +755,10 @@ impl Core {
 
     /// Our address on `transport`, for Via and Contact.
     fn local_addr(&self, transport: Transport) -> SocketAddr {
-        self.local.for_transport(transport)
+        match self.connection_local {
+            Some(local) if needs_own_connection(transport) => local,
+            _ => self.local.for_transport(transport),
+        }
     }
 
     fn local_ip(&self) -> IpAddr {
@@ -963,10 +1032,14 @@ impl Core {
             return;
         }
         if !(200..300).contains(&status) {
-            let reason = format!("{status} {}", response.reason().unwrap_or(""));
+            let detail = registration_refusal(
+                status,
+                response.reason().unwrap_or(""),
+                self.s.password.is_some(),
+            );
             self.out.event(
-                "registration failed",
-                Some(reason.trim()),
+                "registration refused",
+                Some(&detail),
                 &[("status", json!(status))],
             );
             self.registered = false;
@@ -1195,16 +1268,21 @@ impl Core {
             Event::Ack { request, .. } => self.on_ack(&request, now),
             Event::Timeout { key, .. } => {
                 if let Some(p) = self.pending.remove(&key) {
-                    self.on_request_failed(p, false, now);
+                    self.on_request_failed(p, None, now);
                 }
             }
             Event::TransportError { key } => {
+                let reason = self
+                    .send_errors
+                    .remove(&key)
+                    .unwrap_or_else(|| "cannot reach it".to_owned());
                 if let Some(p) = self.pending.remove(&key) {
-                    self.on_request_failed(p, true, now);
+                    self.on_request_failed(p, Some(reason), now);
                 }
             }
             Event::Terminated { key } => {
                 self.pending.remove(&key);
+                self.send_errors.remove(&key);
             }
             _ => {}
         }
@@ -1249,16 +1327,23 @@ impl Core {
             Method::Bye | Method::Update | Method::Prack | Method::Info => {
                 self.respond(key, &request, 481, &[], None, now);
             }
-            _ => {
-                self.respond(
-                    key,
-                    &request,
-                    405,
-                    &[("Allow", ALLOW.to_owned())],
-                    None,
-                    now,
-                );
-            }
+            other => self.refuse_method(key, &other, &request, now),
+        }
+    }
+
+    /// A method we do not serve: 405 with what we allow when it is one we know of
+    /// (REGISTER, SUBSCRIBE...), 501 when we have never heard of it (RFC 3261 §8.2.1).
+    fn refuse_method(
+        &mut self,
+        key: TransactionKey,
+        method: &Method,
+        request: &Message,
+        now: Instant,
+    ) {
+        if matches!(method, Method::Extension(_)) {
+            self.respond(key, request, 501, &[], None, now);
+        } else {
+            self.respond(key, request, 405, &[("Allow", ALLOW.to_owned())], None, now);
         }
     }
 
@@ -1308,21 +1393,16 @@ impl Core {
         }
     }
 
-    /// A client transaction got no final response: it timed out, or (`unreachable`)
-    /// the transport could not send it.
-    fn on_request_failed(&mut self, pending: Pending, unreachable: bool, now: Instant) {
-        let no_response = if unreachable {
-            "cannot reach it"
-        } else {
-            "no response"
-        };
+    /// A client transaction got no final response: it timed out, or the transport
+    /// could not send it (`unreachable` says why).
+    fn on_request_failed(&mut self, pending: Pending, unreachable: Option<String>, now: Instant) {
+        let no_response = unreachable.as_deref().unwrap_or("no response");
         match pending {
             Pending::Register(_) => {
-                self.out.event(
-                    "registration failed",
-                    Some("no response from the server"),
-                    &[],
-                );
+                let why = unreachable
+                    .as_deref()
+                    .unwrap_or("no response from the server");
+                self.out.event("registration failed", Some(why), &[]);
                 self.registered = false;
                 if !self.task_started {
                     self.finish(exit::FAILED);
@@ -1341,17 +1421,16 @@ impl Core {
                     .as_ref()
                     .is_some_and(|c| c.state != CallState::Answered)
                 {
-                    let fallback = if unreachable {
-                        ("failed (cannot reach it)", exit::FAILED)
-                    } else {
-                        ("no answer (timeout)", exit::NO_ANSWER)
+                    let fallback = match &unreachable {
+                        Some(why) => (format!("failed ({why})"), exit::FAILED),
+                        None => ("no answer (timeout)".to_owned(), exit::NO_ANSWER),
                     };
                     let (reason, code) = self
                         .call
                         .as_ref()
                         .and_then(|c| c.cancelled)
-                        .unwrap_or(fallback);
-                    self.end_call(reason, code);
+                        .map_or(fallback, |(r, c)| (r.to_owned(), c));
+                    self.end_call(&reason, code);
                 }
             }
             Pending::Bye => self.end_call("bye (local, no response)", exit::OK),

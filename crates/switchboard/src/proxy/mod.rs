@@ -362,8 +362,16 @@ impl Proxy {
         // §16.3 step 3: Max-Forwards.
         match request.max_forwards() {
             Ok(Some(0)) => {
-                // §16.3 step 3: an OPTIONS that can go no further is answered here.
-                if method == Method::Options {
+                // §16.3 step 3: an OPTIONS that can go no further may be answered
+                // here; we do so when it is addressed to the server itself (no user
+                // part: we are its UAS). One for a user would have to be forwarded:
+                // 483, as RFC 4475 §3.3.11 expects of a proxy.
+                let for_server = request
+                    .request_uri()
+                    .as_ref()
+                    .and_then(Uri::as_sip)
+                    .is_some_and(|u| u.user.is_none());
+                if method == Method::Options && for_server {
                     return Handled::ForUs;
                 }
                 self.respond(env, txl, key, request, 483, "", &[]);

@@ -389,6 +389,13 @@ fn refusals_404_480_483_482_and_403() {
             .replace("Max-Forwards: 70", "Max-Forwards: 0"),
     );
     assert_eq!(codes(&h.take()), ["483>192.0.2.1:5060"]);
+    // An OPTIONS for a user cannot be forwarded either (RFC 4475 §3.3.11, zeromf).
+    let options = invite("sip:bob@example.test", "")
+        .replace("INVITE", "OPTIONS")
+        .replace("z9hG4bKc1", "z9hG4bKc6")
+        .replace("Max-Forwards: 70", "Max-Forwards: 0");
+    h.recv(CALLER, &options);
+    assert_eq!(codes(&h.take()), ["483>192.0.2.1:5060"]);
     // A foreign domain from a caller nobody authenticated.
     h.recv(
         CALLER,

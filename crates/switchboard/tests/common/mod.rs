@@ -30,6 +30,9 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// What `serve` logs once it listens.
+const READY: &str = "switchboard serve is ready";
+
 /// A running `switchboard serve`.
 pub struct Server {
     child: Option<Child>,
@@ -61,6 +64,19 @@ impl Server {
     /// [`Server::start`] with UDP and TCP listening on `ip` ("0.0.0.0": the default
     /// wildcard address) and a free loopback port.
     pub fn start_on(ip: &str, opts: ServerOptions) -> Server {
+        let mut server = Server::start_stopped_on(ip, opts);
+        server.spawn();
+        server
+    }
+
+    /// Prepares a server (configuration, database, users) without starting it: for
+    /// set-up through the CLI first; [`Server::spawn`] starts it.
+    pub fn start_stopped(opts: ServerOptions) -> Server {
+        Server::start_stopped_on("127.0.0.1", opts)
+    }
+
+    /// [`Server::start_stopped`] listening on `ip`.
+    pub fn start_stopped_on(ip: &str, opts: ServerOptions) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut listen = vec![
@@ -80,7 +96,7 @@ impl Server {
             opts.extra_toml
         );
         std::fs::write(dir.path().join("sb.toml"), config).unwrap();
-        let mut server = Server {
+        let server = Server {
             child: None,
             dir,
             port,
@@ -90,7 +106,6 @@ impl Server {
             let out = server.cli(&["user", "add", name, "--password", password]);
             assert!(out.status.success(), "user add: {out:?}");
         }
-        server.spawn();
         server
     }
 
@@ -116,6 +131,8 @@ impl Server {
 
     /// Starts (or restarts) the process and waits until it answers on UDP.
     pub fn spawn(&mut self) {
+        // The log is appended to across restarts: ready is a new "ready" line.
+        let ready_before = self.log().matches(READY).count();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -131,13 +148,13 @@ impl Server {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        self.wait_ready();
+        self.wait_ready(ready_before);
     }
 
-    fn wait_ready(&self) {
+    fn wait_ready(&self, ready_before: usize) {
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
-            if self.log().contains("switchboard serve is ready") {
+            if self.log().matches(READY).count() > ready_before {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));

@@ -314,9 +314,12 @@ impl Core {
                     self.on_media(MediaEvent::Dtmf(d));
                 }
             }
-            Method::Prack => self.respond(key, request, 200, &[], None, now),
+            // RFC 3262 §3: a PRACK that matches no unacknowledged reliable provisional
+            // response gets 481. We send none (we do not support 100rel as UAS), so
+            // none can match, whatever its RAck says or whether it has one.
+            Method::Prack => self.respond(key, request, 481, &[], None, now),
             Method::Message => self.on_incoming_message(key, request, now),
-            _ => self.respond(key, request, 405, &[("Allow", ALLOW.to_owned())], None, now),
+            other => self.refuse_method(key, other, request, now),
         }
     }
 

@@ -8,9 +8,32 @@ use crate::phone::exit;
 use crate::phone::print::Printer;
 use media::{AudioSink, MediaEvent, MediaSession};
 use sip_core::Transport;
-use sip_net::{Endpoint, Incoming, Target};
+use sip_net::{Endpoint, HandshakeFailure, Incoming, SendError, Target};
 use std::time::Instant;
 use tokio::sync::mpsc;
+
+/// Why a send failed, for the person running the phone: what went wrong and, for a
+/// certificate refused, what to do about it.
+fn send_error_text(e: &SendError) -> String {
+    match e {
+        SendError::TlsHandshake {
+            failure: failure @ HandshakeFailure::Certificate { problem, .. },
+            ..
+        } => {
+            let hint = match *problem {
+                "not trusted" => ": pass --ca FILE with the server's certificate (or its CA)",
+                "not valid for this address" => {
+                    ": reach the server by a name or address its certificate names"
+                }
+                _ => "",
+            };
+            format!("TLS: {failure}{hint}")
+        }
+        SendError::TlsHandshake { failure, .. } => format!("TLS: {failure}"),
+        SendError::AllTargetsFailed { last, .. } => send_error_text(last),
+        other => other.to_string(),
+    }
+}
 
 /// `switchboard phone`'s user agent: a [`Core`] on an [`Endpoint`].
 pub struct Ua {
@@ -66,6 +89,18 @@ impl Ua {
             stdin_rx = Some(rx);
         }
         self.bind_spare_media().await;
+        if let Some(flow) = self.core.connection_to_open() {
+            // Its local address goes into Via and Contact. When it fails, the first
+            // request fails the same way and the core says why.
+            match self.endpoint.connect(flow.transport, flow.remote).await {
+                Ok(opened) => {
+                    if let Some(local) = opened.local {
+                        self.core.set_connection_local(local);
+                    }
+                }
+                Err(e) => tracing::debug!("cannot connect to {}: {e}", flow.remote),
+            }
+        }
         self.core.start(Instant::now());
         loop {
             self.drain().await;
@@ -157,7 +192,8 @@ impl Ua {
                 if let Err(e) = self.endpoint.send(Target::Flow(t.flow), t.bytes).await {
                     tracing::debug!("send to {} failed: {e}", t.flow.remote);
                     if let Some(key) = t.key {
-                        self.core.on_transport_error(key, Instant::now());
+                        self.core
+                            .on_transport_error(key, send_error_text(&e), Instant::now());
                     }
                 }
             }

@@ -16,6 +16,22 @@ fn final_statuses_map_to_exit_codes() {
 }
 
 #[test]
+fn registration_refusals_say_what_to_do() {
+    assert_eq!(
+        registration_refusal(401, "Unauthorized", true),
+        "wrong user name or password (401 Unauthorized)"
+    );
+    assert_eq!(
+        registration_refusal(407, "Proxy Authentication Required", false),
+        "the server asks for a password: pass --password (407 Proxy Authentication Required)"
+    );
+    assert_eq!(
+        registration_refusal(500, "Server Internal Error", true),
+        "500 Server Internal Error"
+    );
+}
+
+#[test]
 fn codecs_by_sdp_name() {
     assert_eq!(codec_of("pcmu"), Some(Codec::Pcmu));
     assert_eq!(codec_of("PCMA"), Some(Codec::Pcma));
@@ -441,12 +457,15 @@ fn a_401_is_answered_once_and_a_second_challenge_stops() {
             .iter()
             .all(|m| m.method() != Some(&Method::Register))
     );
-    let failed = p
+    let refused = p
         .events()
         .into_iter()
-        .find(|e| e.name == "registration failed")
+        .find(|e| e.name == "registration refused")
         .unwrap();
-    assert!(failed.detail.unwrap().starts_with("401"));
+    assert_eq!(
+        refused.detail.as_deref(),
+        Some("wrong user name or password (401 Unauthorized)")
+    );
     assert_eq!(p.core.finished(), Some(exit::FAILED));
 }
 
@@ -748,4 +767,173 @@ fn the_task_done_the_registration_is_removed_before_the_exit() {
         ["registered", "message sent", "unregistered"]
     );
     assert_eq!(p.core.exit_code(), Some(exit::OK));
+}
+
+// ----- what the phone refuses (issue 12, defect 13) -----
+
+#[test]
+fn a_prack_matching_no_reliable_provisional_gets_481() {
+    let (mut p, _, tag) = answered_callee(None);
+    p.receive(
+        bob_request(Method::Ack, Some(&tag), 1, "call-1@bob")
+            .build()
+            .unwrap(),
+    );
+    p.take_sent();
+    // RFC 3262 §3: we sent no reliable provisional, so no RAck can match one...
+    let mut prack = bob_request(Method::Prack, Some(&tag), 2, "call-1@bob");
+    prack.push("RAck", "1 1 INVITE");
+    p.receive(prack.build().unwrap());
+    let refusal = p.sent_response(481);
+    assert_eq!(refusal.cseq().unwrap().method, Method::Prack);
+    // ...and one without RAck matches nothing either.
+    p.receive(
+        bob_request(Method::Prack, Some(&tag), 3, "call-1@bob")
+            .build()
+            .unwrap(),
+    );
+    p.sent_response(481);
+    // The call goes on.
+    assert_eq!(p.core.finished(), None);
+}
+
+#[test]
+fn an_unknown_method_gets_501_and_a_known_one_we_do_not_serve_405_with_allow() {
+    let mut p = Phone::new(false, Task::Answer(answer_task()));
+    let frob = Method::Extension("FROBNICATE".into());
+    p.receive(
+        bob_request(frob.clone(), None, 1, "x-1@bob")
+            .build()
+            .unwrap(),
+    );
+    let refusal = p.sent_response(501);
+    assert_eq!(refusal.cseq().unwrap().method, frob);
+
+    p.receive(
+        bob_request(Method::Subscribe, None, 1, "x-2@bob")
+            .build()
+            .unwrap(),
+    );
+    let refusal = p.sent_response(405);
+    assert_eq!(refusal.get(HeaderName::Allow), Some(ALLOW));
+
+    // The same inside a call.
+    let (mut p, _, tag) = answered_callee(None);
+    p.receive(
+        bob_request(frob, Some(&tag), 2, "call-1@bob")
+            .build()
+            .unwrap(),
+    );
+    p.sent_response(501);
+    p.receive(
+        bob_request(Method::Refer, Some(&tag), 3, "call-1@bob")
+            .build()
+            .unwrap(),
+    );
+    let refusal = p.sent_response(405);
+    assert_eq!(refusal.get(HeaderName::Allow), Some(ALLOW));
+}
+
+#[test]
+fn an_ipv6_offer_is_answered_in_ipv6() {
+    let local = LocalAddrs {
+        udp: Some("[::1]:5070".parse().unwrap()),
+        tcp: None,
+    };
+    let mut core = Core::new(local, settings(false), Task::Answer(answer_task()));
+    core.set_media_port(Ok(RTP_PORT));
+    let now = Instant::now();
+    core.start(now);
+    let mut p = Phone {
+        core,
+        now,
+        sent: Vec::new(),
+        outputs: Vec::new(),
+    };
+    p.drain();
+    // As SIPp's `[local_ip]` writes it: in brackets.
+    let offer = "v=0\r\no=sipp 1 1 IN IP6 [::1]\r\ns=-\r\nc=IN IP6 [::1]\r\nt=0 0\r\n\
+                 m=audio 41000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    let invite = bob_request(Method::Invite, None, 1, "call-6@bob")
+        .body("application/sdp", offer)
+        .build()
+        .unwrap();
+    p.receive_from(invite, "[::1]:5080");
+    let ok = p.sent_response(200);
+    assert!(
+        body_text(&ok).contains("c=IN IP6 ::1\r\n"),
+        "{}",
+        body_text(&ok)
+    );
+    let started = p.take_outputs().into_iter().find_map(|o| match o {
+        Output::Media(MediaCommand::Start { params, .. }) => Some(params),
+        _ => None,
+    });
+    assert_eq!(
+        started.expect("media started").remote,
+        "[::1]:41000".parse().unwrap()
+    );
+}
+
+// ----- TLS (issue 12, defect 11) -----
+
+#[test]
+fn over_tls_the_contact_is_our_end_of_the_registration_connection() {
+    let mut s = settings(true);
+    s.transport = Transport::Tls;
+    let local = LocalAddrs {
+        udp: Some(US.parse().unwrap()),
+        tcp: Some(US.parse().unwrap()),
+    };
+    let mut core = Core::new(local, s, Task::Listen { count: None });
+    // We listen on UDP and TCP only: the server's TLS flow must be opened first...
+    let flow = core
+        .connection_to_open()
+        .expect("a connection to open first");
+    assert_eq!(flow.transport, Transport::Tls);
+    assert_eq!(flow.remote, SERVER.parse().unwrap());
+    // ...and its local end is where we can be reached.
+    core.set_connection_local("127.0.0.1:40123".parse().unwrap());
+    let now = Instant::now();
+    core.start(now);
+    let register = Message::parse(core.poll_transmit().unwrap().bytes).unwrap();
+    assert_eq!(
+        register.get(HeaderName::Contact),
+        Some("<sip:alice@127.0.0.1:40123;transport=tls>")
+    );
+    assert!(
+        register
+            .get(HeaderName::Via)
+            .unwrap()
+            .starts_with("SIP/2.0/TLS 127.0.0.1:40123;")
+    );
+
+    // Over UDP or TCP the listeners are reachable: nothing to open.
+    let core = Core::new(local, settings(true), Task::Listen { count: None });
+    assert_eq!(core.connection_to_open(), None);
+}
+
+#[test]
+fn a_send_failure_is_reported_with_its_reason() {
+    let mut s = settings(true);
+    s.transport = Transport::Tls;
+    let local = LocalAddrs {
+        udp: Some(US.parse().unwrap()),
+        tcp: Some(US.parse().unwrap()),
+    };
+    let mut core = Core::new(local, s, Task::Listen { count: None });
+    let now = Instant::now();
+    core.start(now);
+    let t = core.poll_transmit().unwrap();
+    let why = "TLS: certificate not trusted (UnknownIssuer): pass --ca FILE";
+    core.on_transport_error(t.key.unwrap(), why.to_owned(), now);
+    core.handle_events(now);
+    let failed = std::iter::from_fn(|| core.poll_output())
+        .find_map(|o| match o {
+            Output::Event(e) if e.name == "registration failed" => e.detail,
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(failed, why);
+    assert_eq!(core.finished(), Some(exit::FAILED));
 }
