@@ -624,3 +624,96 @@ fn to_tags_differ_across_runs() {
     let unique: std::collections::HashSet<&String> = tags.iter().collect();
     assert_eq!(unique.len(), tags.len(), "{tags:?}");
 }
+
+#[test]
+fn a_bye_to_a_phone_on_our_address_goes_to_the_phone() {
+    // Defect 9: with `aliases = ["127.0.0.1"]` a BYE to a phone's Contact at 127.0.0.1
+    // (another port) was answered 404 by the server, so calls never ended at the far
+    // end. A dialog we record-routed continues without credentials.
+    for ip in LISTEN {
+        let server = start(ip, "[registrar]\naliases = [\"127.0.0.1\", \"::1\"]\n");
+        let bob = Phone::new(&server);
+        bob.register("bob");
+        let alice = Phone::new(&server);
+        let first = alice.request(
+            "INVITE",
+            "sip:bob@example.test",
+            "alice@example.test",
+            "dlg",
+            1,
+            "",
+        );
+        let r = alice.transact(&first);
+        let auth = answer(
+            &r,
+            HeaderName::ProxyAuthenticate,
+            "alice",
+            "INVITE",
+            "sip:bob@example.test",
+        );
+        let second = alice.request(
+            "INVITE",
+            "sip:bob@example.test",
+            "alice@example.test",
+            "dlg",
+            2,
+            &format!("Proxy-Authorization: {auth}\r\n"),
+        );
+        alice.send(&second);
+        let invite = bob
+            .recv(Duration::from_secs(5))
+            .expect("the INVITE reaches bob");
+        let mut ok = sip_core::response_to(&invite, 200, Some("bobtag"));
+        ok.push("Contact", format!("<sip:bob@127.0.0.1:{}>", bob.port()));
+        bob.send(std::str::from_utf8(&ok.into_bytes().unwrap()).unwrap());
+        let ok = alice
+            .recv(Duration::from_secs(5))
+            .expect("the 200 reaches alice");
+        assert_eq!(ok.status(), Some(200), "{ip}");
+        let route = ok
+            .get(HeaderName::RecordRoute)
+            .expect("record-routed")
+            .to_owned();
+        let to = ok.get(HeaderName::To).unwrap().to_owned();
+        let ack = alice
+            .request(
+                "ACK",
+                &format!("sip:bob@127.0.0.1:{}", bob.port()),
+                "alice@example.test",
+                "dlg",
+                2,
+                &format!("Route: {route}\r\n"),
+            )
+            .replace("To: <sip:bob@127.0.0.1", "X-Old-To: <sip:bob@127.0.0.1")
+            .replace(
+                "Max-Forwards: 70\r\n",
+                &format!("Max-Forwards: 70\r\nTo: {to}\r\n"),
+            );
+        alice.send(&ack);
+        let got = bob
+            .recv(Duration::from_secs(5))
+            .expect("the ACK reaches bob");
+        assert_eq!(got.method().map(|m| m.as_str()), Some("ACK"), "{ip}");
+        // bob hangs up: a BYE to alice's Contact (127.0.0.1, her port), which is not
+        // registered, along the route set.
+        let from = ok.get(HeaderName::From).unwrap();
+        let bye = format!(
+            "BYE sip:alice@127.0.0.1:{} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.1:{};branch={};rport\r\n\
+             Max-Forwards: 70\r\nRoute: {route}\r\n\
+             From: {to}\r\nTo: {from}\r\nCall-ID: dlg\r\nCSeq: 1 BYE\r\n\
+             Content-Length: 0\r\n\r\n",
+            alice.port(),
+            bob.port(),
+            branch(),
+        );
+        bob.send(&bye);
+        let got = alice.recv(Duration::from_secs(5));
+        let got = got.unwrap_or_else(|| panic!("{ip}: the BYE did not reach alice"));
+        assert_eq!(
+            got.method().map(|m| m.as_str()),
+            Some("BYE"),
+            "{ip}: {got:?}"
+        );
+    }
+}
