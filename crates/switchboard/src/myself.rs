@@ -125,6 +125,15 @@ impl Myself {
         self.listeners.iter().any(|(_, a)| *a == addr)
     }
 
+    /// Every address we receive `transport` on (wildcards expanded), in the order the
+    /// listeners and the host's addresses were given.
+    pub fn addresses(&self, transport: Transport) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.listeners
+            .iter()
+            .filter(move |(t, _)| *t == transport)
+            .map(|(_, a)| *a)
+    }
+
     /// Whether we listen on `port` at any address.
     fn listens_on_port(&self, port: u16) -> bool {
         self.listeners.iter().any(|(_, a)| a.port() == port)
