@@ -272,8 +272,8 @@ impl Authenticator {
         entry.0 = now;
         tracing::warn!(
             source = %ip,
-            user,
-            method,
+            user = %user,
+            method = %method,
             suppressed,
             "authentication failed"
         );
@@ -415,5 +415,81 @@ mod tests {
             !BanTable::new(0, 60, 100).record_failure(a, 0),
             "0 disables bans"
         );
+    }
+}
+
+#[cfg(test)]
+mod failure_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use bytes::Bytes;
+    use sip_core::auth::{Challenge, respond};
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn invite(creds: Option<&str>) -> Message {
+        let auth = creds.map_or(String::new(), |c| format!("Proxy-Authorization: {c}\r\n"));
+        let text = format!(
+            "INVITE sip:bob@example.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag=1\r\nTo: <sip:bob@example.test>\r\n\
+             Call-ID: c\r\nCSeq: 1 INVITE\r\n{auth}Content-Length: 0\r\n\r\n"
+        );
+        Message::parse(Bytes::from(text)).unwrap()
+    }
+
+    #[test]
+    fn failures_of_407_answers_ban_and_their_log_lines_are_rate_limited() {
+        let mut auth = Authenticator::new("example.test", &["MD5".into()], &[3u8; 32], 300)
+            .unwrap()
+            .with_bans(3, 60, 600);
+        let alice = User::new("alice", "example.test", "pw", NOW).unwrap();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        for i in 0..3 {
+            let ch = auth.challenges(NOW, false).remove(0);
+            let ch = Challenge::parse(&ch).unwrap();
+            let creds = respond(
+                &ch,
+                "alice",
+                "guess",
+                "INVITE",
+                "sip:bob@example.test",
+                "c",
+                1,
+            )
+            .unwrap()
+            .to_string();
+            let check = auth
+                .check_from(
+                    NOW + i,
+                    &invite(Some(&creds)),
+                    HeaderName::ProxyAuthorization,
+                    Some(ip),
+                    |_| Ok(Some(alice.clone())),
+                )
+                .unwrap();
+            assert_eq!(check, AuthCheck::Challenge { stale: false });
+        }
+        assert!(auth.is_banned(ip, NOW + 3));
+        assert_eq!(
+            auth.stats(),
+            AuthStats {
+                failures: 3,
+                bans: 1
+            }
+        );
+        // One line logged in the 10 s, the two others counted for the next.
+        assert_eq!(auth.failure_log.get(&ip), Some(&(NOW, 2)));
+        // No credentials at all is no failure.
+        let check = auth
+            .check_from(
+                NOW,
+                &invite(None),
+                HeaderName::ProxyAuthorization,
+                Some(ip),
+                |_| Ok(Some(alice.clone())),
+            )
+            .unwrap();
+        assert_eq!(check, AuthCheck::Challenge { stale: false });
+        assert_eq!(auth.stats().failures, 3);
     }
 }

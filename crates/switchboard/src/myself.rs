@@ -125,6 +125,15 @@ impl Myself {
         self.listeners.iter().any(|(_, a)| *a == addr)
     }
 
+    /// Every address we receive `transport` on (wildcards expanded), in the order the
+    /// listeners and the host's addresses were given.
+    pub fn addresses(&self, transport: Transport) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.listeners
+            .iter()
+            .filter(move |(t, _)| *t == transport)
+            .map(|(_, a)| *a)
+    }
+
     /// Whether we listen on `port` at any address.
     fn listens_on_port(&self, port: u16) -> bool {
         self.listeners.iter().any(|(_, a)| a.port() == port)
@@ -158,25 +167,16 @@ pub fn host_addresses() -> Vec<IpAddr> {
         IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(Ipv6Addr::LOCALHOST),
     ];
-    match nix::ifaddrs::getifaddrs() {
-        Ok(list) => {
-            for ifa in list {
-                let Some(addr) = ifa.address else { continue };
-                let ip = if let Some(v4) = addr.as_sockaddr_in() {
-                    IpAddr::V4(v4.ip())
-                } else if let Some(v6) = addr.as_sockaddr_in6() {
-                    IpAddr::V6(v6.ip())
-                } else {
-                    continue;
-                };
-                if !out.contains(&ip) {
-                    out.push(ip);
-                }
-            }
+    let listed = crate::tls_setup::host_addresses();
+    if listed.is_empty() {
+        tracing::warn!(
+            "cannot list the host's addresses: a wildcard listener is known by its loopback addresses only"
+        );
+    }
+    for ip in listed {
+        if !out.contains(&ip) {
+            out.push(ip);
         }
-        Err(e) => tracing::warn!(
-            "cannot list the host's addresses ({e}): a wildcard listener is known by its loopback addresses only"
-        ),
     }
     out
 }

@@ -20,16 +20,19 @@
 //!
 //! What it does, in §10.3's order:
 //! 1. the Request-URI must be `sip:`/`sips:` (else 416) and name this registrar: the
-//!    configured domain, an alias, or an IP literal (the request reached us, so an address
-//!    can only mean us). Another domain gets **403**: we hold no bindings for it and do
+//!    configured domain, an alias, an address we listen on ([`Myself`]), or any IP
+//!    literal (the request reached us, so an address can only mean us, even one a NAT
+//!    put in front of us). Another domain gets **403**: we hold no bindings for it and do
 //!    not forward REGISTERs, and 404 would wrongly claim its user does not exist;
 //! 2. `Require` must only name `path` or `outbound` (else 420 with `Unsupported`);
 //! 3. digest authentication ([`sip_core::auth::Verifier`]): SHA-256 and MD5 challenges,
-//!    qop=auth, expiring nonces (`stale=true`), no replayed `nc`; an unknown user and a
+//!    qop=auth, expiring nonces (`stale=true`), no replayed `nc`, a digest `uri` that is
+//!    the Request-URI or names us (SIPp signs our address); an unknown user and a
 //!    wrong password get the same fresh 401, and a source that fails too often is banned
 //!    for a while (403 until the ban ends);
 //! 4. the authenticated user may only change its own AOR (else 403);
-//! 5. the To URI must be `sip:`/`sips:` (else 400) in our domain (else **404**, as step 5
+//! 5. the To URI must be `sip:`/`sips:` (else 400) in our domain, an alias or at one of
+//!    our addresses, `user@127.0.0.1` for a server on 127.0.0.1 (else **404**, as step 5
 //!    prescribes for an AOR not valid for the Request-URI's domain), and, without
 //!    authentication, a known user (else 404). The canonical AOR is `sip:USER@DOMAIN`;
 //! 6. `Contact: *` needs `Expires: 0` and no other Contact (else 400) and removes all;

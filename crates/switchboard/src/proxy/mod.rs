@@ -207,6 +207,9 @@ struct Branch {
 struct Context {
     request: Message,
     incoming: Transport,
+    /// Where the request came from (our Record-Route value on its side is one it
+    /// can reach).
+    caller: std::net::IpAddr,
     /// Record-Route this request (dialog-creating, out of dialog).
     record_route: bool,
     /// The Route set to send (our own values popped); `None` keeps the received one.
@@ -563,6 +566,7 @@ impl Proxy {
             unix: env.unix,
             started: env.now,
             incoming: flow.transport,
+            caller: flow.remote.ip(),
             record_route: out_of_dialog && creates_dialog(&method),
             routes: info.routes_to_send(),
             pending: groups,
@@ -781,7 +785,10 @@ impl Proxy {
         hop: &Hop,
         prefix: &str,
     ) {
-        let Some(iface) = self.interfaces.for_transport(hop.flow.transport) else {
+        let Some(iface) = self
+            .interfaces
+            .toward(hop.flow.transport, hop.flow.remote.ip())
+        else {
             return;
         };
         let mut h = DefaultHasher::new();
@@ -1300,14 +1307,19 @@ impl Proxy {
         index: usize,
     ) -> Result<TransactionKey, u16> {
         let out = hop.flow.transport;
-        let iface = self.interfaces.for_transport(out).ok_or(503u16)?;
+        let iface = self
+            .interfaces
+            .toward(out, hop.flow.remote.ip())
+            .ok_or(503u16)?;
         let via = iface.via(&format!("{}.{index}", ctx.branch_base));
         let mut rr: Vec<String> = Vec::new();
         if ctx.record_route {
             let token = self.rr_token(ctx.request.call_id().unwrap_or(""));
             rr.push(iface.record_route(&token));
-            if ctx.incoming != out
-                && let Some(inner) = self.interfaces.for_transport(ctx.incoming)
+            // Twice when the caller's side differs: another transport, or (on a
+            // wildcard listener) another address of ours that the caller can reach.
+            if let Some(inner) = self.interfaces.toward(ctx.incoming, ctx.caller)
+                && inner != iface
             {
                 rr.push(inner.record_route(&token));
             }

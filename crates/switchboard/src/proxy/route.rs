@@ -16,10 +16,13 @@ pub struct Interface {
     /// The transport.
     pub transport: Transport,
     /// The host as written in a URI or Via (IPv6 in brackets; our domain when we listen
-    /// on a wildcard address).
+    /// on a wildcard address, used when no address of ours suits a peer).
     pub host: String,
     /// The port.
     pub port: u16,
+    /// Bound to 0.0.0.0 or [::]: each peer is given the address of ours it can reach
+    /// ([`Interfaces::toward`]).
+    wildcard: bool,
 }
 
 impl Interface {
@@ -34,6 +37,7 @@ impl Interface {
             transport,
             host,
             port: addr.port(),
+            wildcard: addr.ip().is_unspecified(),
         }
     }
 
@@ -105,6 +109,19 @@ pub(super) struct RouteInfo {
     pub token: Option<String>,
 }
 
+/// An IPv4-mapped IPv6 address as the IPv4 address it carries.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// fe80::/10: only meaningful on one link, never advertised.
+fn is_link_local(ip: IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)
+}
+
 /// The [`RR_TOKEN`] parameter of one of our URIs.
 fn token_of(uri: &SipUri<'_>) -> Option<String> {
     uri.params.get(RR_TOKEN).flatten().map(str::to_owned)
@@ -166,6 +183,42 @@ impl Interfaces {
     /// The interface requests over `t` leave from.
     pub fn for_transport(&self, t: Transport) -> Option<&Interface> {
         self.list.iter().find(|i| i.transport == t)
+    }
+
+    /// The interface over `t` as a peer at `peer` is to see it (our Via, our
+    /// Record-Route value on its side). A wildcard listener owns every address of the
+    /// host: the peer gets one it can reach, loopback for a peer on loopback, another of
+    /// its family otherwise (not a link-local one), rather than a domain name it may not
+    /// resolve (the default domain is `localhost`, which a phone elsewhere, or one that
+    /// prefers ::1, resolves to somewhere we are not).
+    pub fn toward(&self, t: Transport, peer: IpAddr) -> Option<Interface> {
+        let base = self.for_transport(t)?;
+        if !base.wildcard {
+            return Some(base.clone());
+        }
+        let peer = canonical(peer);
+        let candidates: Vec<IpAddr> = self
+            .myself
+            .addresses(t)
+            .filter(|a| a.port() == base.port)
+            .map(|a| a.ip())
+            .filter(|ip| ip.is_ipv4() == peer.is_ipv4() && !is_link_local(*ip))
+            .collect();
+        let chosen = candidates
+            .iter()
+            .find(|ip| ip.is_loopback() == peer.is_loopback())
+            .or(candidates.first());
+        Some(match chosen {
+            Some(ip) => Interface {
+                host: match ip {
+                    IpAddr::V4(a) => a.to_string(),
+                    IpAddr::V6(a) => format!("[{a}]"),
+                },
+                wildcard: false,
+                ..base.clone()
+            },
+            None => base.clone(),
+        })
     }
 
     /// Whether a SIP URI names us (a Route or Record-Route value of ours): see

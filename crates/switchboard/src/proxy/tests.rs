@@ -1051,6 +1051,26 @@ fn a_wildcard_listener_pops_its_own_route_and_routes_to_phones_on_other_ports() 
     let out = h.take();
     assert_eq!(codes(&out), ["INVITE>127.0.0.1:5070"]);
     assert_eq!(out[0].1.count(HeaderName::Route), 0);
+    // Each side is given an address of ours it can reach, not the domain: loopback for
+    // the phone on loopback, the host's other address for the caller at 192.0.2.1.
+    let token = h.proxy.rr_token("call-1");
+    let rr: Vec<&str> = out[0].1.get_all(HeaderName::RecordRoute).collect();
+    let rr = rr.join(", ");
+    assert_eq!(
+        rr,
+        format!(
+            "<sip:127.0.0.1:5060;transport=udp;lr;sbd={token}>, \
+             <sip:10.0.0.1:5060;transport=udp;lr;sbd={token}>"
+        )
+    );
+    assert!(
+        out[0]
+            .1
+            .top_via()
+            .unwrap()
+            .to_string()
+            .contains("127.0.0.1:5060")
+    );
     let bye = request("BYE", "sip:bob@127.0.0.1:5070", ALICE, "")
         .replace(
             "To: <sip:bob@example.test>",

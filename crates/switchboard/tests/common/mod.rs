@@ -58,7 +58,13 @@ pub struct ServerOptions {
 impl Server {
     /// Starts a server with UDP and TCP on one free port, domain `example.test`.
     pub fn start(opts: ServerOptions) -> Server {
-        let mut server = Server::start_stopped(opts);
+        Server::start_on("127.0.0.1", opts)
+    }
+
+    /// [`Server::start`] with UDP and TCP listening on `ip` ("0.0.0.0": the default
+    /// wildcard address) and a free loopback port.
+    pub fn start_on(ip: &str, opts: ServerOptions) -> Server {
+        let mut server = Server::start_stopped_on(ip, opts);
         server.spawn();
         server
     }
@@ -66,11 +72,16 @@ impl Server {
     /// Prepares a server (configuration, database, users) without starting it: for
     /// set-up through the CLI first; [`Server::spawn`] starts it.
     pub fn start_stopped(opts: ServerOptions) -> Server {
+        Server::start_stopped_on("127.0.0.1", opts)
+    }
+
+    /// [`Server::start_stopped`] listening on `ip`.
+    pub fn start_stopped_on(ip: &str, opts: ServerOptions) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut listen = vec![
-            format!("\"udp:127.0.0.1:{port}\""),
-            format!("\"tcp:127.0.0.1:{port}\""),
+            format!("\"udp:{ip}:{port}\""),
+            format!("\"tcp:{ip}:{port}\""),
         ];
         let mut extra = Vec::new();
         for t in &opts.extra_transports {
