@@ -166,10 +166,10 @@ async fn serve(config: Config) -> Result<(), String> {
         committed: committed_rx,
     };
     let stop = stop_signal()?;
-    // The core waits on sends (a TCP or TLS connect to a phone that does not answer may
-    // take `connect_timeout`, 5 s): a signal watched only inside its loop went unseen
-    // that long, and a restart meanwhile found the port still taken. So the signal is
-    // watched here, beside the core, which is left wherever it waits.
+    // The signal is watched here, beside the core, and the core is left wherever it
+    // waits: watched only inside its loop, it went unseen while the core waited (once
+    // on a TCP connect to a phone that did not answer, up to `connect_timeout`), and a
+    // restart meanwhile found the ports still taken.
     let result = tokio::select! {
         result = core.run(incoming, resolved_rx) => result,
         name = stop => {
