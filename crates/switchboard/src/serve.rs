@@ -140,7 +140,11 @@ async fn serve(config: Config) -> Result<(), String> {
     tracing::info!(
         listen = %bound.join(", "),
         domain = %config.sip.domain,
-        database = %config.storage.database,
+        // Absolute, as `user` and `location` name it: the file they must be pointed at.
+        database = %match Backend::parse(&config.storage.database) {
+            Ok(Backend::Sqlite(file)) => std::path::absolute(&file).unwrap_or(file).display().to_string(),
+            _ => config.storage.database.clone(),
+        },
         "switchboard serve is ready"
     );
     let proxy = open_proxy(&config, &endpoint)?;
