@@ -184,6 +184,15 @@ pub enum SendError {
         /// What went wrong.
         reason: String,
     },
+    /// The TLS handshake failed: the peer's certificate was refused (see
+    /// [`HandshakeFailure`]), or the peer and we could not agree.
+    #[error("TLS with {addr}: {failure}")]
+    TlsHandshake {
+        /// The peer.
+        addr: SocketAddr,
+        /// Why, as a person can act on it.
+        failure: HandshakeFailure,
+    },
     /// Opening the connection took longer than `Limits::connect_timeout`.
     #[error("connecting over {transport} to {addr} timed out")]
     ConnectTimeout {
@@ -237,11 +246,69 @@ impl SendError {
         matches!(
             self,
             SendError::Connect { .. }
+                | SendError::TlsHandshake { .. }
                 | SendError::ConnectTimeout { .. }
                 | SendError::Io { .. }
                 | SendError::QueueFull(_)
                 | SendError::ConnectionClosed(_)
         )
+    }
+}
+
+/// Why a TLS handshake we started failed, in words a person can act on. rustls's
+/// certificate verdicts are kept apart (with the verdict's name, which is what a search
+/// finds), so that a phone can say "certificate not trusted" rather than "no response".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandshakeFailure {
+    /// The peer's certificate was refused: `problem` says how ("not trusted", "not
+    /// valid for this address", "expired"...), `verdict` is rustls's name for it
+    /// (`UnknownIssuer`, `NotValidForName`...).
+    #[error("certificate {problem} ({verdict})")]
+    Certificate {
+        /// What is wrong with it.
+        problem: &'static str,
+        /// rustls's `CertificateError` variant.
+        verdict: String,
+    },
+    /// Anything else: an alert from the peer, no common protocol version, the
+    /// connection closed during the handshake.
+    #[error("handshake failed: {0}")]
+    Other(String),
+}
+
+impl HandshakeFailure {
+    /// Reads the error tokio-rustls returns from a client handshake.
+    pub fn from_io(e: &io::Error) -> HandshakeFailure {
+        match e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            Some(rustls::Error::InvalidCertificate(c)) => HandshakeFailure::certificate(c),
+            Some(other) => HandshakeFailure::Other(other.to_string()),
+            None => HandshakeFailure::Other(e.to_string()),
+        }
+    }
+
+    fn certificate(c: &rustls::CertificateError) -> HandshakeFailure {
+        use rustls::CertificateError as C;
+        let problem = match c {
+            C::UnknownIssuer | C::BadSignature => "not trusted",
+            C::NotValidForName | C::NotValidForNameContext { .. } => "not valid for this address",
+            C::Expired | C::ExpiredContext { .. } => "expired",
+            C::NotValidYet | C::NotValidYetContext { .. } => "not valid yet",
+            C::Revoked => "revoked",
+            _ => "refused",
+        };
+        // The variant's name, without the context some variants carry (that is for
+        // logs: the expected name, the times).
+        let debug = format!("{c:?}");
+        let name = debug
+            .split(|ch: char| !ch.is_ascii_alphanumeric())
+            .next()
+            .unwrap_or_default();
+        let verdict = name.strip_suffix("Context").unwrap_or(name).to_owned();
+        HandshakeFailure::Certificate { problem, verdict }
     }
 }
 
@@ -484,6 +551,30 @@ impl Endpoint {
             self.inner.counters.send_error();
         }
         result
+    }
+
+    /// Opens a connection to `remote` over `transport` (TCP, TLS, WS or WSS), or finds
+    /// the one open, without sending anything; returns its flow, with our local
+    /// address on it. A phone that cannot accept connections over `transport` (it has
+    /// no TLS listener) puts that address in its Contact, so that requests for it come
+    /// back over this connection.
+    pub async fn connect(
+        &self,
+        transport: Transport,
+        remote: SocketAddr,
+    ) -> Result<Flow, SendError> {
+        if *self.inner.shutdown.borrow() {
+            return Err(SendError::Shutdown);
+        }
+        if transport == Transport::Udp {
+            return Err(SendError::Connect {
+                transport,
+                addr: remote,
+                reason: "UDP has no connections".into(),
+            });
+        }
+        let (_, flow) = self.inner.connect(transport, remote, None).await?;
+        Ok(flow)
     }
 
     /// Sends `bytes` over `flow` without ever waiting: a datagram is written now (or, if
@@ -894,29 +985,35 @@ impl Inner {
         let (tx, rx, flow, guard) = self
             .admit(transport, remote, local, false)
             .map_err(|_| SendError::ConnectionLimit(self.limits.max_connections))?;
-        let tls_stream = match tls {
-            Some(connector) => {
-                let name = rustls::pki_types::ServerName::try_from(name_text.clone())
-                    .map_err(|e| cerr(&e))?;
-                Some(connector.connect(name, tcp).await.map_err(|e| cerr(&e))?)
-            }
-            None => {
-                if transport == Transport::Tcp {
-                    tokio::spawn(run_stream(self.clone(), flow, tcp, rx, guard));
-                    self.counters.opened();
-                    return Ok((tx, flow));
-                }
-                if transport == Transport::Ws {
-                    let ws = ws_client(tcp, "ws", &name_text, remote, self.ws_config())
-                        .await
+        let tls_stream =
+            match tls {
+                Some(connector) => {
+                    let name = rustls::pki_types::ServerName::try_from(name_text.clone())
                         .map_err(|e| cerr(&e))?;
-                    tokio::spawn(run_ws(self.clone(), flow, ws, rx, guard));
-                    self.counters.opened();
-                    return Ok((tx, flow));
+                    Some(connector.connect(name, tcp).await.map_err(|e| {
+                        SendError::TlsHandshake {
+                            addr: remote,
+                            failure: HandshakeFailure::from_io(&e),
+                        }
+                    })?)
                 }
-                None
-            }
-        };
+                None => {
+                    if transport == Transport::Tcp {
+                        tokio::spawn(run_stream(self.clone(), flow, tcp, rx, guard));
+                        self.counters.opened();
+                        return Ok((tx, flow));
+                    }
+                    if transport == Transport::Ws {
+                        let ws = ws_client(tcp, "ws", &name_text, remote, self.ws_config())
+                            .await
+                            .map_err(|e| cerr(&e))?;
+                        tokio::spawn(run_ws(self.clone(), flow, ws, rx, guard));
+                        self.counters.opened();
+                        return Ok((tx, flow));
+                    }
+                    None
+                }
+            };
         let Some(tls_stream) = tls_stream else {
             return Err(cerr(&"unsupported transport"));
         };

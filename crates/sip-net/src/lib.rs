@@ -48,7 +48,8 @@ mod udp_batch;
 
 pub use dns::{ResolvedTarget, SipResolver};
 pub use endpoint::{
-    BindError, Dispatch, Endpoint, EndpointConfig, Incoming, SendError, Target, UDP_MTU_LIMIT,
+    BindError, Dispatch, Endpoint, EndpointConfig, HandshakeFailure, Incoming, SendError, Target,
+    UDP_MTU_LIMIT,
 };
 pub use limits::{CounterSnapshot, Counters, Limits};
 pub use spec::{ListenSpec, ListenSpecError};

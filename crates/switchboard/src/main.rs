@@ -5,6 +5,7 @@
 
 mod authenticator;
 mod config;
+mod myself;
 mod parse_cmd;
 mod phone;
 mod proxy;

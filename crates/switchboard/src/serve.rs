@@ -8,13 +8,14 @@
 //! messages and timers
 //! are handled one at a time, in order, with no locks. The transports run beside it.
 
-use crate::authenticator::Authenticator;
 use crate::config::Config;
+use crate::myself::{self, Myself};
 use crate::proxy::{self, Handled, Interface, Proxy, ProxySettings};
 use crate::registrar::{RegisterOutcome, Registrar, RegistrarSettings};
 use crate::service::{self, Answer};
 use crate::tls_setup;
 use bytes::Bytes;
+use sip_core::ids::IdGenerator;
 use sip_core::transaction::{Event, TimerConfig, TransactionKey, TransactionLayer};
 use sip_core::{Flow, Message, Method};
 use sip_net::{Endpoint, EndpointConfig, Incoming, ListenSpec, Target};
@@ -147,7 +148,26 @@ async fn serve(config: Config) -> Result<(), String> {
         },
         "switchboard serve is ready"
     );
-    let proxy = open_proxy(&config, &endpoint)?;
+    // Who we are: the domain, its aliases and every address we listen on (all of the
+    // host's for a wildcard listener), for the registrar and the proxy alike.
+    let listeners: Vec<(sip_core::Transport, std::net::SocketAddr)> = endpoint
+        .local_addrs()
+        .iter()
+        .map(|s| (s.transport, s.addr))
+        .collect();
+    let host_addrs = if listeners.iter().any(|(_, a)| a.ip().is_unspecified()) {
+        myself::host_addresses()
+    } else {
+        Vec::new()
+    };
+    let me = Myself::new(
+        &config.sip.domain,
+        &config.registrar.aliases,
+        &listeners,
+        &host_addrs,
+    );
+    let registrar = registrar.with_myself(me.clone());
+    let proxy = open_proxy(&config, &endpoint, me)?;
     let timers = TimerConfig {
         timer_c: Some(Duration::from_secs(config.proxy.timer_c_secs)),
         ..TimerConfig::default()
@@ -161,8 +181,7 @@ async fn serve(config: Config) -> Result<(), String> {
         registrar,
         proxy,
         server_name: config.sip.server_name.clone(),
-        epoch: Instant::now(),
-        tag_counter: 0,
+        ids: id_generator()?,
         awaiting_commit: Vec::new(),
         in_commit: Vec::new(),
         commit_due: None,
@@ -233,25 +252,23 @@ fn open_registrar(config: &Config) -> Result<BoxedRegistrar, String> {
     .map_err(|e| format!("registrar: {e}"))
 }
 
-/// The proxy, advertising the addresses the endpoint is bound to.
-fn open_proxy(config: &Config, endpoint: &Endpoint) -> Result<Proxy, String> {
+/// A source of tags and branches keyed by 128 fresh random bits (RFC 3261 §19.3).
+fn id_generator() -> Result<IdGenerator, String> {
+    let mut key = [0u8; 16];
+    getrandom::fill(&mut key).map_err(|e| format!("no randomness for tags: {e}"))?;
+    IdGenerator::new(&key).map_err(|e| e.to_string())
+}
+
+/// The proxy, advertising the addresses the endpoint is bound to. It authenticates
+/// with the registrar's authenticator (lent in each `proxy::Env`).
+fn open_proxy(config: &Config, endpoint: &Endpoint, myself: Myself) -> Result<Proxy, String> {
     let interfaces = endpoint
         .local_addrs()
         .iter()
         .map(|s| Interface::new(s.transport, s.addr, &config.sip.domain))
         .collect();
-    let mut key = [0u8; 32];
-    getrandom::fill(&mut key).map_err(|e| format!("no randomness for nonces: {e}"))?;
-    let auth = Authenticator::new(
-        &config.sip.domain,
-        &config.registrar.digest_algorithms,
-        &key,
-        config.registrar.nonce_lifetime_secs,
-    )
-    .map_err(|e| format!("proxy: {e}"))?;
     let settings = ProxySettings {
-        domain: config.sip.domain.clone(),
-        aliases: config.registrar.aliases.clone(),
+        myself,
         server_name: config.sip.server_name.clone(),
         require_auth: config.proxy.require_auth,
         trusted: config
@@ -261,7 +278,7 @@ fn open_proxy(config: &Config, endpoint: &Endpoint) -> Result<Proxy, String> {
         forward_foreign: config.proxy.forward_foreign_domains,
         max_recursions: config.proxy.max_recursions,
     };
-    Ok(Proxy::new(settings, interfaces, auth))
+    Ok(Proxy::new(settings, interfaces, id_generator()?))
 }
 
 /// The certificate of the `tls:` and `wss:` listeners: the configured one, else the
@@ -321,8 +338,8 @@ struct Core {
     /// Where RFC 3263 lookups started for the proxy report back.
     resolved_tx: mpsc::Sender<Resolved>,
     server_name: String,
-    epoch: Instant,
-    tag_counter: u64,
+    /// The To tags of the responses `service` makes.
+    ids: IdGenerator,
     /// REGISTERs answered 200 on staged bindings: their responses go out once the
     /// batch holding their changes is stored (group commit, see `drain`).
     awaiting_commit: Vec<Waiting>,
@@ -407,7 +424,6 @@ impl Core {
                     }
                     let stats = self.registrar.stats();
                     tracing::debug!(?stats, bindings = self.registrar.reader().len(), "registrar");
-                    self.proxy.sweep(unix_now());
                     let p = self.proxy.stats();
                     tracing::debug!(
                         calls_routed = p.calls_routed,
@@ -433,6 +449,10 @@ impl Core {
                 bytes, error, flow, ..
             } => {
                 tracing::debug!(remote = %flow.remote, "unparseable message: {error}");
+                // An ACK is never answered (RFC 3261 §17.2.1), however broken.
+                if bytes.starts_with(b"ACK ") {
+                    return;
+                }
                 if let Answer::Respond(resp) = service::answer_invalid(&bytes, &error) {
                     self.send(Target::Flow(flow), resp).await;
                 }
@@ -448,6 +468,9 @@ impl Core {
                     // what a transaction is keyed by.
                     if let Err(e) = msg.validate() {
                         tracing::debug!(remote = %flow.remote, "invalid request: {e}");
+                        if msg.method() == Some(&Method::Ack) {
+                            return;
+                        }
                         if let Answer::Respond(resp) = service::answer_invalid(msg.as_bytes(), &e) {
                             let target = sip_core::response_target(&flow, &msg);
                             self.send(Target::Flow(target), resp).await;
@@ -457,6 +480,23 @@ impl Core {
                     let target = sip_core::response_target(&flow, &msg);
                     if let Some(resp) = service::refuse_unmatchable(&msg) {
                         self.send(Target::Flow(target), resp).await;
+                        return;
+                    }
+                    // §16.10: a CANCEL that matches no INVITE of ours is forwarded
+                    // statelessly, without a transaction of its own.
+                    if msg.method() == Some(&Method::Cancel)
+                        && self.transactions.find_cancelled(&msg).is_none()
+                    {
+                        let (users, auth) = self.registrar.users_and_auth();
+                        let env = proxy::Env {
+                            now: Instant::now(),
+                            unix: unix_now(),
+                            users,
+                            auth,
+                            location: &self.location,
+                        };
+                        self.proxy
+                            .on_stray_cancel(&env, &mut self.transactions, &msg, target);
                         return;
                     }
                     // A REGISTER without credentials is challenged without a transaction
@@ -543,13 +583,15 @@ impl Core {
             Event::Request { key, request, flow }
                 if request.method() != Some(&Method::Register) =>
             {
-                let env = proxy::Env {
+                let (users, auth) = self.registrar.users_and_auth();
+                let mut env = proxy::Env {
                     now,
                     unix: unix_now(),
-                    users: self.registrar.users(),
+                    users,
+                    auth,
                     location: &self.location,
                 };
-                match self.proxy.on_request(&env, txl, key, &request, flow) {
+                match self.proxy.on_request(&mut env, txl, key, &request, flow) {
                     Handled::Yes => None,
                     Handled::ForUs => Some(Event::Request { key, request, flow }),
                     Handled::Resolve(uri) => {
@@ -569,7 +611,15 @@ impl Core {
                 }
             }
             Event::Ack { request, flow, .. } => {
-                self.proxy.on_ack(txl, &request, flow);
+                let (users, auth) = self.registrar.users_and_auth();
+                let env = proxy::Env {
+                    now,
+                    unix: unix_now(),
+                    users,
+                    auth,
+                    location: &self.location,
+                };
+                self.proxy.on_ack(&env, txl, &request, flow);
                 None
             }
             Event::Response { key, response } => {
@@ -620,12 +670,7 @@ impl Core {
             }
             outcome.response
         } else {
-            self.tag_counter += 1;
-            let tag = format!(
-                "sb{:x}{:x}",
-                self.epoch.elapsed().as_micros() as u64 & 0xffff_ffff,
-                self.tag_counter
-            );
+            let tag = self.ids.tag();
             match service::answer(&request, &self.server_name, &tag) {
                 Answer::Respond(bytes) => Some(bytes),
                 Answer::Nothing => None,
