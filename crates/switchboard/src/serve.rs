@@ -290,7 +290,7 @@ fn tls_config(config: &Config, specs: &[ListenSpec]) -> Result<Arc<rustls::Serve
     }
     let listen_ips: Vec<std::net::IpAddr> = specs.iter().map(|s| s.addr.ip()).collect();
     let host_addrs = if listen_ips.iter().any(std::net::IpAddr::is_unspecified) {
-        tls_setup::host_addresses()
+        myself::host_addresses()
     } else {
         Vec::new()
     };
