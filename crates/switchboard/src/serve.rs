@@ -141,7 +141,11 @@ async fn serve(config: Config) -> Result<(), String> {
     tracing::info!(
         listen = %bound.join(", "),
         domain = %config.sip.domain,
-        database = %config.storage.database,
+        // Absolute, as `user` and `location` name it: the file they must be pointed at.
+        database = %match Backend::parse(&config.storage.database) {
+            Ok(Backend::Sqlite(file)) => std::path::absolute(&file).unwrap_or(file).display().to_string(),
+            _ => config.storage.database.clone(),
+        },
         "switchboard serve is ready"
     );
     // Who we are: the domain, its aliases and every address we listen on (all of the
@@ -185,10 +189,10 @@ async fn serve(config: Config) -> Result<(), String> {
         committed: committed_rx,
     };
     let stop = stop_signal()?;
-    // The core waits on sends (a TCP or TLS connect to a phone that does not answer may
-    // take `connect_timeout`, 5 s): a signal watched only inside its loop went unseen
-    // that long, and a restart meanwhile found the port still taken. So the signal is
-    // watched here, beside the core, which is left wherever it waits.
+    // The signal is watched here, beside the core, and the core is left wherever it
+    // waits: watched only inside its loop, it went unseen while the core waited (once
+    // on a TCP connect to a phone that did not answer, up to `connect_timeout`), and a
+    // restart meanwhile found the ports still taken.
     let result = tokio::select! {
         result = core.run(incoming, resolved_rx) => result,
         name = stop => {
@@ -286,7 +290,7 @@ fn tls_config(config: &Config, specs: &[ListenSpec]) -> Result<Arc<rustls::Serve
     }
     let listen_ips: Vec<std::net::IpAddr> = specs.iter().map(|s| s.addr.ip()).collect();
     let host_addrs = if listen_ips.iter().any(std::net::IpAddr::is_unspecified) {
-        tls_setup::host_addresses()
+        myself::host_addresses()
     } else {
         Vec::new()
     };

@@ -72,23 +72,6 @@ pub fn certificate_names(
     names
 }
 
-/// The addresses of this host's interfaces (IPv4 and IPv6); empty if they cannot be read.
-pub fn host_addresses() -> Vec<IpAddr> {
-    let Ok(interfaces) = nix::ifaddrs::getifaddrs() else {
-        return Vec::new();
-    };
-    let mut addrs = Vec::new();
-    for ifa in interfaces {
-        let Some(address) = ifa.address else { continue };
-        if let Some(v4) = address.as_sockaddr_in() {
-            addrs.push(IpAddr::V4(v4.ip()));
-        } else if let Some(v6) = address.as_sockaddr_in6() {
-            addrs.push(IpAddr::V6(v6.ip()));
-        }
-    }
-    addrs
-}
-
 /// The folder the certificate goes in: the SQLite file's, or the working directory for a
 /// database that is not a file. Absolute, so that the log names a file one can open.
 pub fn folder_for(database: &str) -> PathBuf {

@@ -287,3 +287,34 @@ fn a_missing_config_file_is_named_in_full() {
     }
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+/// `serve` names its database absolute when it is ready: the file `user` and `location`
+/// must be pointed at, whatever folder it was started from.
+#[test]
+fn serve_names_its_database_in_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    std::fs::write(
+        dir.path().join("sb.toml"),
+        format!("[sip]\nlisten = [\"udp:127.0.0.1:{port}\"]\n[storage]\ndatabase = \"sb.db\"\n"),
+    )
+    .unwrap();
+    let log = dir.path().join("serve.log");
+    let mut child = std::process::Command::new(common::binary())
+        .args(["serve", "--config", "sb.toml"])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut text = String::new();
+    while Instant::now() < deadline && !text.contains("switchboard serve is ready") {
+        std::thread::sleep(Duration::from_millis(50));
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let expected = format!("database={}", dir.path().join("sb.db").display());
+    assert!(text.contains(&expected), "{expected} in:\n{text}");
+}
