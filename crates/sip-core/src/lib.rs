@@ -11,6 +11,7 @@ pub mod error;
 pub mod forward;
 pub mod framing;
 pub mod headers;
+pub mod ids;
 pub mod message;
 pub mod method;
 pub mod name;

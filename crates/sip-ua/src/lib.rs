@@ -695,6 +695,13 @@ impl UserAgent {
         self.fire_timers(now);
     }
 
+    /// Whether nothing is left in the user agent's tables: no transaction, no call (its
+    /// dialog), no request awaiting an answer. A test on a simulated network checks it
+    /// after every call has ended and the timers have run out.
+    pub fn is_idle(&self) -> bool {
+        self.txl.is_empty() && self.call.is_none() && self.pending.is_empty()
+    }
+
     /// The next thing to print or do with media.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.out.0.pop_front()

@@ -93,8 +93,10 @@ pub struct RegistrarConfig {
     pub nonce_lifetime_secs: u64,
     /// Other host names that mean this server in a Request-URI or To URI.
     pub aliases: Vec<String>,
-    /// Digest algorithms offered in a challenge, in order: "SHA-256", "MD5". Clients
-    /// that read only the first challenge (SIPp 3.6, older phones) need "MD5" first.
+    /// Digest algorithms offered in a challenge, in order: "SHA-256", "MD5". The
+    /// default is MD5 alone: SIPp 3.6 and baresip 1.0 answer only the first challenge
+    /// and only in MD5, and fail to register when SHA-256 comes first. Set
+    /// `["SHA-256", "MD5"]` for SHA-256 (RFC 8760) with MD5 for the others.
     pub digest_algorithms: Vec<String>,
 }
 
@@ -110,7 +112,7 @@ impl Default for RegistrarConfig {
             ban_secs: 600,
             nonce_lifetime_secs: 300,
             aliases: Vec::new(),
-            digest_algorithms: vec!["SHA-256".into(), "MD5".into()],
+            digest_algorithms: vec!["MD5".into()],
         }
     }
 }
@@ -190,7 +192,7 @@ impl Default for LimitsConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read the configuration {}: {source}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
@@ -213,7 +215,9 @@ impl Config {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
+            // Absolute: run from another folder, a relative name says nothing of where
+            // it was looked for.
+            path: std::path::absolute(path).unwrap_or_else(|_| path.to_owned()),
             source,
         })?;
         Self::parse(&text, path)
@@ -406,6 +410,10 @@ mod tests {
         let c = parse("").unwrap();
         assert_eq!(c.sip.listen, ["udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"]);
         assert_eq!(c.storage.database, "switchboard.db");
+        // Issue 12: what SIPp 3.6 and baresip 1.0 can answer; SHA-256 on request.
+        assert_eq!(c.registrar.digest_algorithms, ["MD5"]);
+        let c = parse("[registrar]\ndigest_algorithms = [\"SHA-256\", \"MD5\"]\n").unwrap();
+        assert_eq!(c.registrar.digest_algorithms, ["SHA-256", "MD5"]);
     }
 
     #[test]

@@ -8,12 +8,14 @@
 //! messages and timers
 //! are handled one at a time, in order, with no locks. The transports run beside it.
 
-use crate::authenticator::Authenticator;
 use crate::config::Config;
+use crate::myself::{self, Myself};
 use crate::proxy::{self, Handled, Interface, Proxy, ProxySettings};
 use crate::registrar::{RegisterOutcome, Registrar, RegistrarSettings};
 use crate::service::{self, Answer};
+use crate::tls_setup;
 use bytes::Bytes;
+use sip_core::ids::IdGenerator;
 use sip_core::transaction::{Event, TimerConfig, TransactionKey, TransactionLayer};
 use sip_core::{Flow, Message, Method};
 use sip_net::{Endpoint, EndpointConfig, Incoming, ListenSpec, Target};
@@ -100,7 +102,19 @@ async fn serve(config: Config) -> Result<(), String> {
         .iter()
         .map(|s| s.parse().map_err(|e| format!("listen \"{s}\": {e}")))
         .collect::<Result<_, _>>()?;
-    let registrar = open_registrar(&config)?;
+    let mut registrar = open_registrar(&config)?;
+    // SQLite commits run on a thread of their own: the protocol loop stages a batch,
+    // hands it over and goes on; the outcome comes back on `committed`.
+    let (committed_tx, committed_rx) = mpsc::channel(64);
+    let writer = match registrar.detach_location_backend() {
+        Some(backend) => Some(
+            store::BackgroundWriter::spawn(backend, move |c| {
+                let _ = committed_tx.blocking_send(c);
+            })
+            .map_err(|e| format!("cannot start the storage writer: {e}"))?,
+        ),
+        None => None,
+    };
     let mut endpoint_config = EndpointConfig::new(specs.clone());
     endpoint_config.limits.max_message = config.limits.max_message_bytes;
     endpoint_config.limits.max_connections = config.limits.max_connections;
@@ -114,7 +128,7 @@ async fn serve(config: Config) -> Result<(), String> {
         }
     }
     if specs.iter().any(|s| s.transport.is_secure()) {
-        endpoint_config.tls_server = Some(tls_config(&config)?);
+        endpoint_config.tls_server = Some(tls_config(&config, &specs)?);
     }
     let (endpoint, incoming) = Endpoint::bind(endpoint_config)
         .await
@@ -130,7 +144,26 @@ async fn serve(config: Config) -> Result<(), String> {
         database = %config.storage.database,
         "switchboard serve is ready"
     );
-    let proxy = open_proxy(&config, &endpoint)?;
+    // Who we are: the domain, its aliases and every address we listen on (all of the
+    // host's for a wildcard listener), for the registrar and the proxy alike.
+    let listeners: Vec<(sip_core::Transport, std::net::SocketAddr)> = endpoint
+        .local_addrs()
+        .iter()
+        .map(|s| (s.transport, s.addr))
+        .collect();
+    let host_addrs = if listeners.iter().any(|(_, a)| a.ip().is_unspecified()) {
+        myself::host_addresses()
+    } else {
+        Vec::new()
+    };
+    let me = Myself::new(
+        &config.sip.domain,
+        &config.registrar.aliases,
+        &listeners,
+        &host_addrs,
+    );
+    let registrar = registrar.with_myself(me.clone());
+    let proxy = open_proxy(&config, &endpoint, me)?;
     let timers = TimerConfig {
         timer_c: Some(Duration::from_secs(config.proxy.timer_c_secs)),
         ..TimerConfig::default()
@@ -144,10 +177,12 @@ async fn serve(config: Config) -> Result<(), String> {
         registrar,
         proxy,
         server_name: config.sip.server_name.clone(),
-        epoch: Instant::now(),
-        tag_counter: 0,
+        ids: id_generator()?,
         awaiting_commit: Vec::new(),
+        in_commit: Vec::new(),
         commit_due: None,
+        writer,
+        committed: committed_rx,
     };
     let stop = stop_signal()?;
     // The core waits on sends (a TCP or TLS connect to a phone that does not answer may
@@ -213,25 +248,23 @@ fn open_registrar(config: &Config) -> Result<BoxedRegistrar, String> {
     .map_err(|e| format!("registrar: {e}"))
 }
 
-/// The proxy, advertising the addresses the endpoint is bound to.
-fn open_proxy(config: &Config, endpoint: &Endpoint) -> Result<Proxy, String> {
+/// A source of tags and branches keyed by 128 fresh random bits (RFC 3261 §19.3).
+fn id_generator() -> Result<IdGenerator, String> {
+    let mut key = [0u8; 16];
+    getrandom::fill(&mut key).map_err(|e| format!("no randomness for tags: {e}"))?;
+    IdGenerator::new(&key).map_err(|e| e.to_string())
+}
+
+/// The proxy, advertising the addresses the endpoint is bound to. It authenticates
+/// with the registrar's authenticator (lent in each `proxy::Env`).
+fn open_proxy(config: &Config, endpoint: &Endpoint, myself: Myself) -> Result<Proxy, String> {
     let interfaces = endpoint
         .local_addrs()
         .iter()
         .map(|s| Interface::new(s.transport, s.addr, &config.sip.domain))
         .collect();
-    let mut key = [0u8; 32];
-    getrandom::fill(&mut key).map_err(|e| format!("no randomness for nonces: {e}"))?;
-    let auth = Authenticator::new(
-        &config.sip.domain,
-        &config.registrar.digest_algorithms,
-        &key,
-        config.registrar.nonce_lifetime_secs,
-    )
-    .map_err(|e| format!("proxy: {e}"))?;
     let settings = ProxySettings {
-        domain: config.sip.domain.clone(),
-        aliases: config.registrar.aliases.clone(),
+        myself,
         server_name: config.sip.server_name.clone(),
         require_auth: config.proxy.require_auth,
         trusted: config
@@ -241,23 +274,47 @@ fn open_proxy(config: &Config, endpoint: &Endpoint) -> Result<Proxy, String> {
         forward_foreign: config.proxy.forward_foreign_domains,
         max_recursions: config.proxy.max_recursions,
     };
-    Ok(Proxy::new(settings, interfaces, auth))
+    Ok(Proxy::new(settings, interfaces, id_generator()?))
 }
 
-fn tls_config(config: &Config) -> Result<Arc<rustls::ServerConfig>, String> {
-    match (&config.tls.certificate, &config.tls.private_key) {
-        (Some(cert), Some(key)) => {
-            sip_net::tls::server_config_from_pem_files(cert, key).map_err(|e| format!("tls: {e}"))
-        }
-        _ => {
-            tracing::warn!(
-                "no [tls] certificate configured: using a self-signed one; phones will not trust it"
-            );
-            sip_net::tls::self_signed(&[config.sip.domain.as_str(), "localhost"])
-                .map(|s| s.server_config)
-                .map_err(|e| format!("tls: {e}"))
-        }
+/// The certificate of the `tls:` and `wss:` listeners: the configured one, else the
+/// self-signed one kept beside the database (see `tls_setup`).
+fn tls_config(config: &Config, specs: &[ListenSpec]) -> Result<Arc<rustls::ServerConfig>, String> {
+    if let (Some(cert), Some(key)) = (&config.tls.certificate, &config.tls.private_key) {
+        return sip_net::tls::server_config_from_pem_files(cert, key)
+            .map_err(|e| format!("tls: {e}"));
     }
+    let listen_ips: Vec<std::net::IpAddr> = specs.iter().map(|s| s.addr.ip()).collect();
+    let host_addrs = if listen_ips.iter().any(std::net::IpAddr::is_unspecified) {
+        tls_setup::host_addresses()
+    } else {
+        Vec::new()
+    };
+    let names = tls_setup::certificate_names(
+        &config.sip.domain,
+        &config.registrar.aliases,
+        &listen_ips,
+        &host_addrs,
+    );
+    let folder = tls_setup::folder_for(&config.storage.database);
+    let files = tls_setup::load_or_make(&folder, &names)
+        .map_err(|e| format!("tls: no [tls] certificate configured, and {e}"))?;
+    let cert = files.cert_path.display();
+    match &files.made_because {
+        Some(why) => tracing::info!(
+            "no [tls] certificate configured: made a self-signed one ({why}), {cert}, for {}",
+            names.join(", ")
+        ),
+        None => tracing::info!(
+            "no [tls] certificate configured: using the self-signed {cert}, for {}",
+            names.join(", ")
+        ),
+    }
+    tracing::info!(
+        "phones must trust {cert} to reach us over TLS (switchboard phone --ca {cert}), \
+         or set [tls] certificate and private_key"
+    );
+    Ok(files.server_config)
 }
 
 /// The targets found for a proxied request's Request-URI (empty when none).
@@ -277,14 +334,23 @@ struct Core {
     /// Where RFC 3263 lookups started for the proxy report back.
     resolved_tx: mpsc::Sender<Resolved>,
     server_name: String,
-    epoch: Instant,
-    tag_counter: u64,
+    /// The To tags of the responses `service` makes.
+    ids: IdGenerator,
     /// REGISTERs answered 200 on staged bindings: their responses go out once the
-    /// batch's commit returned (group commit, see `drain`).
-    awaiting_commit: Vec<(TransactionKey, Message, RegisterOutcome)>,
-    /// When the staged REGISTERs are committed at the latest.
+    /// batch holding their changes is stored (group commit, see `drain`).
+    awaiting_commit: Vec<Waiting>,
+    /// REGISTERs whose 200s wait for the batch the writer thread is storing.
+    in_commit: Vec<Waiting>,
+    /// When the staged REGISTERs are handed to the writer at the latest.
     commit_due: Option<Instant>,
+    /// The thread that stores batches (`None`: the registrar commits itself).
+    writer: Option<store::BackgroundWriter>,
+    /// What the writer thread stored, or failed to.
+    committed: mpsc::Receiver<store::Committed>,
 }
+
+/// A REGISTER whose 200 waits for its bindings to be stored.
+type Waiting = (TransactionKey, Message, RegisterOutcome);
 
 /// The token of a send that belongs to no transaction (see `Core::send_nowait`).
 const NO_TRANSACTION: u64 = u64::MAX;
@@ -342,6 +408,7 @@ impl Core {
                 () = sleep => self.transactions.handle_timeout(Instant::now()),
                 // `drain` below commits the staged REGISTERs.
                 () = commit => {}
+                Some(committed) = self.committed.recv() => self.finish_commit(committed),
                 Some((key, targets)) = resolved.recv() => {
                     self.proxy.on_resolved(Instant::now(), &mut self.transactions, key, &targets);
                 }
@@ -353,7 +420,6 @@ impl Core {
                     }
                     let stats = self.registrar.stats();
                     tracing::debug!(?stats, bindings = self.registrar.reader().len(), "registrar");
-                    self.proxy.sweep(unix_now());
                     let p = self.proxy.stats();
                     tracing::debug!(
                         calls_routed = p.calls_routed,
@@ -379,6 +445,10 @@ impl Core {
                 bytes, error, flow, ..
             } => {
                 tracing::debug!(remote = %flow.remote, "unparseable message: {error}");
+                // An ACK is never answered (RFC 3261 §17.2.1), however broken.
+                if bytes.starts_with(b"ACK ") {
+                    return;
+                }
                 if let Answer::Respond(resp) = service::answer_invalid(&bytes, &error) {
                     self.send(Target::Flow(flow), resp).await;
                 }
@@ -394,6 +464,9 @@ impl Core {
                     // what a transaction is keyed by.
                     if let Err(e) = msg.validate() {
                         tracing::debug!(remote = %flow.remote, "invalid request: {e}");
+                        if msg.method() == Some(&Method::Ack) {
+                            return;
+                        }
                         if let Answer::Respond(resp) = service::answer_invalid(msg.as_bytes(), &e) {
                             let target = sip_core::response_target(&flow, &msg);
                             self.send(Target::Flow(target), resp).await;
@@ -403,6 +476,23 @@ impl Core {
                     let target = sip_core::response_target(&flow, &msg);
                     if let Some(resp) = service::refuse_unmatchable(&msg) {
                         self.send(Target::Flow(target), resp).await;
+                        return;
+                    }
+                    // §16.10: a CANCEL that matches no INVITE of ours is forwarded
+                    // statelessly, without a transaction of its own.
+                    if msg.method() == Some(&Method::Cancel)
+                        && self.transactions.find_cancelled(&msg).is_none()
+                    {
+                        let (users, auth) = self.registrar.users_and_auth();
+                        let env = proxy::Env {
+                            now: Instant::now(),
+                            unix: unix_now(),
+                            users,
+                            auth,
+                            location: &self.location,
+                        };
+                        self.proxy
+                            .on_stray_cancel(&env, &mut self.transactions, &msg, target);
                         return;
                     }
                     // A REGISTER without credentials is challenged without a transaction
@@ -465,11 +555,12 @@ impl Core {
                 progressed = true;
                 self.handle_event(event);
             }
-            if !self.awaiting_commit.is_empty() {
+            if !self.awaiting_commit.is_empty() || self.registrar.has_staged() {
                 let now = Instant::now();
                 let due = *self.commit_due.get_or_insert(now + COMMIT_DELAY);
-                if now >= due || self.awaiting_commit.len() >= MAX_COMMIT {
-                    self.commit_registrations();
+                if (now >= due || self.awaiting_commit.len() >= MAX_COMMIT)
+                    && self.commit_registrations()
+                {
                     progressed = true;
                 }
             }
@@ -488,13 +579,15 @@ impl Core {
             Event::Request { key, request, flow }
                 if request.method() != Some(&Method::Register) =>
             {
-                let env = proxy::Env {
+                let (users, auth) = self.registrar.users_and_auth();
+                let mut env = proxy::Env {
                     now,
                     unix: unix_now(),
-                    users: self.registrar.users(),
+                    users,
+                    auth,
                     location: &self.location,
                 };
-                match self.proxy.on_request(&env, txl, key, &request, flow) {
+                match self.proxy.on_request(&mut env, txl, key, &request, flow) {
                     Handled::Yes => None,
                     Handled::ForUs => Some(Event::Request { key, request, flow }),
                     Handled::Resolve(uri) => {
@@ -514,7 +607,15 @@ impl Core {
                 }
             }
             Event::Ack { request, flow, .. } => {
-                self.proxy.on_ack(txl, &request, flow);
+                let (users, auth) = self.registrar.users_and_auth();
+                let env = proxy::Env {
+                    now,
+                    unix: unix_now(),
+                    users,
+                    auth,
+                    location: &self.location,
+                };
+                self.proxy.on_ack(&env, txl, &request, flow);
                 None
             }
             Event::Response { key, response } => {
@@ -565,12 +666,7 @@ impl Core {
             }
             outcome.response
         } else {
-            self.tag_counter += 1;
-            let tag = format!(
-                "sb{:x}{:x}",
-                self.epoch.elapsed().as_micros() as u64 & 0xffff_ffff,
-                self.tag_counter
-            );
+            let tag = self.ids.tag();
             match service::answer(&request, &self.server_name, &tag) {
                 Answer::Respond(bytes) => Some(bytes),
                 Answer::Nothing => None,
@@ -581,14 +677,78 @@ impl Core {
         }
     }
 
-    /// Group commit: one synchronous SQLite transaction for every REGISTER of the batch
-    /// (in WAL mode with synchronous=NORMAL, a write to the log without fsync), then
-    /// their 200s, or 500s if it failed. A 200 never leaves before its bindings are
-    /// stored.
-    fn commit_registrations(&mut self) {
+    /// Group commit: the changes of every REGISTER staged so far go to the writer
+    /// thread as one batch (one SQLite transaction: in WAL mode with synchronous=NORMAL,
+    /// a write to the log without fsync), and their 200s wait for it
+    /// ([`Core::finish_commit`]). One batch is out at a time; while it is, the next
+    /// gathers. A 200 never leaves before its bindings are stored. Whether anything
+    /// could be sent.
+    fn commit_registrations(&mut self) -> bool {
+        let Some(writer) = &self.writer else {
+            return self.commit_here();
+        };
+        if self.registrar.commit_in_flight() {
+            if !self.registrar.has_staged() {
+                // Nothing new staged: what they wait for is the batch already out.
+                self.in_commit.append(&mut self.awaiting_commit);
+                self.commit_due = None;
+            }
+            return false;
+        }
+        self.commit_due = None;
+        match self.registrar.begin_commit() {
+            Some(batch) => {
+                let id = batch.id;
+                self.in_commit.append(&mut self.awaiting_commit);
+                if let Err(e) = writer.submit(batch) {
+                    self.finish_commit(store::Committed { id, result: Err(e) });
+                    return true;
+                }
+                false
+            }
+            // Nothing staged and nothing out: what they saw is stored already.
+            None => {
+                let ready = std::mem::take(&mut self.awaiting_commit);
+                let any = !ready.is_empty();
+                for (key, _, outcome) in ready {
+                    if let Some(bytes) = outcome.response {
+                        self.respond(key, bytes);
+                    }
+                }
+                any
+            }
+        }
+    }
+
+    /// The writer thread's report on the batch that was out: its REGISTERs get their
+    /// 200s, or 500s if it failed (and so do those staged since, built on it).
+    fn finish_commit(&mut self, committed: store::Committed) {
+        let stored = self.registrar.end_commit(committed).is_ok();
+        let mut done = std::mem::take(&mut self.in_commit);
+        if !stored {
+            done.append(&mut self.awaiting_commit);
+        }
+        for (key, request, outcome) in done {
+            let outcome = if stored {
+                outcome
+            } else {
+                self.registrar.failed_commit(&request, outcome)
+            };
+            if let Some(bytes) = outcome.response {
+                self.respond(key, bytes);
+            }
+        }
+        if !self.awaiting_commit.is_empty() || self.registrar.has_staged() {
+            // The next batch gathered meanwhile: out now.
+            self.commit_due = Some(Instant::now());
+        }
+    }
+
+    /// Group commit on this task, for a registrar that stores its own changes.
+    fn commit_here(&mut self) -> bool {
         self.commit_due = None;
         if self.awaiting_commit.is_empty() {
-            return;
+            return false;
         }
         let stored = self.registrar.commit().is_ok();
         let mut awaiting = std::mem::take(&mut self.awaiting_commit);
@@ -604,12 +764,26 @@ impl Core {
         }
         // Kept for its capacity.
         self.awaiting_commit = awaiting;
+        true
     }
 
-    /// Commits what is staged and sends what that releases, without waiting.
+    /// Stores what is staged and sends what that releases: for stopping. Waits for the
+    /// writer thread (the caller bounds how long).
     async fn commit_now(&mut self) {
-        self.commit_due = Some(Instant::now());
-        self.drain().await;
+        loop {
+            self.commit_due = Some(Instant::now());
+            self.drain().await;
+            if !self.registrar.commit_in_flight() {
+                if self.awaiting_commit.is_empty() && !self.registrar.has_staged() {
+                    return;
+                }
+                continue;
+            }
+            match self.committed.recv().await {
+                Some(c) => self.finish_commit(c),
+                None => return,
+            }
+        }
     }
 
     /// Hands a response we built to its transaction as it is: its status is read from

@@ -251,3 +251,39 @@ fn commands_run_in_the_wrong_folder_create_no_database() {
     assert!(out.starts_with("added user bob"), "{out}");
     assert_eq!(err, "", "no note for a database that was there");
 }
+
+/// A `--config` that is not there names the file it looked for, absolute, and nothing
+/// is created.
+#[test]
+fn a_missing_config_file_is_named_in_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected = format!(
+        "error: cannot read the configuration {}: No such file or directory (os error 2)\n",
+        dir.path().join("switchboard.toml").display()
+    );
+    for (args, code) in [
+        (&["serve", "--config", "switchboard.toml"][..], 2),
+        (&["user", "list", "--config", "switchboard.toml"], 1),
+        (
+            &[
+                "user",
+                "add",
+                "a",
+                "--password",
+                "p",
+                "--config",
+                "switchboard.toml",
+            ],
+            1,
+        ),
+        (&["location", "--config", "switchboard.toml"], 1),
+    ] {
+        let (got, out, err) = run_in(dir.path(), args);
+        assert_eq!(
+            (got, out.as_str(), err.as_str()),
+            (code, "", expected.as_str()),
+            "{args:?}"
+        );
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}

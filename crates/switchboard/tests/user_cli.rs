@@ -265,7 +265,7 @@ fn config_errors_are_reported() {
         .unwrap();
     assert_eq!(code, 1);
     assert!(
-        err.starts_with("error: cannot read /nonexistent/sb.toml"),
+        err.starts_with("error: cannot read the configuration /nonexistent/sb.toml: "),
         "{err}"
     );
     std::fs::write(

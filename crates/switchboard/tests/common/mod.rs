@@ -30,6 +30,9 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// What `serve` logs once it listens.
+const READY: &str = "switchboard serve is ready";
+
 /// A running `switchboard serve`.
 pub struct Server {
     child: Option<Child>,
@@ -117,6 +120,8 @@ impl Server {
 
     /// Starts (or restarts) the process and waits until it answers on UDP.
     pub fn spawn(&mut self) {
+        // The log is appended to across restarts: ready is a new "ready" line.
+        let ready_before = self.log().matches(READY).count();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -132,13 +137,13 @@ impl Server {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        self.wait_ready();
+        self.wait_ready(ready_before);
     }
 
-    fn wait_ready(&self) {
+    fn wait_ready(&self, ready_before: usize) {
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
-            if self.log().contains("switchboard serve is ready") {
+            if self.log().matches(READY).count() > ready_before {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
