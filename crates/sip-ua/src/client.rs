@@ -73,7 +73,7 @@ impl UserAgent {
         if o.answered.contains(&realm_key) && !d.stale {
             return false;
         }
-        let cnonce = self.random_hex(12);
+        let cnonce = self.ids.next_id();
         match respond(
             challenge,
             &self.s.user,

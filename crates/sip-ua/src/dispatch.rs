@@ -19,7 +19,7 @@ impl UserAgent {
             .as_ref()
             .filter(|c| c.call_id == request.call_id().unwrap_or(""))
             .map(|c| c.local_tag.clone())
-            .unwrap_or_else(|| self.random_hex(6));
+            .unwrap_or_else(|| self.ids.tag());
         let mut b = response_to(request, code, Some(&tag));
         for (name, value) in headers {
             b.push(name, value);

@@ -54,6 +54,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use sip_core::auth::{Challenge, pick_best, respond};
 use sip_core::dialog::{Dialog, Refresher, SessionTimer, SessionTimerAction, glare_retry_after};
+use sip_core::ids::IdGenerator;
 use sip_core::name::HeaderName;
 use sip_core::sdp::{AudioStream, Direction, OfferAnswer, SessionDescription, answer_direction};
 use sip_core::transaction::{Event, TimerConfig, TransactionKey, TransactionLayer, Transmit};
@@ -465,7 +466,6 @@ pub struct UserAgent {
     exit_ready: bool,
     calls_done: u32,
     messages_seen: u32,
-    counter: u64,
     /// The RTP port of a media session the driver bound ahead of the next call (the
     /// handlers are synchronous and the SDP needs it), or why it could not.
     media_port: Result<u16, String>,
@@ -483,8 +483,11 @@ pub struct UserAgent {
     register_failures: u32,
     /// Why sending failed, by transaction, until the transaction layer reports it.
     send_errors: HashMap<TransactionKey, String>,
-    /// Tags, branches, Call-IDs, cnonces, session ids and the glare wait, from the
-    /// caller's seed.
+    /// Tags, branches, Call-IDs and cnonces: sip-core's one source of identifiers,
+    /// keyed from the caller's seed (issue 12, defect 8).
+    ids: IdGenerator,
+    /// Session ids, the first CSeq of a dialog and the glare wait, from the caller's
+    /// seed.
     rng: ChaCha20Rng,
 }
 
@@ -562,6 +565,11 @@ impl UserAgent {
     /// random bytes (the OS's): tags and branches must be unique across runs and
     /// unpredictable (RFC 3261 §19.3), and cnonces unpredictable.
     pub fn new(local: LocalAddrs, s: Settings, task: Task, seed: [u8; 32]) -> UserAgent {
+        let mut rng = ChaCha20Rng::from_seed(seed);
+        let mut key = [0u8; 32];
+        rng.fill_bytes(&mut key);
+        #[allow(clippy::expect_used)]
+        let ids = IdGenerator::new(&key).expect("a 32-byte key is long enough");
         UserAgent {
             local,
             txl: TransactionLayer::new(s.timers),
@@ -579,14 +587,14 @@ impl UserAgent {
             exit_ready: false,
             calls_done: 0,
             messages_seen: 0,
-            counter: 0,
             media_port: Err("no media session".into()),
             interrupted: false,
             exiting: false,
             connection_local: None,
             send_errors: HashMap::new(),
             register_failures: 0,
-            rng: ChaCha20Rng::from_seed(seed),
+            ids,
+            rng,
         }
     }
 
@@ -733,13 +741,6 @@ impl UserAgent {
 
     // ----- plumbing -----
 
-    /// `bytes` random bytes in hex.
-    fn random_hex(&mut self, bytes: usize) -> String {
-        let mut buf = vec![0u8; bytes];
-        self.rng.fill_bytes(&mut buf);
-        buf.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
     fn random_u32(&mut self) -> u32 {
         self.rng.next_u32()
     }
@@ -802,8 +803,7 @@ impl UserAgent {
     }
 
     fn branch(&mut self) -> String {
-        self.counter += 1;
-        format!("z9hG4bK{}{:x}", self.random_hex(6), self.counter)
+        self.ids.branch()
     }
 
     /// Our address on `transport`, for Via and Contact.

@@ -1018,3 +1018,27 @@ fn a_failing_registration_is_retried_with_a_growing_wait() {
     assert!(p.event_names().contains(&"registered"));
     assert_eq!(p.core.finished(), None, "the phone goes on");
 }
+
+#[test]
+fn identifiers_come_from_the_seed_and_never_repeat() {
+    let register = |seed: [u8; 32]| {
+        let local = LocalAddrs {
+            udp: Some(US.parse().unwrap()),
+            tcp: None,
+        };
+        let mut ua = UserAgent::new(local, settings(true), Task::Listen { count: None }, seed);
+        ua.start(Instant::now());
+        Message::parse(ua.poll_transmit().unwrap().bytes).unwrap()
+    };
+    let (a, b) = (register([1; 32]), register([2; 32]));
+    assert_ne!(a.from().unwrap().tag(), b.from().unwrap().tag());
+    assert_ne!(a.call_id(), b.call_id());
+    assert_ne!(a.top_via().unwrap().branch(), b.top_via().unwrap().branch());
+    assert!(
+        a.top_via()
+            .unwrap()
+            .branch()
+            .unwrap()
+            .starts_with("z9hG4bK")
+    );
+}
