@@ -4,7 +4,7 @@
 
 use super::*;
 
-impl Core {
+impl UserAgent {
     pub(super) fn on_invite(
         &mut self,
         key: TransactionKey,
@@ -28,7 +28,7 @@ impl Core {
             .map(|f| f.split(";tag=").next().unwrap_or(f).trim().to_owned())
             .unwrap_or_default();
         let call_id = request.call_id().unwrap_or("").to_owned();
-        let local_tag = self.random_hex(6);
+        let local_tag = self.ids.tag();
         let contact = self.contact_uri(flow.transport);
         let local_seq = self.random_u32() >> 2;
         let dialog = match Dialog::from_uas(&request, &local_tag, &contact, local_seq) {

@@ -4,7 +4,7 @@
 
 use super::*;
 
-impl Core {
+impl UserAgent {
     /// A Via with a fresh branch for a request in the current call, on its transport.
     pub(super) fn call_via(&mut self) -> String {
         let transport = self
@@ -84,8 +84,8 @@ impl Core {
                 return;
             }
         };
-        let call_id = format!("{}@{}", self.random_hex(10), self.local_ip());
-        let local_tag = self.random_hex(6);
+        let call_id = format!("{}@{}", self.ids.next_id(), self.local_ip());
+        let local_tag = self.ids.tag();
         let mut call = self.new_call(Role::Uac, call_id.clone(), local_tag.clone(), flow, media);
         call.play = task.play.clone();
         call.record = task.record.clone();

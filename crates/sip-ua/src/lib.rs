@@ -2,14 +2,14 @@
 //! a carrier or a back-to-back call leg needs of RFC 3261 and its extensions, without a
 //! socket, a clock or a random source of its own.
 //!
-//! [`Core`] owns a transaction layer, the registration client (refreshed at half the
+//! [`UserAgent`] owns a transaction layer, the registration client (refreshed at half the
 //! granted time, 423 Min-Expires, 401/407 answered, retried after a failure), at most
 //! one call as UAC or UAS (forked 2xx, offer/answer, hold, PRACK, UPDATE, session
 //! timers, re-INVITE glare, the 2xx retransmitted until its ACK by RFC 3261 §13.3.1.4
 //! on the transaction layer's [`TimerConfig`]), MESSAGE and OPTIONS. It is fed what
-//! arrives ([`Core::on_message`]), the time ([`Core::on_timeout`]), media events and
+//! arrives ([`UserAgent::on_message`]), the time ([`UserAgent::on_timeout`]), media events and
 //! the user's keys, each with an explicit `now`; it answers with what to transmit
-//! ([`Core::poll_transmit`]), what to show or do with media ([`Core::poll_output`]) and,
+//! ([`UserAgent::poll_transmit`]), what to show or do with media ([`UserAgent::poll_output`]) and,
 //! in the end, an exit code ([`exit`]). Randomness (tags, branches, Call-IDs, cnonces,
 //! the glare wait) comes from a seed the caller draws from the OS.
 //!
@@ -17,7 +17,7 @@
 //! `switchboard phone` has one on tokio and `sip-net`.
 //!
 //! ```
-//! use sip_ua::{Core, LocalAddrs, Output, Settings, Task, sdp_codecs};
+//! use sip_ua::{UserAgent, LocalAddrs, Output, Settings, Task, sdp_codecs};
 //! use sip_core::transaction::TimerConfig;
 //! use sip_core::{Message, Method, Transport};
 //! use std::time::Instant;
@@ -37,7 +37,7 @@
 //! let local = LocalAddrs { udp: Some("127.0.0.1:5070".parse().unwrap()), tcp: None };
 //! let task = Task::Options { target: "sip:127.0.0.1:5060".into() };
 //! let seed = [7u8; 32]; // from the OS in a real program
-//! let mut ua = Core::new(local, settings, task, seed);
+//! let mut ua = UserAgent::new(local, settings, task, seed);
 //! ua.start(Instant::now());
 //! // An OPTIONS to 127.0.0.1:5060 is ready to go; a driver would write it to the network
 //! // and feed back what arrives with `on_message`, then `handle_events`.
@@ -54,6 +54,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use sip_core::auth::{Challenge, pick_best, respond};
 use sip_core::dialog::{Dialog, Refresher, SessionTimer, SessionTimerAction, glare_retry_after};
+use sip_core::ids::IdGenerator;
 use sip_core::name::HeaderName;
 use sip_core::sdp::{AudioStream, Direction, OfferAnswer, SessionDescription, answer_direction};
 use sip_core::transaction::{Event, TimerConfig, TransactionKey, TransactionLayer, Transmit};
@@ -65,11 +66,17 @@ use std::time::{Duration, Instant};
 
 mod answer;
 mod call;
+mod client;
+mod dispatch;
 pub mod media;
+mod message;
+mod registration;
 #[cfg(test)]
 mod tests;
 
 pub use media::{AudioSource, Codec, MediaEvent, StreamParams};
+#[cfg(test)]
+use registration::registration_refusal;
 
 /// How the task ended, as a process exit code (`switchboard phone` exits with it).
 pub mod exit {
@@ -124,11 +131,6 @@ pub fn sdp_codecs(names: &[String]) -> Vec<SdpCodec> {
 }
 
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, UPDATE, PRACK, INFO";
-
-/// The first wait before a failed registration is tried again.
-const REGISTER_RETRY_BASE: Duration = Duration::from_secs(30);
-/// The longest wait between two tries of a failing registration.
-const REGISTER_RETRY_MAX: Duration = Duration::from_secs(1800);
 
 /// Who the phone is and where it talks.
 #[derive(Debug, Clone)]
@@ -215,7 +217,7 @@ pub struct CallTask {
 /// `phone answer`: waiting for calls.
 #[derive(Debug, Clone)]
 pub struct AnswerTask {
-    /// Answer at once; otherwise ring until [`Core::on_enter`].
+    /// Answer at once; otherwise ring until [`UserAgent::on_enter`].
     pub auto: bool,
     /// A WAV file to play to callers.
     pub play: Option<PathBuf>,
@@ -386,7 +388,7 @@ impl LocalAddrs {
 /// What the media session of the call must do. One call at a time, so one session.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MediaCommand {
-    /// The new call takes the session bound ahead on `port` (see [`Core::set_media_port`]).
+    /// The new call takes the session bound ahead on `port` (see [`UserAgent::set_media_port`]).
     Bind {
         /// Its RTP port.
         port: u16,
@@ -447,7 +449,7 @@ impl Outputs {
 }
 
 /// The sans-IO user agent. See the [module docs](self).
-pub struct Core {
+pub struct UserAgent {
     local: LocalAddrs,
     txl: TransactionLayer,
     s: Settings,
@@ -464,26 +466,28 @@ pub struct Core {
     exit_ready: bool,
     calls_done: u32,
     messages_seen: u32,
-    counter: u64,
     /// The RTP port of a media session the driver bound ahead of the next call (the
     /// handlers are synchronous and the SDP needs it), or why it could not.
     media_port: Result<u16, String>,
     /// Ctrl-C or SIGTERM: stop once the call in progress has ended.
     interrupted: bool,
-    /// The task is over and the exit under way (see [`Core::begin_exit`]).
+    /// The task is over and the exit under way (see [`UserAgent::begin_exit`]).
     exiting: bool,
     /// Our end of the connection to the server (or the far end), for transports we
     /// cannot accept connections on (TLS, WS, WSS: we listen on UDP and TCP only). Via
     /// and Contact name it, so that what is sent to us comes back over this connection
-    /// (see [`Core::connection_to_open`]).
+    /// (see [`UserAgent::connection_to_open`]).
     connection_local: Option<SocketAddr>,
     /// Registrations failed in a row while the task runs (see
-    /// [`Core::retry_registration_later`]).
+    /// [`UserAgent::retry_registration_later`]).
     register_failures: u32,
     /// Why sending failed, by transaction, until the transaction layer reports it.
     send_errors: HashMap<TransactionKey, String>,
-    /// Tags, branches, Call-IDs, cnonces, session ids and the glare wait, from the
-    /// caller's seed.
+    /// Tags, branches, Call-IDs and cnonces: sip-core's one source of identifiers,
+    /// keyed from the caller's seed (issue 12, defect 8).
+    ids: IdGenerator,
+    /// Session ids, the first CSeq of a dialog and the glare wait, from the caller's
+    /// seed.
     rng: ChaCha20Rng,
 }
 
@@ -509,34 +513,10 @@ fn numeric_target(uri: &str) -> Result<Option<(Transport, SocketAddr)>, String> 
     Ok(Some((transport, SocketAddr::new(ip, port))))
 }
 
-/// The events printed for the answer to a MESSAGE or an OPTIONS: (success, failure).
-fn simple_event_names(method: &Method) -> (&'static str, &'static str) {
-    match method {
-        Method::Options => ("options", "options failed"),
-        _ => ("message sent", "message failed"),
-    }
-}
-
 /// Whether requests for us over `transport` can only come back over a connection we
 /// opened: we listen on UDP and TCP, so a TLS or WebSocket peer cannot connect to us.
 fn needs_own_connection(transport: Transport) -> bool {
     !matches!(transport, Transport::Udp | Transport::Tcp)
-}
-
-/// What a registrar's refusal means to the person who ran the phone, with the status
-/// line after it: `wrong user name or password (401 Unauthorized)`.
-fn registration_refusal(status: u16, reason: &str, had_password: bool) -> String {
-    let status_line = format!("{status} {reason}");
-    let status_line = status_line.trim();
-    let meaning = match status {
-        // Our credentials were sent and challenged again: the authenticate step gave up.
-        401 | 407 if had_password => "wrong user name or password",
-        401 | 407 => "the server asks for a password: pass --password",
-        403 => "the server does not allow this user to register here",
-        404 => "no such user or domain on this server: check --user and --domain",
-        _ => return status_line.to_owned(),
-    };
-    format!("{meaning} ({status_line})")
 }
 
 /// The exit code a final status means for a call we placed.
@@ -580,12 +560,17 @@ fn tokens_contain(msg: &Message, name: HeaderName, token: &str) -> bool {
         .any(|t| t.eq_ignore_ascii_case(token))
 }
 
-impl Core {
+impl UserAgent {
     /// A user agent listening on `local` that will do `task`. `seed` must be fresh
     /// random bytes (the OS's): tags and branches must be unique across runs and
     /// unpredictable (RFC 3261 §19.3), and cnonces unpredictable.
-    pub fn new(local: LocalAddrs, s: Settings, task: Task, seed: [u8; 32]) -> Core {
-        Core {
+    pub fn new(local: LocalAddrs, s: Settings, task: Task, seed: [u8; 32]) -> UserAgent {
+        let mut rng = ChaCha20Rng::from_seed(seed);
+        let mut key = [0u8; 32];
+        rng.fill_bytes(&mut key);
+        #[allow(clippy::expect_used)]
+        let ids = IdGenerator::new(&key).expect("a 32-byte key is long enough");
+        UserAgent {
             local,
             txl: TransactionLayer::new(s.timers),
             s,
@@ -602,14 +587,14 @@ impl Core {
             exit_ready: false,
             calls_done: 0,
             messages_seen: 0,
-            counter: 0,
             media_port: Err("no media session".into()),
             interrupted: false,
             exiting: false,
             connection_local: None,
             send_errors: HashMap::new(),
             register_failures: 0,
-            rng: ChaCha20Rng::from_seed(seed),
+            ids,
+            rng,
         }
     }
 
@@ -664,14 +649,14 @@ impl Core {
         self.txl.poll_transmit()
     }
 
-    /// Sending what [`Core::poll_transmit`] gave for transaction `key` failed, for
+    /// Sending what [`UserAgent::poll_transmit`] gave for transaction `key` failed, for
     /// `reason` (told to the user: "TLS: certificate not trusted (UnknownIssuer)...").
     pub fn on_transport_error(&mut self, key: TransactionKey, reason: String, now: Instant) {
         self.send_errors.insert(key, reason);
         let _ = self.txl.handle_transport_error(now, key);
     }
 
-    /// The connection the driver must open before [`Core::start`], when the phone talks
+    /// The connection the driver must open before [`UserAgent::start`], when the phone talks
     /// over a transport it cannot be reached on by a new connection (TLS, WS, WSS):
     /// the server's flow, or the far end's when there is no server.
     pub fn connection_to_open(&self) -> Option<Flow> {
@@ -686,7 +671,7 @@ impl Core {
         needs_own_connection(flow.transport).then_some(flow)
     }
 
-    /// The driver opened [`Core::connection_to_open`]: `local` is our end of it.
+    /// The driver opened [`UserAgent::connection_to_open`]: `local` is our end of it.
     pub fn set_connection_local(&mut self, local: SocketAddr) {
         self.connection_local = Some(local);
     }
@@ -701,7 +686,7 @@ impl Core {
         any
     }
 
-    /// When [`Core::on_timeout`] is next due.
+    /// When [`UserAgent::on_timeout`] is next due.
     pub fn poll_timeout(&self) -> Option<Instant> {
         [
             self.txl.poll_timeout(),
@@ -755,13 +740,6 @@ impl Core {
     }
 
     // ----- plumbing -----
-
-    /// `bytes` random bytes in hex.
-    fn random_hex(&mut self, bytes: usize) -> String {
-        let mut buf = vec![0u8; bytes];
-        self.rng.fill_bytes(&mut buf);
-        buf.iter().map(|b| format!("{b:02x}")).collect()
-    }
 
     fn random_u32(&mut self) -> u32 {
         self.rng.next_u32()
@@ -825,8 +803,7 @@ impl Core {
     }
 
     fn branch(&mut self) -> String {
-        self.counter += 1;
-        format!("z9hG4bK{}{:x}", self.random_hex(6), self.counter)
+        self.ids.branch()
     }
 
     /// Our address on `transport`, for Via and Contact.
@@ -912,624 +889,6 @@ impl Core {
         match self.direct_flow(&dialog.next_hop()) {
             Ok(f) => f,
             Err(_) => fallback,
-        }
-    }
-
-    fn build_outgoing(&mut self, o: &Outgoing) -> Result<Message, String> {
-        let via = self.via(o.flow.transport);
-        let mut b = MessageBuilder::request(&o.method, &o.uri);
-        b.push("Via", via);
-        b.push("Max-Forwards", 70);
-        b.push("From", self.our_from(&o.from_tag));
-        b.push("To", &o.to);
-        b.push("Call-ID", &o.call_id);
-        b.push("CSeq", format_args!("{} {}", o.cseq, o.method));
-        for (name, value) in &o.headers {
-            b.push(name, value);
-        }
-        if let Some((name, value)) = &o.auth {
-            b.push(name, value);
-        }
-        b.push(
-            "User-Agent",
-            concat!("switchboard-phone/", env!("CARGO_PKG_VERSION")),
-        );
-        if let Some((ct, body)) = &o.body {
-            b = b.body(ct, body.clone());
-        }
-        b.build()
-            .map_err(|e| format!("cannot build {}: {e}", o.method))
-    }
-
-    fn send_outgoing(
-        &mut self,
-        o: &Outgoing,
-        now: Instant,
-    ) -> Result<(TransactionKey, Message), String> {
-        let msg = self.build_outgoing(o)?;
-        let key = self
-            .txl
-            .send_request(now, msg.clone(), o.flow)
-            .map_err(|e| e.to_string())?;
-        Ok((key, msg))
-    }
-
-    /// Answers a 401/407 by computing credentials for `o`; `false` when it cannot (no
-    /// password, nothing answerable, or the same challenge again: a wrong password).
-    fn authenticate(&mut self, o: &mut Outgoing, response: &Message) -> bool {
-        let Some(password) = self.s.password.clone() else {
-            return false;
-        };
-        let (challenge_header, auth_header) = if response.status() == Some(407) {
-            (HeaderName::ProxyAuthenticate, "Proxy-Authorization")
-        } else {
-            (HeaderName::WwwAuthenticate, "Authorization")
-        };
-        let mut challenges: Vec<Challenge<'_>> = Vec::new();
-        for value in response.get_all(challenge_header) {
-            if let Ok(list) = Challenge::parse_list(value) {
-                challenges.extend(list);
-            }
-        }
-        let Some(challenge) = pick_best(&challenges) else {
-            return false;
-        };
-        let Some(d) = challenge.as_digest() else {
-            return false;
-        };
-        // A second challenge for a realm we already answered, not marked stale, means
-        // the server refused our credentials: answering again would loop forever.
-        let realm_key = format!("{auth_header} {}", d.realm);
-        if o.answered.contains(&realm_key) && !d.stale {
-            return false;
-        }
-        let cnonce = self.random_hex(12);
-        match respond(
-            challenge,
-            &self.s.user,
-            &password,
-            o.method.as_str(),
-            &o.uri,
-            &cnonce,
-            1,
-        ) {
-            Ok(creds) => {
-                if !o.answered.contains(&realm_key) {
-                    o.answered.push(realm_key);
-                }
-                o.auth = Some((auth_header, creds.to_string()));
-                o.cseq += 1;
-                true
-            }
-            Err(e) => {
-                tracing::debug!("cannot answer the challenge: {e}");
-                false
-            }
-        }
-    }
-
-    // ----- start, registration, exit -----
-
-    fn register(&mut self, now: Instant, expires: u32) {
-        let Some(server) = self.s.server else {
-            return;
-        };
-        let transport = self.s.transport;
-        let mut o = match self.register_out.clone() {
-            Some(mut o) => {
-                o.cseq += 1;
-                o.auth = None;
-                o
-            }
-            None => Outgoing {
-                method: Method::Register,
-                uri: format!("sip:{}", self.s.domain),
-                to: format!("<{}>", self.aor()),
-                call_id: format!("{}@{}", self.random_hex(10), self.local_ip()),
-                from_tag: self.random_hex(6),
-                cseq: 1,
-                headers: Vec::new(),
-                body: None,
-                auth: None,
-                answered: Vec::new(),
-                flow: Flow {
-                    transport,
-                    remote: server,
-                    local: None,
-                    connection: None,
-                },
-            },
-        };
-        o.answered.clear();
-        o.headers = vec![
-            ("Contact", format!("<{}>", self.contact_uri(transport))),
-            ("Expires", expires.to_string()),
-            ("Allow", ALLOW.to_owned()),
-        ];
-        self.register_out = Some(o.clone());
-        match self.send_outgoing(&o, now) {
-            Ok((key, _)) => {
-                let pending = if expires == 0 {
-                    Pending::Unregister(o)
-                } else {
-                    Pending::Register(o)
-                };
-                self.pending.insert(key, pending);
-            }
-            Err(e) => {
-                self.out.event("registration failed", Some(&e), &[]);
-                self.finish(exit::FAILED);
-            }
-        }
-    }
-
-    fn on_register_response(
-        &mut self,
-        mut o: Outgoing,
-        response: &Message,
-        now: Instant,
-        unregister: bool,
-    ) {
-        let status = response.status().unwrap_or(0);
-        if status < 200 {
-            return;
-        }
-        if matches!(status, 401 | 407) && self.authenticate(&mut o, response) {
-            self.register_out = Some(o.clone());
-            if let Ok((key, _)) = self.send_outgoing(&o, now) {
-                let p = if unregister {
-                    Pending::Unregister(o)
-                } else {
-                    Pending::Register(o)
-                };
-                self.pending.insert(key, p);
-                return;
-            }
-        }
-        // 423 Interval Too Brief: ask again for what the registrar accepts (once: the
-        // new interval is larger, so this cannot loop).
-        if status == 423
-            && !unregister
-            && let Ok(Some(min)) = response.min_expires()
-            && min > self.s.expires
-        {
-            self.s.expires = min;
-            self.register(now, min);
-            return;
-        }
-        if unregister {
-            if (200..300).contains(&status) {
-                self.out.event("unregistered", None, &[]);
-            }
-            self.registered = false;
-            self.exit_ready = true;
-            return;
-        }
-        if !(200..300).contains(&status) {
-            let detail = registration_refusal(
-                status,
-                response.reason().unwrap_or(""),
-                self.s.password.is_some(),
-            );
-            self.out.event(
-                "registration refused",
-                Some(&detail),
-                &[("status", json!(status))],
-            );
-            self.registered = false;
-            if !self.task_started {
-                self.finish(exit::FAILED);
-            } else {
-                self.retry_registration_later(now);
-            }
-            return;
-        }
-        self.register_failures = 0;
-        let ours = self.contact_uri(self.s.transport);
-        let granted = response
-            .contacts()
-            .filter_map(Result::ok)
-            .find_map(|c| match c {
-                sip_core::headers::Contact::Addr(na) if na.uri_text == ours => {
-                    na.expires().ok().flatten()
-                }
-                _ => None,
-            })
-            .or_else(|| response.expires().ok().flatten())
-            .unwrap_or(self.s.expires);
-        let event = if self.registered {
-            "registration refreshed"
-        } else {
-            "registered"
-        };
-        self.out.event(
-            event,
-            Some(&format!("{} for {granted} s", self.aor())),
-            &[("aor", json!(self.aor())), ("expires", json!(granted))],
-        );
-        self.registered = true;
-        // Refresh at half the granted time (at least a second from now).
-        let refresh = Duration::from_secs(u64::from(granted.max(2) / 2));
-        self.arm(now + refresh, Timer::RegisterRefresh);
-        if !self.task_started {
-            self.start_task(now);
-        }
-    }
-
-    /// A registration that failed while the task runs is tried again after a wait
-    /// that doubles with each failure in a row, from 30 s up to 30 min, and is drawn
-    /// between half of that and all of it (RFC 5626 §4.5's back-off): a registrar
-    /// that restarts is not met by every phone at once.
-    fn retry_registration_later(&mut self, now: Instant) {
-        self.register_failures = self.register_failures.saturating_add(1);
-        let doublings = self.register_failures.saturating_sub(1).min(6);
-        let bound = (REGISTER_RETRY_BASE * 2u32.pow(doublings)).min(REGISTER_RETRY_MAX);
-        let fraction = 0.5 + f64::from(self.random_u32()) / f64::from(u32::MAX) / 2.0;
-        self.arm(now + bound.mul_f64(fraction), Timer::RegisterRefresh);
-    }
-
-    fn finish(&mut self, code: u8) {
-        if self.finished.is_none() {
-            self.finished = Some(code);
-        }
-    }
-
-    /// Removes the registration (waiting at most 2 s for the answer) before exiting.
-    pub fn begin_exit(&mut self, now: Instant) {
-        if self.exiting {
-            return;
-        }
-        self.exiting = true;
-        let wait = if self.registered && self.s.server.is_some() {
-            self.registered = false;
-            self.disarm(Timer::RegisterRefresh);
-            self.register(now, 0);
-            Duration::from_secs(2)
-        } else if self.call.is_none() {
-            // A moment for what is queued on connections to be written (the 200 to a
-            // BYE, say) before the endpoint shuts down.
-            Duration::from_millis(300)
-        } else {
-            Duration::from_secs(2)
-        };
-        let at = self
-            .timers
-            .iter()
-            .filter(|(_, t)| *t == Timer::ExitDeadline)
-            .map(|(at, _)| *at)
-            .chain([now + wait])
-            .min()
-            .unwrap_or(now + wait);
-        self.arm(at, Timer::ExitDeadline);
-    }
-
-    /// Ctrl-C or SIGTERM: hang up what is up, then exit through [`Core::begin_exit`].
-    pub fn interrupt(&mut self, now: Instant) {
-        self.interrupted = true;
-        if self.call.is_some() {
-            // The call's end finishes the task (see `end_call`); a far end that does
-            // not answer our BYE gets 3 s.
-            self.hang_up(now);
-            self.arm(now + Duration::from_secs(3), Timer::ExitDeadline);
-        } else {
-            self.finish(exit::OK);
-        }
-    }
-
-    fn start_task(&mut self, now: Instant) {
-        self.task_started = true;
-        match self.task.clone() {
-            Task::Call(c) => self.place_call(c, now),
-            Task::Message { target, text } => {
-                self.send_simple(Method::Message, &target, Some(text), now)
-            }
-            Task::Options { target } => self.send_simple(Method::Options, &target, None, now),
-            Task::Answer(_) => self.out.event("waiting for calls", None, &[]),
-            Task::Listen { .. } => self.out.event("waiting for messages", None, &[]),
-        }
-    }
-
-    // ----- MESSAGE -----
-
-    /// Sends a MESSAGE with `text`, or an OPTIONS, outside any dialog.
-    fn send_simple(&mut self, method: Method, target: &str, text: Option<String>, now: Instant) {
-        let (_, failed) = simple_event_names(&method);
-        let flow = match self.flow_for(target) {
-            Ok(f) => f,
-            Err(e) => {
-                self.out.event(failed, Some(&e), &[]);
-                self.finish(exit::FAILED);
-                return;
-            }
-        };
-        let o = Outgoing {
-            method,
-            uri: target.to_owned(),
-            to: format!("<{target}>"),
-            call_id: format!("{}@{}", self.random_hex(10), self.local_ip()),
-            from_tag: self.random_hex(6),
-            cseq: 1,
-            headers: Vec::new(),
-            body: text.map(|t| ("text/plain;charset=UTF-8", Bytes::from(t))),
-            auth: None,
-            answered: Vec::new(),
-            flow,
-        };
-        match self.send_outgoing(&o, now) {
-            Ok((key, _)) => {
-                self.pending.insert(key, Pending::Message(o));
-            }
-            Err(e) => {
-                self.out.event(failed, Some(&e), &[]);
-                self.finish(exit::FAILED);
-            }
-        }
-    }
-
-    fn on_message_response(&mut self, mut o: Outgoing, response: &Message, now: Instant) {
-        let status = response.status().unwrap_or(0);
-        if status < 200 {
-            return;
-        }
-        if matches!(status, 401 | 407)
-            && self.authenticate(&mut o, response)
-            && let Ok((key, _)) = self.send_outgoing(&o, now)
-        {
-            self.pending.insert(key, Pending::Message(o));
-            return;
-        }
-        let (sent, failed) = simple_event_names(&o.method);
-        let reason = format!("{status} {}", response.reason().unwrap_or(""));
-        let allow = response.get(HeaderName::Allow).unwrap_or("").to_owned();
-        let detail = if o.method == Method::Options && !allow.is_empty() {
-            format!("{} (Allow: {allow})", reason.trim())
-        } else {
-            reason.trim().to_owned()
-        };
-        let fields = [("status", json!(status)), ("allow", json!(allow))];
-        if (200..300).contains(&status) {
-            self.out.event(sent, Some(&detail), &fields);
-            self.finish(exit::OK);
-        } else {
-            self.out.event(failed, Some(&detail), &fields);
-            self.finish(exit_for_status(status));
-        }
-    }
-
-    fn on_incoming_message(&mut self, key: TransactionKey, request: &Message, now: Instant) {
-        let from = request
-            .from()
-            .map(|f| f.uri_text.to_owned())
-            .unwrap_or_default();
-        let text = String::from_utf8_lossy(request.body()).into_owned();
-        self.respond(key, request, 200, &[], None, now);
-        self.out.event(
-            "message",
-            Some(&format!("from {from}: {text}")),
-            &[("from", json!(from)), ("text", json!(text))],
-        );
-        self.messages_seen += 1;
-        if let Task::Listen { count: Some(n) } = self.task
-            && self.messages_seen >= n
-        {
-            self.finish(exit::OK);
-        }
-    }
-
-    // ----- responses to requests we received -----
-
-    fn respond(
-        &mut self,
-        key: TransactionKey,
-        request: &Message,
-        code: u16,
-        headers: &[(&str, String)],
-        body: Option<(&str, Bytes)>,
-        now: Instant,
-    ) {
-        let tag = self
-            .call
-            .as_ref()
-            .filter(|c| c.call_id == request.call_id().unwrap_or(""))
-            .map(|c| c.local_tag.clone())
-            .unwrap_or_else(|| self.random_hex(6));
-        let mut b = response_to(request, code, Some(&tag));
-        for (name, value) in headers {
-            b.push(name, value);
-        }
-        if let Some((ct, body)) = body {
-            b = b.body(ct, body);
-        }
-        match b.build() {
-            Ok(msg) => {
-                if let Err(e) = self.txl.send_response(now, key, msg) {
-                    tracing::debug!("response not sent: {e}");
-                }
-            }
-            Err(e) => tracing::warn!("built a response that does not parse: {e}"),
-        }
-    }
-
-    fn on_event(&mut self, event: Event, now: Instant) {
-        match event {
-            Event::Request { key, request, flow } => self.on_request(key, request, flow, now),
-            Event::Response { key, response } => self.on_response(key, response, now),
-            Event::Ack { request, .. } => self.on_ack(&request, now),
-            Event::Timeout { key, .. } => {
-                if let Some(p) = self.pending.remove(&key) {
-                    self.on_request_failed(p, None, now);
-                }
-            }
-            Event::TransportError { key } => {
-                let reason = self
-                    .send_errors
-                    .remove(&key)
-                    .unwrap_or_else(|| "cannot reach it".to_owned());
-                if let Some(p) = self.pending.remove(&key) {
-                    self.on_request_failed(p, Some(reason), now);
-                }
-            }
-            Event::Terminated { key } => {
-                self.pending.remove(&key);
-                self.send_errors.remove(&key);
-            }
-            _ => {}
-        }
-    }
-
-    fn on_request(&mut self, key: TransactionKey, request: Message, flow: Flow, now: Instant) {
-        let Some(method) = request.method().cloned() else {
-            return;
-        };
-        // RFC 3261 §8.2.2.3: an extension we are required to support and do not is a
-        // 420. We send no reliable provisionals, so 100rel is among them as UAS.
-        if !matches!(method, Method::Ack | Method::Cancel) {
-            let unsupported: Vec<&str> = request
-                .tokens(HeaderName::Require)
-                .filter_map(Result::ok)
-                .filter(|t| !t.eq_ignore_ascii_case("timer"))
-                .collect();
-            if !unsupported.is_empty() {
-                let list = unsupported.join(", ");
-                self.respond(key, &request, 420, &[("Unsupported", list)], None, now);
-                return;
-            }
-        }
-        let in_dialog = request.to().ok().and_then(|t| t.tag()).is_some();
-        if in_dialog && !matches!(method, Method::Message | Method::Options) {
-            self.on_in_dialog_request(key, &method, &request, now);
-            return;
-        }
-        match method {
-            Method::Invite => self.on_invite(key, request, flow, now),
-            Method::Cancel => self.on_cancel(key, &request, now),
-            Method::Message => self.on_incoming_message(key, &request, now),
-            Method::Options => {
-                let headers = [
-                    ("Allow", ALLOW.to_owned()),
-                    ("Accept", "application/sdp, text/plain".to_owned()),
-                    ("Supported", "timer".to_owned()),
-                ];
-                self.respond(key, &request, 200, &headers, None, now);
-            }
-            Method::Ack => {}
-            Method::Bye | Method::Update | Method::Prack | Method::Info => {
-                self.respond(key, &request, 481, &[], None, now);
-            }
-            other => self.refuse_method(key, &other, &request, now),
-        }
-    }
-
-    /// A method we do not serve: 405 with what we allow when it is one we know of
-    /// (REGISTER, SUBSCRIBE...), 501 when we have never heard of it (RFC 3261 §8.2.1).
-    fn refuse_method(
-        &mut self,
-        key: TransactionKey,
-        method: &Method,
-        request: &Message,
-        now: Instant,
-    ) {
-        if matches!(method, Method::Extension(_)) {
-            self.respond(key, request, 501, &[], None, now);
-        } else {
-            self.respond(key, request, 405, &[("Allow", ALLOW.to_owned())], None, now);
-        }
-    }
-
-    fn on_response(&mut self, key: TransactionKey, response: Message, now: Instant) {
-        let Some(pending) = self.pending.get(&key).cloned() else {
-            return;
-        };
-        let fin = response.status().is_some_and(|s| s >= 200);
-        match pending {
-            Pending::Register(o) => {
-                if fin {
-                    self.pending.remove(&key);
-                }
-                self.on_register_response(o, &response, now, false);
-            }
-            Pending::Unregister(o) => {
-                if fin {
-                    self.pending.remove(&key);
-                }
-                self.on_register_response(o, &response, now, true);
-            }
-            Pending::Message(o) => {
-                if fin {
-                    self.pending.remove(&key);
-                }
-                self.on_message_response(o, &response, now);
-            }
-            Pending::Invite => self.on_invite_response(key, &response, now),
-            Pending::Bye => {
-                if fin {
-                    self.pending.remove(&key);
-                    // Why we hung up, when it was not the script's choice.
-                    let (reason, code) = self
-                        .call
-                        .as_ref()
-                        .and_then(|c| c.cancelled)
-                        .unwrap_or(("bye (local)", exit::OK));
-                    self.end_call(reason, code);
-                }
-            }
-            Pending::Modify {
-                method,
-                direction,
-                refresh,
-            } => self.on_modify_response(key, &method, direction, refresh, &response, now),
-            Pending::Other => {}
-        }
-    }
-
-    /// A client transaction got no final response: it timed out, or the transport
-    /// could not send it (`unreachable` says why).
-    fn on_request_failed(&mut self, pending: Pending, unreachable: Option<String>, now: Instant) {
-        let no_response = unreachable.as_deref().unwrap_or("no response");
-        match pending {
-            Pending::Register(_) => {
-                let why = unreachable
-                    .as_deref()
-                    .unwrap_or("no response from the server");
-                self.out.event("registration failed", Some(why), &[]);
-                self.registered = false;
-                if !self.task_started {
-                    self.finish(exit::FAILED);
-                } else {
-                    self.retry_registration_later(now);
-                }
-            }
-            Pending::Unregister(_) => self.exit_ready = true,
-            Pending::Message(_) => {
-                self.out.event("message failed", Some(no_response), &[]);
-                self.finish(exit::FAILED);
-            }
-            Pending::Invite => {
-                if self
-                    .call
-                    .as_ref()
-                    .is_some_and(|c| c.state != CallState::Answered)
-                {
-                    let fallback = match &unreachable {
-                        Some(why) => (format!("failed ({why})"), exit::FAILED),
-                        None => ("no answer (timeout)".to_owned(), exit::NO_ANSWER),
-                    };
-                    let (reason, code) = self
-                        .call
-                        .as_ref()
-                        .and_then(|c| c.cancelled)
-                        .map_or(fallback, |(r, c)| (r.to_owned(), c));
-                    self.end_call(&reason, code);
-                }
-            }
-            Pending::Bye => self.end_call("bye (local, no response)", exit::OK),
-            Pending::Modify { .. } => {
-                if let Some(c) = self.call.as_mut() {
-                    c.oa.offer_rejected();
-                }
-                self.out.warn("the far end did not answer a session change");
-            }
-            Pending::Other => {}
         }
     }
 }

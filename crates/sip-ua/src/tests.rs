@@ -1,4 +1,4 @@
-//! Unit tests of the sans-IO [`Core`]: built SIP messages and a fake clock.
+//! Unit tests of the sans-IO [`UserAgent`]: built SIP messages and a fake clock.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -109,7 +109,7 @@ fn sdp(port: u16, direction: &str) -> String {
 
 /// A core on a fake clock, with what it sent and output so far.
 struct Phone {
-    core: Core,
+    core: UserAgent,
     now: Instant,
     sent: Vec<Message>,
     outputs: Vec<Output>,
@@ -125,7 +125,7 @@ impl Phone {
             udp: Some(US.parse().unwrap()),
             tcp: None,
         };
-        let mut core = Core::new(local, s, task, SEED);
+        let mut core = UserAgent::new(local, s, task, SEED);
         core.set_media_port(Ok(RTP_PORT));
         let now = Instant::now();
         core.start(now);
@@ -843,7 +843,7 @@ fn an_ipv6_offer_is_answered_in_ipv6() {
         udp: Some("[::1]:5070".parse().unwrap()),
         tcp: None,
     };
-    let mut core = Core::new(local, settings(false), Task::Answer(answer_task()), SEED);
+    let mut core = UserAgent::new(local, settings(false), Task::Answer(answer_task()), SEED);
     core.set_media_port(Ok(RTP_PORT));
     let now = Instant::now();
     core.start(now);
@@ -888,7 +888,7 @@ fn over_tls_the_contact_is_our_end_of_the_registration_connection() {
         udp: Some(US.parse().unwrap()),
         tcp: Some(US.parse().unwrap()),
     };
-    let mut core = Core::new(local, s, Task::Listen { count: None }, SEED);
+    let mut core = UserAgent::new(local, s, Task::Listen { count: None }, SEED);
     // We listen on UDP and TCP only: the server's TLS flow must be opened first...
     let flow = core
         .connection_to_open()
@@ -912,7 +912,7 @@ fn over_tls_the_contact_is_our_end_of_the_registration_connection() {
     );
 
     // Over UDP or TCP the listeners are reachable: nothing to open.
-    let core = Core::new(local, settings(true), Task::Listen { count: None }, SEED);
+    let core = UserAgent::new(local, settings(true), Task::Listen { count: None }, SEED);
     assert_eq!(core.connection_to_open(), None);
 }
 
@@ -924,7 +924,7 @@ fn a_send_failure_is_reported_with_its_reason() {
         udp: Some(US.parse().unwrap()),
         tcp: Some(US.parse().unwrap()),
     };
-    let mut core = Core::new(local, s, Task::Listen { count: None }, SEED);
+    let mut core = UserAgent::new(local, s, Task::Listen { count: None }, SEED);
     let now = Instant::now();
     core.start(now);
     let t = core.poll_transmit().unwrap();
@@ -1017,4 +1017,28 @@ fn a_failing_registration_is_retried_with_a_growing_wait() {
     p.receive_from(ok.build().unwrap(), SERVER);
     assert!(p.event_names().contains(&"registered"));
     assert_eq!(p.core.finished(), None, "the phone goes on");
+}
+
+#[test]
+fn identifiers_come_from_the_seed_and_never_repeat() {
+    let register = |seed: [u8; 32]| {
+        let local = LocalAddrs {
+            udp: Some(US.parse().unwrap()),
+            tcp: None,
+        };
+        let mut ua = UserAgent::new(local, settings(true), Task::Listen { count: None }, seed);
+        ua.start(Instant::now());
+        Message::parse(ua.poll_transmit().unwrap().bytes).unwrap()
+    };
+    let (a, b) = (register([1; 32]), register([2; 32]));
+    assert_ne!(a.from().unwrap().tag(), b.from().unwrap().tag());
+    assert_ne!(a.call_id(), b.call_id());
+    assert_ne!(a.top_via().unwrap().branch(), b.top_via().unwrap().branch());
+    assert!(
+        a.top_via()
+            .unwrap()
+            .branch()
+            .unwrap()
+            .starts_with("z9hG4bK")
+    );
 }

@@ -14,7 +14,7 @@ mod common;
 #[path = "../../media/tests/common/mod.rs"]
 mod media_common;
 use common::baresip::{self, Proc};
-use common::{binary, free_port};
+use common::{Server, ServerOptions, binary, free_port};
 use media_common::{assert_recording_matches, write_test_wav};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -209,4 +209,108 @@ fn the_phone_holds_and_resumes_baresip() {
     for line in ["held: local", "resumed: local", "ended: bye (remote)"] {
         assert!(printed.lines().any(|l| l == line), "{line}: {printed}");
     }
+}
+
+#[test]
+fn baresip_calls_the_phone_registered_over_tls_through_serve() {
+    // Issue 12, defect 11: the phone registered over TLS advertised its TCP listener
+    // in a transport=tls Contact; serve forwarded what baresip sent in the dialog (the
+    // ACK, then the BYE) there over TLS, and it never arrived.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ss = sip_net::tls::self_signed(&["localhost", "127.0.0.1"]).unwrap();
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    std::fs::write(&cert, &ss.cert_pem).unwrap();
+    std::fs::write(&key, &ss.key_pem).unwrap();
+    let server = Server::start(ServerOptions {
+        users: vec![
+            ("bob".into(), "b-pw".into()),
+            ("carol".into(), "c-pw".into()),
+        ],
+        extra_transports: vec!["tls"],
+        // baresip 1.0 answers MD5 challenges only.
+        extra_toml: format!(
+            "[tls]\ncertificate = \"{}\"\nprivate_key = \"{}\"\n\
+             [registrar]\ndigest_algorithms = [\"MD5\"]\n",
+            cert.display(),
+            key.display()
+        ),
+    });
+    let tls = server.extra.iter().find(|(t, _)| t == "tls").unwrap().1;
+    let mut bob = phone(&[
+        "--user",
+        "bob",
+        "--password",
+        "b-pw",
+        "--server",
+        &format!("127.0.0.1:{tls}"),
+        "--domain",
+        "example.test",
+        "--transport",
+        "tls",
+        "--ca",
+        cert.to_str().unwrap(),
+        "answer",
+        "--auto",
+        "--calls",
+        "1",
+    ]);
+    bob.expect("waiting for calls", Duration::from_secs(10));
+    // carol on baresip, over UDP; she hangs up when her 2 s file ends.
+    let theirs = dir.join("baresip-plays.wav");
+    write_test_wav(&theirs, 8000, 2.0, 300.0);
+    let config = format!(
+        "audio_source\t\taufile,{}\n\
+         audio_player\t\taubridge,nowhere\n\
+         audio_alert\t\taubridge,nowhere\n\
+         module\t\t\tstdio.so\n\
+         module\t\t\tg711.so\n\
+         module\t\t\taufile.so\n\
+         module\t\t\taubridge.so\n\
+         module_app\t\taccount.so\n\
+         module_app\t\tmenu.so\n",
+        theirs.display()
+    );
+    let account = format!(
+        "<sip:carol@example.test>;auth_pass=c-pw;\
+         outbound=\"sip:127.0.0.1:{};transport=udp\";regint=0",
+        server.port
+    );
+    let mut softphone = baresip::start(
+        dir,
+        free_port(),
+        &config,
+        &account,
+        &["-t", "30", "-e", "/dial sip:bob@example.test"],
+    );
+    let printed = |bob: &mut Proc, softphone: &mut Proc| {
+        format!(
+            "--- phone:\n{}\n--- baresip:\n{}\n--- serve:\n{}",
+            bob.printed(),
+            softphone.printed(),
+            server.log()
+        )
+    };
+    // Bounded: the phone exits after the call; the diagnostics need all three outputs.
+    let deadline = std::time::Instant::now() + Duration::from_secs(25);
+    while !bob.printed().contains("ended: ") && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = bob.printed();
+    assert!(
+        out.contains("answered: PCMU"),
+        "{}",
+        printed(&mut bob, &mut softphone)
+    );
+    assert!(
+        out.contains("ended: bye (remote)"),
+        "{}",
+        printed(&mut bob, &mut softphone)
+    );
+    assert!(
+        !out.contains("no ACK"),
+        "{}",
+        printed(&mut bob, &mut softphone)
+    );
 }

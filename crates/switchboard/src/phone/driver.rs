@@ -1,4 +1,4 @@
-//! The tokio task that runs a `sip_ua` [`Core`]: it feeds it what the endpoint
+//! The tokio task that runs a `sip_ua` [`UserAgent`]: it feeds it what the endpoint
 //! receives, the timers it asks for, the media session's events, Enter on standard input
 //! and Ctrl-C or SIGTERM, and performs what it asks: messages onto the network,
 //! [`MediaCommand`]s on a real [`MediaSession`], events printed by the [`Printer`]. No
@@ -9,7 +9,7 @@ use crate::phone::print::Printer;
 use media::{AudioSink, MediaSession};
 use sip_core::Transport;
 use sip_net::{Endpoint, HandshakeFailure, Incoming, SendError, Target};
-use sip_ua::{Core, LocalAddrs, MediaCommand, Output, Settings, Task};
+use sip_ua::{LocalAddrs, MediaCommand, Output, Settings, Task, UserAgent};
 use std::time::Instant;
 use tokio::sync::mpsc;
 
@@ -77,9 +77,9 @@ fn ua_media_event(e: media::MediaEvent) -> sip_ua::MediaEvent {
     }
 }
 
-/// `switchboard phone`'s user agent: a [`Core`] on an [`Endpoint`].
+/// `switchboard phone`'s user agent: a [`UserAgent`] on an [`Endpoint`].
 pub struct Ua {
-    core: Core,
+    core: UserAgent,
     endpoint: Endpoint,
     out: Printer,
     /// Whether Enter on standard input answers calls.
@@ -102,7 +102,7 @@ impl Ua {
         };
         let reads_stdin = matches!(&task, Task::Answer(a) if !a.auto && a.reject.is_none());
         Ua {
-            core: Core::new(local, s, task, seed()),
+            core: UserAgent::new(local, s, task, seed()),
             endpoint,
             out,
             reads_stdin,

@@ -3,7 +3,7 @@
 //! prints the messages it receives, reporting every event as a line on standard output
 //! and how a call ended in its exit code.
 //!
-//! The arguments are here; the user agent that does the work is `sip_ua::Core`, run
+//! The arguments are here; the user agent that does the work is `sip_ua::UserAgent`, run
 //! on sockets and RTP sessions by [`driver`], and the output format is [`print`].
 
 mod driver;

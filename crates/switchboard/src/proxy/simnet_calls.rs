@@ -143,7 +143,7 @@ struct PhoneNode {
     me: SocketAddr,
     start_at: Instant,
     started: bool,
-    ua: sip_ua::Core,
+    ua: sip_ua::UserAgent,
     /// The events it reported, by name and detail.
     events: Vec<(String, Option<String>)>,
 }
@@ -173,7 +173,7 @@ impl PhoneNode {
             me,
             start_at,
             started: false,
-            ua: sip_ua::Core::new(local, settings, task, key),
+            ua: sip_ua::UserAgent::new(local, settings, task, key),
             events: Vec::new(),
         }
     }
