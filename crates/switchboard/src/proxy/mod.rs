@@ -1560,4 +1560,6 @@ fn branch_base(request: &Message) -> String {
 }
 
 #[cfg(test)]
+mod simnet_calls;
+#[cfg(test)]
 mod tests;
