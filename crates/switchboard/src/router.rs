@@ -364,6 +364,12 @@ impl Router {
         self.transactions.len()
     }
 
+    /// The bindings in the location service (for tests).
+    #[cfg(test)]
+    pub fn bindings(&self) -> usize {
+        self.location.len()
+    }
+
     /// Hands the proxy what is its: every request but REGISTER and those addressed to
     /// us, and the client-side events. Returns the event when it is not the proxy's.
     fn proxy_event(&mut self, now: Now, event: Event) -> Option<Event> {

@@ -33,6 +33,11 @@ struct Harness {
 
 impl Harness {
     fn new() -> Harness {
+        Self::with_users(&["bob".to_owned()])
+    }
+
+    /// A router whose users are `names` (password "pw"), committing in the background.
+    fn with_users(names: &[String]) -> Harness {
         let listeners: [(Transport, SocketAddr); 1] =
             [(Transport::Udp, "10.0.0.1:5060".parse().unwrap())];
         let myself = Myself::new("example.test", &[], &listeners, &[]);
@@ -46,9 +51,11 @@ impl Harness {
         };
         let location: Box<dyn LocationStore> = Box::new(MemoryLocationStore::default());
         let mut users = MemoryUserStore::default();
-        users
-            .add(&store::User::new("bob", "example.test", "pw", UNIX).unwrap())
-            .unwrap();
+        for name in names {
+            users
+                .add(&store::User::new(name, "example.test", "pw", UNIX).unwrap())
+                .unwrap();
+        }
         let users: Box<dyn UserStore> = Box::new(users);
         let mut registrar = Registrar::new(settings, location, users, &[3u8; 32], UNIX)
             .unwrap()
@@ -293,4 +300,227 @@ fn an_unparseable_request_is_answered_400_without_a_transaction() {
     assert_eq!(sent[0].2.status(), Some(400));
     assert_eq!(sent[0].1, NO_TOKEN);
     assert_eq!(h.router.transactions(), 0);
+}
+
+/// The router as `serve` runs it, on a simulated network: the endpoint's Via stamp
+/// before it, and a writer thread that reports each batch stored `WRITE_TIME` later.
+struct RouterNode {
+    start: Instant,
+    router: Router,
+    /// The batch out at the writer, and when it is reported stored.
+    writing: Option<(Instant, u64)>,
+    out: VecDeque<sim::Datagram>,
+}
+
+const WRITE_TIME: Duration = Duration::from_millis(2);
+
+impl RouterNode {
+    fn now(&self, at: Instant) -> Now {
+        Now {
+            instant: at,
+            unix_secs: UNIX + at.duration_since(self.start).as_secs(),
+        }
+    }
+
+    /// One turn's outputs, as the driver handles them.
+    fn turn(&mut self, now: Now) {
+        loop {
+            let mut busy = false;
+            while let Some(t) = self.router.poll_transmit() {
+                busy = true;
+                self.out.push_back(sim::Datagram {
+                    from: router_addr(),
+                    to: t.flow.remote,
+                    bytes: t.bytes,
+                });
+            }
+            if let Some(batch) = self.router.poll_batch() {
+                busy = true;
+                assert!(self.writing.is_none(), "one batch out at a time");
+                self.writing = Some((now.instant + WRITE_TIME, batch.id));
+            }
+            if !self.router.process(now) && !busy {
+                return;
+            }
+        }
+    }
+}
+
+impl sim::Node for RouterNode {
+    fn receive(&mut self, at: Instant, d: sim::Datagram) {
+        let now = self.now(at);
+        match Message::parse(d.bytes) {
+            Ok(msg) => {
+                let msg = if msg.is_request() {
+                    match sip_core::stamp_via(&msg, d.from) {
+                        Ok(stamped) => stamped.unwrap_or(msg),
+                        Err(_) => return,
+                    }
+                } else {
+                    msg
+                };
+                self.router.handle_message(now, msg, flow_from(d.from));
+            }
+            Err(e) => self
+                .router
+                .handle_invalid(&Bytes::new(), &e, flow_from(d.from)),
+        }
+        self.turn(now);
+    }
+
+    fn timeout(&mut self, at: Instant) {
+        let now = self.now(at);
+        if let Some((due, id)) = self.writing
+            && due <= at
+        {
+            self.writing = None;
+            self.router
+                .handle_committed(now, store::Committed { id, result: Ok(()) });
+        }
+        if self.router.poll_timeout().is_some_and(|t| t <= at) {
+            self.router.handle_timeout(now);
+        }
+        self.turn(now);
+    }
+
+    fn poll_transmit(&mut self) -> Option<sim::Datagram> {
+        self.out.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let router = self.router.poll_timeout();
+        match (router, self.writing) {
+            (Some(r), Some((w, _))) => Some(r.min(w)),
+            (r, w) => r.or(w.map(|(w, _)| w)),
+        }
+    }
+}
+
+/// A phone that sends one REGISTER at `start_at` in a client transaction (so it is
+/// retransmitted over the lossy network) and keeps the final status.
+struct RegisteringPhone {
+    addr: SocketAddr,
+    user: String,
+    start_at: Option<Instant>,
+    txl: TransactionLayer,
+    out: VecDeque<sim::Datagram>,
+    status: Option<u16>,
+}
+
+impl RegisteringPhone {
+    fn pump(&mut self) {
+        while let Some(t) = self.txl.poll_transmit() {
+            self.out.push_back(sim::Datagram {
+                from: self.addr,
+                to: t.flow.remote,
+                bytes: t.bytes,
+            });
+        }
+        while let Some(event) = self.txl.poll_event() {
+            if let sip_core::transaction::Event::Response { response, .. } = event
+                && let Some(code) = response.status()
+                && code >= 200
+            {
+                self.status = Some(code);
+            }
+        }
+    }
+}
+
+impl sim::Node for RegisteringPhone {
+    fn receive(&mut self, at: Instant, d: sim::Datagram) {
+        if let Ok(msg) = Message::parse(d.bytes) {
+            let _ = self.txl.handle_message(at, msg, flow_from(d.from));
+        }
+        self.pump();
+    }
+
+    fn timeout(&mut self, at: Instant) {
+        if self.start_at.is_some_and(|t| t <= at) {
+            self.start_at = None;
+            let (user, addr) = (&self.user, self.addr);
+            let text = format!(
+                "REGISTER sip:example.test SIP/2.0\r\nVia: SIP/2.0/UDP {addr};branch=z9hG4bK{user}\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:{user}@example.test>;tag={user}\r\n\
+                 To: <sip:{user}@example.test>\r\nCall-ID: reg-{user}\r\nCSeq: 1 REGISTER\r\n\
+                 Contact: <sip:{user}@{addr}>\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n"
+            );
+            let msg = Message::parse(Bytes::from(text)).unwrap();
+            self.txl
+                .send_request(at, msg, flow_from(router_addr()))
+                .unwrap();
+        }
+        self.txl.handle_timeout(at);
+        self.pump();
+    }
+
+    fn poll_transmit(&mut self) -> Option<sim::Datagram> {
+        self.out.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        match (self.start_at, self.txl.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+fn router_addr() -> SocketAddr {
+    "10.0.0.1:5060".parse().unwrap()
+}
+
+fn flow_from(remote: SocketAddr) -> Flow {
+    Flow {
+        transport: Transport::Udp,
+        remote,
+        local: None,
+        connection: None,
+    }
+}
+
+#[test]
+fn registers_over_a_lossy_network_are_all_stored_and_answered_200() {
+    const PHONES: usize = 50;
+    let mut net = sim::SimNet::new(13, sim::NetConfig::lossy(0.1));
+    let start = net.now();
+    let names: Vec<String> = (0..PHONES).map(|i| format!("u{i}")).collect();
+    let h = Harness::with_users(&names);
+    let router = net.add(
+        router_addr(),
+        RouterNode {
+            start,
+            router: h.router,
+            writing: None,
+            out: VecDeque::new(),
+        },
+    );
+    let phones: Vec<_> = (0..PHONES)
+        .map(|i| {
+            let addr: SocketAddr = format!("192.0.2.{}:5060", 100 + i).parse().unwrap();
+            net.add(
+                addr,
+                RegisteringPhone {
+                    addr,
+                    user: format!("u{i}"),
+                    // Close together, so that batches gather several REGISTERs.
+                    start_at: Some(start + Duration::from_micros(300 * i as u64)),
+                    txl: TransactionLayer::new(TimerConfig::default()),
+                    out: VecDeque::new(),
+                    status: None,
+                },
+            )
+        })
+        .collect();
+    // Past every retransmission and the 64·T1 lingering of the transactions.
+    net.run_for(Duration::from_secs(60));
+    let stats = net.stats();
+    assert!(stats.lost > 0 && stats.duplicated > 0, "{stats:?}");
+    for (i, p) in phones.iter().enumerate() {
+        assert_eq!(net.node(*p).status, Some(200), "phone {i}");
+    }
+    let r = net.node(router);
+    assert_eq!(r.router.bindings(), PHONES);
+    assert_eq!(r.router.transactions(), 0, "transactions left");
+    assert!(r.router.is_settled());
 }
