@@ -39,6 +39,7 @@
 #![deny(missing_docs)]
 
 pub mod dns;
+pub mod driver;
 mod endpoint;
 mod limits;
 mod spec;
@@ -47,6 +48,7 @@ mod trace;
 mod udp_batch;
 
 pub use dns::{ResolvedTarget, SipResolver};
+pub use driver::{Driver, Machine, Now, Transmit};
 pub use endpoint::{
     BindError, Dispatch, Endpoint, EndpointConfig, HandshakeFailure, Incoming, SendError, Target,
     UDP_MTU_LIMIT,

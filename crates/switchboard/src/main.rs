@@ -10,6 +10,7 @@ mod parse_cmd;
 mod phone;
 mod proxy;
 mod registrar;
+mod router;
 mod serve;
 mod service;
 mod tls_setup;

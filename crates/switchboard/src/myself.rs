@@ -167,7 +167,7 @@ pub fn host_addresses() -> Vec<IpAddr> {
         IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(Ipv6Addr::LOCALHOST),
     ];
-    let listed = crate::tls_setup::host_addresses();
+    let listed = listed_addresses();
     if listed.is_empty() {
         tracing::warn!(
             "cannot list the host's addresses: a wildcard listener is known by its loopback addresses only"
@@ -179,6 +179,23 @@ pub fn host_addresses() -> Vec<IpAddr> {
         }
     }
     out
+}
+
+/// Every interface's address (getifaddrs); none where they cannot be listed.
+fn listed_addresses() -> Vec<IpAddr> {
+    let Ok(interfaces) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    let mut addrs = Vec::new();
+    for ifa in interfaces {
+        let Some(address) = ifa.address else { continue };
+        if let Some(v4) = address.as_sockaddr_in() {
+            addrs.push(IpAddr::V4(v4.ip()));
+        } else if let Some(v6) = address.as_sockaddr_in6() {
+            addrs.push(IpAddr::V6(v6.ip()));
+        }
+    }
+    addrs
 }
 
 #[cfg(test)]
