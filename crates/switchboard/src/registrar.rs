@@ -1088,7 +1088,7 @@ pub fn http_date(secs: u64) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use sip_core::auth::{Algorithm, Challenge, respond};
+    use sip_core::auth::{Algorithm, Challenge, answer_challenge};
     use store::{MemoryLocationStore, MemoryUserStore, User};
 
     const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
@@ -1725,7 +1725,8 @@ mod tests {
                 .find(|c| c.as_digest().unwrap().algorithm() == Some(Algorithm::Md5))
                 .unwrap();
             let creds =
-                respond(md5, "alice", "alice-pw", "REGISTER", digest_uri, "0a4f", 1).unwrap();
+                answer_challenge(md5, "alice", "alice-pw", "REGISTER", digest_uri, "0a4f", 1)
+                    .unwrap();
             let auth = format!("Authorization: {creds}");
             let r = send(&mut reg, T0, &register("alice", "c6", cseq, &[c, &auth]));
             cseq += 1;
@@ -1756,7 +1757,8 @@ mod tests {
     }
 
     fn answer(ch: &Challenge<'_>, user: &str, pw: &str, nc: u32) -> String {
-        let creds = respond(ch, user, pw, "REGISTER", "sip:example.test", "0a4f113b", nc).unwrap();
+        let creds =
+            answer_challenge(ch, user, pw, "REGISTER", "sip:example.test", "0a4f113b", nc).unwrap();
         format!("Authorization: {creds}")
     }
 

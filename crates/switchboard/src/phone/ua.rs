@@ -20,7 +20,7 @@ pub use super::print::PhoneEvent;
 use bytes::Bytes;
 use media::{AudioSource, Codec, MediaEvent, StreamParams};
 use serde_json::{Value, json};
-use sip_core::auth::{Challenge, pick_best, respond};
+use sip_core::auth::{Challenge, answer_challenge, pick_best};
 use sip_core::dialog::{Dialog, Refresher, SessionTimer, SessionTimerAction, glare_retry_after};
 use sip_core::name::HeaderName;
 use sip_core::sdp::{AudioStream, Direction, OfferAnswer, SessionDescription, answer_direction};
@@ -910,7 +910,7 @@ impl Core {
             return false;
         }
         let cnonce = random_hex(12);
-        match respond(
+        match answer_challenge(
             challenge,
             &self.s.user,
             password,
