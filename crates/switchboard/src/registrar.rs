@@ -101,28 +101,6 @@ pub(crate) fn digest_uri_matches(digest_uri: &str, request_uri: Option<&str>) ->
     }
 }
 
-/// An algorithm a challenge can offer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DigestAlgorithm {
-    /// SHA-256 (RFC 8760).
-    Sha256,
-    /// MD5 (RFC 3261).
-    Md5,
-}
-
-impl DigestAlgorithm {
-    /// Reads a configured name (`SHA-256` or `MD5`, any case).
-    pub fn from_name(s: &str) -> Option<DigestAlgorithm> {
-        if s.eq_ignore_ascii_case("SHA-256") {
-            Some(DigestAlgorithm::Sha256)
-        } else if s.eq_ignore_ascii_case("MD5") {
-            Some(DigestAlgorithm::Md5)
-        } else {
-            None
-        }
-    }
-}
-
 impl Default for RegistrarSettings {
     fn default() -> Self {
         let sip = crate::config::SipConfig::default();

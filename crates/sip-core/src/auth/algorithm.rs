@@ -56,6 +56,16 @@ impl Algorithm {
             .find(|a| a.as_str().eq_ignore_ascii_case(name))
     }
 
+    /// The algorithms [`Verifier::challenges`] offers, in its order: SHA-256 then MD5
+    /// (RFC 8760). A server configures which of these it sends, and in what order.
+    pub const OFFERED: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Md5];
+
+    /// Reads a configured name of an offered algorithm (`SHA-256` or `MD5`, any case);
+    /// `None` for a name that is unknown or not in [`Algorithm::OFFERED`].
+    pub fn offered_from_name(name: &str) -> Option<Algorithm> {
+        Algorithm::from_name(name).filter(|a| Algorithm::OFFERED.contains(a))
+    }
+
     /// Whether this is a `-sess` variant, whose HA1 also covers the nonce and cnonce.
     pub fn is_session(self) -> bool {
         matches!(

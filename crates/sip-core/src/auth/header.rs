@@ -190,7 +190,8 @@ impl<'a> Challenge<'a> {
     }
 
     /// The two challenges RFC 8760 §2.4 wants offered together, in order of preference:
-    /// SHA-256 first, then MD5 for older clients; same nonce, each with `qop="auth"`.
+    /// SHA-256 first, then MD5 for older clients ([`Algorithm::OFFERED`]); same nonce, each
+    /// with `qop="auth"`.
     pub fn digest_pair(
         realm: impl Into<Cow<'a, str>>,
         nonce: impl Into<Cow<'a, str>>,
@@ -199,16 +200,8 @@ impl<'a> Challenge<'a> {
     ) -> [Challenge<'a>; 2] {
         let realm = realm.into();
         let nonce = nonce.into();
-        [
-            Challenge::digest(
-                realm.clone(),
-                nonce.clone(),
-                Algorithm::Sha256,
-                opaque.clone(),
-                stale,
-            ),
-            Challenge::digest(realm, nonce, Algorithm::Md5, opaque, stale),
-        ]
+        Algorithm::OFFERED
+            .map(|alg| Challenge::digest(realm.clone(), nonce.clone(), alg, opaque.clone(), stale))
     }
 
     /// The scheme, e.g. `Digest`.

@@ -61,7 +61,8 @@ impl Verifier {
         &self.counter
     }
 
-    /// The challenges to send in a 401/407: SHA-256 then MD5 with a fresh nonce (RFC 8760).
+    /// The challenges to send in a 401/407: one per [`Algorithm::OFFERED`], in that order
+    /// (SHA-256 then MD5), with a fresh nonce (RFC 8760).
     pub fn challenges(
         &self,
         realm: &str,

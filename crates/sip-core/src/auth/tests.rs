@@ -889,3 +889,16 @@ proptest! {
         let _ = Challenge::parse_list(&v);
     }
 }
+
+#[test]
+fn offered_algorithms_are_read_from_configured_names() {
+    assert_eq!(
+        Algorithm::offered_from_name("sha-256"),
+        Some(Algorithm::Sha256)
+    );
+    assert_eq!(Algorithm::offered_from_name("MD5"), Some(Algorithm::Md5));
+    // Known to the digest code but not offered in a challenge.
+    assert_eq!(Algorithm::offered_from_name("SHA-512-256"), None);
+    assert_eq!(Algorithm::offered_from_name("MD5-sess"), None);
+    assert_eq!(Algorithm::offered_from_name("SHA-1"), None);
+}
