@@ -169,7 +169,7 @@ async fn serve(config: Config) -> Result<(), String> {
         ..TimerConfig::default()
     };
     let (resolved_tx, resolved_rx) = mpsc::channel(1024);
-    let mut core = Core {
+    let mut core = ServerProtocol {
         resolved_tx,
         endpoint: endpoint.clone(),
         transactions: TransactionLayer::new(timers),
@@ -323,8 +323,9 @@ type Resolved = (
     Vec<(sip_core::Transport, std::net::SocketAddr)>,
 );
 
-/// All protocol state, owned by one task.
-struct Core {
+/// The server's protocol side: endpoint, transactions, registrar and proxy, owned by one
+/// task.
+struct ServerProtocol {
     endpoint: Endpoint,
     transactions: TransactionLayer,
     registrar: BoxedRegistrar,
@@ -352,7 +353,7 @@ struct Core {
 /// A REGISTER whose 200 waits for its bindings to be stored.
 type Waiting = (TransactionKey, Message, RegisterOutcome);
 
-/// The token of a send that belongs to no transaction (see `Core::send_nowait`).
+/// The token of a send that belongs to no transaction (see `ServerProtocol::send_nowait`).
 const NO_TRANSACTION: u64 = u64::MAX;
 
 /// Messages taken from the transports at once before their events are handled.
@@ -365,7 +366,7 @@ const COMMIT_DELAY: Duration = Duration::from_millis(1);
 /// A batch this large is committed without waiting for `COMMIT_DELAY`.
 const MAX_COMMIT: usize = 256;
 
-impl Core {
+impl ServerProtocol {
     /// Handles messages and timers until the transport layer stops; a signal to stop is
     /// watched by the caller, which may drop this future at any of its waits.
     async fn run(
@@ -588,7 +589,7 @@ impl Core {
                     location: &self.location,
                 };
                 match self.proxy.on_request(&mut env, txl, key, &request, flow) {
-                    Handled::Yes => None,
+                    Handled::Answered | Handled::Forwarded => None,
                     Handled::ForUs => Some(Event::Request { key, request, flow }),
                     Handled::Resolve(uri) => {
                         let (endpoint, done) = (self.endpoint.clone(), self.resolved_tx.clone());
@@ -680,7 +681,7 @@ impl Core {
     /// Group commit: the changes of every REGISTER staged so far go to the writer
     /// thread as one batch (one SQLite transaction: in WAL mode with synchronous=NORMAL,
     /// a write to the log without fsync), and their 200s wait for it
-    /// ([`Core::finish_commit`]). One batch is out at a time; while it is, the next
+    /// ([`ServerProtocol::finish_commit`]). One batch is out at a time; while it is, the next
     /// gathers. A 200 never leaves before its bindings are stored. Whether anything
     /// could be sent.
     fn commit_registrations(&mut self) -> bool {

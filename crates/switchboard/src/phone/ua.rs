@@ -1,4 +1,4 @@
-//! The user agent behind `switchboard phone`, sans-IO: [`Core`] owns the transaction
+//! The user agent behind `switchboard phone`, sans-IO: [`UaMachine`] owns the transaction
 //! layer, the registration, at most one call (its dialog, offer/answer state and the
 //! media it asked for) and the pending client requests, and is fed received messages,
 //! timer expiries, media events and the keyboard, each with an explicit `now`. It
@@ -342,7 +342,7 @@ impl LocalAddrs {
 /// What the media session of the call must do. One call at a time, so one session.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MediaCommand {
-    /// The new call takes the session bound ahead on `port` (see [`Core::set_media_port`]).
+    /// The new call takes the session bound ahead on `port` (see [`UaMachine::set_media_port`]).
     Bind {
         /// Its RTP port.
         port: u16,
@@ -402,8 +402,8 @@ impl Outputs {
     }
 }
 
-/// The sans-IO user agent. See the [module docs](self).
-pub struct Core {
+/// The sans-IO user agent's state machine. See the [module docs](self).
+pub struct UaMachine {
     local: LocalAddrs,
     txl: TransactionLayer,
     s: Settings,
@@ -426,12 +426,12 @@ pub struct Core {
     media_port: Result<u16, String>,
     /// Ctrl-C or SIGTERM: stop once the call in progress has ended.
     interrupted: bool,
-    /// The task is over and the exit under way (see [`Core::begin_exit`]).
+    /// The task is over and the exit under way (see [`UaMachine::begin_exit`]).
     exiting: bool,
     /// Our end of the connection to the server (or the far end), for transports we
     /// cannot accept connections on (TLS, WS, WSS: we listen on UDP and TCP only). Via
     /// and Contact name it, so that what is sent to us comes back over this connection
-    /// (see [`Core::connection_to_open`]).
+    /// (see [`UaMachine::connection_to_open`]).
     connection_local: Option<SocketAddr>,
     /// Why sending failed, by transaction, until the transaction layer reports it.
     send_errors: HashMap<TransactionKey, String>,
@@ -528,10 +528,10 @@ fn tokens_contain(msg: &Message, name: HeaderName, token: &str) -> bool {
         .any(|t| t.eq_ignore_ascii_case(token))
 }
 
-impl Core {
+impl UaMachine {
     /// A user agent listening on `local` that will do `task`.
-    pub fn new(local: LocalAddrs, s: Settings, task: Task) -> Core {
-        Core {
+    pub fn new(local: LocalAddrs, s: Settings, task: Task) -> UaMachine {
+        UaMachine {
             local,
             txl: TransactionLayer::default(),
             s,
@@ -606,14 +606,14 @@ impl Core {
         self.txl.poll_transmit()
     }
 
-    /// Sending what [`Core::poll_transmit`] gave for transaction `key` failed, for
+    /// Sending what [`UaMachine::poll_transmit`] gave for transaction `key` failed, for
     /// `reason` (told to the user: "TLS: certificate not trusted (UnknownIssuer)...").
     pub fn on_transport_error(&mut self, key: TransactionKey, reason: String, now: Instant) {
         self.send_errors.insert(key, reason);
         let _ = self.txl.handle_transport_error(now, key);
     }
 
-    /// The connection the driver must open before [`Core::start`], when the phone talks
+    /// The connection the driver must open before [`UaMachine::start`], when the phone talks
     /// over a transport it cannot be reached on by a new connection (TLS, WS, WSS):
     /// the server's flow, or the far end's when there is no server.
     pub fn connection_to_open(&self) -> Option<Flow> {
@@ -628,7 +628,7 @@ impl Core {
         needs_own_connection(flow.transport).then_some(flow)
     }
 
-    /// The driver opened [`Core::connection_to_open`]: `local` is our end of it.
+    /// The driver opened [`UaMachine::connection_to_open`]: `local` is our end of it.
     pub fn set_connection_local(&mut self, local: SocketAddr) {
         self.connection_local = Some(local);
     }
@@ -643,7 +643,7 @@ impl Core {
         any
     }
 
-    /// When [`Core::on_timeout`] is next due.
+    /// When [`UaMachine::on_timeout`] is next due.
     pub fn poll_timeout(&self) -> Option<Instant> {
         [
             self.txl.poll_timeout(),
@@ -1114,7 +1114,7 @@ impl Core {
         self.arm(at, Timer::ExitDeadline);
     }
 
-    /// Ctrl-C or SIGTERM: hang up what is up, then exit through [`Core::begin_exit`].
+    /// Ctrl-C or SIGTERM: hang up what is up, then exit through [`UaMachine::begin_exit`].
     pub fn interrupt(&mut self, now: Instant) {
         self.interrupted = true;
         if self.call.is_some() {

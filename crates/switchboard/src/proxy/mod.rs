@@ -163,8 +163,10 @@ impl StatsLog {
 /// What the caller of [`Proxy::on_request`] should do next.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Handled {
-    /// The proxy took the request (forwarded or answered it).
-    Yes,
+    /// The proxy answered the request itself (refused, challenged, or a CANCEL matched).
+    Answered,
+    /// The proxy forwards the request: a context now runs its branches.
+    Forwarded,
     /// The request is addressed to this server itself (no user part, or OPTIONS to
     /// us): answer it as a UAS would.
     ForUs,
@@ -352,12 +354,13 @@ impl Proxy {
         request: &Message,
         flow: Flow,
     ) -> Handled {
+        // The transaction layer hands only requests here: nothing else to answer.
         let Some(method) = request.method().cloned() else {
-            return Handled::Yes;
+            return Handled::Answered;
         };
         if method == Method::Cancel {
             self.on_cancel(env, txl, key, request);
-            return Handled::Yes;
+            return Handled::Answered;
         }
         // §16.3 step 3: Max-Forwards.
         match request.max_forwards() {
@@ -375,7 +378,7 @@ impl Proxy {
                     return Handled::ForUs;
                 }
                 self.respond(env, txl, key, request, 483, "", &[]);
-                return Handled::Yes;
+                return Handled::Answered;
             }
             Ok(_) => {}
             Err(_) => {
@@ -388,14 +391,14 @@ impl Proxy {
                     "Bad Request (Max-Forwards)",
                     &[],
                 );
-                return Handled::Yes;
+                return Handled::Answered;
             }
         }
         // §16.3 step 4: loops.
         let branch_base = branch_base(request);
         if self.interfaces.has_looped(request, &branch_base) {
             self.respond(env, txl, key, request, 482, "", &[]);
-            return Handled::Yes;
+            return Handled::Answered;
         }
         // §16.4: Route processing.
         let info = match RouteInfo::read(request, &self.interfaces) {
@@ -403,7 +406,7 @@ impl Proxy {
             Err(why) => {
                 let reason = format!("Bad Request ({why})");
                 self.respond(env, txl, key, request, 400, &reason, &[]);
-                return Handled::Yes;
+                return Handled::Answered;
             }
         };
         let to_tag = request.to().ok().and_then(|t| t.tag()).is_some();
@@ -436,7 +439,7 @@ impl Proxy {
         // those are checked once their targets are known.
         let maybe_for_us = method == Method::Options || (!to_tag && !method.is_known());
         if !maybe_for_us && self.refuse_proxy_require(env, txl, key, request) {
-            return Handled::Yes;
+            return Handled::Answered;
         }
 
         // §22.3: who is calling.
@@ -462,7 +465,7 @@ impl Proxy {
         if would_forward && !trusted && !our_dialog && !to_local_contacts {
             match self.authenticate(env, txl, key, request, flow) {
                 Some(()) => authenticated = true,
-                None => return Handled::Yes,
+                None => return Handled::Answered,
             }
         }
 
@@ -475,7 +478,7 @@ impl Proxy {
                 None => {
                     let reason = "Not Found (the next Route cannot be reached)";
                     self.respond(env, txl, key, request, 404, reason, &[]);
-                    return Handled::Yes;
+                    return Handled::Answered;
                 }
             }
         } else if ruri_is_ours {
@@ -498,14 +501,14 @@ impl Proxy {
                     404
                 };
                 self.respond(env, txl, key, request, code, "", &[]);
-                return Handled::Yes;
+                return Handled::Answered;
             }
             bindings.sort_by(Binding::priority_cmp);
             groups = self.interfaces.hops_for_bindings(&bindings);
             if groups.is_empty() {
                 let reason = "Temporarily Unavailable (no contact can be reached)";
                 self.respond(env, txl, key, request, 480, reason, &[]);
-                return Handled::Yes;
+                return Handled::Answered;
             }
         } else if to_tag && (info.popped > 0 || info.request_uri.is_some()) {
             // In a dialog we record-routed (or whose sender authenticated): on to the
@@ -518,7 +521,7 @@ impl Proxy {
                 None => {
                     let reason = "Not Found (the Request-URI cannot be reached)";
                     self.respond(env, txl, key, request, 404, reason, &[]);
-                    return Handled::Yes;
+                    return Handled::Answered;
                 }
             }
         } else if self.settings.forward_foreign && authenticated && !to_tag {
@@ -539,11 +542,11 @@ impl Proxy {
             };
             let code = if to_tag { 404 } else { 403 };
             self.respond(env, txl, key, request, code, reason, &[]);
-            return Handled::Yes;
+            return Handled::Answered;
         }
 
         if maybe_for_us && self.refuse_proxy_require(env, txl, key, request) {
-            return Handled::Yes;
+            return Handled::Answered;
         }
         let is_invite = method == Method::Invite;
         if is_invite && out_of_dialog {
@@ -581,7 +584,7 @@ impl Proxy {
             return Handled::Resolve(uri);
         }
         self.advance(env.now, txl, key, ctx);
-        Handled::Yes
+        Handled::Forwarded
     }
 
     /// §16.3 step 5: answers 420 with Unsupported when Proxy-Require lists option tags

@@ -171,7 +171,7 @@ impl Harness {
                 match event {
                     Event::Request { key, request, flow } => {
                         match self.proxy.on_request(&mut env, txl, key, &request, flow) {
-                            Handled::Yes => {}
+                            Handled::Answered | Handled::Forwarded => {}
                             Handled::Resolve(uri) => self.resolve.push((key, uri)),
                             Handled::ForUs => self.for_us.push(request),
                         }

@@ -4,7 +4,7 @@
 
 use super::*;
 
-impl Core {
+impl UaMachine {
     pub(super) fn on_invite(
         &mut self,
         key: TransactionKey,

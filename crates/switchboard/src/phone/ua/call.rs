@@ -4,7 +4,7 @@
 
 use super::*;
 
-impl Core {
+impl UaMachine {
     /// A Via with a fresh branch for a request in the current call, on its transport.
     pub(super) fn call_via(&mut self) -> String {
         let transport = self

@@ -1,9 +1,9 @@
-//! The tokio task that runs a [`Core`]: it feeds it what the endpoint receives, the
+//! The tokio task that runs a [`UaMachine`]: it feeds it what the endpoint receives, the
 //! timers it asks for, the media session's events, Enter on standard input and Ctrl-C or
 //! SIGTERM, and performs what it asks: messages onto the network, [`MediaCommand`]s on a
 //! real [`MediaSession`], events printed by the [`Printer`]. No decision is taken here.
 
-use super::{Core, LocalAddrs, MediaCommand, Output, Settings, Task};
+use super::{LocalAddrs, MediaCommand, Output, Settings, Task, UaMachine};
 use crate::phone::exit;
 use crate::phone::print::Printer;
 use media::{AudioSink, MediaEvent, MediaSession};
@@ -35,9 +35,9 @@ fn send_error_text(e: &SendError) -> String {
     }
 }
 
-/// `switchboard phone`'s user agent: a [`Core`] on an [`Endpoint`].
+/// `switchboard phone`'s user agent: a [`UaMachine`] on an [`Endpoint`].
 pub struct Ua {
-    core: Core,
+    core: UaMachine,
     endpoint: Endpoint,
     out: Printer,
     /// Whether Enter on standard input answers calls.
@@ -60,7 +60,7 @@ impl Ua {
         };
         let reads_stdin = matches!(&task, Task::Answer(a) if !a.auto && a.reject.is_none());
         Ua {
-            core: Core::new(local, s, task),
+            core: UaMachine::new(local, s, task),
             endpoint,
             out,
             reads_stdin,

@@ -1,4 +1,4 @@
-//! Unit tests of the sans-IO [`Core`]: built SIP messages and a fake clock.
+//! Unit tests of the sans-IO [`UaMachine`]: built SIP messages and a fake clock.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -106,7 +106,7 @@ fn sdp(port: u16, direction: &str) -> String {
 
 /// A core on a fake clock, with what it sent and output so far.
 struct Phone {
-    core: Core,
+    core: UaMachine,
     now: Instant,
     sent: Vec<Message>,
     outputs: Vec<Output>,
@@ -122,7 +122,7 @@ impl Phone {
             udp: Some(US.parse().unwrap()),
             tcp: None,
         };
-        let mut core = Core::new(local, s, task);
+        let mut core = UaMachine::new(local, s, task);
         core.set_media_port(Ok(RTP_PORT));
         let now = Instant::now();
         core.start(now);
@@ -840,7 +840,7 @@ fn an_ipv6_offer_is_answered_in_ipv6() {
         udp: Some("[::1]:5070".parse().unwrap()),
         tcp: None,
     };
-    let mut core = Core::new(local, settings(false), Task::Answer(answer_task()));
+    let mut core = UaMachine::new(local, settings(false), Task::Answer(answer_task()));
     core.set_media_port(Ok(RTP_PORT));
     let now = Instant::now();
     core.start(now);
@@ -885,7 +885,7 @@ fn over_tls_the_contact_is_our_end_of_the_registration_connection() {
         udp: Some(US.parse().unwrap()),
         tcp: Some(US.parse().unwrap()),
     };
-    let mut core = Core::new(local, s, Task::Listen { count: None });
+    let mut core = UaMachine::new(local, s, Task::Listen { count: None });
     // We listen on UDP and TCP only: the server's TLS flow must be opened first...
     let flow = core
         .connection_to_open()
@@ -909,7 +909,7 @@ fn over_tls_the_contact_is_our_end_of_the_registration_connection() {
     );
 
     // Over UDP or TCP the listeners are reachable: nothing to open.
-    let core = Core::new(local, settings(true), Task::Listen { count: None });
+    let core = UaMachine::new(local, settings(true), Task::Listen { count: None });
     assert_eq!(core.connection_to_open(), None);
 }
 
@@ -921,7 +921,7 @@ fn a_send_failure_is_reported_with_its_reason() {
         udp: Some(US.parse().unwrap()),
         tcp: Some(US.parse().unwrap()),
     };
-    let mut core = Core::new(local, s, Task::Listen { count: None });
+    let mut core = UaMachine::new(local, s, Task::Listen { count: None });
     let now = Instant::now();
     core.start(now);
     let t = core.poll_transmit().unwrap();
