@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 /// A complete SDP session description.
 ///
-/// Writing it (via [`fmt::Display`] or [`SessionDescription::write_to`]) emits the fields in
+/// Writing it (via [`std::fmt::Display`] or [`SessionDescription::write_to`]) emits the fields in
 /// RFC 8866 order with CRLF line ends; parsing that output yields an equal value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
