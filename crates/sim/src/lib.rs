@@ -155,9 +155,13 @@ impl<N> Copy for NodeId<N> {}
 /// A node stored type-erased, so one network holds proxies and phones alike.
 trait AnyNode: Node {
     fn as_any(&mut self) -> &mut dyn Any;
+    fn into_any(self: Box<Self>) -> Box<dyn Any>;
 }
 impl<N: Node + 'static> AnyNode for N {
     fn as_any(&mut self) -> &mut dyn Any {
+        self
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
         self
     }
 }
@@ -204,8 +208,17 @@ pub struct SimNet {
     start: Instant,
     rng: Rng,
     config: NetConfig,
-    nodes: Vec<Box<dyn AnyNode>>,
+    /// `None` once removed.
+    nodes: Vec<Option<Box<dyn AnyNode>>>,
     by_addr: HashMap<SocketAddr, usize>,
+    /// Each node's wake-up as last asked, and a heap of them (entries that no longer
+    /// match `deadlines` are stale and skipped): finding the next timer costs a log, not
+    /// a scan of every node, so a network of thousands of phones runs fast.
+    deadlines: Vec<Option<Instant>>,
+    timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// Nodes handed out by `node()`: their transmits and timers are looked at again
+    /// before the next step.
+    dirty: Vec<usize>,
     /// Deliveries by (instant, sequence): the sequence keeps equal instants in order.
     in_flight: BinaryHeap<Reverse<(Instant, u64)>>,
     datagrams: HashMap<u64, Datagram>,
@@ -235,6 +248,9 @@ impl SimNet {
             config,
             nodes: Vec::new(),
             by_addr: HashMap::new(),
+            deadlines: Vec::new(),
+            timers: BinaryHeap::new(),
+            dirty: Vec::new(),
             in_flight: BinaryHeap::new(),
             datagrams: HashMap::new(),
             next_seq: 0,
@@ -272,27 +288,53 @@ impl SimNet {
     /// address replaces the first as the receiver).
     pub fn add<N: Node + 'static>(&mut self, addr: SocketAddr, node: N) -> NodeId<N> {
         let index = self.nodes.len();
-        self.nodes.push(Box::new(node));
+        self.nodes.push(Some(Box::new(node)));
+        self.deadlines.push(None);
         self.by_addr.insert(addr, index);
+        self.dirty.push(index);
         NodeId {
             index,
             kind: PhantomData,
         }
     }
 
-    /// The node behind `id`, to command or inspect it. Call [`SimNet::poke`] after
-    /// commanding it, so what it wants to send goes out now.
+    /// Takes a node off the network (datagrams to its address are then undeliverable)
+    /// and gives it back, for a last look.
+    pub fn remove<N: Node + 'static>(&mut self, id: NodeId<N>) -> Option<N> {
+        let node = self.nodes.get_mut(id.index)?.take()?;
+        self.deadlines[id.index] = None;
+        self.by_addr.retain(|_, i| *i != id.index);
+        let any: Box<dyn Any> = node.into_any();
+        any.downcast::<N>().ok().map(|b| *b)
+    }
+
+    /// The node behind `id`, to command or inspect it. What it wants to send or when it
+    /// wants waking is looked at again before the next step.
+    ///
+    /// # Panics
+    /// If the node was removed.
     pub fn node<N: Node + 'static>(&mut self, id: NodeId<N>) -> &mut N {
-        match self.nodes[id.index].as_any().downcast_mut::<N>() {
+        self.dirty.push(id.index);
+        let Some(Some(node)) = self.nodes.get_mut(id.index) else {
+            panic!("node {} was removed", id.index);
+        };
+        match node.as_any().downcast_mut::<N>() {
             Some(n) => n,
             // A NodeId<N> is only made by `add::<N>` for that index.
             None => unreachable!("node {} is not of the handle's type", id.index),
         }
     }
 
-    /// Drains every node's transmits onto the wire.
+    /// Drains every node's transmits onto the wire and looks at their timers again.
     pub fn poke(&mut self) {
         for index in 0..self.nodes.len() {
+            self.drain(index);
+        }
+        self.dirty.clear();
+    }
+
+    fn settle_dirty(&mut self) {
+        while let Some(index) = self.dirty.pop() {
             self.drain(index);
         }
     }
@@ -300,14 +342,9 @@ impl SimNet {
     /// Runs the next thing due (a delivery or a node's timer), and moves the clock to
     /// it. `false` when nothing is left to happen.
     pub fn step(&mut self) -> bool {
-        self.poke();
+        self.settle_dirty();
         let next_delivery = self.in_flight.peek().map(|Reverse((t, _))| *t);
-        let next_timer = self
-            .nodes
-            .iter()
-            .enumerate()
-            .filter_map(|(i, n)| n.poll_timeout().map(|t| (t, i)))
-            .min();
+        let next_timer = self.next_timer();
         match (next_delivery, next_timer) {
             (None, None) => false,
             (Some(d), timer) if timer.is_none_or(|(t, _)| d <= t) => {
@@ -321,8 +358,12 @@ impl SimNet {
                 true
             }
             (_, Some((t, index))) => {
+                self.timers.pop();
+                self.deadlines[index] = None;
                 self.now = self.now.max(t);
-                self.nodes[index].timeout(self.now);
+                if let Some(Some(node)) = self.nodes.get_mut(index) {
+                    node.timeout(self.now);
+                }
                 self.drain(index);
                 true
             }
@@ -330,12 +371,22 @@ impl SimNet {
         }
     }
 
+    /// The earliest live timer (stale heap entries dropped on the way).
+    fn next_timer(&mut self) -> Option<(Instant, usize)> {
+        while let Some(&Reverse((t, index))) = self.timers.peek() {
+            if self.deadlines.get(index).copied().flatten() == Some(t) {
+                return Some((t, index));
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
     /// Runs everything due up to `deadline`, then sets the clock to it.
     pub fn run_until(&mut self, deadline: Instant) {
         loop {
-            self.poke();
-            let next = self.next_event();
-            match next {
+            self.settle_dirty();
+            match self.next_event() {
                 Some(t) if t <= deadline => {
                     self.step();
                 }
@@ -363,6 +414,7 @@ impl SimNet {
             if done(self) {
                 return true;
             }
+            self.settle_dirty();
             match self.next_event() {
                 Some(t) if t <= deadline => {
                     self.step();
@@ -375,9 +427,9 @@ impl SimNet {
         }
     }
 
-    fn next_event(&self) -> Option<Instant> {
+    fn next_event(&mut self) -> Option<Instant> {
         let delivery = self.in_flight.peek().map(|Reverse((t, _))| *t);
-        let timer = self.nodes.iter().filter_map(|n| n.poll_timeout()).min();
+        let timer = self.next_timer().map(|(t, _)| t);
         match (delivery, timer) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -389,14 +441,36 @@ impl SimNet {
             self.stats.undeliverable += 1;
             return;
         };
+        let Some(Some(node)) = self.nodes.get_mut(index) else {
+            self.stats.undeliverable += 1;
+            return;
+        };
         self.stats.delivered += 1;
-        self.nodes[index].receive(self.now, d);
+        node.receive(self.now, d);
         self.drain(index);
     }
 
+    /// Puts what node `index` wants to send on the wire and files its next wake-up.
     fn drain(&mut self, index: usize) {
-        while let Some(d) = self.nodes[index].poll_transmit() {
-            self.transmit(d);
+        loop {
+            let Some(Some(node)) = self.nodes.get_mut(index) else {
+                return;
+            };
+            match node.poll_transmit() {
+                Some(d) => self.transmit(d),
+                None => break,
+            }
+        }
+        let wake = self
+            .nodes
+            .get(index)
+            .and_then(|n| n.as_ref())
+            .and_then(|n| n.poll_timeout());
+        if wake != self.deadlines[index] {
+            self.deadlines[index] = wake;
+            if let Some(t) = wake {
+                self.timers.push(Reverse((t, index)));
+            }
         }
     }
 

@@ -1563,4 +1563,6 @@ fn branch_base(request: &Message) -> String {
 }
 
 #[cfg(test)]
+mod simnet_calls;
+#[cfg(test)]
 mod tests;

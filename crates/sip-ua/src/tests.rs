@@ -1,4 +1,4 @@
-//! Unit tests of the sans-IO [`UaMachine`]: built SIP messages and a fake clock.
+//! Unit tests of the sans-IO [`Core`]: built SIP messages and a fake clock.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -44,6 +44,8 @@ const US: &str = "127.0.0.1:5070";
 const PEER: &str = "127.0.0.1:5080";
 const SERVER: &str = "127.0.0.1:5060";
 const RTP_PORT: u16 = 40000;
+/// The user agent's randomness, fixed: the tests compare no identifier with another run's.
+const SEED: [u8; 32] = [7; 32];
 
 fn settings(server: bool) -> Settings {
     Settings {
@@ -56,6 +58,7 @@ fn settings(server: bool) -> Settings {
         session_expires: None,
         display_name: None,
         codecs: sdp_codecs(&["pcmu".into()]),
+        timers: TimerConfig::default(),
     }
 }
 
@@ -106,7 +109,7 @@ fn sdp(port: u16, direction: &str) -> String {
 
 /// A core on a fake clock, with what it sent and output so far.
 struct Phone {
-    core: UaMachine,
+    core: Core,
     now: Instant,
     sent: Vec<Message>,
     outputs: Vec<Output>,
@@ -122,7 +125,7 @@ impl Phone {
             udp: Some(US.parse().unwrap()),
             tcp: None,
         };
-        let mut core = UaMachine::new(local, s, task);
+        let mut core = Core::new(local, s, task, SEED);
         core.set_media_port(Ok(RTP_PORT));
         let now = Instant::now();
         core.start(now);
@@ -840,7 +843,7 @@ fn an_ipv6_offer_is_answered_in_ipv6() {
         udp: Some("[::1]:5070".parse().unwrap()),
         tcp: None,
     };
-    let mut core = UaMachine::new(local, settings(false), Task::Answer(answer_task()));
+    let mut core = Core::new(local, settings(false), Task::Answer(answer_task()), SEED);
     core.set_media_port(Ok(RTP_PORT));
     let now = Instant::now();
     core.start(now);
@@ -885,7 +888,7 @@ fn over_tls_the_contact_is_our_end_of_the_registration_connection() {
         udp: Some(US.parse().unwrap()),
         tcp: Some(US.parse().unwrap()),
     };
-    let mut core = UaMachine::new(local, s, Task::Listen { count: None });
+    let mut core = Core::new(local, s, Task::Listen { count: None }, SEED);
     // We listen on UDP and TCP only: the server's TLS flow must be opened first...
     let flow = core
         .connection_to_open()
@@ -909,7 +912,7 @@ fn over_tls_the_contact_is_our_end_of_the_registration_connection() {
     );
 
     // Over UDP or TCP the listeners are reachable: nothing to open.
-    let core = UaMachine::new(local, settings(true), Task::Listen { count: None });
+    let core = Core::new(local, settings(true), Task::Listen { count: None }, SEED);
     assert_eq!(core.connection_to_open(), None);
 }
 
@@ -921,7 +924,7 @@ fn a_send_failure_is_reported_with_its_reason() {
         udp: Some(US.parse().unwrap()),
         tcp: Some(US.parse().unwrap()),
     };
-    let mut core = UaMachine::new(local, s, Task::Listen { count: None });
+    let mut core = Core::new(local, s, Task::Listen { count: None }, SEED);
     let now = Instant::now();
     core.start(now);
     let t = core.poll_transmit().unwrap();
@@ -936,4 +939,82 @@ fn a_send_failure_is_reported_with_its_reason() {
         .unwrap();
     assert_eq!(failed, why);
     assert_eq!(core.finished(), Some(exit::FAILED));
+}
+
+// ----- issue 13: timers from the transaction layer, back-off -----
+
+#[test]
+fn our_2xx_is_retransmitted_on_the_configured_t1_and_t2() {
+    let mut s = settings(false);
+    s.timers.t1 = Duration::from_millis(100);
+    s.timers.t2 = Duration::from_millis(400);
+    let mut p = Phone::with_settings(s, Task::Answer(answer_task()));
+    let invite = bob_request(Method::Invite, None, 1, "call-1@bob")
+        .body("application/sdp", sdp(41000, "sendrecv"))
+        .build()
+        .unwrap();
+    p.receive(invite);
+    p.sent_response(200);
+    // T1, then doubling: +100, +200, +400, then T2 (400) each time.
+    let mut at = Vec::new();
+    for step in 1..=10 {
+        p.advance(Duration::from_millis(50));
+        if p.take_sent().iter().any(|m| m.status() == Some(200)) {
+            at.push(step * 50);
+        }
+    }
+    assert_eq!(at, [100, 300], "{at:?}");
+    p.advance(Duration::from_millis(200));
+    assert!(p.take_sent().iter().any(|m| m.status() == Some(200)));
+    // Given up after 64·T1 (6.4 s), with a BYE.
+    p.advance(Duration::from_millis(6000));
+    assert!(
+        p.take_sent()
+            .iter()
+            .any(|m| m.method() == Some(&Method::Bye))
+    );
+}
+
+#[test]
+fn a_failing_registration_is_retried_with_a_growing_wait() {
+    let mut p = Phone::new(true, Task::Listen { count: None });
+    let register = p.sent_request(Method::Register);
+    let mut ok = response_to(&register, 200, Some("srv"));
+    ok.push("Contact", format!("<sip:alice@{US}>;expires=60"));
+    p.receive_from(ok.build().unwrap(), SERVER);
+    p.advance(Duration::from_secs(30));
+    let mut refresh = p.sent_request(Method::Register);
+    // The registrar is in trouble: each try is refused; the waits grow.
+    let mut waits = Vec::new();
+    for _ in 0..3 {
+        p.receive_from(
+            response_to(&refresh, 503, Some("srv")).build().unwrap(),
+            SERVER,
+        );
+        assert!(p.event_names().contains(&"registration refused"));
+        let mut waited = 0;
+        refresh = loop {
+            p.advance(Duration::from_secs(1));
+            waited += 1;
+            let sent = p.take_sent();
+            if let Some(r) = sent
+                .into_iter()
+                .find(|m| m.method() == Some(&Method::Register))
+            {
+                break r;
+            }
+            assert!(waited <= 1800, "never tried again");
+        };
+        waits.push(waited);
+    }
+    // Between half and all of 30 s, 60 s, 120 s.
+    assert!((15..=30).contains(&waits[0]), "{waits:?}");
+    assert!((30..=60).contains(&waits[1]), "{waits:?}");
+    assert!((60..=120).contains(&waits[2]), "{waits:?}");
+    // It works again: registered, and the next failure starts from 30 s again.
+    let mut ok = response_to(&refresh, 200, Some("srv"));
+    ok.push("Contact", format!("<sip:alice@{US}>;expires=60"));
+    p.receive_from(ok.build().unwrap(), SERVER);
+    assert!(p.event_names().contains(&"registered"));
+    assert_eq!(p.core.finished(), None, "the phone goes on");
 }
