@@ -74,7 +74,7 @@ impl UserAgent {
             return false;
         }
         let cnonce = self.ids.next_id();
-        match respond(
+        match answer_challenge(
             challenge,
             &self.s.user,
             &password,

@@ -52,7 +52,7 @@ use bytes::Bytes;
 use rand::rngs::ChaCha20Rng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use sip_core::auth::{Challenge, pick_best, respond};
+use sip_core::auth::{Challenge, answer_challenge, pick_best};
 use sip_core::dialog::{Dialog, Refresher, SessionTimer, SessionTimerAction, glare_retry_after};
 use sip_core::ids::IdGenerator;
 use sip_core::name::HeaderName;

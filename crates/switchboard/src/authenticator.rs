@@ -15,7 +15,7 @@
 //! out), so that a brute-force attempt shows without flooding the log.
 
 use crate::myself::Myself;
-use crate::registrar::{DigestAlgorithm, digest_uri_matches};
+use crate::registrar::digest_uri_matches;
 use sip_core::auth::{Algorithm, Credentials, NonceIssuer, Verdict, Verifier, ha1};
 use sip_core::{HeaderName, Message};
 use std::borrow::Borrow;
@@ -59,7 +59,7 @@ pub struct AuthStats {
 /// A digest verifier for one realm, with its table of failing sources.
 pub struct Authenticator {
     realm: String,
-    algorithms: Vec<DigestAlgorithm>,
+    algorithms: Vec<Algorithm>,
     verifier: Verifier,
     bans: BanTable,
     stats: AuthStats,
@@ -101,7 +101,7 @@ impl Authenticator {
             realm: realm.to_owned(),
             algorithms: algorithms
                 .iter()
-                .filter_map(|a| DigestAlgorithm::from_name(a))
+                .filter_map(|a| Algorithm::offered_from_name(a))
                 .collect(),
             verifier: Verifier::new(issuer, NONCE_COUNTER_CAPACITY),
             bans: BanTable::new(0, 0, 0),
@@ -284,13 +284,12 @@ impl Authenticator {
     /// order: clients that only read the first challenge (SIPp 3.6, older phones) need
     /// MD5 first or alone.
     pub fn challenges(&self, now: u64, stale: bool) -> Vec<String> {
-        let [sha256, md5] = self.verifier.challenges(&self.realm, None, stale, now);
+        // One challenge per Algorithm::OFFERED, in that order.
+        let offered = self.verifier.challenges(&self.realm, None, stale, now);
         self.algorithms
             .iter()
-            .map(|a| match a {
-                DigestAlgorithm::Sha256 => sha256.to_string(),
-                DigestAlgorithm::Md5 => md5.to_string(),
-            })
+            .filter_map(|a| Algorithm::OFFERED.iter().position(|o| o == a))
+            .map(|i| offered[i].to_string())
             .collect()
     }
 
@@ -423,7 +422,7 @@ mod failure_tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use bytes::Bytes;
-    use sip_core::auth::{Challenge, respond};
+    use sip_core::auth::{Challenge, answer_challenge};
 
     const NOW: u64 = 1_800_000_000;
 
@@ -447,7 +446,7 @@ mod failure_tests {
         for i in 0..3 {
             let ch = auth.challenges(NOW, false).remove(0);
             let ch = Challenge::parse(&ch).unwrap();
-            let creds = respond(
+            let creds = answer_challenge(
                 &ch,
                 "alice",
                 "guess",

@@ -267,7 +267,7 @@ impl Config {
             ));
         }
         for a in &r.digest_algorithms {
-            if !a.eq_ignore_ascii_case("SHA-256") && !a.eq_ignore_ascii_case("MD5") {
+            if sip_core::auth::Algorithm::offered_from_name(a).is_none() {
                 return Err((
                     "digest_algorithms",
                     format!("\"{a}\" is not one of \"SHA-256\", \"MD5\""),

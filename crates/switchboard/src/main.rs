@@ -2,6 +2,14 @@
 //!
 //! Only this crate talks to the outside world: it parses arguments, prints, picks exit
 //! codes and touches files; the protocol logic it calls lives in `sip-core`.
+//!
+//! A registrar and proxy with one user, and a phone that calls through it:
+//!
+//! ```text
+//! switchboard user add alice --password s3cret
+//! switchboard serve
+//! switchboard phone --user alice --password s3cret --server 127.0.0.1:5060 call sip:bob@example.test
+//! ```
 
 mod authenticator;
 mod config;

@@ -388,7 +388,7 @@ impl Router {
                     location: &self.location,
                 };
                 match self.proxy.on_request(&mut env, txl, key, &request, flow) {
-                    Handled::Yes => None,
+                    Handled::Answered | Handled::Forwarded => None,
                     Handled::ForUs => Some(Event::Request { key, request, flow }),
                     Handled::Resolve(uri) => {
                         self.to_resolve.push_back((key.to_token(), uri));

@@ -24,7 +24,7 @@ mod common;
 use bytes::Bytes;
 use common::{Server, ServerOptions, sipp};
 use serde_json::Value;
-use sip_core::auth::{Algorithm, Challenge, DigestChallenge, respond};
+use sip_core::auth::{Algorithm, Challenge, DigestChallenge, answer_challenge};
 use sip_core::{HeaderName, Message, MessageBuilder, Method};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -329,7 +329,7 @@ fn authorization(
     pw: &str,
     nc: u32,
 ) -> (&'static str, String) {
-    let creds = respond(
+    let creds = answer_challenge(
         &Challenge::Digest(ch.clone()),
         user,
         pw,

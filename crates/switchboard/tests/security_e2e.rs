@@ -18,7 +18,7 @@
 mod common;
 use bytes::Bytes;
 use common::{Server, ServerOptions, binary, free_port, sipp};
-use sip_core::auth::{Challenge, respond};
+use sip_core::auth::{Challenge, answer_challenge};
 use sip_core::{HeaderName, Message};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -196,7 +196,7 @@ impl Phone {
 /// Credentials answering the challenge in `resp`'s `header`, password `USER-pw`.
 fn answer(resp: &Message, header: HeaderName, user: &str, method: &str, uri: &str) -> String {
     let ch = Challenge::parse(resp.get(header).expect("a challenge")).unwrap();
-    respond(&ch, user, &format!("{user}-pw"), method, uri, "e2ecafe", 1)
+    answer_challenge(&ch, user, &format!("{user}-pw"), method, uri, "e2ecafe", 1)
         .unwrap()
         .to_string()
 }
@@ -435,7 +435,7 @@ fn failed_407_answers_ban_the_source_and_are_logged() {
     for _ in 0..3 {
         assert_eq!(r.status(), Some(407));
         let ch = Challenge::parse(r.get(HeaderName::ProxyAuthenticate).unwrap()).unwrap();
-        let wrong = respond(
+        let wrong = answer_challenge(
             &ch,
             "alice",
             "guess",

@@ -163,8 +163,10 @@ impl StatsLog {
 /// What the caller of [`Proxy::on_request`] should do next.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Handled {
-    /// The proxy took the request (forwarded or answered it).
-    Yes,
+    /// The proxy answered the request itself (refused, challenged, or a CANCEL matched).
+    Answered,
+    /// The proxy forwards the request: a context now runs its branches.
+    Forwarded,
     /// The request is addressed to this server itself (no user part, or OPTIONS to
     /// us): answer it as a UAS would.
     ForUs,
@@ -347,6 +349,10 @@ impl Proxy {
 
     /// A request that started server transaction `key` (any method but REGISTER; ACKs
     /// and CANCELs included, though ACKs normally come through [`Proxy::on_ack`]).
+    ///
+    /// In steps: [`Proxy::validate`] (§16.3 steps 3 and 4, §16.4), whether it is for
+    /// the server itself, Proxy-Require (§16.3 step 5), [`Proxy::authenticate_sender`]
+    /// (§22.3), [`Proxy::choose_targets`] (§16.5), then [`Proxy::start_forwarding`].
     pub fn on_request(
         &mut self,
         env: &mut Env<'_>,
@@ -355,13 +361,74 @@ impl Proxy {
         request: &Message,
         flow: Flow,
     ) -> Handled {
+        // The transaction layer hands only requests here: nothing else to answer.
         let Some(method) = request.method().cloned() else {
-            return Handled::Yes;
+            return Handled::Answered;
         };
         if method == Method::Cancel {
             self.on_cancel(env, txl, key, request);
-            return Handled::Yes;
+            return Handled::Answered;
         }
+        let (branch_base, info) = match self.validate(env, txl, key, request, &method) {
+            Ok(valid) => valid,
+            Err(handled) => return handled,
+        };
+        let to_tag = request.to().ok().and_then(|t| t.tag()).is_some();
+        let ruri_text = info
+            .request_uri
+            .clone()
+            .unwrap_or_else(|| request.request_uri_str().unwrap_or("").to_owned());
+        let ruri = Uri::parse(&ruri_text).ok();
+        let ruri_sip = ruri.as_ref().and_then(Uri::as_sip);
+        let ruri_is_ours = ruri_sip.is_some_and(|u| self.names_us(u));
+        // §16.3 step 5: Proxy-Require. An OPTIONS or an unknown method may still turn
+        // out to be answered here as a UAS (where Require counts, not Proxy-Require):
+        // those are checked once their targets are known.
+        let maybe_for_us = method == Method::Options || (!to_tag && !method.is_known());
+        let req = Incoming {
+            key,
+            request,
+            flow,
+            method,
+            info,
+            to_tag,
+            ruri_text: &ruri_text,
+            ruri_sip,
+            ruri_is_ours,
+            maybe_for_us,
+            branch_base,
+        };
+        if self.is_for_server(&req) {
+            return Handled::ForUs;
+        }
+        if !req.maybe_for_us && self.refuse_proxy_require(env, txl, key, request) {
+            return Handled::Answered;
+        }
+        let authenticated = match self.authenticate_sender(env, txl, &req) {
+            Ok(authenticated) => authenticated,
+            Err(handled) => return handled,
+        };
+        let (groups, resolve) = match self.choose_targets(env, txl, &req, authenticated) {
+            Ok(targets) => targets,
+            Err(handled) => return handled,
+        };
+        if req.maybe_for_us && self.refuse_proxy_require(env, txl, key, request) {
+            return Handled::Answered;
+        }
+        self.start_forwarding(env, txl, req, authenticated, groups, resolve)
+    }
+
+    /// §16.3 steps 3 (Max-Forwards) and 4 (loops), and §16.4 (Route): the branch base
+    /// and what the Route header says, or how the request was handled when it goes no
+    /// further.
+    fn validate(
+        &mut self,
+        env: &mut Env<'_>,
+        txl: &mut TransactionLayer,
+        key: TransactionKey,
+        request: &Message,
+        method: &Method,
+    ) -> Result<(String, RouteInfo), Handled> {
         // §16.3 step 3: Max-Forwards.
         match request.max_forwards() {
             Ok(Some(0)) => {
@@ -374,11 +441,11 @@ impl Proxy {
                     .as_ref()
                     .and_then(Uri::as_sip)
                     .is_some_and(|u| u.user.is_none());
-                if method == Method::Options && for_server {
-                    return Handled::ForUs;
+                if *method == Method::Options && for_server {
+                    return Err(Handled::ForUs);
                 }
                 self.respond(env, txl, key, request, 483, "", &[]);
-                return Handled::Yes;
+                return Err(Handled::Answered);
             }
             Ok(_) => {}
             Err(_) => {
@@ -391,105 +458,115 @@ impl Proxy {
                     "Bad Request (Max-Forwards)",
                     &[],
                 );
-                return Handled::Yes;
+                return Err(Handled::Answered);
             }
         }
         // §16.3 step 4: loops.
         let branch_base = branch_base(request);
         if self.interfaces.has_looped(request, &branch_base) {
             self.respond(env, txl, key, request, 482, "", &[]);
-            return Handled::Yes;
+            return Err(Handled::Answered);
         }
         // §16.4: Route processing.
-        let info = match RouteInfo::read(request, &self.interfaces) {
-            Ok(i) => i,
+        match RouteInfo::read(request, &self.interfaces) {
+            Ok(info) => Ok((branch_base, info)),
             Err(why) => {
                 let reason = format!("Bad Request ({why})");
                 self.respond(env, txl, key, request, 400, &reason, &[]);
-                return Handled::Yes;
+                Err(Handled::Answered)
             }
-        };
-        let to_tag = request.to().ok().and_then(|t| t.tag()).is_some();
-        // §12, §16.6: the To tag alone says whether a request is in a dialog. A Route
-        // naming us (phones with an outbound proxy preload it) says nothing about it.
-        let out_of_dialog = !to_tag;
-        let ruri_text = info
-            .request_uri
-            .clone()
-            .unwrap_or_else(|| request.request_uri_str().unwrap_or("").to_owned());
-        let ruri = Uri::parse(&ruri_text).ok();
-        let ruri_sip = ruri.as_ref().and_then(Uri::as_sip);
-        let ruri_is_ours = ruri_sip.is_some_and(|u| self.names_us(u));
+        }
+    }
 
-        // Addressed to the server itself: no user part, and our name or address (any
-        // port: whoever wrote it reached us); or a scheme we cannot route (416).
-        let user_less_us = ruri_sip.is_some_and(|u| {
-            u.user.is_none() && (ruri_is_ours || self.interfaces.is_own_host(&u.host))
+    /// Whether the request is addressed to the server itself, with nothing to route:
+    /// no user part and our name or address (any port: whoever wrote it reached us),
+    /// or a scheme we cannot route (416); or the same after our own Route values.
+    fn is_for_server(&self, req: &Incoming<'_>) -> bool {
+        let info = &req.info;
+        let user_less_us = req.ruri_sip.is_some_and(|u| {
+            u.user.is_none() && (req.ruri_is_ours || self.interfaces.is_own_host(&u.host))
         });
-        if info.remaining.is_empty() && info.popped == 0 && (user_less_us || ruri_sip.is_none()) {
-            return Handled::ForUs;
+        if info.remaining.is_empty() && info.popped == 0 && (user_less_us || req.ruri_sip.is_none())
+        {
+            return true;
         }
-        // The same after our own Route values: for us, with nothing to route.
-        if info.remaining.is_empty() && ruri_is_ours && ruri_sip.is_some_and(|u| u.user.is_none()) {
-            return Handled::ForUs;
-        }
+        info.remaining.is_empty()
+            && req.ruri_is_ours
+            && req.ruri_sip.is_some_and(|u| u.user.is_none())
+    }
 
-        // §16.3 step 5: Proxy-Require. An OPTIONS or an unknown method may still turn
-        // out to be answered here as a UAS (where Require counts, not Proxy-Require):
-        // those are checked once their targets are known.
-        let maybe_for_us = method == Method::Options || (!to_tag && !method.is_known());
-        if !maybe_for_us && self.refuse_proxy_require(env, txl, key, request) {
-            return Handled::Yes;
-        }
-
-        // §22.3: who is calling.
-        let trusted = self.is_trusted(flow.remote);
-        if out_of_dialog && !trusted && maybe_for_us {
+    /// §22.3: who is calling. `Ok(true)` when the sender is trusted or proved who it
+    /// is, `Ok(false)` when the request needs no proof (in a dialog through us, or with
+    /// nowhere to go); otherwise how the request was handled (challenged, refused, or
+    /// for us as a UAS).
+    fn authenticate_sender(
+        &mut self,
+        env: &mut Env<'_>,
+        txl: &mut TransactionLayer,
+        req: &Incoming<'_>,
+    ) -> Result<bool, Handled> {
+        let info = &req.info;
+        let to_tag = req.to_tag;
+        let trusted = self.is_trusted(req.flow.remote);
+        if !to_tag && !trusted && req.maybe_for_us {
             // What a UAS answers (OPTIONS 200, unknown method 501) is answered here for
             // whoever did not authenticate, whatever user it names: registered,
             // unregistered and unknown users look the same, and nothing is relayed.
-            return Handled::ForUs;
+            return Err(Handled::ForUs);
         }
-        let our_dialog = to_tag && info.popped > 0 && self.is_our_dialog(request, &info);
+        let our_dialog = to_tag && info.popped > 0 && self.is_our_dialog(req.request, info);
         // In a dialog, a request for a local user's address goes to that user's
         // registered contacts only (SIPp's built-in scenarios send ACK and BYE to the
         // AOR): never off to another host.
-        let to_local_contacts = to_tag && info.remaining.is_empty() && ruri_is_ours;
+        let to_local_contacts = to_tag && info.remaining.is_empty() && req.ruri_is_ours;
         // Whether the request has somewhere to go: what does not is refused below as
         // it is, without asking credentials that would change nothing.
         let would_forward = !info.remaining.is_empty()
-            || ruri_is_ours
+            || req.ruri_is_ours
             || (to_tag && (info.popped > 0 || info.request_uri.is_some()))
             || (!to_tag && self.settings.forward_foreign);
-        let mut authenticated = trusted;
         if would_forward && !trusted && !our_dialog && !to_local_contacts {
-            match self.authenticate(env, txl, key, request, flow) {
-                Some(()) => authenticated = true,
-                None => return Handled::Yes,
-            }
+            return match self.authenticate(env, txl, req.key, req.request, req.flow) {
+                Some(()) => Ok(true),
+                None => Err(Handled::Answered),
+            };
         }
+        Ok(trusted)
+    }
 
-        // §16.5: the targets.
+    /// §16.5: the targets, as groups of hops tried in turn, or a name to resolve
+    /// (RFC 3263) first; otherwise how the request was handled (refused, or for us as
+    /// a UAS).
+    fn choose_targets(
+        &mut self,
+        env: &mut Env<'_>,
+        txl: &mut TransactionLayer,
+        req: &Incoming<'_>,
+        authenticated: bool,
+    ) -> Result<(VecDeque<Vec<Hop>>, Option<String>), Handled> {
+        let (key, request, info, to_tag) = (req.key, req.request, &req.info, req.to_tag);
+        let method = &req.method;
+        let ruri_text = req.ruri_text;
         let mut groups: VecDeque<Vec<Hop>> = VecDeque::new();
         let mut resolve = None;
         if let Some(next) = info.remaining.first() {
-            match self.interfaces.hop_to_route(next, &ruri_text, &info) {
+            match self.interfaces.hop_to_route(next, ruri_text, info) {
                 Some(hop) => groups.push_back(vec![hop]),
                 None => {
                     let reason = "Not Found (the next Route cannot be reached)";
                     self.respond(env, txl, key, request, 404, reason, &[]);
-                    return Handled::Yes;
+                    return Err(Handled::Answered);
                 }
             }
-        } else if ruri_is_ours {
-            let Some(user) = ruri_sip.and_then(Self::local_user) else {
-                return Handled::ForUs;
+        } else if req.ruri_is_ours {
+            let Some(user) = req.ruri_sip.and_then(Self::local_user) else {
+                return Err(Handled::ForUs);
             };
             let aor = format!("sip:{user}@{}", self.settings.myself.domain());
             let mut bindings = env.location.lookup(&aor, env.unix);
-            if bindings.is_empty() && method == Method::Options {
+            if bindings.is_empty() && *method == Method::Options {
                 // Keepalives and monitors ping any user at the proxy: we answer.
-                return Handled::ForUs;
+                return Err(Handled::ForUs);
             }
             if bindings.is_empty() {
                 let code = if to_tag {
@@ -501,19 +578,19 @@ impl Proxy {
                     404
                 };
                 self.respond(env, txl, key, request, code, "", &[]);
-                return Handled::Yes;
+                return Err(Handled::Answered);
             }
             bindings.sort_by(Binding::priority_cmp);
             groups = self.interfaces.hops_for_bindings(&bindings);
             if groups.is_empty() {
                 let reason = "Temporarily Unavailable (no contact can be reached)";
                 self.respond(env, txl, key, request, 480, reason, &[]);
-                return Handled::Yes;
+                return Err(Handled::Answered);
             }
         } else if to_tag && (info.popped > 0 || info.request_uri.is_some()) {
             // In a dialog we record-routed (or whose sender authenticated): on to the
             // remote target.
-            match self.interfaces.hop_to_uri(&ruri_text, info.next_transport) {
+            match self.interfaces.hop_to_uri(ruri_text, info.next_transport) {
                 Some(mut hop) => {
                     hop.request_uri = info.request_uri.clone();
                     groups.push_back(vec![hop]);
@@ -521,19 +598,19 @@ impl Proxy {
                 None => {
                     let reason = "Not Found (the Request-URI cannot be reached)";
                     self.respond(env, txl, key, request, 404, reason, &[]);
-                    return Handled::Yes;
+                    return Err(Handled::Answered);
                 }
             }
         } else if self.settings.forward_foreign && authenticated && !to_tag {
-            match self.interfaces.hop_to_uri(&ruri_text, None) {
+            match self.interfaces.hop_to_uri(ruri_text, None) {
                 Some(hop) => groups.push_back(vec![hop]),
                 // A name: RFC 3263 resolution, off this task; on_resolved goes on.
-                None => resolve = Some(ruri_text.clone()),
+                None => resolve = Some(ruri_text.to_owned()),
             }
-        } else if (!to_tag && !method.is_known()) || method == Method::Options {
+        } else if (!to_tag && !method.is_known()) || *method == Method::Options {
             // Not ours to route: a UAS answer (OPTIONS 200, unknown method 501) says
             // the same to the sender without relaying anything.
-            return Handled::ForUs;
+            return Err(Handled::ForUs);
         } else {
             let reason = if to_tag {
                 "Not Found (not a dialog through this proxy)"
@@ -542,17 +619,30 @@ impl Proxy {
             };
             let code = if to_tag { 404 } else { 403 };
             self.respond(env, txl, key, request, code, reason, &[]);
-            return Handled::Yes;
+            return Err(Handled::Answered);
         }
+        Ok((groups, resolve))
+    }
 
-        if maybe_for_us && self.refuse_proxy_require(env, txl, key, request) {
-            return Handled::Yes;
-        }
-        let is_invite = method == Method::Invite;
+    /// Opens the context that forwards the request to `groups` (or waits for
+    /// `resolve` to be located first).
+    fn start_forwarding(
+        &mut self,
+        env: &mut Env<'_>,
+        txl: &mut TransactionLayer,
+        req: Incoming<'_>,
+        authenticated: bool,
+        groups: VecDeque<Vec<Hop>>,
+        resolve: Option<String>,
+    ) -> Handled {
+        // §12, §16.6: the To tag alone says whether a request is in a dialog. A Route
+        // naming us (phones with an outbound proxy preload it) says nothing about it.
+        let out_of_dialog = !req.to_tag;
+        let is_invite = req.method == Method::Invite;
         if is_invite && out_of_dialog {
             self.stats.calls_routed += 1;
         }
-        let mut targets: Vec<String> = vec![ruri_text.clone()];
+        let mut targets: Vec<String> = vec![req.ruri_text.to_owned()];
         for hop in groups.iter().flatten() {
             if let Some(uri) = &hop.request_uri {
                 targets.push(uri.clone());
@@ -565,27 +655,27 @@ impl Proxy {
             location: env.location.clone(),
             unix: env.unix,
             started: env.now,
-            incoming: flow.transport,
-            caller: flow.remote.ip(),
-            record_route: out_of_dialog && creates_dialog(&method),
-            routes: info.routes_to_send(),
+            incoming: req.flow.transport,
+            caller: req.flow.remote.ip(),
+            record_route: out_of_dialog && creates_dialog(&req.method),
+            routes: req.info.routes_to_send(),
             pending: groups,
             branches: Vec::new(),
-            branch_base,
+            branch_base: req.branch_base,
             best: None,
             challenges: Vec::new(),
             final_sent: false,
             stop: false,
             resolving: resolve.is_some(),
             is_invite,
-            request: request.clone(),
+            request: req.request.clone(),
         };
         if let Some(uri) = resolve {
-            self.contexts.insert(key, ctx);
+            self.contexts.insert(req.key, ctx);
             return Handled::Resolve(uri);
         }
-        self.advance(env.now, txl, key, ctx);
-        Handled::Yes
+        self.advance(env.now, txl, req.key, ctx);
+        Handled::Forwarded
     }
 
     /// §16.3 step 5: answers 420 with Unsupported when Proxy-Require lists option tags
@@ -1569,6 +1659,29 @@ fn branch_base(request: &Message) -> String {
         v.hash(&mut h);
     }
     format!("z9hG4bKsb{:016x}", h.finish())
+}
+
+/// A request on its way through [`Proxy::on_request`]: what the steps after
+/// validation read.
+struct Incoming<'a> {
+    key: TransactionKey,
+    request: &'a Message,
+    flow: Flow,
+    method: Method,
+    /// What §16.4 found in Route.
+    info: RouteInfo,
+    /// Whether To has a tag: the request is in a dialog (§12, §16.6).
+    to_tag: bool,
+    /// The Request-URI to route on (a strict router's last Route, else the request's).
+    ruri_text: &'a str,
+    ruri_sip: Option<&'a sip_core::SipUri<'a>>,
+    /// Whether the Request-URI names us (our domain or address).
+    ruri_is_ours: bool,
+    /// An OPTIONS or an unknown method out of dialog: may be answered here as a UAS.
+    maybe_for_us: bool,
+    /// The start of the branch parameter of every branch (§16.6 step 8), from the loop
+    /// check (§16.3 step 4).
+    branch_base: String,
 }
 
 #[cfg(test)]

@@ -171,7 +171,7 @@ impl Harness {
                 match event {
                     Event::Request { key, request, flow } => {
                         match self.proxy.on_request(&mut env, txl, key, &request, flow) {
-                            Handled::Yes => {}
+                            Handled::Answered | Handled::Forwarded => {}
                             Handled::Resolve(uri) => self.resolve.push((key, uri)),
                             Handled::ForUs => self.for_us.push(request),
                         }
@@ -870,7 +870,8 @@ fn authorized(text: &str, challenge_from: &Message, user: &str, branch: &str) ->
     let msg = Message::parse(Bytes::copy_from_slice(text.as_bytes())).unwrap();
     let method = msg.method().unwrap().as_str().to_owned();
     let uri = msg.request_uri_str().unwrap().to_owned();
-    let creds = sip_core::auth::respond(&ch, user, "pw", &method, &uri, "c0ffee", 1).unwrap();
+    let creds =
+        sip_core::auth::answer_challenge(&ch, user, "pw", &method, &uri, "c0ffee", 1).unwrap();
     text.replace("z9hG4bKc1", branch).replace(
         "Content-Length: 0\r\n",
         &format!("Proxy-Authorization: {creds}\r\nContent-Length: 0\r\n"),
