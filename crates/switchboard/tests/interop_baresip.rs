@@ -123,6 +123,9 @@ fn row(transport: Transport, listen: Listen) {
                 for d in ["1", "5", "#"] {
                     bob.expect(&format!("dtmf received: {d}"), WAIT);
                 }
+                // Each digit once: the summary bob prints when the call ends.
+                bob.expect("ended: ", WAIT);
+                assert_eq!(bob.expect("dtmf: ", WAIT), "dtmf: 15#", "{}", bob.printed());
             });
             row.check("hold", || {
                 bob.expect("held: remote", WAIT);

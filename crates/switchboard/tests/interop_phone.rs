@@ -118,6 +118,12 @@ fn row(transport: Transport, listen: Listen) {
             for d in ["1", "5", "9", "#"] {
                 bob.expect(&format!("dtmf received: {d}"), WAIT);
             }
+            assert_eq!(
+                bob.expect("dtmf: ", WAIT),
+                "dtmf: 159#",
+                "{}",
+                bob.printed()
+            );
         });
         row.check("hold", || {
             bob.expect("held: remote", WAIT);
