@@ -121,36 +121,6 @@ impl Serve {
             listeners.join(", "),
             dir.path().join("switchboard.db").display(),
         );
-        let config = if tls {
-            let d = dir.path();
-            Command::new("openssl")
-                .args([
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "rsa:2048",
-                    "-nodes",
-                    "-days",
-                    "1",
-                    "-subj",
-                    "/CN=localhost",
-                    "-addext",
-                    "subjectAltName=IP:127.0.0.1,DNS:localhost",
-                    "-keyout",
-                ])
-                .arg(d.join("k.pem"))
-                .arg("-out")
-                .arg(d.join("switchboard-tls.crt"))
-                .output()
-                .unwrap();
-            format!(
-                "{config}[tls]\ncertificate=\"{}\"\nprivate_key=\"{}\"\n",
-                d.join("switchboard-tls.crt").display(),
-                d.join("k.pem").display()
-            )
-        } else {
-            config
-        }; // TEMPHACK
         std::fs::write(dir.path().join("switchboard.toml"), config).unwrap();
         let mut serve = Serve {
             child: None,
