@@ -259,11 +259,17 @@ fn copy_response_headers(
 }
 
 /// Forms an error response to a request that could not be parsed, by copying the raw
-/// Via, From, To, Call-ID and CSeq lines RFC 3261 §8.2.6 needs. Returns `None` for a
-/// response (a response is never answered) or when any of those lines is missing, in
-/// which case the message must be dropped: there is no way to address an answer.
+/// Via, From, To, Call-ID and CSeq lines RFC 3261 §8.2.6 needs, as many of them as the
+/// request has (RFC 4475 §3.3.1: "ideally, it will respond with a 400" even to a request
+/// without Call-ID, From and To). Returns `None` for a response (a response is never
+/// answered), for bytes whose first line is not a request line (`METHOD SP ...`: noise
+/// is not answered, so the server cannot be used to reflect it), and when neither a
+/// Via nor a Call-ID is there: nothing would let the sender match the answer.
 pub fn error_response_to_raw(raw: &[u8], code: u16, reason: &str) -> Option<Bytes> {
     if raw.len() >= 4 && raw[..4].eq_ignore_ascii_case(b"SIP/") {
+        return None;
+    }
+    if !looks_like_request_line(raw) {
         return None;
     }
     let head_end = memchr::memmem::find(raw, b"\r\n\r\n").unwrap_or(raw.len());
@@ -303,11 +309,23 @@ pub fn error_response_to_raw(raw: &[u8], code: u16, reason: &str) -> Option<Byte
         seen[slot] = true;
         b.push(name.as_str().unwrap_or("X"), v.trim());
     }
-    if seen.iter().all(|s| *s) {
+    // A Via addresses the answer (and lets the sender match it); a Call-ID at least
+    // names the request it answers.
+    if seen[0] || seen[3] {
         b.into_bytes().ok()
     } else {
         None
     }
+}
+
+/// Whether `raw` starts with a method token followed by a space: what a request line
+/// that went wrong later still looks like.
+fn looks_like_request_line(raw: &[u8]) -> bool {
+    let method_len = raw
+        .iter()
+        .take_while(|&&c| crate::scan::is_token(c))
+        .count();
+    method_len > 0 && raw.get(method_len) == Some(&b' ')
 }
 
 #[cfg(test)]
@@ -325,5 +343,27 @@ mod tests {
         assert_eq!(status_of_built(built.as_bytes()), Some(486));
         assert_eq!(status_of_built(b"SIP/2.0 20 OK\r\n"), None);
         assert_eq!(status_of_built(b"OPTIONS sip:a@b SIP/2.0\r\n"), None);
+    }
+
+    #[test]
+    fn error_responses_copy_what_there_is() {
+        // RFC 4475 §3.3.1 (insuf.dat): no Call-ID, From or To; the Via addresses a 400.
+        let insuf = b"INVITE sip:user@example.com SIP/2.0\r\nCSeq: 193942 INVITE\r\nVia: SIP/2.0/UDP 192.0.2.95;branch=z9hG4bKkdj.insuf\r\nl: 0\r\n\r\n";
+        let r =
+            Message::parse(error_response_to_raw(insuf, 400, "Bad Request (x)").unwrap()).unwrap();
+        assert_eq!(r.status(), Some(400));
+        assert_eq!(r.top_via().unwrap().branch(), Some("z9hG4bKkdj.insuf"));
+        assert_eq!(r.cseq().unwrap().seq, 193942);
+        // No Via but a Call-ID: still answered (to the source, by the caller).
+        let no_via = b"INVITE sip:alan@jasomi.com\r\nCall-ID: t.1@192.0.2.1\r\n\r\n";
+        let r = error_response_to_raw(no_via, 400, "Bad Request (x)").unwrap();
+        assert!(r.starts_with(b"SIP/2.0 400 "));
+        // Neither: nothing to match an answer with. Noise and responses: never answered.
+        assert!(
+            error_response_to_raw(b"INVITE sip:a@b SIP/2.0\r\nTo: <sip:a@b>\r\n\r\n", 400, "x")
+                .is_none()
+        );
+        assert!(error_response_to_raw(b"\x16\x03\x01garbage Call-ID: x\r\n", 400, "x").is_none());
+        assert!(error_response_to_raw(b"SIP/2.0 200 OK\r\nCall-ID: x\r\n\r\n", 400, "x").is_none());
     }
 }

@@ -888,9 +888,16 @@ impl Attribute {
 
 impl Connection {
     /// The address without multicast `/ttl` or `/count` suffixes, parsed as an IP address;
-    /// `None` for FQDNs.
+    /// `None` for FQDNs. An IPv6 address in brackets (`[::1]`, as SIPp's `[local_ip]`
+    /// writes it) is read too: RFC 8866 wants it bare, but the address is unambiguous and
+    /// refusing it would fail the call for a bracket.
     pub fn ip(&self) -> Option<IpAddr> {
-        self.address.split('/').next()?.parse().ok()
+        let address = self.address.split('/').next()?;
+        let bare = address
+            .strip_prefix('[')
+            .and_then(|a| a.strip_suffix(']'))
+            .unwrap_or(address);
+        bare.parse().ok()
     }
 }
 
@@ -1435,6 +1442,29 @@ mod tests {
         assert_eq!(offered.index, 1);
         assert_eq!(offered.direction, Direction::SendOnly);
         assert_eq!(offered.address, "192.0.2.10".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn an_ipv6_offer_is_answered_with_its_address_bare_or_in_brackets() {
+        // SIPp's `[local_ip]` puts an IPv6 address in brackets; RFC 8866 writes it bare.
+        for address in ["::1", "[::1]"] {
+            let offer = SessionDescription::parse(
+                format!(
+                    "v=0\r\no=sipp 1 1 IN IP6 {address}\r\ns=-\r\nc=IN IP6 {address}\r\n\
+                     t=0 0\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+                )
+                .as_bytes(),
+            )
+            .unwrap();
+            let stream = offer.audio_stream(OURS).expect(address);
+            assert_eq!(stream.address, "::1".parse::<IpAddr>().unwrap());
+            let ip: IpAddr = "::1".parse().unwrap();
+            let answer =
+                SessionDescription::answer(&offer, "us", 1, ip, 7000, OURS, Direction::SendRecv)
+                    .expect(address);
+            let text = String::from_utf8(answer.to_bytes()).unwrap();
+            assert!(text.contains("c=IN IP6 ::1\r\n"), "{text}");
+        }
     }
 
     #[test]

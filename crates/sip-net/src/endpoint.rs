@@ -5,10 +5,10 @@ use crate::limits::{Counters, Limits};
 use crate::spec::ListenSpec;
 use crate::trace::{Direction, LogSink, TraceEvent, TraceSink};
 use crate::udp_batch::BatchReceiver;
-use crate::via::{rewrite_via_transport, stamp_via};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use sip_core::framing::FramerLimits;
+use sip_core::via::{rewrite_via_transport, stamp_via};
 use sip_core::{ConnectionId, Flow, Frame, Message, ParseError, StreamFramer, Transport};
 use std::collections::HashMap;
 use std::io;
@@ -77,15 +77,38 @@ pub enum Incoming {
         /// When the bytes were read.
         received_at: Instant,
     },
+    /// A message handed to [`Endpoint::send_nowait`] that needed a new connection could
+    /// not be sent after all: the connection failed or timed out. `token` is the one the
+    /// sender gave, so it can tell its transaction (a proxy tries the next branch).
+    SendFailed {
+        /// The sender's token.
+        token: u64,
+        /// Where the message was going.
+        flow: Flow,
+        /// Why it was not sent.
+        error: SendError,
+    },
 }
 
 impl Incoming {
-    /// The flow the bytes came over.
+    /// The flow the bytes came over (for [`Incoming::SendFailed`], went to).
     pub fn flow(&self) -> &Flow {
         match self {
-            Incoming::Message { flow, .. } | Incoming::Invalid { flow, .. } => flow,
+            Incoming::Message { flow, .. }
+            | Incoming::Invalid { flow, .. }
+            | Incoming::SendFailed { flow, .. } => flow,
         }
     }
+}
+
+/// What [`Endpoint::send_nowait`] did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dispatch {
+    /// Written to its UDP socket or queued on its open connection, over this flow.
+    Sent(Flow),
+    /// A connection is being opened beside the caller; a failure comes back as
+    /// [`Incoming::SendFailed`] with the caller's token.
+    Connecting,
 }
 
 /// Where to send: an existing flow (a response, or a request inside a dialog over the
@@ -161,6 +184,15 @@ pub enum SendError {
         /// What went wrong.
         reason: String,
     },
+    /// The TLS handshake failed: the peer's certificate was refused (see
+    /// [`HandshakeFailure`]), or the peer and we could not agree.
+    #[error("TLS with {addr}: {failure}")]
+    TlsHandshake {
+        /// The peer.
+        addr: SocketAddr,
+        /// Why, as a person can act on it.
+        failure: HandshakeFailure,
+    },
     /// Opening the connection took longer than `Limits::connect_timeout`.
     #[error("connecting over {transport} to {addr} timed out")]
     ConnectTimeout {
@@ -214,11 +246,69 @@ impl SendError {
         matches!(
             self,
             SendError::Connect { .. }
+                | SendError::TlsHandshake { .. }
                 | SendError::ConnectTimeout { .. }
                 | SendError::Io { .. }
                 | SendError::QueueFull(_)
                 | SendError::ConnectionClosed(_)
         )
+    }
+}
+
+/// Why a TLS handshake we started failed, in words a person can act on. rustls's
+/// certificate verdicts are kept apart (with the verdict's name, which is what a search
+/// finds), so that a phone can say "certificate not trusted" rather than "no response".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandshakeFailure {
+    /// The peer's certificate was refused: `problem` says how ("not trusted", "not
+    /// valid for this address", "expired"...), `verdict` is rustls's name for it
+    /// (`UnknownIssuer`, `NotValidForName`...).
+    #[error("certificate {problem} ({verdict})")]
+    Certificate {
+        /// What is wrong with it.
+        problem: &'static str,
+        /// rustls's `CertificateError` variant.
+        verdict: String,
+    },
+    /// Anything else: an alert from the peer, no common protocol version, the
+    /// connection closed during the handshake.
+    #[error("handshake failed: {0}")]
+    Other(String),
+}
+
+impl HandshakeFailure {
+    /// Reads the error tokio-rustls returns from a client handshake.
+    pub fn from_io(e: &io::Error) -> HandshakeFailure {
+        match e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            Some(rustls::Error::InvalidCertificate(c)) => HandshakeFailure::certificate(c),
+            Some(other) => HandshakeFailure::Other(other.to_string()),
+            None => HandshakeFailure::Other(e.to_string()),
+        }
+    }
+
+    fn certificate(c: &rustls::CertificateError) -> HandshakeFailure {
+        use rustls::CertificateError as C;
+        let problem = match c {
+            C::UnknownIssuer | C::BadSignature => "not trusted",
+            C::NotValidForName | C::NotValidForNameContext { .. } => "not valid for this address",
+            C::Expired | C::ExpiredContext { .. } => "expired",
+            C::NotValidYet | C::NotValidYetContext { .. } => "not valid yet",
+            C::Revoked => "revoked",
+            _ => "refused",
+        };
+        // The variant's name, without the context some variants carry (that is for
+        // logs: the expected name, the times).
+        let debug = format!("{c:?}");
+        let name = debug
+            .split(|ch: char| !ch.is_ascii_alphanumeric())
+            .next()
+            .unwrap_or_default();
+        let verdict = name.strip_suffix("Context").unwrap_or(name).to_owned();
+        HandshakeFailure::Certificate { problem, verdict }
     }
 }
 
@@ -463,6 +553,78 @@ impl Endpoint {
         result
     }
 
+    /// Opens a connection to `remote` over `transport` (TCP, TLS, WS or WSS), or finds
+    /// the one open, without sending anything; returns its flow, with our local
+    /// address on it. A phone that cannot accept connections over `transport` (it has
+    /// no TLS listener) puts that address in its Contact, so that requests for it come
+    /// back over this connection.
+    pub async fn connect(
+        &self,
+        transport: Transport,
+        remote: SocketAddr,
+    ) -> Result<Flow, SendError> {
+        if *self.inner.shutdown.borrow() {
+            return Err(SendError::Shutdown);
+        }
+        if transport == Transport::Udp {
+            return Err(SendError::Connect {
+                transport,
+                addr: remote,
+                reason: "UDP has no connections".into(),
+            });
+        }
+        let (_, flow) = self.inner.connect(transport, remote, None).await?;
+        Ok(flow)
+    }
+
+    /// Sends `bytes` over `flow` without ever waiting: a datagram is written now (or, if
+    /// the socket's buffer is full, by a task beside the caller), a message for an open
+    /// connection is queued on it, and one that needs a new connection (TCP, TLS, WS
+    /// connect and handshakes, up to `Limits::connect_timeout`) is handed to a task
+    /// that connects and sends, reporting a failure as [`Incoming::SendFailed`] with
+    /// `token`. A server's one protocol task sends this way, so a peer that never
+    /// answers a SYN cannot stall everybody else's REGISTERs and calls.
+    ///
+    /// Messages sent this way to one new target keep their order: the tasks take the
+    /// target's connect gate first come, first served, and the later ones find the
+    /// connection the first opened.
+    pub fn send_nowait(&self, flow: Flow, bytes: Bytes, token: u64) -> Result<Dispatch, SendError> {
+        if *self.inner.shutdown.borrow() {
+            return Err(SendError::Shutdown);
+        }
+        let limit = self.inner.limits.max_message;
+        if bytes.len() > limit {
+            self.inner.counters.oversize_msg();
+            tracing::warn!(size = bytes.len(), limit, "not sending oversize message");
+            return Err(SendError::Oversize {
+                size: bytes.len(),
+                limit,
+            });
+        }
+        let result = self.inner.try_send_now(flow, &bytes);
+        match result {
+            Ok(Some(used)) => Ok(Dispatch::Sent(used)),
+            Ok(None) => {
+                let inner = self.inner.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = inner.send_flow(flow, bytes, None).await {
+                        inner.counters.send_error();
+                        tracing::debug!(remote = %flow.remote, "send beside the core failed: {error}");
+                        let _ = inner
+                            .incoming
+                            .send(Incoming::SendFailed { token, flow, error })
+                            .await;
+                    }
+                });
+                Ok(Dispatch::Connecting)
+            }
+            Err(e) => {
+                self.inner.counters.send_error();
+                Err(e)
+            }
+        }
+    }
+
     /// Locates `uri` (RFC 3263) without sending anything: numeric hosts directly,
     /// names through the configured resolver.
     pub async fn locate(&self, uri: &str) -> Result<Vec<ResolvedTarget>, DnsError> {
@@ -639,6 +801,64 @@ impl Inner {
             .map(|(a, s)| (*a, s.clone()))
     }
 
+    /// The part of a send that needs no waiting: `Ok(Some(flow))` when the datagram was
+    /// written or the message queued on an open connection, `Ok(None)` when it needs a
+    /// task (a new connection, or a full UDP socket buffer).
+    fn try_send_now(&self, flow: Flow, bytes: &Bytes) -> Result<Option<Flow>, SendError> {
+        if flow.transport == Transport::Udp {
+            let (local, sock) = self
+                .udp_socket_for(&flow)
+                .ok_or(SendError::NoListener(Transport::Udp))?;
+            let used = Flow {
+                local: Some(local),
+                connection: None,
+                ..flow
+            };
+            return match sock.try_send_to(bytes, flow.remote) {
+                Ok(_) => {
+                    self.trace(Direction::Out, &used, bytes);
+                    self.counters.sent();
+                    Ok(Some(used))
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+                Err(source) => Err(SendError::Io {
+                    addr: flow.remote,
+                    source,
+                }),
+            };
+        }
+        let existing = {
+            let t = lock(&self.conns);
+            flow.connection
+                .and_then(|id| t.by_id.get(&id))
+                .or_else(|| {
+                    t.by_remote
+                        .get(&(flow.transport, flow.remote))
+                        .and_then(|id| t.by_id.get(id))
+                })
+                .map(|e| (e.tx.clone(), e.flow))
+        };
+        let Some((tx, used)) = existing else {
+            if let (Some(id), Transport::Ws | Transport::Wss) = (flow.connection, flow.transport) {
+                return Err(SendError::ConnectionClosed(id));
+            }
+            return Ok(None);
+        };
+        match tx.try_send(bytes.clone()) {
+            Ok(()) => {
+                self.counters.sent();
+                Ok(Some(used))
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.counters.queue_full_drop();
+                tracing::warn!(remote = %used.remote, "connection write queue full; message dropped");
+                Err(SendError::QueueFull(used.remote))
+            }
+            // The connection is closing: a task reconnects.
+            Err(mpsc::error::TrySendError::Closed(_)) => Ok(None),
+        }
+    }
+
     async fn send_flow(
         self: &Arc<Self>,
         flow: Flow,
@@ -765,29 +985,35 @@ impl Inner {
         let (tx, rx, flow, guard) = self
             .admit(transport, remote, local, false)
             .map_err(|_| SendError::ConnectionLimit(self.limits.max_connections))?;
-        let tls_stream = match tls {
-            Some(connector) => {
-                let name = rustls::pki_types::ServerName::try_from(name_text.clone())
-                    .map_err(|e| cerr(&e))?;
-                Some(connector.connect(name, tcp).await.map_err(|e| cerr(&e))?)
-            }
-            None => {
-                if transport == Transport::Tcp {
-                    tokio::spawn(run_stream(self.clone(), flow, tcp, rx, guard));
-                    self.counters.opened();
-                    return Ok((tx, flow));
-                }
-                if transport == Transport::Ws {
-                    let ws = ws_client(tcp, "ws", &name_text, remote, self.ws_config())
-                        .await
+        let tls_stream =
+            match tls {
+                Some(connector) => {
+                    let name = rustls::pki_types::ServerName::try_from(name_text.clone())
                         .map_err(|e| cerr(&e))?;
-                    tokio::spawn(run_ws(self.clone(), flow, ws, rx, guard));
-                    self.counters.opened();
-                    return Ok((tx, flow));
+                    Some(connector.connect(name, tcp).await.map_err(|e| {
+                        SendError::TlsHandshake {
+                            addr: remote,
+                            failure: HandshakeFailure::from_io(&e),
+                        }
+                    })?)
                 }
-                None
-            }
-        };
+                None => {
+                    if transport == Transport::Tcp {
+                        tokio::spawn(run_stream(self.clone(), flow, tcp, rx, guard));
+                        self.counters.opened();
+                        return Ok((tx, flow));
+                    }
+                    if transport == Transport::Ws {
+                        let ws = ws_client(tcp, "ws", &name_text, remote, self.ws_config())
+                            .await
+                            .map_err(|e| cerr(&e))?;
+                        tokio::spawn(run_ws(self.clone(), flow, ws, rx, guard));
+                        self.counters.opened();
+                        return Ok((tx, flow));
+                    }
+                    None
+                }
+            };
         let Some(tls_stream) = tls_stream else {
             return Err(cerr(&"unsupported transport"));
         };

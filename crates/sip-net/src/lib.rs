@@ -45,13 +45,14 @@ mod spec;
 pub mod tls;
 mod trace;
 mod udp_batch;
-mod via;
 
 pub use dns::{ResolvedTarget, SipResolver};
 pub use endpoint::{
-    BindError, Endpoint, EndpointConfig, Incoming, SendError, Target, UDP_MTU_LIMIT,
+    BindError, Dispatch, Endpoint, EndpointConfig, HandshakeFailure, Incoming, SendError, Target,
+    UDP_MTU_LIMIT,
 };
 pub use limits::{CounterSnapshot, Counters, Limits};
 pub use spec::{ListenSpec, ListenSpecError};
 pub use trace::{BroadcastSink, Direction, LogSink, Tee, TraceEvent, TraceSink};
-pub use via::{response_target, stamp_via};
+// The Via rules are sip-core's (pure); re-exported for the users of the endpoint.
+pub use sip_core::via::{response_target, stamp_via};

@@ -116,19 +116,72 @@ impl std::fmt::Debug for SelfSigned {
 }
 
 /// Generates a self-signed certificate for `names` (DNS names or IP addresses, e.g.
-/// `["localhost", "127.0.0.1"]`). Peers will not trust it unless told to: it is for
-/// tests and for a first run of `serve` with no certificate configured.
+/// `["localhost", "127.0.0.1"]`; the first is also its common name). Peers will not trust
+/// it unless told to: it is for tests and for `serve` with no certificate configured.
 pub fn self_signed(names: &[&str]) -> Result<SelfSigned, TlsError> {
-    let names: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
-    let certified = rcgen::generate_simple_self_signed(names)?;
-    let cert_der = certified.cert.der().clone();
-    let key_der = PrivateKeyDer::try_from(certified.signing_key.serialize_der())
+    let owned: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
+    let mut params = rcgen::CertificateParams::new(owned)?;
+    // What an admin sees in `openssl x509 -text` or a phone's trust dialog.
+    let common_name = format!("{} (self-signed)", names.first().copied().unwrap_or("SIP"));
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, common_name);
+    let signing_key = rcgen::KeyPair::generate()?;
+    let cert = params.self_signed(&signing_key)?;
+    let cert_der = cert.der().clone();
+    let key_der = PrivateKeyDer::try_from(signing_key.serialize_der())
         .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_owned())))?;
     let server_config = server_config(vec![cert_der.clone()], key_der)?;
     Ok(SelfSigned {
-        cert_pem: certified.cert.pem(),
-        key_pem: certified.signing_key.serialize_pem(),
+        cert_pem: cert.pem(),
+        key_pem: signing_key.serialize_pem(),
         cert_der,
         server_config,
     })
+}
+
+/// Checks that a client trusting exactly `cert` accepts it, now, from a server it
+/// reached as `name` (a DNS name or an IP address): the check a phone given the file
+/// with `--ca` makes. `Err` says why not (a name it does not cover, an expired date).
+pub fn check_self_signed_for(cert: &CertificateDer<'static>, name: &str) -> Result<(), String> {
+    use rustls::client::danger::ServerCertVerifier as _;
+    let mut roots = RootCertStore::empty();
+    roots.add(cert.clone()).map_err(|e| e.to_string())?;
+    let verifier =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| e.to_string())?;
+    let server_name = rustls::pki_types::ServerName::try_from(name.to_owned())
+        .map_err(|e| format!("\"{name}\": {e}"))?;
+    verifier
+        .verify_server_cert(
+            cert,
+            &[],
+            &server_name,
+            &[],
+            rustls::pki_types::UnixTime::now(),
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_self_signed_certificate_serves_its_names_and_addresses_only() {
+        let ss = self_signed(&["sip.example.test", "localhost", "127.0.0.1", "::1"]).unwrap();
+        for name in ["sip.example.test", "localhost", "127.0.0.1", "::1"] {
+            check_self_signed_for(&ss.cert_der, name).unwrap();
+        }
+        for name in ["other.example.test", "127.0.0.2", "::2"] {
+            let e = check_self_signed_for(&ss.cert_der, name).unwrap_err();
+            assert!(e.contains("not valid for name"), "{name}: {e}");
+        }
+        assert!(ss.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(ss.key_pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+    }
 }

@@ -235,6 +235,97 @@ async fn tls_with_a_self_signed_certificate() {
     assert_eq!(got[0].status(), Some(200));
 }
 
+/// A TLS server with a self-signed certificate for `names`; returns its endpoint (kept
+/// alive by the caller) and address.
+async fn tls_server(names: &[&str]) -> (Endpoint, Receiver<Incoming>, SocketAddr) {
+    let cert = tls::self_signed(names).unwrap();
+    let mut config = EndpointConfig::new([spec("tls:127.0.0.1:0")]);
+    config.tls_server = Some(cert.server_config.clone());
+    let (ep, rx) = bind_with(config).await;
+    let addr = ep.local_addr(Transport::Tls).unwrap();
+    (ep, rx, addr)
+}
+
+/// A client endpoint (UDP only) trusting `roots`.
+async fn tls_client(roots: Vec<rustls::pki_types::CertificateDer<'static>>) -> Endpoint {
+    let mut config = EndpointConfig::new([spec("udp:127.0.0.1:0")]);
+    config.tls_client = Some(tls::client_config(roots).unwrap());
+    bind_with(config).await.0
+}
+
+#[tokio::test]
+async fn a_refused_server_certificate_is_told_as_such() {
+    // Signed by nobody we trust: not trusted (issue 12, defect 11).
+    let (_server, _rx, addr) = tls_server(&["localhost", "127.0.0.1"]).await;
+    // A certificate by another name (tls::self_signed's all share one subject, and a
+    // subject known with the wrong key would be a bad signature, not an unknown issuer).
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "a stranger");
+    let stranger = params.self_signed(&key).unwrap().der().clone();
+    let client = tls_client(vec![stranger]).await;
+    let err = client
+        .send(Target::Addr(Transport::Tls, addr), Bytes::from_static(b"x"))
+        .await
+        .unwrap_err();
+    match &err {
+        sip_net::SendError::TlsHandshake { failure, .. } => assert_eq!(
+            *failure,
+            sip_net::HandshakeFailure::Certificate {
+                problem: "not trusted",
+                verdict: "UnknownIssuer".into()
+            }
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        err.to_string()
+            .ends_with("certificate not trusted (UnknownIssuer)"),
+        "{err}"
+    );
+
+    // Trusted, but made for another name than the address we connect to.
+    let cert = tls::self_signed(&["localhost"]).unwrap();
+    let mut config = EndpointConfig::new([spec("tls:127.0.0.1:0")]);
+    config.tls_server = Some(cert.server_config.clone());
+    let (server, _server_rx) = bind_with(config).await;
+    let addr = server.local_addr(Transport::Tls).unwrap();
+    let client = tls_client(vec![cert.cert_der]).await;
+    let err = client.connect(Transport::Tls, addr).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .ends_with("certificate not valid for this address (NotValidForName)"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn connect_opens_a_connection_and_tells_its_local_address() {
+    let cert = tls::self_signed(&["127.0.0.1"]).unwrap();
+    let mut config = EndpointConfig::new([spec("tls:127.0.0.1:0")]);
+    config.tls_server = Some(cert.server_config.clone());
+    let (server, mut server_rx) = bind_with(config).await;
+    let server_addr = server.local_addr(Transport::Tls).unwrap();
+    // The server's own certificate is what the client trusts.
+    let client = tls_client(vec![cert.cert_der]).await;
+    let flow = client.connect(Transport::Tls, server_addr).await.unwrap();
+    let local = flow.local.expect("the connection's local address");
+    assert_eq!(local.ip(), server_addr.ip());
+    // A message sent afterwards goes over that same connection: the server sees it
+    // come from that address.
+    client
+        .send(
+            Target::Addr(Transport::Tls, server_addr),
+            Bytes::from(options("SIP/2.0/TLS 127.0.0.1;branch=z9hG4bKc1", "c1", 0)),
+        )
+        .await
+        .unwrap();
+    let (_, seen) = next(&mut server_rx).await;
+    assert_eq!(seen.remote, local);
+}
+
 #[tokio::test]
 async fn missing_certificate_is_a_clear_bind_error() {
     let err = Endpoint::bind(EndpointConfig::new([spec("wss:127.0.0.1:0")]))

@@ -23,13 +23,32 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 /// invalidation, which is for when those backends exist.
 #[derive(Debug)]
 pub struct CachedStore<S> {
-    backend: S,
+    /// `None` once handed to a writer thread ([`CachedStore::detach_backend`]).
+    backend: Option<S>,
     shared: Arc<RwLock<BindingMap>>,
     /// Changes staged for the next commit, in order.
     staged: Vec<Change>,
-    /// The bindings each AOR touched by `staged` will have once it commits (expired ones
-    /// included, unsorted); an empty list is an AOR all of whose bindings go.
+    /// The bindings each AOR touched by `staged` or by the batch in flight will have once
+    /// they commit (expired ones included, unsorted); an empty list is an AOR all of
+    /// whose bindings go.
     staged_view: HashMap<String, Vec<Binding>>,
+    /// For each AOR in `staged_view`, the id of the last batch that touches it (the
+    /// staged changes belong to batch `next_batch`): its view may go once that batch is
+    /// committed.
+    view_owner: HashMap<String, u64>,
+    /// The batch handed out by `begin_commit` and not yet ended: one at a time, so a
+    /// failed batch never has later ones built on it already stored.
+    in_flight: Option<Batch>,
+    next_batch: u64,
+}
+
+/// Staged changes on their way to the backend ([`CachedStore::begin_commit`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// Names the batch in [`CachedStore::end_commit`].
+    pub id: u64,
+    /// The changes, in order: store all or none.
+    pub changes: Vec<Change>,
 }
 
 /// A cheap, cloneable, thread-safe read handle on a [`CachedStore`]'s memory copy: what
@@ -58,26 +77,89 @@ impl<S: LocationStore> CachedStore<S> {
         let changes: Vec<Change> = all.into_iter().map(Change::Upsert).collect();
         map.apply(&changes);
         Ok(CachedStore {
-            backend,
+            backend: Some(backend),
             shared: Arc::new(RwLock::new(map)),
             staged: Vec::new(),
             staged_view: HashMap::new(),
+            view_owner: HashMap::new(),
+            in_flight: None,
+            next_batch: 0,
         })
+    }
+
+    /// Hands the backend over (to a [`crate::BackgroundWriter`]): from now on changes
+    /// are stored through [`CachedStore::begin_commit`] / [`CachedStore::end_commit`],
+    /// and [`CachedStore::commit_staged`] answers [`StoreError::Detached`]. `None` if
+    /// it was handed over already.
+    pub fn detach_backend(&mut self) -> Option<S> {
+        self.backend.take()
+    }
+
+    /// Takes what is staged as a batch for someone else to store, unless a batch is in
+    /// flight already or nothing is staged. The changes stay visible to this store's
+    /// `lookup` (later requests are checked against them), never to a reader, until
+    /// [`CachedStore::end_commit`].
+    pub fn begin_commit(&mut self) -> Option<Batch> {
+        if self.in_flight.is_some() || self.staged.is_empty() {
+            return None;
+        }
+        let batch = Batch {
+            id: self.next_batch,
+            changes: std::mem::take(&mut self.staged),
+        };
+        self.next_batch += 1;
+        self.in_flight = Some(batch.clone());
+        Some(batch)
+    }
+
+    /// Whether a batch from [`CachedStore::begin_commit`] awaits its
+    /// [`CachedStore::end_commit`].
+    pub fn commit_in_flight(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    /// The backend stored batch `id` (`Ok`: readers see it now), or did not. A failed
+    /// batch takes the changes staged since with it, as they were made on top of it:
+    /// every request whose changes were in the batch or staged must be answered as
+    /// failed. An id that is not the batch in flight changes nothing.
+    pub fn end_commit(
+        &mut self,
+        id: u64,
+        result: Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let Some(batch) = self.in_flight.take_if(|b| b.id == id) else {
+            return Ok(());
+        };
+        match result {
+            Ok(()) => {
+                write(&self.shared).apply(&batch.changes);
+                for change in &batch.changes {
+                    let aor = change_aor(change);
+                    if self.view_owner.get(aor) == Some(&id) {
+                        self.view_owner.remove(aor);
+                        self.staged_view.remove(aor);
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.discard_staged();
+                Err(e)
+            }
+        }
     }
 
     /// Adds changes to the next [`CachedStore::commit_staged`]. Until then they are
     /// visible to this store's `lookup` and `is_staged`, and to nothing else.
     pub fn stage(&mut self, changes: Vec<Change>) {
         for change in &changes {
-            let aor = match change {
-                Change::Upsert(b) => &b.aor,
-                Change::Remove { aor, .. } | Change::RemoveAll { aor } => aor,
-            };
-            if !self.staged_view.contains_key(aor.as_str()) {
+            let aor = change_aor(change);
+            self.view_owner.insert(aor.to_owned(), self.next_batch);
+            if !self.staged_view.contains_key(aor) {
                 let committed = read(&self.shared).bindings_of(aor).to_vec();
-                self.staged_view.insert(aor.clone(), committed);
+                self.staged_view.insert(aor.to_owned(), committed);
             }
-            let Some(list) = self.staged_view.get_mut(aor.as_str()) else {
+            let Some(list) = self.staged_view.get_mut(aor) else {
                 continue;
             };
             match change {
@@ -106,12 +188,16 @@ impl<S: LocationStore> CachedStore<S> {
     /// readers. On an error none is stored and all are dropped: the writer must answer
     /// every request whose changes were staged as failed.
     pub fn commit_staged(&mut self) -> Result<(), StoreError> {
+        let Some(backend) = self.backend.as_mut() else {
+            return Err(StoreError::Detached);
+        };
         self.staged_view.clear();
+        self.view_owner.clear();
         let staged = std::mem::take(&mut self.staged);
         if staged.is_empty() {
             return Ok(());
         }
-        let result = self.backend.apply(&staged);
+        let result = backend.apply(&staged);
         if result.is_ok() {
             write(&self.shared).apply(&staged);
         }
@@ -121,10 +207,21 @@ impl<S: LocationStore> CachedStore<S> {
         result
     }
 
-    /// Drops every staged change.
+    /// Drops every staged change (and the view of a batch in flight: its AORs are read
+    /// from the committed copy until it ends).
     pub fn discard_staged(&mut self) {
         self.staged.clear();
         self.staged_view.clear();
+        self.view_owner.clear();
+        if let Some(batch) = &self.in_flight {
+            // The batch in flight may still commit: rebuild its view alone.
+            let changes = batch.changes.clone();
+            let id = batch.id;
+            let next = std::mem::replace(&mut self.next_batch, id);
+            self.stage(changes);
+            self.staged.clear();
+            self.next_batch = next;
+        }
     }
 
     /// A read handle that sees every committed write.
@@ -134,9 +231,9 @@ impl<S: LocationStore> CachedStore<S> {
         }
     }
 
-    /// The backend, for what the cache does not offer.
-    pub fn backend(&self) -> &S {
-        &self.backend
+    /// The backend, for what the cache does not offer; `None` once detached.
+    pub fn backend(&self) -> Option<&S> {
+        self.backend.as_ref()
     }
 }
 
@@ -175,10 +272,30 @@ impl<S: LocationStore> LocationStore for CachedStore<S> {
         if expired.is_empty() {
             return Ok(0);
         }
+        let count = expired.len();
         // Reads already hide them: if the backend fails, the next sweep tries again.
-        self.backend.apply(&expired)?;
-        write(&self.shared).apply(&expired);
-        Ok(expired.len())
+        match self.backend.as_mut() {
+            Some(backend) => {
+                backend.apply(&expired)?;
+                write(&self.shared).apply(&expired);
+            }
+            // On a writer thread: the removals go with the next batch.
+            None => {
+                let untouched: Vec<Change> = expired
+                    .into_iter()
+                    .filter(|c| !self.staged_view.contains_key(change_aor(c)))
+                    .collect();
+                self.stage(untouched);
+            }
+        }
+        Ok(count)
+    }
+}
+
+fn change_aor(change: &Change) -> &str {
+    match change {
+        Change::Upsert(b) => &b.aor,
+        Change::Remove { aor, .. } | Change::RemoveAll { aor } => aor,
     }
 }
 
@@ -278,20 +395,37 @@ mod tests {
         assert_eq!(r.len(), 1);
         c.upsert(binding("sip:a@x", "sip:new", 100)).unwrap();
         assert_eq!(r.lookup("sip:a@x", 20).len(), 2);
-        c.backend.fail = true;
+        c.backend.as_mut().unwrap().fail = true;
         assert!(c.remove_all("sip:a@x").is_err());
         assert_eq!(
             r.lookup("sip:a@x", 20).len(),
             2,
             "failed write left no trace"
         );
-        c.backend.fail = false;
+        c.backend.as_mut().unwrap().fail = false;
         c.remove("sip:a@x", "sip:old").unwrap();
         assert_eq!(c.lookup("sip:a@x", 20).unwrap().len(), 1);
         // The binding that had expired before the cache was loaded was swept then.
-        assert_eq!(c.backend.inner.lookup("sip:a@x", 0).unwrap().len(), 1);
+        assert_eq!(
+            c.backend
+                .as_mut()
+                .unwrap()
+                .inner
+                .lookup("sip:a@x", 0)
+                .unwrap()
+                .len(),
+            1
+        );
         assert_eq!(c.sweep(100).unwrap(), 1);
-        assert!(c.backend.inner.list_all(0).unwrap().is_empty());
+        assert!(
+            c.backend
+                .as_mut()
+                .unwrap()
+                .inner
+                .list_all(0)
+                .unwrap()
+                .is_empty()
+        );
         assert!(r.is_empty() && r.aor_count() == 0);
     }
 
@@ -314,12 +448,27 @@ mod tests {
         assert_eq!(contacts(c.lookup("sip:b@x", 1).unwrap()), ["sip:3"]);
         // Readers and the backend see none of it yet.
         assert_eq!(contacts(r.lookup("sip:a@x", 1)), ["sip:1"]);
-        assert!(c.backend.inner.lookup("sip:b@x", 1).unwrap().is_empty());
+        assert!(
+            c.backend
+                .as_mut()
+                .unwrap()
+                .inner
+                .lookup("sip:b@x", 1)
+                .unwrap()
+                .is_empty()
+        );
         c.commit_staged().unwrap();
         assert!(!c.has_staged() && !c.is_staged("sip:a@x"));
         assert_eq!(contacts(r.lookup("sip:a@x", 1)), ["sip:2"]);
         assert_eq!(
-            contacts(c.backend.inner.lookup("sip:b@x", 1).unwrap()),
+            contacts(
+                c.backend
+                    .as_mut()
+                    .unwrap()
+                    .inner
+                    .lookup("sip:b@x", 1)
+                    .unwrap()
+            ),
             ["sip:3"]
         );
 
@@ -328,12 +477,12 @@ mod tests {
             aor: "sip:a@x".into(),
         }]);
         assert!(c.lookup("sip:a@x", 1).unwrap().is_empty());
-        c.backend.fail = true;
+        c.backend.as_mut().unwrap().fail = true;
         assert!(c.commit_staged().is_err());
         assert!(!c.has_staged());
         assert_eq!(contacts(c.lookup("sip:a@x", 1).unwrap()), ["sip:2"]);
         assert_eq!(contacts(r.lookup("sip:a@x", 1)), ["sip:2"]);
-        c.backend.fail = false;
+        c.backend.as_mut().unwrap().fail = false;
         c.stage(vec![Change::RemoveAll {
             aor: "sip:a@x".into(),
         }]);

@@ -20,6 +20,14 @@
 //! server owns it on a dedicated thread or moves it into `spawn_blocking`. Time is passed
 //! in as Unix seconds: nothing here reads the clock, so tests run on a fake one.
 //!
+//! Stage, commit, committed: a server's protocol loop must not wait for the disk. It
+//! [`CachedStore::stage`]s each request's changes (visible at once to its own lookups),
+//! takes them as a [`Batch`] with [`CachedStore::begin_commit`], hands the batch to a
+//! [`BackgroundWriter`] (a thread owning the backend), goes on with other work, and
+//! applies the [`Committed`] result with [`CachedStore::end_commit`] when it comes back:
+//! only then do readers see the changes, and only then may the requests be answered. A
+//! networked backend (PostgreSQL, Redis) stands behind the same three calls.
+//!
 //! ```
 //! use store::{Binding, CachedStore, LocationStore, MemoryLocationStore};
 //! use sip_core::Transport;
@@ -53,16 +61,18 @@ mod memory;
 mod sqlite;
 mod user;
 mod user_cache;
+mod writer;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-pub use cache::{CachedStore, LocationReader};
+pub use cache::{Batch, CachedStore, LocationReader};
 pub use memory::{MemoryLocationStore, MemoryUserStore};
 pub use sip_core::Transport;
 pub use sqlite::{Durability, SqliteLocationStore, SqliteUserStore};
 pub use user::{Ha1Set, ImportReport, User, check_user_name};
 pub use user_cache::CachedUsers;
+pub use writer::{BackgroundWriter, Committed};
 
 /// One registration: an address-of-record bound to a contact (RFC 3261 §10).
 ///
@@ -261,6 +271,12 @@ pub enum StoreError {
         /// What SQLite said.
         source: rusqlite::Error,
     },
+    /// The database file is not there, and was not to be created.
+    #[error("no database at {}", path.display())]
+    Missing {
+        /// The file.
+        path: PathBuf,
+    },
     /// A query or a write failed.
     #[error("database error while {doing}: {source}")]
     Sqlite {
@@ -291,6 +307,13 @@ pub enum StoreError {
         /// What is wrong with it.
         why: &'static str,
     },
+    /// The backend was handed to a [`BackgroundWriter`]: writes go through
+    /// [`CachedStore::begin_commit`] and [`CachedStore::end_commit`] now.
+    #[error("the location backend is on its writer thread; commit through begin_commit")]
+    Detached,
+    /// The [`BackgroundWriter`]'s thread is gone (it panicked, or was shut down).
+    #[error("the storage writer thread has stopped")]
+    WriterGone,
     /// A `database` setting naming a backend this build does not have.
     #[error(
         "database \"{url}\": the {scheme} backend is not built in yet; use an SQLite file path"

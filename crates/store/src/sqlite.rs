@@ -95,20 +95,37 @@ fn sql(doing: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     move |source| StoreError::Sqlite { doing, source }
 }
 
-/// Opens (creating if needed) the database file with the settings every connection
-/// needs, and makes sure the tables exist.
-fn open_connection(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
+/// Whether opening may make a new database file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Create {
+    /// Make the file when it is not there (the server, and commands that add users).
+    IfMissing,
+    /// Refuse with [`StoreError::Missing`]: a command that only reads must not leave an
+    /// empty database behind where it was run by mistake.
+    Never,
+}
+
+/// Opens the database file with the settings every connection needs, and makes sure the
+/// tables exist.
+fn open_connection(
+    path: &Path,
+    durability: Durability,
+    create: Create,
+) -> Result<Connection, StoreError> {
     let opened = |source| StoreError::Open {
         path: path.to_owned(),
         source,
     };
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(opened)?;
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if create == Create::IfMissing {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    } else if !path.exists() {
+        // SQLite would say only "unable to open database file".
+        return Err(StoreError::Missing {
+            path: path.to_owned(),
+        });
+    }
+    let conn = Connection::open_with_flags(path, flags).map_err(opened)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(opened)?;
     // Only a new file takes this (a file in WAL mode keeps its page size). Every REGISTER
     // rewrites one row of ~250 bytes, and the WAL receives the whole page it sits on,
@@ -186,7 +203,20 @@ impl SqliteLocationStore {
     /// Opens or creates the file.
     pub fn open(path: &Path, durability: Durability) -> Result<SqliteLocationStore, StoreError> {
         Ok(SqliteLocationStore {
-            conn: open_connection(path, durability)?,
+            conn: open_connection(path, durability, Create::IfMissing)?,
+            path: path.to_owned(),
+            checkpointer: None,
+        })
+    }
+
+    /// Opens the file only if it exists ([`StoreError::Missing`] otherwise), for a
+    /// command that looks at the registrations of a server.
+    pub fn open_existing(
+        path: &Path,
+        durability: Durability,
+    ) -> Result<SqliteLocationStore, StoreError> {
+        Ok(SqliteLocationStore {
+            conn: open_connection(path, durability, Create::Never)?,
             path: path.to_owned(),
             checkpointer: None,
         })
@@ -203,7 +233,7 @@ impl SqliteLocationStore {
         every: Duration,
     ) -> Result<SqliteLocationStore, StoreError> {
         let mut store = SqliteLocationStore::open(path, durability)?;
-        let checkpoints = open_connection(path, durability)?;
+        let checkpoints = open_connection(path, durability, Create::Never)?;
         store
             .conn
             .execute_batch(&format!(
@@ -460,7 +490,15 @@ impl SqliteUserStore {
     /// written with [`Durability::Power`].
     pub fn open(path: &Path) -> Result<SqliteUserStore, StoreError> {
         Ok(SqliteUserStore {
-            conn: open_connection(path, Durability::Power)?,
+            conn: open_connection(path, Durability::Power, Create::IfMissing)?,
+        })
+    }
+
+    /// Opens the file only if it exists ([`StoreError::Missing`] otherwise), for a
+    /// command that reads or changes users who must already be there.
+    pub fn open_existing(path: &Path) -> Result<SqliteUserStore, StoreError> {
+        Ok(SqliteUserStore {
+            conn: open_connection(path, Durability::Power, Create::Never)?,
         })
     }
 }
@@ -609,6 +647,31 @@ mod tests {
             user_agent: Some("Phone \"X\" 1.0".into()),
             registered_at: 90,
         }
+    }
+
+    #[test]
+    fn open_existing_never_creates_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sb.db");
+        let e = SqliteUserStore::open_existing(&path).unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Missing { path: p } if *p == path),
+            "{e}"
+        );
+        assert_eq!(e.to_string(), format!("no database at {}", path.display()));
+        let e = SqliteLocationStore::open_existing(&path, Durability::Process).unwrap_err();
+        assert!(matches!(e, StoreError::Missing { .. }), "{e}");
+        assert!(!path.exists(), "nothing was created");
+
+        let mut users = SqliteUserStore::open(&path).unwrap();
+        users
+            .add(&User::new("alice", "example.test", "pw", 1).unwrap())
+            .unwrap();
+        drop(users);
+        let users = SqliteUserStore::open_existing(&path).unwrap();
+        assert_eq!(users.list().unwrap().len(), 1);
+        let loc = SqliteLocationStore::open_existing(&path, Durability::Process).unwrap();
+        assert!(loc.list_all(0).unwrap().is_empty());
     }
 
     #[test]

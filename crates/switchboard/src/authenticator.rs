@@ -7,7 +7,14 @@
 //! Proxy-Authorization (or Authorization) headers and answers who they prove, or why
 //! not; [`Authenticator::challenges`] gives the header values of a fresh challenge, in
 //! the configured algorithm order.
+//!
+//! `serve` has one of these, owned by the registrar and lent to the proxy, so that
+//! failures of every method and of both challenge kinds count towards one ban. Each
+//! failure and each ban is logged at warn level with the source and the user name, at
+//! most one line per source every [`LOG_INTERVAL_SECS`] (with the count of lines left
+//! out), so that a brute-force attempt shows without flooding the log.
 
+use crate::myself::Myself;
 use crate::registrar::{DigestAlgorithm, digest_uri_matches};
 use sip_core::auth::{Algorithm, Credentials, NonceIssuer, Verdict, Verifier, ha1};
 use sip_core::{HeaderName, Message};
@@ -22,6 +29,8 @@ const NONCE_COUNTER_CAPACITY: usize = 100_000;
 /// Sources tracked for failed authentication; beyond it new sources are not tracked
 /// (failing open rather than letting an address sweep exhaust memory).
 const MAX_TRACKED_SOURCES: usize = 100_000;
+/// At most one failure line per source in this many seconds.
+pub const LOG_INTERVAL_SECS: u64 = 10;
 
 /// The result of [`Authenticator::check`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +65,11 @@ pub struct Authenticator {
     stats: AuthStats,
     /// Keys the stand-in HA1 of unknown users.
     secret: u64,
+    /// Whom a digest `uri` may name besides the Request-URI (RFC 2617 §3.2.2.5 wants
+    /// the Request-URI; SIPp signs the server's address while it sends to the domain).
+    myself: Option<Myself>,
+    /// When each source's failures were last logged, and how many were not since.
+    failure_log: HashMap<IpAddr, (u64, u32)>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -93,6 +107,8 @@ impl Authenticator {
             bans: BanTable::new(0, 0, 0),
             stats: AuthStats::default(),
             secret,
+            myself: None,
+            failure_log: HashMap::new(),
         })
     }
 
@@ -100,6 +116,13 @@ impl Authenticator {
     /// `max_failures` times within `window_secs` (0 failures: never).
     pub fn with_bans(mut self, max_failures: u32, window_secs: u64, ban_secs: u64) -> Self {
         self.bans = BanTable::new(max_failures, window_secs, ban_secs);
+        self
+    }
+
+    /// Accepts a digest `uri` naming this server (its address, the domain) as well as
+    /// one equal to the Request-URI.
+    pub fn with_myself(mut self, myself: Myself) -> Self {
+        self.myself = Some(myself);
         self
     }
 
@@ -114,16 +137,17 @@ impl Authenticator {
     }
 
     /// Checks the credentials for our realm in `header` (Proxy-Authorization for a
-    /// proxy) of `req` at `now` (Unix seconds), reading the user from `users`; a store
-    /// failure is a 500. See [`Authenticator::check_from`].
+    /// proxy) of `req` from `source` at `now` (Unix seconds), reading the user from
+    /// `users`; a store failure is a 500. See [`Authenticator::check_from`].
     pub fn check(
         &mut self,
         now: u64,
         req: &Message,
         header: HeaderName,
+        source: IpAddr,
         users: &dyn UserStore,
     ) -> AuthCheck {
-        match self.check_from(now, req, header, None, |name| users.get(name)) {
+        match self.check_from(now, req, header, Some(source), |name| users.get(name)) {
             Ok(check) => check,
             Err(e) => {
                 tracing::error!(error = %e, "authentication: user store failed");
@@ -179,8 +203,12 @@ impl Authenticator {
             Verdict::Ok if known => {
                 // RFC 2617 §3.2.2.5: the digest-uri must be the Request-URI. Clients
                 // such as SIPp sign the URI with the port they sent to, so scheme, user
-                // and host must match and the port may differ.
-                if digest_uri_matches(creds.uri.as_ref(), req.request_uri_str()) {
+                // and host must match and the port may differ; SIPp's [authentication]
+                // signs the server's address while the Request-URI names the domain,
+                // so a uri that names us is good too. One naming somebody else is not.
+                if digest_uri_matches(creds.uri.as_ref(), req.request_uri_str())
+                    || self.names_us(creds.uri.as_ref())
+                {
                     AuthCheck::User(creds.username.into_owned())
                 } else {
                     AuthCheck::Refuse(
@@ -195,21 +223,60 @@ impl Authenticator {
             }
             Verdict::Ok | Verdict::BadResponse | Verdict::Replay => {
                 self.stats.failures += 1;
-                if let Some(ip) = source
-                    && self.bans.record_failure(ip, now)
-                {
-                    self.stats.bans += 1;
-                    tracing::warn!(
-                        source = %ip,
-                        failures = self.bans.max_failures,
-                        window_secs = self.bans.window_secs,
-                        ban_secs = self.bans.ban_secs,
-                        "banning source after repeated authentication failures"
-                    );
+                if let Some(ip) = source {
+                    self.log_failure(ip, &creds.username, method, now);
+                    if self.bans.record_failure(ip, now) {
+                        self.stats.bans += 1;
+                        tracing::warn!(
+                            source = %ip,
+                            user = %creds.username,
+                            failures = self.bans.max_failures,
+                            window_secs = self.bans.window_secs,
+                            ban_secs = self.bans.ban_secs,
+                            "banning source after repeated authentication failures"
+                        );
+                    }
                 }
                 AuthCheck::Challenge { stale: false }
             }
         })
+    }
+
+    /// Whether a digest `uri` names this server.
+    fn names_us(&self, uri: &str) -> bool {
+        let Some(myself) = &self.myself else {
+            return false;
+        };
+        sip_core::Uri::parse(uri)
+            .ok()
+            .and_then(|u| u.as_sip().map(|s| myself.names_us(s)))
+            .unwrap_or(false)
+    }
+
+    /// Logs a failed authentication at warn level, rate-limited per source.
+    fn log_failure(&mut self, ip: IpAddr, user: &str, method: &str, now: u64) {
+        let key = ban_key(ip);
+        if !self.failure_log.contains_key(&key) && self.failure_log.len() >= MAX_TRACKED_SOURCES {
+            self.failure_log
+                .retain(|_, (at, _)| now.saturating_sub(*at) < LOG_INTERVAL_SECS);
+            if self.failure_log.len() >= MAX_TRACKED_SOURCES {
+                return;
+            }
+        }
+        let entry = self.failure_log.entry(key).or_insert((0, 0));
+        if entry.0 != 0 && now.saturating_sub(entry.0) < LOG_INTERVAL_SECS {
+            entry.1 = entry.1.saturating_add(1);
+            return;
+        }
+        let suppressed = std::mem::take(&mut entry.1);
+        entry.0 = now;
+        tracing::warn!(
+            source = %ip,
+            user,
+            method,
+            suppressed,
+            "authentication failed"
+        );
     }
 
     /// The values of the challenge headers (WWW- or Proxy-Authenticate) to send, one
@@ -231,6 +298,8 @@ impl Authenticator {
     pub fn sweep(&mut self, now: u64) {
         self.verifier.sweep(now);
         self.bans.sweep(now);
+        self.failure_log
+            .retain(|_, (at, _)| now.saturating_sub(*at) < LOG_INTERVAL_SECS);
     }
 }
 

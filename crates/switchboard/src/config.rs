@@ -93,8 +93,10 @@ pub struct RegistrarConfig {
     pub nonce_lifetime_secs: u64,
     /// Other host names that mean this server in a Request-URI or To URI.
     pub aliases: Vec<String>,
-    /// Digest algorithms offered in a challenge, in order: "SHA-256", "MD5". Clients
-    /// that read only the first challenge (SIPp 3.6, older phones) need "MD5" first.
+    /// Digest algorithms offered in a challenge, in order: "SHA-256", "MD5". The
+    /// default is MD5 alone: SIPp 3.6 and baresip 1.0 answer only the first challenge
+    /// and only in MD5, and fail to register when SHA-256 comes first. Set
+    /// `["SHA-256", "MD5"]` for SHA-256 (RFC 8760) with MD5 for the others.
     pub digest_algorithms: Vec<String>,
 }
 
@@ -110,7 +112,7 @@ impl Default for RegistrarConfig {
             ban_secs: 600,
             nonce_lifetime_secs: 300,
             aliases: Vec::new(),
-            digest_algorithms: vec!["SHA-256".into(), "MD5".into()],
+            digest_algorithms: vec!["MD5".into()],
         }
     }
 }
@@ -190,7 +192,7 @@ impl Default for LimitsConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read the configuration {}: {source}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
@@ -213,7 +215,9 @@ impl Config {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
+            // Absolute: run from another folder, a relative name says nothing of where
+            // it was looked for.
+            path: std::path::absolute(path).unwrap_or_else(|_| path.to_owned()),
             source,
         })?;
         Self::parse(&text, path)
@@ -229,8 +233,13 @@ impl Config {
         let config: Config = toml::from_str(text).map_err(|e| {
             let offset = e.span().map_or(0, |s| s.start);
             // toml's message carries its own snippet; the first line is the useful one.
-            let message = e.message().lines().next().unwrap_or("invalid").to_string();
-            invalid(offset, message)
+            let message = plain_types(e.message().lines().next().unwrap_or("invalid"));
+            // A wrong value is pointed at by its span, and serde's message names only the
+            // type: the key it belongs to is read from the text.
+            match key_of_value(text, offset) {
+                Some(key) => invalid(offset, format!("{key}: {message}")),
+                None => invalid(offset, message),
+            }
         })?;
         config.check().map_err(|(key, message)| {
             let offset = find_key(text, key).unwrap_or(0);
@@ -309,6 +318,60 @@ pub fn check_listen(spec: &str) -> Result<(), String> {
         .map_err(|_| format!("\"{addr}\" is not an address:port (IPv6 as [::1]:5060)"))
 }
 
+/// The key whose value holds `offset` (for a value spread over lines, the key that
+/// opened it); `None` when `offset` is on a key itself or a table header, as for an
+/// unknown key, whose message names it already.
+fn key_of_value(text: &str, offset: usize) -> Option<&str> {
+    let mut key = None;
+    let mut line_start = 0;
+    for line in text.split_inclusive('\n') {
+        if line_start > offset {
+            break;
+        }
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('[') {
+            key = None;
+        } else if let Some((name, _)) = trimmed.split_once('=') {
+            let bare = name.trim();
+            let is_key = !bare.is_empty()
+                && bare
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+            if is_key {
+                // The value starts after the '='; before it, the offset is on the key.
+                let value_at = line_start + (line.len() - trimmed.len()) + name.len() + 1;
+                key = (offset >= value_at).then_some(bare);
+            }
+        }
+        // Any other line continues the value above it (an array over several lines).
+        line_start += line.len();
+    }
+    key
+}
+
+/// serde's names of types, as an admin reads them.
+fn plain_types(message: &str) -> String {
+    const TYPES: [(&str, &str); 5] = [
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        (
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        ),
+        ("expected u64", "expected a whole number, 0 or more"),
+        ("expected usize", "expected a whole number, 0 or more"),
+        ("expected a boolean", "expected true or false"),
+    ];
+    for (from, to) in TYPES {
+        if let Some(start) = message.strip_suffix(from) {
+            return format!("{start}{to}");
+        }
+    }
+    match message.split_once("expected struct ") {
+        Some((start, _)) => format!("{start}expected a table"),
+        None => message.to_owned(),
+    }
+}
+
 /// Where `key = ` first appears in the text, to point an error at its line.
 fn find_key(text: &str, key: &str) -> Option<usize> {
     let mut offset = 0;
@@ -347,6 +410,10 @@ mod tests {
         let c = parse("").unwrap();
         assert_eq!(c.sip.listen, ["udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"]);
         assert_eq!(c.storage.database, "switchboard.db");
+        // Issue 12: what SIPp 3.6 and baresip 1.0 can answer; SHA-256 on request.
+        assert_eq!(c.registrar.digest_algorithms, ["MD5"]);
+        let c = parse("[registrar]\ndigest_algorithms = [\"SHA-256\", \"MD5\"]\n").unwrap();
+        assert_eq!(c.registrar.digest_algorithms, ["SHA-256", "MD5"]);
     }
 
     #[test]
@@ -375,6 +442,40 @@ mod tests {
             e.starts_with("sb.toml:3: listen: \"sctp:1.2.3.4:5\": unknown transport"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn wrong_type_names_file_line_and_key() {
+        assert_eq!(
+            parse("[registrar]\nrequire_auth = true\nmin_expires = \"sixty\"\n").unwrap_err(),
+            "sb.toml:3: min_expires: invalid type: string \"sixty\", \
+             expected a whole number from 0 to 4294967295"
+        );
+        assert_eq!(
+            parse("[proxy]\n  require_auth=\"yes\"\n").unwrap_err(),
+            "sb.toml:2: require_auth: invalid type: string \"yes\", expected true or false"
+        );
+        assert_eq!(
+            parse("[registrar]\nmax_expires = -5\n").unwrap_err(),
+            "sb.toml:2: max_expires: invalid value: integer `-5`, \
+             expected a whole number from 0 to 4294967295"
+        );
+        // An array over several lines: its key, at the line of the bad element.
+        assert_eq!(
+            parse("[sip]\nlisten = [\n  \"udp:127.0.0.1:5060\",\n  5,\n]\n").unwrap_err(),
+            "sb.toml:4: listen: invalid type: integer `5`, expected a string"
+        );
+        assert_eq!(
+            parse("sip = 5\n").unwrap_err(),
+            "sb.toml:1: sip: invalid type: integer `5`, expected a table"
+        );
+        // An unknown key is named by its own message, once.
+        assert_eq!(
+            parse("[sip]\nlisten_on = 5\n").unwrap_err(),
+            "sb.toml:2: unknown field `listen_on`, expected one of `listen`, `domain`, `server_name`"
+        );
+        assert_eq!(key_of_value("a = 1\n", 0), None);
+        assert_eq!(key_of_value("a = 1\n[b]\nc = 2\n", 8), None);
     }
 
     #[test]

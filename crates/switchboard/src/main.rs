@@ -5,12 +5,14 @@
 
 mod authenticator;
 mod config;
+mod myself;
 mod parse_cmd;
 mod phone;
 mod proxy;
 mod registrar;
 mod serve;
 mod service;
+mod tls_setup;
 mod user_cmd;
 
 use clap::{Parser, Subcommand};

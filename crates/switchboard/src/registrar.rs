@@ -49,12 +49,13 @@
 
 use crate::authenticator::{AuthCheck, Authenticator};
 use crate::config::RegistrarConfig;
+use crate::myself::Myself;
 use bytes::Bytes;
 use sip_core::builder::{error_response_to_raw, response_to_with_reason};
 use sip_core::headers::{Contact, NameAddr};
+use sip_core::ids::IdGenerator;
 use sip_core::scan::unquote;
 use sip_core::{HeaderName, Host, Message, Method, SipUri, Transport, Uri};
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use store::{
     Binding, CachedStore, CachedUsers, Change, LocationReader, LocationStore, StoreError, UserStore,
@@ -238,8 +239,10 @@ pub struct Registrar<L: LocationStore, U: UserStore> {
     stats: RegistrarStats,
     /// 200s built on staged changes, waiting for the next commit.
     awaiting_commit: u64,
-    /// Keys the To tags and the stand-in HA1 of unknown users.
-    secret: u64,
+    /// Makes the To tags.
+    ids: IdGenerator,
+    /// Our domain, aliases and addresses.
+    myself: Myself,
 }
 
 impl<L: LocationStore, U: UserStore> std::fmt::Debug for Registrar<L, U> {
@@ -262,9 +265,7 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
         nonce_key: &[u8],
         now: u64,
     ) -> Result<Registrar<L, U>, RegistrarError> {
-        let mut h = DefaultHasher::new();
-        nonce_key.hash(&mut h);
-        let secret = h.finish();
+        let myself = Myself::new(&settings.domain, &settings.rules.aliases, &[], &[]);
         let auth = Authenticator::new(
             &settings.domain,
             &settings.rules.digest_algorithms,
@@ -276,6 +277,12 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
             settings.rules.auth_failure_window_secs,
             settings.rules.ban_secs,
         );
+        // The nonce key passed the authenticator's length check, which is the longer.
+        let ids = IdGenerator::new(nonce_key).map_err(|_| {
+            RegistrarError::Key(sip_core::auth::AuthError::WeakKey {
+                len: nonce_key.len(),
+            })
+        })?;
         Ok(Registrar {
             auth,
             location: CachedStore::new(location, now)?,
@@ -283,8 +290,24 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
             settings,
             stats: RegistrarStats::default(),
             awaiting_commit: 0,
-            secret,
+            ids,
+            myself,
         })
+    }
+
+    /// Knows us by `myself` too (the addresses we listen on, besides the domain and
+    /// aliases of the settings): a REGISTER for `user@ADDRESS` is for `user@DOMAIN`,
+    /// and a digest `uri` naming us is accepted.
+    pub fn with_myself(mut self, myself: Myself) -> Self {
+        self.auth = self.auth.with_myself(myself.clone());
+        self.myself = myself;
+        self
+    }
+
+    /// The users and the authenticator, lent to the proxy: one table of failures and
+    /// bans for every method and both challenge kinds.
+    pub fn users_and_auth(&mut self) -> (&CachedUsers<U>, &mut Authenticator) {
+        (&self.users, &mut self.auth)
     }
 
     /// A read handle on the bindings for routing: cheap to clone, usable from any thread.
@@ -306,12 +329,6 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
     #[allow(dead_code)] // for the admin API
     pub fn settings(&self) -> &RegistrarSettings {
         &self.settings
-    }
-
-    /// The users, read through the registrar's in-memory copy (the proxy authenticates
-    /// with it too).
-    pub fn users(&self) -> &CachedUsers<U> {
-        &self.users
     }
 
     /// Whether `ip` is banned at `now`: the I/O shell may drop all its traffic early.
@@ -457,7 +474,6 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
     pub fn commit(&mut self) -> Result<(), StoreError> {
         let awaiting = std::mem::take(&mut self.awaiting_commit);
         if let Err(e) = self.location.commit_staged() {
-            self.stats.accepted -= awaiting;
             self.stats.store_errors += 1;
             tracing::error!(error = %e, requests = awaiting, "registrar: storing bindings failed; answering 500");
             return Err(e);
@@ -465,9 +481,52 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
         Ok(())
     }
 
+    /// Hands the location backend over to a writer thread (`store::BackgroundWriter`):
+    /// from then on changes are stored through [`Registrar::begin_commit`] and
+    /// [`Registrar::end_commit`], beside the caller. `None` if already handed over.
+    pub fn detach_location_backend(&mut self) -> Option<L> {
+        self.location.detach_backend()
+    }
+
+    /// The staged changes as a batch for the writer thread, unless one is in flight or
+    /// nothing is staged. The outcomes that awaited a commit until now wait for this
+    /// batch's [`Registrar::end_commit`].
+    pub fn begin_commit(&mut self) -> Option<store::Batch> {
+        let batch = self.location.begin_commit()?;
+        self.awaiting_commit = 0;
+        Some(batch)
+    }
+
+    /// Whether changes are staged and not yet handed out as a batch.
+    pub fn has_staged(&self) -> bool {
+        self.location.has_staged()
+    }
+
+    /// Whether a batch from [`Registrar::begin_commit`] is out.
+    pub fn commit_in_flight(&self) -> bool {
+        self.location.commit_in_flight()
+    }
+
+    /// The writer's report on a batch. `Ok`: its bindings are stored and readers see
+    /// them; the outcomes that waited for it may be sent. An error: nothing of it, nor of
+    /// what was staged since, is stored; every outcome that waited for it or was staged
+    /// since must be answered with [`Registrar::failed_commit`].
+    pub fn end_commit(&mut self, committed: store::Committed) -> Result<(), StoreError> {
+        let result = self.location.end_commit(committed.id, committed.result);
+        if let Err(e) = &result {
+            self.awaiting_commit = 0;
+            self.stats.store_errors += 1;
+            tracing::error!(error = %e, "registrar: storing bindings failed; answering 500");
+        }
+        result
+    }
+
     /// What replaces an outcome whose changes a failed [`Registrar::commit`] did not
     /// store: a 500, as when the store fails for a single REGISTER.
-    pub fn failed_commit(&self, req: &Message, outcome: RegisterOutcome) -> RegisterOutcome {
+    pub fn failed_commit(&mut self, req: &Message, outcome: RegisterOutcome) -> RegisterOutcome {
+        if outcome.status == 200 {
+            self.stats.accepted -= 1;
+        }
         let refusal = Refusal::because(500, STORAGE_FAILED);
         RegisterOutcome {
             status: 500,
@@ -844,39 +903,28 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
         Refusal::because(500, STORAGE_FAILED)
     }
 
-    /// Whether a Request-URI host names this registrar.
+    /// Whether a Request-URI host names this registrar: an IP literal (the request
+    /// reached us, so an address can only mean us, even one NAT put in front of us),
+    /// or what [`Registrar::is_our_domain`] accepts.
     fn is_us(&self, host: &Host<'_>) -> bool {
         matches!(host, Host::V4(_) | Host::V6(_)) || self.is_our_domain(host)
     }
 
-    /// Whether a host is the configured domain or one of its aliases.
+    /// Whether a host is ours for an address of record: the domain, an alias, or an
+    /// address we listen on (`phone --server 127.0.0.1:5060` registers
+    /// `alice@127.0.0.1`, which is `alice@DOMAIN`).
     fn is_our_domain(&self, host: &Host<'_>) -> bool {
-        // A name is compared as written; only addresses need formatting.
-        let formatted;
-        let text = match host {
-            Host::Name(name) => name.trim_end_matches('.'),
-            _ => {
-                formatted = host.to_string();
-                formatted.as_str()
-            }
-        };
-        text.eq_ignore_ascii_case(&self.settings.domain)
-            || self
-                .settings
-                .rules
-                .aliases
-                .iter()
-                .any(|a| a.eq_ignore_ascii_case(text))
+        self.myself.is_own_host(host)
     }
 
-    /// A To tag stable across retransmissions of one request and unguessable by others.
+    /// A To tag stable across retransmissions of one request (the challenges are
+    /// stateless, RFC 3261 §8.2.7) and unguessable by others (RFC 3261 §19.3).
     fn to_tag(&self, req: &Message) -> String {
-        let mut h = DefaultHasher::new();
-        self.secret.hash(&mut h);
-        req.call_id().unwrap_or("").hash(&mut h);
-        req.cseq().map(|c| c.seq).unwrap_or(0).hash(&mut h);
-        req.from().ok().and_then(|f| f.tag()).hash(&mut h);
-        format!("{:016x}", h.finish())
+        let call_id = req.call_id().unwrap_or("");
+        let seq = req.cseq().map(|c| c.seq).unwrap_or(0).to_be_bytes();
+        let from_tag = req.from().ok().and_then(|f| f.tag()).unwrap_or("");
+        self.ids
+            .derive(&[call_id.as_bytes(), &seq, from_tag.as_bytes()])
     }
 }
 
@@ -1066,7 +1114,7 @@ mod tests {
                 auth_failure_window_secs: 60,
                 ban_secs: 300,
                 nonce_lifetime_secs: 300,
-                ..RegistrarConfig::default()
+                digest_algorithms: vec!["SHA-256".into(), "MD5".into()],
             },
             ..RegistrarSettings::default()
         };
@@ -1617,6 +1665,88 @@ mod tests {
         assert_eq!(reg.reader().lookup(AOR, T0).len(), 1);
     }
 
+    /// A registrar that knows it listens on 127.0.0.1:5060 (UDP) and on every address
+    /// of a host with 192.0.2.7 on 5070 (TCP), with the alias `::1`.
+    fn listening_registrar(require_auth: bool) -> Reg {
+        let me = Myself::new(
+            DOMAIN,
+            &["sip.example.test".into(), "::1".into()],
+            &[
+                (Transport::Udp, "127.0.0.1:5060".parse().unwrap()),
+                (Transport::Tcp, "0.0.0.0:5070".parse().unwrap()),
+            ],
+            &["127.0.0.1".parse().unwrap(), "192.0.2.7".parse().unwrap()],
+        );
+        registrar(require_auth).with_myself(me)
+    }
+
+    #[test]
+    fn an_aor_at_one_of_our_addresses_is_in_our_domain() {
+        // Issue 12, defect 5: `phone --server 127.0.0.1:5060` registers alice@127.0.0.1,
+        // answered 404 "not a domain of this registrar".
+        let mut reg = listening_registrar(false);
+        let c = "Contact: <sip:a@192.0.2.1>";
+        let cases = [
+            ("sip:127.0.0.1:5060", "<sip:alice@127.0.0.1>", 200),
+            ("sip:127.0.0.1", "<sip:alice@127.0.0.1:5060>", 200),
+            ("sip:192.0.2.7:5070", "<sip:alice@192.0.2.7>", 200),
+            // Defect 13: bob@[::1] with the alias ::1, however the address is written.
+            ("sip:[::1]", "<sip:bob@[::1]>", 200),
+            ("sip:[::1]", "<sip:bob@[0:0::1]>", 200),
+            // Not us.
+            ("sip:127.0.0.1", "<sip:alice@192.0.2.99>", 404),
+        ];
+        for (cseq, (ruri, to, code)) in (1..).zip(cases) {
+            let r = send(&mut reg, T0, &register_to(ruri, to, "c5", cseq, &[c]));
+            assert_eq!(r.status(), Some(code), "{ruri} {to}: {:?}", r.reason());
+        }
+        assert_eq!(reg.reader().lookup(AOR, T0).len(), 1);
+        assert_eq!(reg.reader().lookup("sip:bob@example.test", T0).len(), 1);
+    }
+
+    #[test]
+    fn a_digest_uri_naming_us_is_accepted_one_naming_others_is_not() {
+        // Issue 12, defect 6: SIPp's [authentication] signs the server's address while
+        // the Request-URI names the domain.
+        let mut reg = listening_registrar(true);
+        let c = "Contact: <sip:a@192.0.2.1>";
+        let mut cseq = 1;
+        for (digest_uri, code) in [
+            ("sip:127.0.0.1:5060", 200),
+            ("sip:sip.example.test", 200),
+            ("sip:192.0.2.99:5060", 400),
+            ("sip:127.0.0.1:5999", 400),
+        ] {
+            let r = send(&mut reg, T0, &register("alice", "c6", cseq, &[c]));
+            cseq += 1;
+            let ch = challenges(&r);
+            let md5 = ch
+                .iter()
+                .find(|c| c.as_digest().unwrap().algorithm() == Some(Algorithm::Md5))
+                .unwrap();
+            let creds =
+                respond(md5, "alice", "alice-pw", "REGISTER", digest_uri, "0a4f", 1).unwrap();
+            let auth = format!("Authorization: {creds}");
+            let r = send(&mut reg, T0, &register("alice", "c6", cseq, &[c, &auth]));
+            cseq += 1;
+            assert_eq!(r.status(), Some(code), "{digest_uri}: {:?}", r.reason());
+        }
+    }
+
+    #[test]
+    fn to_tags_are_stable_per_request_and_keyed() {
+        // Issue 12, defect 8: one source of tags; a retransmission gets the same.
+        let mut reg = registrar(true);
+        let req = register("alice", "c8", 1, &[]);
+        let a = send(&mut reg, T0, &req);
+        let b = send(&mut reg, T0, &req);
+        let tag = a.to().unwrap().tag().unwrap().to_owned();
+        assert_eq!(b.to().unwrap().tag(), Some(tag.as_str()));
+        assert_eq!(tag.len(), 24);
+        let other = send(&mut reg, T0, &register("alice", "c8", 2, &[]));
+        assert_ne!(other.to().unwrap().tag(), Some(tag.as_str()));
+    }
+
     // ---- authentication ----
 
     fn challenges(resp: &Message) -> Vec<Challenge<'static>> {
@@ -2002,6 +2132,49 @@ mod tests {
         let (again, r) = stage(&mut reg, &register("alice", "c2", 2, &[]));
         assert!(!again.awaits_commit);
         assert_eq!(bound(&r).len(), 2);
+    }
+
+    #[test]
+    fn batches_stored_beside_the_registrar() {
+        let (mut reg, fail) = flaky_registrar(&["alice", "bob"]);
+        let reader = reg.reader();
+        let mut backend = reg.detach_location_backend().unwrap();
+        // As the writer thread would: apply the batch to the backend, report back.
+        let mut store = |batch: store::Batch| store::Committed {
+            id: batch.id,
+            result: backend.apply(&batch.changes),
+        };
+        let a = register("alice", "c1", 1, &["Contact: <sip:a@192.0.2.1>"]);
+        let out = reg.stage_register(T0, &a, src(), Transport::Udp);
+        assert!(out.awaits_commit);
+        let batch = reg.begin_commit().unwrap();
+        assert!(reg.commit_in_flight() && reg.begin_commit().is_none());
+        // Staged while the first batch is out: sees it, waits for the next.
+        let b = register("alice", "c1", 2, &["Contact: <sip:a@192.0.2.2>"]);
+        let out_b = reg.stage_register(T0, &b, src(), Transport::Udp);
+        assert_eq!(
+            bound(&Message::parse(out_b.response.clone().unwrap()).unwrap()).len(),
+            2
+        );
+        assert!(reader.is_empty(), "nothing shows before it is stored");
+        reg.end_commit(store(batch)).unwrap();
+        assert_eq!(reader.lookup(AOR, T0).len(), 1);
+
+        // The second batch fails: its 200 becomes a 500, and what was staged after it
+        // goes with it.
+        let batch = reg.begin_commit().unwrap();
+        let c = register("bob", "c2", 1, &["Contact: <sip:b@192.0.2.3>"]);
+        let out_c = reg.stage_register(T0, &c, src(), Transport::Udp);
+        assert!(out_c.awaits_commit);
+        fail.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(reg.end_commit(store(batch)).is_err());
+        assert_eq!(reg.failed_commit(&b, out_b).status, 500);
+        assert_eq!(reg.failed_commit(&c, out_c).status, 500);
+        assert!(!reg.has_staged() && !reg.commit_in_flight());
+        assert_eq!(reader.lookup(AOR, T0).len(), 1);
+        assert_eq!(reg.stats().store_errors, 1);
+        assert_eq!(reg.stats().accepted, 1);
+        assert!(matches!(reg.commit(), Err(StoreError::Detached)));
     }
 
     #[test]

@@ -8,14 +8,16 @@
 //! messages and timers
 //! are handled one at a time, in order, with no locks. The transports run beside it.
 
-use crate::authenticator::Authenticator;
 use crate::config::Config;
+use crate::myself::{self, Myself};
 use crate::proxy::{self, Handled, Interface, Proxy, ProxySettings};
 use crate::registrar::{RegisterOutcome, Registrar, RegistrarSettings};
 use crate::service::{self, Answer};
+use crate::tls_setup;
 use bytes::Bytes;
+use sip_core::ids::IdGenerator;
 use sip_core::transaction::{Event, TimerConfig, TransactionKey, TransactionLayer};
-use sip_core::{Message, Method};
+use sip_core::{Flow, Message, Method};
 use sip_net::{Endpoint, EndpointConfig, Incoming, ListenSpec, Target};
 use std::path::Path;
 use std::process::ExitCode;
@@ -100,7 +102,19 @@ async fn serve(config: Config) -> Result<(), String> {
         .iter()
         .map(|s| s.parse().map_err(|e| format!("listen \"{s}\": {e}")))
         .collect::<Result<_, _>>()?;
-    let registrar = open_registrar(&config)?;
+    let mut registrar = open_registrar(&config)?;
+    // SQLite commits run on a thread of their own: the protocol loop stages a batch,
+    // hands it over and goes on; the outcome comes back on `committed`.
+    let (committed_tx, committed_rx) = mpsc::channel(64);
+    let writer = match registrar.detach_location_backend() {
+        Some(backend) => Some(
+            store::BackgroundWriter::spawn(backend, move |c| {
+                let _ = committed_tx.blocking_send(c);
+            })
+            .map_err(|e| format!("cannot start the storage writer: {e}"))?,
+        ),
+        None => None,
+    };
     let mut endpoint_config = EndpointConfig::new(specs.clone());
     endpoint_config.limits.max_message = config.limits.max_message_bytes;
     endpoint_config.limits.max_connections = config.limits.max_connections;
@@ -114,7 +128,7 @@ async fn serve(config: Config) -> Result<(), String> {
         }
     }
     if specs.iter().any(|s| s.transport.is_secure()) {
-        endpoint_config.tls_server = Some(tls_config(&config)?);
+        endpoint_config.tls_server = Some(tls_config(&config, &specs)?);
     }
     let (endpoint, incoming) = Endpoint::bind(endpoint_config)
         .await
@@ -130,13 +144,32 @@ async fn serve(config: Config) -> Result<(), String> {
         database = %config.storage.database,
         "switchboard serve is ready"
     );
-    let proxy = open_proxy(&config, &endpoint)?;
+    // Who we are: the domain, its aliases and every address we listen on (all of the
+    // host's for a wildcard listener), for the registrar and the proxy alike.
+    let listeners: Vec<(sip_core::Transport, std::net::SocketAddr)> = endpoint
+        .local_addrs()
+        .iter()
+        .map(|s| (s.transport, s.addr))
+        .collect();
+    let host_addrs = if listeners.iter().any(|(_, a)| a.ip().is_unspecified()) {
+        myself::host_addresses()
+    } else {
+        Vec::new()
+    };
+    let me = Myself::new(
+        &config.sip.domain,
+        &config.registrar.aliases,
+        &listeners,
+        &host_addrs,
+    );
+    let registrar = registrar.with_myself(me.clone());
+    let proxy = open_proxy(&config, &endpoint, me)?;
     let timers = TimerConfig {
         timer_c: Some(Duration::from_secs(config.proxy.timer_c_secs)),
         ..TimerConfig::default()
     };
     let (resolved_tx, resolved_rx) = mpsc::channel(1024);
-    let core = Core {
+    let mut core = Core {
         resolved_tx,
         endpoint: endpoint.clone(),
         transactions: TransactionLayer::new(timers),
@@ -144,14 +177,54 @@ async fn serve(config: Config) -> Result<(), String> {
         registrar,
         proxy,
         server_name: config.sip.server_name.clone(),
-        epoch: Instant::now(),
-        tag_counter: 0,
+        ids: id_generator()?,
         awaiting_commit: Vec::new(),
+        in_commit: Vec::new(),
         commit_due: None,
+        writer,
+        committed: committed_rx,
     };
-    let result = core.run(incoming, resolved_rx).await;
+    let stop = stop_signal()?;
+    // The core waits on sends (a TCP or TLS connect to a phone that does not answer may
+    // take `connect_timeout`, 5 s): a signal watched only inside its loop went unseen
+    // that long, and a restart meanwhile found the port still taken. So the signal is
+    // watched here, beside the core, which is left wherever it waits.
+    let result = tokio::select! {
+        result = core.run(incoming, resolved_rx) => result,
+        name = stop => {
+            tracing::info!("{name}: stopping");
+            Ok(())
+        }
+    };
+    // REGISTERs of the last batch whose bindings are staged are stored and answered, for
+    // as long as `STOP_GRACE` allows (a phone left unanswered sends its REGISTER again).
+    if tokio::time::timeout(STOP_GRACE, core.commit_now())
+        .await
+        .is_err()
+    {
+        tracing::warn!("stopped before the last responses were sent");
+    }
     endpoint.shutdown();
     result
+}
+
+/// How long stopping may wait for the last batch's responses to be sent.
+const STOP_GRACE: Duration = Duration::from_millis(500);
+
+/// A future that ends with the name of the first of SIGINT (Ctrl-C) or SIGTERM to arrive.
+/// Built before it is awaited, so that a signal from then on is not missed.
+fn stop_signal() -> Result<impl std::future::Future<Output = &'static str>, String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate =
+        signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
+    let mut interrupt =
+        signal(SignalKind::interrupt()).map_err(|e| format!("cannot watch SIGINT: {e}"))?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "interrupted",
+        }
+    })
 }
 
 fn open_registrar(config: &Config) -> Result<BoxedRegistrar, String> {
@@ -175,25 +248,23 @@ fn open_registrar(config: &Config) -> Result<BoxedRegistrar, String> {
     .map_err(|e| format!("registrar: {e}"))
 }
 
-/// The proxy, advertising the addresses the endpoint is bound to.
-fn open_proxy(config: &Config, endpoint: &Endpoint) -> Result<Proxy, String> {
+/// A source of tags and branches keyed by 128 fresh random bits (RFC 3261 §19.3).
+fn id_generator() -> Result<IdGenerator, String> {
+    let mut key = [0u8; 16];
+    getrandom::fill(&mut key).map_err(|e| format!("no randomness for tags: {e}"))?;
+    IdGenerator::new(&key).map_err(|e| e.to_string())
+}
+
+/// The proxy, advertising the addresses the endpoint is bound to. It authenticates
+/// with the registrar's authenticator (lent in each `proxy::Env`).
+fn open_proxy(config: &Config, endpoint: &Endpoint, myself: Myself) -> Result<Proxy, String> {
     let interfaces = endpoint
         .local_addrs()
         .iter()
         .map(|s| Interface::new(s.transport, s.addr, &config.sip.domain))
         .collect();
-    let mut key = [0u8; 32];
-    getrandom::fill(&mut key).map_err(|e| format!("no randomness for nonces: {e}"))?;
-    let auth = Authenticator::new(
-        &config.sip.domain,
-        &config.registrar.digest_algorithms,
-        &key,
-        config.registrar.nonce_lifetime_secs,
-    )
-    .map_err(|e| format!("proxy: {e}"))?;
     let settings = ProxySettings {
-        domain: config.sip.domain.clone(),
-        aliases: config.registrar.aliases.clone(),
+        myself,
         server_name: config.sip.server_name.clone(),
         require_auth: config.proxy.require_auth,
         trusted: config
@@ -203,23 +274,47 @@ fn open_proxy(config: &Config, endpoint: &Endpoint) -> Result<Proxy, String> {
         forward_foreign: config.proxy.forward_foreign_domains,
         max_recursions: config.proxy.max_recursions,
     };
-    Ok(Proxy::new(settings, interfaces, auth))
+    Ok(Proxy::new(settings, interfaces, id_generator()?))
 }
 
-fn tls_config(config: &Config) -> Result<Arc<rustls::ServerConfig>, String> {
-    match (&config.tls.certificate, &config.tls.private_key) {
-        (Some(cert), Some(key)) => {
-            sip_net::tls::server_config_from_pem_files(cert, key).map_err(|e| format!("tls: {e}"))
-        }
-        _ => {
-            tracing::warn!(
-                "no [tls] certificate configured: using a self-signed one; phones will not trust it"
-            );
-            sip_net::tls::self_signed(&[config.sip.domain.as_str(), "localhost"])
-                .map(|s| s.server_config)
-                .map_err(|e| format!("tls: {e}"))
-        }
+/// The certificate of the `tls:` and `wss:` listeners: the configured one, else the
+/// self-signed one kept beside the database (see `tls_setup`).
+fn tls_config(config: &Config, specs: &[ListenSpec]) -> Result<Arc<rustls::ServerConfig>, String> {
+    if let (Some(cert), Some(key)) = (&config.tls.certificate, &config.tls.private_key) {
+        return sip_net::tls::server_config_from_pem_files(cert, key)
+            .map_err(|e| format!("tls: {e}"));
     }
+    let listen_ips: Vec<std::net::IpAddr> = specs.iter().map(|s| s.addr.ip()).collect();
+    let host_addrs = if listen_ips.iter().any(std::net::IpAddr::is_unspecified) {
+        tls_setup::host_addresses()
+    } else {
+        Vec::new()
+    };
+    let names = tls_setup::certificate_names(
+        &config.sip.domain,
+        &config.registrar.aliases,
+        &listen_ips,
+        &host_addrs,
+    );
+    let folder = tls_setup::folder_for(&config.storage.database);
+    let files = tls_setup::load_or_make(&folder, &names)
+        .map_err(|e| format!("tls: no [tls] certificate configured, and {e}"))?;
+    let cert = files.cert_path.display();
+    match &files.made_because {
+        Some(why) => tracing::info!(
+            "no [tls] certificate configured: made a self-signed one ({why}), {cert}, for {}",
+            names.join(", ")
+        ),
+        None => tracing::info!(
+            "no [tls] certificate configured: using the self-signed {cert}, for {}",
+            names.join(", ")
+        ),
+    }
+    tracing::info!(
+        "phones must trust {cert} to reach us over TLS (switchboard phone --ca {cert}), \
+         or set [tls] certificate and private_key"
+    );
+    Ok(files.server_config)
 }
 
 /// The targets found for a proxied request's Request-URI (empty when none).
@@ -239,14 +334,26 @@ struct Core {
     /// Where RFC 3263 lookups started for the proxy report back.
     resolved_tx: mpsc::Sender<Resolved>,
     server_name: String,
-    epoch: Instant,
-    tag_counter: u64,
+    /// The To tags of the responses `service` makes.
+    ids: IdGenerator,
     /// REGISTERs answered 200 on staged bindings: their responses go out once the
-    /// batch's commit returned (group commit, see `drain`).
-    awaiting_commit: Vec<(TransactionKey, Message, RegisterOutcome)>,
-    /// When the staged REGISTERs are committed at the latest.
+    /// batch holding their changes is stored (group commit, see `drain`).
+    awaiting_commit: Vec<Waiting>,
+    /// REGISTERs whose 200s wait for the batch the writer thread is storing.
+    in_commit: Vec<Waiting>,
+    /// When the staged REGISTERs are handed to the writer at the latest.
     commit_due: Option<Instant>,
+    /// The thread that stores batches (`None`: the registrar commits itself).
+    writer: Option<store::BackgroundWriter>,
+    /// What the writer thread stored, or failed to.
+    committed: mpsc::Receiver<store::Committed>,
 }
+
+/// A REGISTER whose 200 waits for its bindings to be stored.
+type Waiting = (TransactionKey, Message, RegisterOutcome);
+
+/// The token of a send that belongs to no transaction (see `Core::send_nowait`).
+const NO_TRANSACTION: u64 = u64::MAX;
 
 /// Messages taken from the transports at once before their events are handled.
 const MAX_BATCH: usize = 64;
@@ -259,16 +366,15 @@ const COMMIT_DELAY: Duration = Duration::from_millis(1);
 const MAX_COMMIT: usize = 256;
 
 impl Core {
+    /// Handles messages and timers until the transport layer stops; a signal to stop is
+    /// watched by the caller, which may drop this future at any of its waits.
     async fn run(
-        mut self,
+        &mut self,
         mut incoming: mpsc::Receiver<Incoming>,
         mut resolved: mpsc::Receiver<Resolved>,
     ) -> Result<(), String> {
         let mut sweep = tokio::time::interval(Duration::from_secs(15));
         let mut proxy_log = proxy::StatsLog::new(Duration::from_secs(60));
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
         loop {
             let next_timer = self.transactions.poll_timeout();
             let sleep = async move {
@@ -302,6 +408,7 @@ impl Core {
                 () = sleep => self.transactions.handle_timeout(Instant::now()),
                 // `drain` below commits the staged REGISTERs.
                 () = commit => {}
+                Some(committed) = self.committed.recv() => self.finish_commit(committed),
                 Some((key, targets)) = resolved.recv() => {
                     self.proxy.on_resolved(Instant::now(), &mut self.transactions, key, &targets);
                 }
@@ -313,7 +420,6 @@ impl Core {
                     }
                     let stats = self.registrar.stats();
                     tracing::debug!(?stats, bindings = self.registrar.reader().len(), "registrar");
-                    self.proxy.sweep(unix_now());
                     let p = self.proxy.stats();
                     tracing::debug!(
                         calls_routed = p.calls_routed,
@@ -328,16 +434,6 @@ impl Core {
                         tracing::info!("proxy: {line}");
                     }
                 }
-                _ = tokio::signal::ctrl_c() => {
-                    tracing::info!("interrupted: stopping");
-                    self.commit_now().await;
-                    return Ok(());
-                }
-                _ = terminate.recv() => {
-                    tracing::info!("SIGTERM: stopping");
-                    self.commit_now().await;
-                    return Ok(());
-                }
             }
             self.drain().await;
         }
@@ -349,6 +445,10 @@ impl Core {
                 bytes, error, flow, ..
             } => {
                 tracing::debug!(remote = %flow.remote, "unparseable message: {error}");
+                // An ACK is never answered (RFC 3261 §17.2.1), however broken.
+                if bytes.starts_with(b"ACK ") {
+                    return;
+                }
                 if let Answer::Respond(resp) = service::answer_invalid(&bytes, &error) {
                     self.send(Target::Flow(flow), resp).await;
                 }
@@ -364,13 +464,37 @@ impl Core {
                     // what a transaction is keyed by.
                     if let Err(e) = msg.validate() {
                         tracing::debug!(remote = %flow.remote, "invalid request: {e}");
+                        if msg.method() == Some(&Method::Ack) {
+                            return;
+                        }
                         if let Answer::Respond(resp) = service::answer_invalid(msg.as_bytes(), &e) {
-                            let target = sip_net::response_target(&flow, &msg);
+                            let target = sip_core::response_target(&flow, &msg);
                             self.send(Target::Flow(target), resp).await;
                         }
                         return;
                     }
-                    let target = sip_net::response_target(&flow, &msg);
+                    let target = sip_core::response_target(&flow, &msg);
+                    if let Some(resp) = service::refuse_unmatchable(&msg) {
+                        self.send(Target::Flow(target), resp).await;
+                        return;
+                    }
+                    // §16.10: a CANCEL that matches no INVITE of ours is forwarded
+                    // statelessly, without a transaction of its own.
+                    if msg.method() == Some(&Method::Cancel)
+                        && self.transactions.find_cancelled(&msg).is_none()
+                    {
+                        let (users, auth) = self.registrar.users_and_auth();
+                        let env = proxy::Env {
+                            now: Instant::now(),
+                            unix: unix_now(),
+                            users,
+                            auth,
+                            location: &self.location,
+                        };
+                        self.proxy
+                            .on_stray_cancel(&env, &mut self.transactions, &msg, target);
+                        return;
+                    }
                     // A REGISTER without credentials is challenged without a transaction
                     // (RFC 3261 §8.2.7): a flood of them leaves no state behind.
                     if let Some(outcome) = self.registrar.answer_statelessly(
@@ -395,36 +519,49 @@ impl Core {
                     tracing::debug!(remote = %flow.remote, "response dropped: {e}");
                 }
             }
+            Incoming::SendFailed { token, error, .. } if token != NO_TRANSACTION => {
+                tracing::debug!("send failed: {error}");
+                let key = TransactionKey::from_token(token);
+                let _ = self
+                    .transactions
+                    .handle_transport_error(Instant::now(), key);
+            }
             _ => {}
         }
     }
 
-    /// Drains the transaction layer: events first (they may produce responses), then
-    /// the commit of the REGISTERs among them and their 200s, then what is to be sent;
-    /// repeated until all are empty, as the layer's docs require.
+    /// Drains the transaction layer in the order its docs give: what is to be sent
+    /// first (a retransmission the layer makes on its own leaves before anything reacts),
+    /// then the events (which may produce responses), then the commit of the REGISTERs
+    /// among them and their 200s; repeated until all are empty.
     async fn drain(&mut self) {
         loop {
             let mut progressed = false;
-            while let Some(event) = self.transactions.poll_event() {
-                progressed = true;
-                self.handle_event(event);
-            }
-            if !self.awaiting_commit.is_empty() {
-                let now = Instant::now();
-                let due = *self.commit_due.get_or_insert(now + COMMIT_DELAY);
-                if now >= due || self.awaiting_commit.len() >= MAX_COMMIT {
-                    self.commit_registrations();
-                }
-            }
             while let Some(t) = self.transactions.poll_transmit() {
                 progressed = true;
-                let sent = self.send(Target::Flow(t.flow), t.bytes).await;
+                let token = t.key.map_or(NO_TRANSACTION, TransactionKey::to_token);
+                let sent = self.send_nowait(t.flow, t.bytes, token);
                 // The transaction's user hears of it (the proxy tries another address
-                // or counts the branch as 503); an ended transaction is no matter.
+                // or counts the branch as 503); an ended transaction is no matter. A
+                // send that needs a connection reports a failure later, as
+                // `Incoming::SendFailed`.
                 if !sent && let Some(key) = t.key {
                     let _ = self
                         .transactions
                         .handle_transport_error(Instant::now(), key);
+                }
+            }
+            while let Some(event) = self.transactions.poll_event() {
+                progressed = true;
+                self.handle_event(event);
+            }
+            if !self.awaiting_commit.is_empty() || self.registrar.has_staged() {
+                let now = Instant::now();
+                let due = *self.commit_due.get_or_insert(now + COMMIT_DELAY);
+                if (now >= due || self.awaiting_commit.len() >= MAX_COMMIT)
+                    && self.commit_registrations()
+                {
+                    progressed = true;
                 }
             }
             if !progressed {
@@ -442,13 +579,15 @@ impl Core {
             Event::Request { key, request, flow }
                 if request.method() != Some(&Method::Register) =>
             {
-                let env = proxy::Env {
+                let (users, auth) = self.registrar.users_and_auth();
+                let mut env = proxy::Env {
                     now,
                     unix: unix_now(),
-                    users: self.registrar.users(),
+                    users,
+                    auth,
                     location: &self.location,
                 };
-                match self.proxy.on_request(&env, txl, key, &request, flow) {
+                match self.proxy.on_request(&mut env, txl, key, &request, flow) {
                     Handled::Yes => None,
                     Handled::ForUs => Some(Event::Request { key, request, flow }),
                     Handled::Resolve(uri) => {
@@ -468,7 +607,15 @@ impl Core {
                 }
             }
             Event::Ack { request, flow, .. } => {
-                self.proxy.on_ack(txl, &request, flow);
+                let (users, auth) = self.registrar.users_and_auth();
+                let env = proxy::Env {
+                    now,
+                    unix: unix_now(),
+                    users,
+                    auth,
+                    location: &self.location,
+                };
+                self.proxy.on_ack(&env, txl, &request, flow);
                 None
             }
             Event::Response { key, response } => {
@@ -519,12 +666,7 @@ impl Core {
             }
             outcome.response
         } else {
-            self.tag_counter += 1;
-            let tag = format!(
-                "sb{:x}{:x}",
-                self.epoch.elapsed().as_micros() as u64 & 0xffff_ffff,
-                self.tag_counter
-            );
+            let tag = self.ids.tag();
             match service::answer(&request, &self.server_name, &tag) {
                 Answer::Respond(bytes) => Some(bytes),
                 Answer::Nothing => None,
@@ -535,14 +677,78 @@ impl Core {
         }
     }
 
-    /// Group commit: one synchronous SQLite transaction for every REGISTER of the batch
-    /// (in WAL mode with synchronous=NORMAL, a write to the log without fsync), then
-    /// their 200s, or 500s if it failed. A 200 never leaves before its bindings are
-    /// stored.
-    fn commit_registrations(&mut self) {
+    /// Group commit: the changes of every REGISTER staged so far go to the writer
+    /// thread as one batch (one SQLite transaction: in WAL mode with synchronous=NORMAL,
+    /// a write to the log without fsync), and their 200s wait for it
+    /// ([`Core::finish_commit`]). One batch is out at a time; while it is, the next
+    /// gathers. A 200 never leaves before its bindings are stored. Whether anything
+    /// could be sent.
+    fn commit_registrations(&mut self) -> bool {
+        let Some(writer) = &self.writer else {
+            return self.commit_here();
+        };
+        if self.registrar.commit_in_flight() {
+            if !self.registrar.has_staged() {
+                // Nothing new staged: what they wait for is the batch already out.
+                self.in_commit.append(&mut self.awaiting_commit);
+                self.commit_due = None;
+            }
+            return false;
+        }
+        self.commit_due = None;
+        match self.registrar.begin_commit() {
+            Some(batch) => {
+                let id = batch.id;
+                self.in_commit.append(&mut self.awaiting_commit);
+                if let Err(e) = writer.submit(batch) {
+                    self.finish_commit(store::Committed { id, result: Err(e) });
+                    return true;
+                }
+                false
+            }
+            // Nothing staged and nothing out: what they saw is stored already.
+            None => {
+                let ready = std::mem::take(&mut self.awaiting_commit);
+                let any = !ready.is_empty();
+                for (key, _, outcome) in ready {
+                    if let Some(bytes) = outcome.response {
+                        self.respond(key, bytes);
+                    }
+                }
+                any
+            }
+        }
+    }
+
+    /// The writer thread's report on the batch that was out: its REGISTERs get their
+    /// 200s, or 500s if it failed (and so do those staged since, built on it).
+    fn finish_commit(&mut self, committed: store::Committed) {
+        let stored = self.registrar.end_commit(committed).is_ok();
+        let mut done = std::mem::take(&mut self.in_commit);
+        if !stored {
+            done.append(&mut self.awaiting_commit);
+        }
+        for (key, request, outcome) in done {
+            let outcome = if stored {
+                outcome
+            } else {
+                self.registrar.failed_commit(&request, outcome)
+            };
+            if let Some(bytes) = outcome.response {
+                self.respond(key, bytes);
+            }
+        }
+        if !self.awaiting_commit.is_empty() || self.registrar.has_staged() {
+            // The next batch gathered meanwhile: out now.
+            self.commit_due = Some(Instant::now());
+        }
+    }
+
+    /// Group commit on this task, for a registrar that stores its own changes.
+    fn commit_here(&mut self) -> bool {
         self.commit_due = None;
         if self.awaiting_commit.is_empty() {
-            return;
+            return false;
         }
         let stored = self.registrar.commit().is_ok();
         let mut awaiting = std::mem::take(&mut self.awaiting_commit);
@@ -558,12 +764,26 @@ impl Core {
         }
         // Kept for its capacity.
         self.awaiting_commit = awaiting;
+        true
     }
 
-    /// Commits what is staged and sends what that releases, without waiting.
+    /// Stores what is staged and sends what that releases: for stopping. Waits for the
+    /// writer thread (the caller bounds how long).
     async fn commit_now(&mut self) {
-        self.commit_due = Some(Instant::now());
-        self.drain().await;
+        loop {
+            self.commit_due = Some(Instant::now());
+            self.drain().await;
+            if !self.registrar.commit_in_flight() {
+                if self.awaiting_commit.is_empty() && !self.registrar.has_staged() {
+                    return;
+                }
+                continue;
+            }
+            match self.committed.recv().await {
+                Some(c) => self.finish_commit(c),
+                None => return,
+            }
+        }
     }
 
     /// Hands a response we built to its transaction as it is: its status is read from
@@ -581,9 +801,27 @@ impl Core {
         }
     }
 
-    /// Sends; `false` when it failed (logged here).
+    /// Sends a message that belongs to no transaction (a stateless answer); `false`
+    /// when it failed (logged here).
     async fn send(&self, target: Target, bytes: Bytes) -> bool {
-        match self.endpoint.send(target, bytes).await {
+        match target {
+            Target::Flow(flow) => self.send_nowait(flow, bytes, NO_TRANSACTION),
+            other => match self.endpoint.send(other, bytes).await {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::debug!("send failed: {e}");
+                    false
+                }
+            },
+        }
+    }
+
+    /// Sends without waiting: a connection that must be opened first is opened beside
+    /// this task (a phone whose TCP contact never answers holds up nobody else), and a
+    /// failure there comes back as `Incoming::SendFailed` with `token`. `false` when it
+    /// failed at once (logged here).
+    fn send_nowait(&self, flow: Flow, bytes: Bytes, token: u64) -> bool {
+        match self.endpoint.send_nowait(flow, bytes, token) {
             Ok(_) => true,
             Err(e) => {
                 tracing::debug!("send failed: {e}");

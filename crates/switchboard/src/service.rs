@@ -10,8 +10,13 @@
 use sip_core::builder::{error_response_to_raw, response_to, response_to_with_reason};
 use sip_core::{HeaderName, Message, Method, ParseError, Uri};
 
-/// Methods `serve` accepts (the Allow header).
-pub const ALLOW: &str = "REGISTER, OPTIONS, ACK";
+/// Methods `serve` takes from phones (the Allow header of its OPTIONS answer): the
+/// registrar's, and every method the proxy routes to its users and along dialogs
+/// (RFC 3261 §11: OPTIONS tells what the server can do for the requests sent to it).
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, MESSAGE, SUBSCRIBE, NOTIFY, REFER, INFO, UPDATE, PRACK";
+/// Methods the server answers itself, as the resource named by a Request-URI without a
+/// user part (the Allow header of a 405 there, RFC 3261 §8.2.1).
+pub const ALLOW_HERE: &str = "REGISTER, OPTIONS";
 /// Option tags we support (the Supported header).
 pub const SUPPORTED: &str = "path, outbound";
 
@@ -68,9 +73,30 @@ pub fn answer(msg: &Message, server: &str, to_tag: &str) -> Answer {
                 ("Supported", SUPPORTED),
             ],
         ),
-        m if m.is_known() => respond(msg, 405, server, to_tag, &[("Allow", ALLOW)]),
-        _ => respond(msg, 501, server, to_tag, &[("Allow", ALLOW)]),
+        m if m.is_known() => respond(msg, 405, server, to_tag, &[("Allow", ALLOW_HERE)]),
+        _ => respond(msg, 501, server, to_tag, &[("Allow", ALLOW_HERE)]),
     }
+}
+
+/// Refuses, without a transaction, a request that validated but cannot be handled as a
+/// transaction: a top Via branch that is the bare RFC 3261 magic cookie `z9hG4bK`
+/// (RFC 4475 §3.2.1) claims RFC 3261 matching and carries no identifier to match on, so
+/// every such request would look like a retransmission of the first. 400, naming it.
+pub fn refuse_unmatchable(msg: &Message) -> Option<bytes::Bytes> {
+    let via = msg.top_via().ok()?;
+    if !via
+        .branch()
+        .is_some_and(|b| b.eq_ignore_ascii_case("z9hG4bK"))
+    {
+        return None;
+    }
+    let b = response_to_with_reason(
+        msg,
+        400,
+        "Bad Request (Via branch is only the magic cookie z9hG4bK)",
+        None,
+    );
+    b.into_bytes().ok()
 }
 
 /// The answer to bytes that did not parse, or parsed but did not validate: the error's
@@ -132,10 +158,31 @@ mod tests {
         let r = answer_to(torture("valid/transports.dat")).unwrap();
         assert_eq!(r.status(), Some(200));
         assert_eq!(r.get(HeaderName::Allow), Some(ALLOW));
+        for routed in [
+            "INVITE",
+            "MESSAGE",
+            "BYE",
+            "CANCEL",
+            "SUBSCRIBE",
+            "REGISTER",
+        ] {
+            assert!(ALLOW.split(", ").any(|m| m == routed), "{routed}");
+        }
         assert_eq!(r.get(HeaderName::Accept), Some("application/sdp"));
         assert_eq!(r.vias().count(), 5);
         assert_eq!(r.to().unwrap().tag(), Some("t1"));
         r.validate().unwrap();
+    }
+
+    #[test]
+    fn a_bare_magic_cookie_branch_is_refused() {
+        let m = Message::parse(torture("valid/badbranch.dat")).unwrap();
+        m.validate().unwrap();
+        let r = Message::parse(refuse_unmatchable(&m).unwrap()).unwrap();
+        assert_eq!(r.status(), Some(400));
+        assert!(r.reason().unwrap().contains("magic cookie"));
+        let ok = Message::parse(torture("valid/zeromf.dat")).unwrap();
+        assert!(refuse_unmatchable(&ok).is_none());
     }
 
     #[test]
@@ -154,7 +201,8 @@ mod tests {
             ("invalid/badinv01.dat", Some(400)),
             ("invalid/lwsstart.dat", Some(400)),
             ("invalid/quotbal.dat", Some(400)),
-            ("invalid/insuf.dat", None),
+            ("invalid/insuf.dat", Some(400)),
+            ("invalid/test.dat", Some(400)),
             ("invalid/bigcode.dat", None),
             ("invalid/scalarlg.dat", None),
             ("valid/bcast.dat", None),
@@ -168,6 +216,9 @@ mod tests {
             r.get(HeaderName::Unsupported),
             Some("nothingSupportsThis, nothingSupportsThisEither")
         );
+        let r = answer_to(torture("invalid/insuf.dat")).unwrap();
+        assert_eq!(r.cseq().unwrap().seq, 193942, "the CSeq it had is copied");
+
         let r = answer_to(torture("invalid/scalar02.dat")).unwrap();
         assert!(
             r.reason().unwrap().contains("bad CSeq header"),

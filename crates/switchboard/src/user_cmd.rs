@@ -14,7 +14,9 @@ use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
-use store::{Backend, Binding, Durability, LocationStore, SqliteLocationStore, SqliteUserStore};
+use store::{
+    Backend, Binding, Durability, LocationStore, SqliteLocationStore, SqliteUserStore, StoreError,
+};
 use store::{Ha1Set, User, UserStore};
 
 /// What `switchboard user` does.
@@ -93,14 +95,61 @@ fn load_config(path: Option<&Path>) -> Result<Config, String> {
     }
 }
 
-/// The SQLite file the configuration names; the CLI only manages SQLite databases.
-fn database(config: &Config) -> Result<PathBuf, String> {
-    match Backend::parse(&config.storage.database).map_err(|e| e.to_string())? {
-        Backend::Sqlite(path) => Ok(path),
-        _ => Err(format!(
-            "[storage] database = \"{}\" keeps nothing on disk; there are no users to manage",
-            config.storage.database
-        )),
+/// The SQLite file a command works on, and where that choice came from, so that an
+/// admin who ran it in the wrong folder or with the wrong `--config` sees which file was
+/// meant.
+struct Database {
+    /// The file, absolute.
+    path: PathBuf,
+    /// Where the setting came from, for messages.
+    origin: String,
+}
+
+impl Database {
+    /// The SQLite file the configuration names; the CLI only manages SQLite databases.
+    fn of(config: &Config, config_path: Option<&Path>) -> Result<Database, String> {
+        let setting = &config.storage.database;
+        let Backend::Sqlite(file) = Backend::parse(setting).map_err(|e| e.to_string())? else {
+            return Err(format!(
+                "[storage] database = \"{setting}\" keeps nothing on disk; there are no users to manage"
+            ));
+        };
+        let path = std::path::absolute(&file).unwrap_or_else(|_| file.clone());
+        let relative = if file.is_relative() {
+            ", relative to the working directory"
+        } else {
+            ""
+        };
+        let origin = match config_path {
+            Some(c) => format!(
+                "[storage] database = \"{setting}\" in {}{relative}",
+                std::path::absolute(c)
+                    .unwrap_or_else(|_| c.to_owned())
+                    .display()
+            ),
+            None => {
+                format!("the default database \"{setting}\"{relative}, as no --config was given")
+            }
+        };
+        Ok(Database { path, origin })
+    }
+
+    /// Says that the file is not there, and how to name the right one.
+    fn missing(&self) -> String {
+        format!(
+            "no database at {} ({}); run this in the folder `serve` runs in, or pass the \
+             configuration `serve` uses with --config FILE",
+            self.path.display(),
+            self.origin
+        )
+    }
+
+    /// Opens the users of an existing database only.
+    fn existing_users(&self) -> Result<SqliteUserStore, String> {
+        SqliteUserStore::open_existing(&self.path).map_err(|e| match e {
+            StoreError::Missing { .. } => self.missing(),
+            e => e.to_string(),
+        })
     }
 }
 
@@ -130,21 +179,44 @@ pub fn run_user(config: Option<&Path>, action: UserAction) -> ExitCode {
     }
 }
 
-fn user(config: Option<&Path>, action: UserAction) -> Result<(), String> {
-    let config = load_config(config)?;
-    let path = database(&config)?;
+fn user(config_path: Option<&Path>, action: UserAction) -> Result<(), String> {
+    let config = load_config(config_path)?;
+    let db = Database::of(&config, config_path)?;
     let realm = config.sip.domain.as_str();
-    let mut users = SqliteUserStore::open(&path).map_err(|e| e.to_string())?;
+    // Adding users may start a database; anything else works on one that exists, and
+    // never leaves an empty file where it was run by mistake.
+    let creates = matches!(action, UserAction::Add { .. } | UserAction::Import { .. });
+    let mut users = if creates {
+        let existed = db.path.exists();
+        let users = SqliteUserStore::open(&db.path).map_err(|e| e.to_string())?;
+        if !existed {
+            eprintln!(
+                "note: created a new database {} ({})",
+                db.path.display(),
+                db.origin
+            );
+        }
+        users
+    } else {
+        db.existing_users()?
+    };
+    let file = db.path.display();
     match action {
         UserAction::Add { name, password } => {
             let pw = read_password(&password)?;
             let u = User::new(&name, realm, &pw, now()).map_err(|e| e.to_string())?;
             users.add(&u).map_err(|e| e.to_string())?;
-            emit(format_args!("added user {name} (sip:{name}@{realm})"));
+            emit(format_args!(
+                "added user {name} (sip:{name}@{realm}) to {file}"
+            ));
         }
         UserAction::List { json } => {
             let list = users.list().map_err(|e| e.to_string())?;
-            print_users(&list, realm, json);
+            if list.is_empty() && !json {
+                emit(format_args!("no users in {file}"));
+            } else {
+                print_users(&list, realm, json);
+            }
         }
         UserAction::Remove { name } => {
             users.remove(&name).map_err(|e| e.to_string())?;
@@ -157,15 +229,14 @@ fn user(config: Option<&Path>, action: UserAction) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             emit(format_args!("changed the password of {name}"));
         }
-        UserAction::Import { file } => {
-            let list = read_import(&file, realm, now())?;
+        UserAction::Import { file: source } => {
+            let list = read_import(&source, realm, now())?;
             let report = users.import(&list).map_err(|e| e.to_string())?;
             emit(format_args!(
-                "imported {} users ({} added, {} updated) into {}",
+                "imported {} users ({} added, {} updated) into {file}",
                 list.len(),
                 report.added,
                 report.updated,
-                path.display()
             ));
         }
     }
@@ -239,10 +310,6 @@ fn print_users(list: &[User], realm: &str, json: bool) {
         emit(format_args!("{}", serde_json::Value::Array(v)));
         return;
     }
-    if list.is_empty() {
-        emit(format_args!("no users"));
-        return;
-    }
     let rows: Vec<[String; 3]> = list
         .iter()
         .map(|u| {
@@ -258,15 +325,26 @@ fn print_users(list: &[User], realm: &str, json: bool) {
 }
 
 /// Runs `switchboard location`.
-pub fn run_location(config: Option<&Path>, json: bool) -> ExitCode {
+pub fn run_location(config_path: Option<&Path>, json: bool) -> ExitCode {
     let result = (|| {
-        let config = load_config(config)?;
-        let path = database(&config)?;
-        let store =
-            SqliteLocationStore::open(&path, Durability::Process).map_err(|e| e.to_string())?;
+        let config = load_config(config_path)?;
+        let db = Database::of(&config, config_path)?;
+        let store = SqliteLocationStore::open_existing(&db.path, Durability::Process).map_err(
+            |e| match e {
+                StoreError::Missing { .. } => db.missing(),
+                e => e.to_string(),
+            },
+        )?;
         let now = now();
         let bindings = store.list_all(now).map_err(|e| e.to_string())?;
-        print_bindings(&bindings, now, json);
+        if bindings.is_empty() && !json {
+            emit(format_args!(
+                "no current registrations in {}",
+                db.path.display()
+            ));
+        } else {
+            print_bindings(&bindings, now, json);
+        }
         Ok::<(), String>(())
     })();
     match result {
@@ -299,10 +377,6 @@ fn print_bindings(bindings: &[Binding], now: u64, json: bool) {
             })
             .collect();
         emit(format_args!("{}", serde_json::Value::Array(v)));
-        return;
-    }
-    if bindings.is_empty() {
-        emit(format_args!("no current registrations"));
         return;
     }
     let rows: Vec<[String; 6]> = bindings

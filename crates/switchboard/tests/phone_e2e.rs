@@ -616,8 +616,22 @@ fn wrong_password_fails_registration_with_exit_1() {
     let srv = format!("127.0.0.1:{}", server.port);
     let mut bob = registered(&srv, "bob", "wrong", &["listen"]);
     bob.exits_with(1);
-    let line = bob.expect("registration failed: ", WAIT);
-    assert!(line.contains("401") || line.contains("403"), "{line}");
+    // Said so a user understands it, with the status after (issue 12, defect 10).
+    bob.assert_printed(&["registration refused: wrong user name or password (401 Unauthorized)"]);
+}
+
+#[test]
+fn record_help_shows_its_placeholder() {
+    // clap reads `{n}` in help text as a line break (issue 12, defect 10).
+    let out = Command::new(binary())
+        .args(["phone", "answer", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("`{n}` in the name is replaced by the call number"),
+        "{help}"
+    );
 }
 
 #[test]
@@ -691,6 +705,131 @@ fn registers_over_tls_trusting_the_server_certificate() {
     alice.exits_with(0);
 }
 
+/// `serve` with users and a TLS listener presenting a self-signed certificate for
+/// `names`; returns it, the certificate's PEM file (in `dir`) and the TLS port.
+fn tls_server_with(
+    users: &[(&str, &str)],
+    names: &[&str],
+    dir: &std::path::Path,
+) -> (Server, String, u16) {
+    let ss = sip_net::tls::self_signed(names).unwrap();
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    std::fs::write(&cert, &ss.cert_pem).unwrap();
+    std::fs::write(&key, &ss.key_pem).unwrap();
+    let server = Server::start(ServerOptions {
+        users: users
+            .iter()
+            .map(|(u, p)| (u.to_string(), p.to_string()))
+            .collect(),
+        extra_transports: vec!["tls"],
+        extra_toml: format!(
+            "[tls]\ncertificate = \"{}\"\nprivate_key = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+    });
+    let tls = server.extra.iter().find(|(t, _)| t == "tls").unwrap().1;
+    (server, cert.to_str().unwrap().to_owned(), tls)
+}
+
+#[test]
+fn a_refused_server_certificate_is_reported_as_such() {
+    // Issue 12, defect 11: not "no response from the server".
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, _cert, tls) =
+        tls_server_with(&[("alice", "pw1")], &["localhost", "127.0.0.1"], dir.path());
+    let srv = format!("127.0.0.1:{tls}");
+    // Trusting some other certificate.
+    let other = sip_net::tls::self_signed(&["127.0.0.1"]).unwrap();
+    let other_pem = dir.path().join("other.pem");
+    std::fs::write(&other_pem, &other.cert_pem).unwrap();
+    let args = [
+        "--transport",
+        "tls",
+        "--ca",
+        other_pem.to_str().unwrap(),
+        "listen",
+    ];
+    let mut alice = registered(&srv, "alice", "pw1", &args);
+    alice.exits_with(1);
+    let line = alice.expect("registration failed: ", WAIT);
+    assert!(
+        line.starts_with("registration failed: TLS: certificate not trusted (")
+            && line.ends_with("): pass --ca FILE with the server's certificate (or its CA)"),
+        "{line}"
+    );
+
+    // Trusted, but not made for the address the phone connects to.
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, cert, tls) = tls_server_with(&[("alice", "pw1")], &["localhost"], dir.path());
+    let srv = format!("127.0.0.1:{tls}");
+    let args = ["--transport", "tls", "--ca", &cert, "listen"];
+    let mut alice = registered(&srv, "alice", "pw1", &args);
+    alice.exits_with(1);
+    alice.assert_printed(&[
+        "registration failed: TLS: certificate not valid for this address (NotValidForName): \
+         reach the server by a name or address its certificate names",
+    ]);
+}
+
+#[test]
+fn two_phones_registered_over_tls_call_each_other_through_serve() {
+    // Issue 12, defect 11: the phone listens on UDP and TCP only, so its TLS Contact
+    // must lead back over its registration connection, or the ACK, the re-INVITEs and
+    // the BYE that serve forwards to it never arrive.
+    let dir = tempfile::tempdir().unwrap();
+    let (server, cert, tls) = tls_server_with(
+        &[("alice", "a-pw"), ("bob", "b-pw")],
+        &["localhost", "127.0.0.1"],
+        dir.path(),
+    );
+    let srv = format!("127.0.0.1:{tls}");
+    let tls_args = ["--transport", "tls", "--ca", &cert];
+    let mut bob = registered(
+        &srv,
+        "bob",
+        "b-pw",
+        &[&tls_args[..], &["answer", "--auto", "--calls", "1"]].concat(),
+    );
+    bob.expect("registered: ", WAIT);
+    let bindings = location_json(&server).to_string();
+    assert!(bindings.contains("transport=tls"), "{bindings}");
+    let mut alice = registered(
+        &srv,
+        "alice",
+        "a-pw",
+        &[
+            &tls_args[..],
+            &[
+                "call",
+                "sip:bob@example.test",
+                "--hold-after",
+                "0.5",
+                "--resume-after",
+                "1",
+                "--hangup-after",
+                "1.5",
+            ],
+        ]
+        .concat(),
+    );
+    alice.exits_with(0);
+    bob.exits_with(0);
+    alice.assert_printed(&[
+        "answered: PCMU",
+        "held: local",
+        "resumed: local",
+        "ended: bye (local)",
+    ]);
+    bob.assert_printed(&["held: remote", "resumed: remote", "ended: bye (remote)"]);
+    assert!(
+        !bob.err.lock().unwrap().contains("no ACK"),
+        "{}",
+        bob.dump()
+    );
+}
+
 #[test]
 fn options_both_ways() {
     // The phone asks serve...
@@ -730,6 +869,45 @@ fn required_extension_it_lacks_gets_420() {
         "{}",
         bob.dump()
     );
+}
+
+#[test]
+fn stray_prack_gets_481_and_unknown_method_501() {
+    let port = free_port();
+    let mut bob = answerer_at(port, &["--auto", "--calls", "1"]);
+    sipp_uac_passes("phone_uac_prack_unknown.xml", port);
+    bob.exits_with(0);
+    bob.assert_printed(&["answered: PCMU", "ended: bye (remote)"]);
+}
+
+#[test]
+fn ipv6_offer_is_answered_over_ipv6() {
+    let port = free_port();
+    let listen = format!("[::1]:{port}");
+    let mut bob = Phone::start(&["--user", "bob", "--listen", &listen, "answer", "--auto"]);
+    bob.expect("waiting for calls", WAIT);
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("sipp")
+        .current_dir(dir.path())
+        .arg("-sf")
+        .arg(scenario("phone_uac_ipv6_offer.xml"))
+        .arg(&listen)
+        .args(["-i", "::1", "-m", "1", "-nostdin", "-trace_err"])
+        .args(["-timeout", "10s", "-timeout_error"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("sipp is installed");
+    let errors: String = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with("errors.log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    assert_eq!(out.status.code(), Some(0), "{errors}; {}", bob.dump());
+    bob.expect("ended: bye (remote)", WAIT);
+    bob.assert_printed(&["answered: PCMU"]);
+    bob.sigterm();
+    bob.exits_with(0);
 }
 
 // ----- through serve: two phones registered to it, the proxy between them -----

@@ -30,7 +30,8 @@ use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(15);
 /// Any one Record-Route of ours.
-const ONE_RR: &str = r"Record-Route: &lt;sip:127\.0\.0\.1:[0-9]+;transport=(udp|tcp);lr&gt;";
+const ONE_RR: &str =
+    r"Record-Route: &lt;sip:127\.0\.0\.1:[0-9]+;transport=(udp|tcp);lr;sbd=[0-9a-f]+&gt;";
 
 fn scenario(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -311,7 +312,7 @@ fn a_loop_gets_482() {
 fn tcp_caller_to_udp_callee_gets_a_double_record_route() {
     let server = start("");
     // The callee's side first (topmost), then the caller's.
-    let double = r"Record-Route: &lt;sip:127\.0\.0\.1:[0-9]+;transport=udp;lr&gt;(,[[:space:]]*|[[:space:]]+Record-Route:[[:space:]]*)&lt;sip:127\.0\.0\.1:[0-9]+;transport=tcp;lr&gt;";
+    let double = r"Record-Route: &lt;sip:127\.0\.0\.1:[0-9]+;transport=udp;lr;sbd=[0-9a-f]+&gt;(,[[:space:]]*|[[:space:]]+Record-Route:[[:space:]]*)&lt;sip:127\.0\.0\.1:[0-9]+;transport=tcp;lr;sbd=[0-9a-f]+&gt;";
     let uac = scenario_with(&server, "proxy_uac_call.xml", &[("@RR@", double)]);
     // The caller over TCP, the callee over UDP.
     call_one_phone(

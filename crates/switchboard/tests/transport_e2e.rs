@@ -83,7 +83,20 @@ fn assert_options_200(resp: &Message, call_id: &str, cseq: u32) {
         resp.get(HeaderName::CSeq),
         Some(&*format!("{cseq} OPTIONS"))
     );
-    assert_eq!(resp.get(HeaderName::Allow), Some("REGISTER, OPTIONS, ACK"));
+    // Defect 12 of issue 12: the Allow of our OPTIONS names what we route too.
+    let allow = resp.get(HeaderName::Allow).unwrap_or_default();
+    for m in [
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "MESSAGE",
+        "SUBSCRIBE",
+        "REGISTER",
+        "OPTIONS",
+    ] {
+        assert!(allow.split(", ").any(|a| a == m), "Allow lacks {m}: {text}");
+    }
     assert_eq!(resp.get(HeaderName::Accept), Some("application/sdp"));
     assert_eq!(resp.get(HeaderName::Supported), Some("path, outbound"));
     assert!(resp.to().unwrap().tag().is_some(), "no To tag: {text}");
@@ -566,7 +579,7 @@ fn udp_405_to_invite_is_retransmitted_until_the_ack() {
     let first = &finals[0].1;
     assert_eq!(first.status(), Some(405), "{:?}", first.as_bytes());
     assert_eq!(first.reason(), Some("Method Not Allowed"));
-    assert_eq!(first.get(HeaderName::Allow), Some("REGISTER, OPTIONS, ACK"));
+    assert_eq!(first.get(HeaderName::Allow), Some("REGISTER, OPTIONS"));
     assert_eq!(first.get(HeaderName::CSeq), Some("1 INVITE"));
     for (_, m) in &finals[1..] {
         assert_eq!(m.as_bytes(), first.as_bytes(), "a retransmission differs");
@@ -718,8 +731,8 @@ fn torture_messages_over_udp() {
         ("invalid/bigcode.dat", Nothing), // a response
         ("invalid/clerr.dat", Status(400, "Content-Length says 9999")),
         ("invalid/escruri.dat", Status(400, "must not carry headers")),
-        // No Call-ID, From or To: no response can be built; dropped.
-        ("invalid/insuf.dat", Nothing),
+        // No Call-ID, From or To: RFC 4475 §3.3.1 "ideally" 400; the Via addresses it.
+        ("invalid/insuf.dat", Status(400, "missing To header")),
         ("invalid/ipv6-bad.dat", Status(400, "bad Request-URI")),
         (
             "invalid/ltgtruri.dat",
@@ -745,22 +758,51 @@ fn torture_messages_over_udp() {
         ("invalid/regbadct.dat", Status(400, "bad Contact header")),
         ("invalid/scalar02.dat", Status(400, "bad CSeq header")),
         ("invalid/scalarlg.dat", Nothing), // a response
-        // No SIP version on the request line and no Via: nowhere to send a response.
-        ("invalid/test.dat", Nothing),
+        // No SIP version on the request line and no Via: answered to its source.
+        ("invalid/test.dat", Status(400, "request line")),
         ("invalid/trws.dat", Status(400, "with single spaces")),
         // Valid messages that a UAS must reject at the application level.
         ("valid/bext01.dat", Status(420, "Bad Extension")),
         ("valid/unkscm.dat", Status(416, "Unsupported URI Scheme")),
         ("valid/intmeth.dat", Status(501, "Not Implemented")),
         ("valid/esc02.dat", Status(501, "Not Implemented")),
-        // Max-Forwards 0 stops a proxy; serve is the UAS, so it answers normally.
-        ("valid/zeromf.dat", Status(200, "OK")),
+        // Max-Forwards 0 for a user: a proxy must not forward it (RFC 4475 §3.3.11).
+        ("valid/zeromf.dat", Status(483, "Too Many Hops")),
+        // A branch that is only the magic cookie identifies no transaction (§3.2.1).
+        ("valid/badbranch.dat", Status(400, "magic cookie")),
         ("valid/transports.dat", Status(200, "OK")),
         // Valid responses: never answered.
         ("valid/bcast.dat", Nothing),
         ("valid/unreason.dat", Nothing),
         ("valid/noreason.dat", Nothing),
     ];
+    // Every message the corpus says must be refused or dropped is checked above, but
+    // for these, whose expected answer is an endpoint's or a registrar's of
+    // example.com: serve is neither for that domain, and refuses them as such.
+    let not_ours = [
+        "valid/invut.dat",    // 415 from the endpoint; we relay for nobody
+        "valid/sdp01.dat",    // 406 from the endpoint; likewise
+        "valid/regaut01.dat", // 401 from example.com's registrar; 403 here
+        "valid/unksm2.dat",   // 400 from example.com's registrar; 403 here
+        "valid/novelsc.dat",  // checked below: it shares unkscm's transaction
+    ];
+    let index = std::fs::read_to_string(common::shared().join("torture/INDEX.tsv")).unwrap();
+    for row in index.lines().skip(1) {
+        let cols: Vec<&str> = row.split('\t').collect();
+        let (file, expected) = (cols[0], cols[2]);
+        if expected == "valid" || not_ours.contains(&file) {
+            continue;
+        }
+        let checked = cases.iter().find(|(f, _)| *f == file);
+        let Some((_, expect)) = checked else {
+            panic!("{file} ({expected}) is not checked over UDP");
+        };
+        match (expect, expected.rsplit(':').next()) {
+            (Nothing, Some("drop")) => {}
+            (Status(code, _), Some(want)) if want == code.to_string() => {}
+            _ => panic!("{file}: the corpus expects {expected}"),
+        }
+    }
     let our_port = udp.sock.local_addr().unwrap().port();
     let mut answers = std::collections::HashMap::new();
     for (file, expect) in cases {
@@ -784,7 +826,7 @@ fn torture_messages_over_udp() {
                 assert_eq!(resp.status(), Some(*code), "{file}: {text}");
                 let reason = resp.reason().unwrap_or_default();
                 assert!(reason.contains(fault), "{file}: reason {reason:?}");
-                if *code >= 400 && *code != 420 && *code != 416 && *code != 501 {
+                if matches!(*code, 400 | 505) {
                     // The fault is named after the standard phrase, in parentheses.
                     assert!(reason.ends_with(')'), "{file}: reason {reason:?}");
                 }

@@ -86,7 +86,10 @@ fn add_list_passwd_remove() {
     let env = Env::new();
     assert_eq!(
         env.ok(&["user", "add", "alice", "--password", "Secret-One"], None),
-        "added user alice (sip:alice@example.test)\n"
+        format!(
+            "added user alice (sip:alice@example.test) to {}\n",
+            env.db().display()
+        )
     );
     env.ok(
         &["user", "add", "bob", "--password-stdin"],
@@ -160,7 +163,10 @@ fn import_1000_users_in_one_go() {
     let out = env.ok(&["user", "import", file.to_str().unwrap()], None);
     assert_eq!(
         out,
-        "imported 1000 users (999 added, 1 updated) into sb.db\n"
+        format!(
+            "imported 1000 users (999 added, 1 updated) into {}\n",
+            env.db().display()
+        )
     );
     assert_eq!(env.names().len(), 1000);
     let users = store::SqliteUserStore::open(&env.db()).unwrap();
@@ -188,7 +194,12 @@ fn import_1000_users_in_one_go() {
 #[test]
 fn location_empty_and_with_a_binding() {
     let env = Env::new();
-    assert_eq!(env.ok(&["location"], None), "no current registrations\n");
+    // `serve` makes the database; here, the store does.
+    drop(SqliteLocationStore::open(&env.db(), Durability::Process).unwrap());
+    assert_eq!(
+        env.ok(&["location"], None),
+        format!("no current registrations in {}\n", env.db().display())
+    );
     assert_eq!(env.ok(&["location", "--json"], None), "[]\n");
 
     let now = std::time::SystemTime::now()
@@ -254,7 +265,7 @@ fn config_errors_are_reported() {
         .unwrap();
     assert_eq!(code, 1);
     assert!(
-        err.starts_with("error: cannot read /nonexistent/sb.toml"),
+        err.starts_with("error: cannot read the configuration /nonexistent/sb.toml: "),
         "{err}"
     );
     std::fs::write(

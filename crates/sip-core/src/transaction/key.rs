@@ -23,6 +23,23 @@ pub struct TransactionKey {
     pub(crate) generation: u32,
 }
 
+impl TransactionKey {
+    /// The key as one number, for I/O layers that carry an opaque token with a send
+    /// and give it back when the send fails later (sip-net's `send_nowait`).
+    pub fn to_token(self) -> u64 {
+        (u64::from(self.generation) << 32) | u64::from(self.index)
+    }
+
+    /// The key a [`TransactionKey::to_token`] number stands for. Any number makes some
+    /// key; one that names no live transaction is refused by the layer as unknown.
+    pub fn from_token(token: u64) -> TransactionKey {
+        TransactionKey {
+            index: token as u32,
+            generation: (token >> 32) as u32,
+        }
+    }
+}
+
 impl fmt::Display for TransactionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "tx{}.{}", self.index, self.generation)
@@ -36,6 +53,16 @@ fn method_class(m: &Method) -> &str {
         Method::Ack => "INVITE",
         other => other.as_str(),
     }
+}
+
+#[cfg(test)]
+#[test]
+fn a_key_survives_its_token() {
+    let key = TransactionKey {
+        index: 7,
+        generation: 3,
+    };
+    assert_eq!(TransactionKey::from_token(key.to_token()), key);
 }
 
 /// The server matching key of a request. `class` overrides the method (CANCEL looks up

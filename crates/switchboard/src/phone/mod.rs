@@ -3,11 +3,11 @@
 //! prints the messages it receives, reporting every event as a line on standard output
 //! and how a call ended in its exit code.
 //!
-//! The arguments are here; the user agent that does the work is [`ua`], the output
-//! format [`print`].
+//! The arguments are here; the user agent that does the work is `sip_ua::Core`, run
+//! on sockets and RTP sessions by [`driver`], and the output format is [`print`].
 
+mod driver;
 mod print;
-mod ua;
 
 use clap::{Args, Subcommand};
 use print::Printer;
@@ -19,20 +19,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Exit codes: how the call (or message) ended, for scripts.
+/// Exit codes: how the call (or message) ended, for scripts. The user agent's
+/// ([`sip_ua::exit`]), and the usage error, which is the command line's.
 pub mod exit {
-    /// The call was answered and ended normally; the message was delivered.
-    pub const OK: u8 = 0;
-    /// Failure: no response, a network error, registration refused, bad SDP.
-    pub const FAILED: u8 = 1;
+    pub use sip_ua::exit::*;
     /// Usage error (bad arguments).
     pub const USAGE: u8 = 2;
-    /// The far end was busy (486, 600).
-    pub const BUSY: u8 = 3;
-    /// Nobody answered (408, 480, our timeout).
-    pub const NO_ANSWER: u8 = 4;
-    /// Refused otherwise (403, 404, 488, 603...).
-    pub const REJECTED: u8 = 5;
 }
 
 /// The `phone` arguments shared by every action.
@@ -152,7 +144,7 @@ pub enum PhoneAction {
     },
     /// Wait for calls and answer them, printing the caller, each DTMF digit as it
     /// arrives and, when a call ends, all its digits on one line (`dtmf: 159#`).
-    Answer(ua::AnswerTask),
+    Answer(AnswerArgs),
     /// Send one instant message (SIP MESSAGE, RFC 3428).
     Message {
         /// The recipient, e.g. sip:bob@example.test.
@@ -172,6 +164,57 @@ pub enum PhoneAction {
         #[arg(long, value_name = "N")]
         count: Option<u32>,
     },
+}
+
+/// `phone answer`'s options (the field docs are its `--help`).
+#[derive(Debug, Clone, Args)]
+pub struct AnswerArgs {
+    /// Answer at once. Without it the phone rings and answers when Enter is
+    /// pressed.
+    #[arg(long)]
+    auto: bool,
+    /// A WAV file to play to callers.
+    #[arg(long, value_name = "WAV")]
+    play: Option<PathBuf>,
+    // Record callers to this WAV file (8 kHz, 16-bit mono); `{n}` in the name is
+    // replaced by the call number. The help is built by `record_help`: clap turns a
+    // `{n}` in a doc comment into a line break.
+    #[arg(long, value_name = "WAV", help = record_help())]
+    record: Option<PathBuf>,
+    /// Refuse every call with this status (486 busy, 603 decline...).
+    #[arg(long, value_name = "STATUS", value_parser = clap::value_parser!(u16).range(300..700))]
+    reject: Option<u16>,
+    /// Hang up this many seconds after answering.
+    #[arg(long, value_name = "SECS")]
+    hangup_after: Option<f64>,
+    /// Exit after this many calls (with the last call's exit code).
+    #[arg(long, value_name = "N")]
+    calls: Option<u32>,
+}
+
+impl From<AnswerArgs> for sip_ua::AnswerTask {
+    fn from(a: AnswerArgs) -> Self {
+        sip_ua::AnswerTask {
+            auto: a.auto,
+            play: a.play,
+            record: a.record,
+            reject: a.reject,
+            hangup_after: a.hangup_after,
+            calls: a.calls,
+        }
+    }
+}
+
+/// The help of `answer --record`. clap replaces every `{n}` in help text by a line
+/// break and has no escape for it, so the `n` of our placeholder is set apart by a
+/// style (bold on a terminal; the escape codes are dropped elsewhere) and the text
+/// never holds the three characters together.
+fn record_help() -> clap::builder::StyledStr {
+    let placeholder = clap::builder::styling::Style::new().bold();
+    clap::builder::StyledStr::from(format!(
+        "Record callers to this WAV file (8 kHz, 16-bit mono); `{{{placeholder}n{placeholder:#}}}` \
+         in the name is replaced by the call number (1, 2...)"
+    ))
 }
 
 fn parse_transport(s: &str) -> Result<Transport, String> {
@@ -327,7 +370,7 @@ async fn phone(args: PhoneArgs) -> Result<u8, (u8, String)> {
         Some(&bound.join(" ")),
         &[("addresses", serde_json::json!(bound))],
     );
-    let settings = ua::Settings {
+    let settings = sip_ua::Settings {
         user: args.user,
         password: args.password,
         server,
@@ -336,7 +379,8 @@ async fn phone(args: PhoneArgs) -> Result<u8, (u8, String)> {
         expires: args.expires,
         session_expires: args.session_expires,
         display_name: args.display_name,
-        codecs: ua::sdp_codecs(&args.codec),
+        codecs: sip_ua::sdp_codecs(&args.codec),
+        timers: sip_core::transaction::TimerConfig::default(),
     };
     let task = match args.action {
         PhoneAction::Call {
@@ -361,7 +405,7 @@ async fn phone(args: PhoneArgs) -> Result<u8, (u8, String)> {
                 return Err(usage(format!("--dtmf: '{bad}' is not a DTMF digit")));
             }
             check_playable(play.as_deref())?;
-            ua::Task::Call(ua::CallTask {
+            sip_ua::Task::Call(sip_ua::CallTask {
                 target,
                 play,
                 record,
@@ -374,7 +418,7 @@ async fn phone(args: PhoneArgs) -> Result<u8, (u8, String)> {
                 change_codec: change_codec
                     .zip(change_codec_after)
                     .and_then(|(name, after)| {
-                        let codec = *ua::sdp_codecs(&[name]).first()?;
+                        let codec = *sip_ua::sdp_codecs(&[name]).first()?;
                         Some((after, codec))
                     }),
                 hangup_after,
@@ -383,18 +427,18 @@ async fn phone(args: PhoneArgs) -> Result<u8, (u8, String)> {
         }
         PhoneAction::Answer(task) => {
             check_playable(task.play.as_deref())?;
-            ua::Task::Answer(task)
+            sip_ua::Task::Answer(task.into())
         }
         PhoneAction::Message { target, text } => {
             let target = sip_uri(target, &settings.domain);
-            ua::Task::Message { target, text }
+            sip_ua::Task::Message { target, text }
         }
-        PhoneAction::Options { target } => ua::Task::Options {
+        PhoneAction::Options { target } => sip_ua::Task::Options {
             target: sip_uri(target, &settings.domain),
         },
-        PhoneAction::Listen { count } => ua::Task::Listen { count },
+        PhoneAction::Listen { count } => sip_ua::Task::Listen { count },
     };
-    let code = ua::Ua::new(endpoint.clone(), settings, task, out)
+    let code = driver::Ua::new(endpoint.clone(), settings, task, out)
         .run(incoming)
         .await;
     endpoint.shutdown();
@@ -416,7 +460,7 @@ mod tests {
 
     #[test]
     fn codec_names_in_order_with_dtmf_last() {
-        let list = ua::sdp_codecs(&["pcma".into(), "PCMU".into(), "g729".into()]);
+        let list = sip_ua::sdp_codecs(&["pcma".into(), "PCMU".into(), "g729".into()]);
         assert_eq!(
             list,
             vec![

@@ -3,18 +3,7 @@
 //! one JSON object per line with `--json` (`{"event":"ringing"}`).
 
 use serde_json::{Map, Value, json};
-
-/// Something that happened, for one line of output: `name` (`ringing`, `answered`,
-/// `held`, `dtmf received`...), a `detail` for the text form and `fields` for JSON.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PhoneEvent {
-    /// What happened.
-    pub name: &'static str,
-    /// The text after the name.
-    pub detail: Option<String>,
-    /// JSON-only extras.
-    pub fields: Vec<(&'static str, Value)>,
-}
+pub use sip_ua::PhoneEvent;
 
 /// Prints events as text or JSON lines.
 #[derive(Debug, Clone, Copy)]

@@ -11,16 +11,24 @@
 //! 2. Route processing (§16.4): our own Record-Route values on top of Route are popped
 //!    (both of a double Record-Route); a strict router's Request-URI naming us is
 //!    replaced by the last Route value;
-//! 3. authentication (§22.3): out-of-dialog requests whose From is a local user need
-//!    Proxy-Authorization for that user (407), unless the source is trusted;
+//! 3. authentication (§22.3): whether a request is initial is decided by its To tag
+//!    alone (§12, §16.6), never by its Route set. Every request we would forward that
+//!    is not the continuation of a dialog we record-routed (our Record-Route value on
+//!    top of Route, signed for its Call-ID) nor an in-dialog request to a local user's
+//!    registered contacts needs Proxy-Authorization of a local user, the From user
+//!    (407; 403 for another user), unless the source is trusted. So nothing from an
+//!    unauthenticated sender is relayed to a host that is not ours, and an unknown
+//!    user and an unregistered one get the same 407. What we answer as a UAS
+//!    (OPTIONS, methods we do not know) is not challenged, and is answered by us for
+//!    unauthenticated senders whoever it is for;
 //! 4. targets (§16.5): the next Route when one is left; else, for our domain, every
 //!    binding of the AOR (404 for an unknown user, 480 without bindings), in parallel,
 //!    or serially by q groups when the q-values differ (§16.6); other domains only when
 //!    configured, and only for authenticated callers;
 //! 5. forwarding (§16.6) by editing bytes ([`sip_core::forward`]): Request-URI, Via
 //!    with a branch derived from the request (so loops can be seen), Record-Route on
-//!    dialog-creating requests (twice when the two sides' transports differ),
-//!    Max-Forwards decremented;
+//!    every initial dialog-creating request (twice when the two sides' transports
+//!    differ), Max-Forwards decremented;
 //! 6. responses (§16.7): provisionals relayed, every 2xx relayed at once and the other
 //!    branches cancelled, a 6xx ends the search; a 3xx's Contacts in our domain (or
 //!    allowed foreign addresses) join the target set, at most `max_recursions` times,
@@ -28,11 +36,13 @@
 //!    (503 becomes 500; a 401/407 carries the challenges of every 401 and 407
 //!    received, step 7); Timer C (from the transaction layer) cancels a branch and
 //!    counts as 408;
-//! 7. CANCEL (§16.10): answered 200, every pending branch cancelled, 487 to the INVITE.
+//! 7. CANCEL (§16.10): answered 200, every pending branch cancelled, 487 to the INVITE;
+//!    a CANCEL that matches no transaction is forwarded statelessly
+//!    ([`Proxy::on_stray_cancel`]) where its INVITE would have gone.
 //!
 //! ACKs for 2xx and 2xx retransmissions that outlive their transactions are forwarded
-//! statelessly (§16.11): the ACK's branch is derived from its own, so a retransmitted ACK
-//! goes out identical.
+//! statelessly (§16.11), routed like any in-dialog request: the ACK's branch is derived
+//! from its own, so a retransmitted ACK goes out identical.
 //!
 //! Next hops are IP addresses (the contacts phones register, our Record-Route values);
 //! names are resolved only for foreign domains, which are off by default, so routing a
@@ -41,11 +51,13 @@
 mod route;
 
 use crate::authenticator::{AuthCheck, Authenticator};
+use crate::myself::Myself;
 use ipnet::IpNet;
 use route::{Hop, Interfaces, RouteInfo};
 use sip_core::builder::response_to_with_reason;
 use sip_core::forward::{RequestEdit, forward_request, strip_top_via};
 use sip_core::headers::{Contact, split_list};
+use sip_core::ids::IdGenerator;
 use sip_core::transaction::{Timer, TransactionKey, TransactionLayer};
 use sip_core::{Flow, HeaderName, Message, Method, Transport, Uri};
 use std::collections::{HashMap, VecDeque};
@@ -58,10 +70,9 @@ pub use route::Interface;
 /// What the proxy is configured to do.
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
-    /// Our domain (`[sip] domain`): Request-URIs and From URIs in it are local.
-    pub domain: String,
-    /// Other names of the domain (`[registrar] aliases`).
-    pub aliases: Vec<String>,
+    /// Our domain, its aliases (`[registrar] aliases`) and our addresses: Request-URIs
+    /// naming them are local.
+    pub myself: Myself,
     /// The Server header of the responses we make.
     pub server_name: String,
     /// Challenge local callers (`[proxy] require_auth`).
@@ -170,6 +181,8 @@ pub struct Env<'a> {
     pub unix: u64,
     /// The users (for authentication and 404 vs 480).
     pub users: &'a dyn UserStore,
+    /// The server's one authenticator (shared with the registrar: one ban table).
+    pub auth: &'a mut Authenticator,
     /// The location service.
     pub location: &'a LocationReader,
 }
@@ -226,16 +239,16 @@ struct Context {
     started: Instant,
 }
 
-/// The proxy: settings, our addresses, the digest authenticator and the live contexts.
+/// The proxy: settings, our addresses, the identifier source and the live contexts.
 pub struct Proxy {
     settings: ProxySettings,
     interfaces: Interfaces,
-    auth: Authenticator,
+    /// Our To tags and the tokens of our Record-Route values.
+    ids: IdGenerator,
     contexts: HashMap<TransactionKey, Context>,
     /// Client transaction to (server transaction, branch index).
     branches: HashMap<TransactionKey, (TransactionKey, usize)>,
     stats: ProxyStats,
-    tag_counter: u64,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -247,6 +260,11 @@ impl std::fmt::Debug for Proxy {
     }
 }
 
+/// The Via branch prefix of ACKs we forward statelessly.
+const STATELESS_ACK: &str = "z9hG4bKsbA";
+/// The Via branch prefix of CANCELs we forward statelessly (their answers are relayed).
+const STATELESS_CANCEL: &str = "z9hG4bKsbC";
+
 /// Methods whose out-of-dialog request creates a dialog, and so is record-routed.
 fn creates_dialog(m: &Method) -> bool {
     matches!(
@@ -257,16 +275,15 @@ fn creates_dialog(m: &Method) -> bool {
 
 impl Proxy {
     /// A proxy advertising `interfaces` (our listening addresses) in Via and
-    /// Record-Route, authenticating with `auth`.
-    pub fn new(settings: ProxySettings, interfaces: Vec<Interface>, auth: Authenticator) -> Proxy {
+    /// Record-Route, making tags and Record-Route tokens with `ids`.
+    pub fn new(settings: ProxySettings, interfaces: Vec<Interface>, ids: IdGenerator) -> Proxy {
         Proxy {
+            interfaces: Interfaces::new(interfaces, settings.myself.clone()),
             settings,
-            interfaces: Interfaces::new(interfaces),
-            auth,
+            ids,
             contexts: HashMap::new(),
             branches: HashMap::new(),
             stats: ProxyStats::default(),
-            tag_counter: 0,
         }
     }
 
@@ -278,29 +295,49 @@ impl Proxy {
         }
     }
 
-    /// Housekeeping: forgets expired nonces.
-    pub fn sweep(&mut self, unix: u64) {
-        self.auth.sweep(unix);
+    /// Whether a SIP URI names this server: our domain (our port or none), or one of
+    /// our addresses with a port we listen on there.
+    fn names_us(&self, uri: &sip_core::SipUri<'_>) -> bool {
+        self.settings.myself.names_us(uri)
     }
 
-    fn is_local_domain(&self, host: &str) -> bool {
-        let host = host.trim_end_matches('.');
-        host.eq_ignore_ascii_case(&self.settings.domain)
+    /// The token our Record-Route values carry in the dialog of `call_id`.
+    fn rr_token(&self, call_id: &str) -> String {
+        self.ids.derive(&[b"rr", call_id.as_bytes()])
+    }
+
+    /// Whether Route processing found our Record-Route value signed for this request's
+    /// dialog: a dialog we record-routed, which may continue without credentials.
+    fn is_our_dialog(&self, request: &Message, info: &RouteInfo) -> bool {
+        let Some(token) = info.token.as_deref() else {
+            return false;
+        };
+        let expected = self.rr_token(request.call_id().unwrap_or(""));
+        constant_time_eq(token.as_bytes(), expected.as_bytes())
+    }
+
+    /// Whether requests from `remote` are exempt from authentication: ourselves, a
+    /// trusted network, or everybody when `require_auth` is off.
+    fn is_trusted(&self, remote: std::net::SocketAddr) -> bool {
+        !self.settings.require_auth
+            || self.interfaces.is_own_addr(remote)
             || self
                 .settings
-                .aliases
+                .trusted
                 .iter()
-                .any(|a| a.eq_ignore_ascii_case(host))
+                .any(|n| n.contains(&remote.ip()))
     }
 
-    /// Whether a SIP URI names this server: our domain or one of our addresses.
-    fn names_us(&self, uri: &sip_core::SipUri<'_>) -> bool {
-        self.is_local_domain(&uri.host.to_string()) || self.interfaces.is_own(uri)
+    /// The To tag of our responses to `request`: the same for a request and its CANCEL
+    /// (RFC 3261 §9.2), unique and unguessable otherwise (§19.3).
+    fn our_tag(&self, request: &Message) -> String {
+        our_tag(&self.ids, request)
     }
 
-    fn next_tag(&mut self) -> String {
-        self.tag_counter += 1;
-        format!("sbp{:x}", self.tag_counter)
+    /// The local user a SIP URI in our domain names, if it has a user part.
+    fn local_user(uri: &sip_core::SipUri<'_>) -> Option<String> {
+        uri.user_decoded()
+            .map(|u| String::from_utf8_lossy(&u).into_owned())
     }
 
     // ----- requests -----
@@ -309,7 +346,7 @@ impl Proxy {
     /// and CANCELs included, though ACKs normally come through [`Proxy::on_ack`]).
     pub fn on_request(
         &mut self,
-        env: &Env<'_>,
+        env: &mut Env<'_>,
         txl: &mut TransactionLayer,
         key: TransactionKey,
         request: &Message,
@@ -325,8 +362,16 @@ impl Proxy {
         // §16.3 step 3: Max-Forwards.
         match request.max_forwards() {
             Ok(Some(0)) => {
-                // §16.3 step 3: an OPTIONS that can go no further is answered here.
-                if method == Method::Options {
+                // §16.3 step 3: an OPTIONS that can go no further may be answered
+                // here; we do so when it is addressed to the server itself (no user
+                // part: we are its UAS). One for a user would have to be forwarded:
+                // 483, as RFC 4475 §3.3.11 expects of a proxy.
+                let for_server = request
+                    .request_uri()
+                    .as_ref()
+                    .and_then(Uri::as_sip)
+                    .is_some_and(|u| u.user.is_none());
+                if method == Method::Options && for_server {
                     return Handled::ForUs;
                 }
                 self.respond(env, txl, key, request, 483, "", &[]);
@@ -362,7 +407,9 @@ impl Proxy {
             }
         };
         let to_tag = request.to().ok().and_then(|t| t.tag()).is_some();
-        let out_of_dialog = !to_tag && info.popped == 0;
+        // §12, §16.6: the To tag alone says whether a request is in a dialog. A Route
+        // naming us (phones with an outbound proxy preload it) says nothing about it.
+        let out_of_dialog = !to_tag;
         let ruri_text = info
             .request_uri
             .clone()
@@ -379,6 +426,10 @@ impl Proxy {
         if info.remaining.is_empty() && info.popped == 0 && (user_less_us || ruri_sip.is_none()) {
             return Handled::ForUs;
         }
+        // The same after our own Route values: for us, with nothing to route.
+        if info.remaining.is_empty() && ruri_is_ours && ruri_sip.is_some_and(|u| u.user.is_none()) {
+            return Handled::ForUs;
+        }
 
         // §16.3 step 5: Proxy-Require. An OPTIONS or an unknown method may still turn
         // out to be answered here as a UAS (where Require counts, not Proxy-Require):
@@ -389,62 +440,29 @@ impl Proxy {
         }
 
         // §22.3: who is calling.
-        let from_local = request
-            .from()
-            .ok()
-            .and_then(|f| {
-                f.uri
-                    .as_sip()
-                    .map(|u| self.is_local_domain(&u.host.to_string()))
-            })
-            .unwrap_or(false);
-        let trusted = !self.settings.require_auth
-            || self.interfaces.is_own_addr(flow.remote)
-            || self
-                .settings
-                .trusted
-                .iter()
-                .any(|n| n.contains(&flow.remote.ip()));
+        let trusted = self.is_trusted(flow.remote);
+        if out_of_dialog && !trusted && maybe_for_us {
+            // What a UAS answers (OPTIONS 200, unknown method 501) is answered here for
+            // whoever did not authenticate, whatever user it names: registered,
+            // unregistered and unknown users look the same, and nothing is relayed.
+            return Handled::ForUs;
+        }
+        let our_dialog = to_tag && info.popped > 0 && self.is_our_dialog(request, &info);
+        // In a dialog, a request for a local user's address goes to that user's
+        // registered contacts only (SIPp's built-in scenarios send ACK and BYE to the
+        // AOR): never off to another host.
+        let to_local_contacts = to_tag && info.remaining.is_empty() && ruri_is_ours;
+        // Whether the request has somewhere to go: what does not is refused below as
+        // it is, without asking credentials that would change nothing.
+        let would_forward = !info.remaining.is_empty()
+            || ruri_is_ours
+            || (to_tag && (info.popped > 0 || info.request_uri.is_some()))
+            || (!to_tag && self.settings.forward_foreign);
         let mut authenticated = trusted;
-        if out_of_dialog && from_local && !trusted {
-            match self
-                .auth
-                .check(env.unix, request, HeaderName::ProxyAuthorization, env.users)
-            {
-                AuthCheck::User(user) => {
-                    let from_user = request
-                        .from()
-                        .ok()
-                        .and_then(|f| f.uri.as_sip().and_then(|u| u.user_decoded()))
-                        .map(|u| String::from_utf8_lossy(&u).into_owned());
-                    if from_user.as_deref() != Some(user.as_str()) {
-                        self.respond(
-                            env,
-                            txl,
-                            key,
-                            request,
-                            403,
-                            "Forbidden (From is not the authenticated user)",
-                            &[],
-                        );
-                        return Handled::Yes;
-                    }
-                    authenticated = true;
-                }
-                AuthCheck::Challenge { stale } => {
-                    self.stats.challenges += 1;
-                    let values = self.auth.challenges(env.unix, stale);
-                    let extra: Vec<(&str, &str)> = values
-                        .iter()
-                        .map(|v| ("Proxy-Authenticate", v.as_str()))
-                        .collect();
-                    self.respond(env, txl, key, request, 407, "", &extra);
-                    return Handled::Yes;
-                }
-                AuthCheck::Refuse(code, reason) => {
-                    self.respond(env, txl, key, request, code, &reason, &[]);
-                    return Handled::Yes;
-                }
+        if would_forward && !trusted && !our_dialog && !to_local_contacts {
+            match self.authenticate(env, txl, key, request, flow) {
+                Some(()) => authenticated = true,
+                None => return Handled::Yes,
             }
         }
 
@@ -461,21 +479,24 @@ impl Proxy {
                 }
             }
         } else if ruri_is_ours {
-            let Some(user) = ruri_sip
-                .and_then(|u| u.user_decoded())
-                .map(|u| String::from_utf8_lossy(&u).into_owned())
-            else {
+            let Some(user) = ruri_sip.and_then(Self::local_user) else {
                 return Handled::ForUs;
             };
-            let aor = format!("sip:{user}@{}", self.settings.domain);
+            let aor = format!("sip:{user}@{}", self.settings.myself.domain());
             let mut bindings = env.location.lookup(&aor, env.unix);
             if bindings.is_empty() && method == Method::Options {
                 // Keepalives and monitors ping any user at the proxy: we answer.
                 return Handled::ForUs;
             }
             if bindings.is_empty() {
-                let known = env.users.get(&user).ok().flatten().is_some();
-                let code = if known { 480 } else { 404 };
+                let code = if to_tag {
+                    // In a dialog, whoever sent it: one answer for every user.
+                    404
+                } else if env.users.get(&user).ok().flatten().is_some() {
+                    480
+                } else {
+                    404
+                };
                 self.respond(env, txl, key, request, code, "", &[]);
                 return Handled::Yes;
             }
@@ -486,8 +507,9 @@ impl Proxy {
                 self.respond(env, txl, key, request, 480, reason, &[]);
                 return Handled::Yes;
             }
-        } else if info.popped > 0 || info.request_uri.is_some() {
-            // In a dialog we record-routed: on to the remote target.
+        } else if to_tag && (info.popped > 0 || info.request_uri.is_some()) {
+            // In a dialog we record-routed (or whose sender authenticated): on to the
+            // remote target.
             match self.interfaces.hop_to_uri(&ruri_text, info.next_transport) {
                 Some(mut hop) => {
                     hop.request_uri = info.request_uri.clone();
@@ -594,29 +616,171 @@ impl Proxy {
         true
     }
 
-    /// An ACK outside any transaction: the ACK to a 2xx (§16.11: forwarded statelessly
-    /// along the route set).
-    pub fn on_ack(&mut self, txl: &mut TransactionLayer, request: &Message, _flow: Flow) {
+    /// §22.3 for a request we would forward: the Proxy-Authorization of a local user,
+    /// who must be the From user. `Some(())` when proven; `None` when the request was
+    /// answered (407, or 403, 400, 500).
+    fn authenticate(
+        &mut self,
+        env: &mut Env<'_>,
+        txl: &mut TransactionLayer,
+        key: TransactionKey,
+        request: &Message,
+        flow: Flow,
+    ) -> Option<()> {
+        let checked = env.auth.check(
+            env.unix,
+            request,
+            HeaderName::ProxyAuthorization,
+            flow.remote.ip(),
+            env.users,
+        );
+        match checked {
+            AuthCheck::User(user) => {
+                let from_user = request
+                    .from()
+                    .ok()
+                    .and_then(|f| f.uri.as_sip().and_then(Self::local_user));
+                if from_user.as_deref() == Some(user.as_str()) {
+                    return Some(());
+                }
+                self.respond(
+                    env,
+                    txl,
+                    key,
+                    request,
+                    403,
+                    "Forbidden (From is not the authenticated user)",
+                    &[],
+                );
+            }
+            AuthCheck::Challenge { stale } => {
+                self.stats.challenges += 1;
+                let values = env.auth.challenges(env.unix, stale);
+                let extra: Vec<(&str, &str)> = values
+                    .iter()
+                    .map(|v| ("Proxy-Authenticate", v.as_str()))
+                    .collect();
+                self.respond(env, txl, key, request, 407, "", &extra);
+            }
+            AuthCheck::Refuse(code, reason) => {
+                self.respond(env, txl, key, request, code, &reason, &[]);
+            }
+        }
+        None
+    }
+
+    /// An ACK outside any transaction: the ACK to a 2xx (§16.11: forwarded statelessly),
+    /// routed like any in-dialog request (see [`Proxy::stateless_hops`]). An ACK is
+    /// never answered: one that cannot go anywhere is dropped.
+    pub fn on_ack(
+        &mut self,
+        env: &Env<'_>,
+        txl: &mut TransactionLayer,
+        request: &Message,
+        flow: Flow,
+    ) {
         if matches!(request.max_forwards(), Ok(Some(0)) | Err(_)) {
             return;
         }
         let Ok(info) = RouteInfo::read(request, &self.interfaces) else {
             return;
         };
+        let hops = self.stateless_hops(env, request, &info, flow);
+        if hops.is_empty() {
+            tracing::debug!("ACK with no route through us: dropped");
+        }
+        for hop in hops {
+            self.forward_stateless(txl, request, &info, &hop, STATELESS_ACK);
+        }
+    }
+
+    /// §16.10: a CANCEL that matches no transaction of ours is forwarded statelessly
+    /// where its INVITE would have gone: the Route set of a dialog we are in, or the
+    /// registered contacts of the local user it names. Responses to it come back
+    /// through [`Proxy::on_stray_response`]. The caller checks that no INVITE
+    /// transaction matches (`TransactionLayer::find_cancelled`), and hands it here
+    /// instead of to the transaction layer, so no state is kept for it.
+    pub fn on_stray_cancel(
+        &mut self,
+        env: &Env<'_>,
+        txl: &mut TransactionLayer,
+        cancel: &Message,
+        flow: Flow,
+    ) {
+        if matches!(cancel.max_forwards(), Ok(Some(0)) | Err(_)) {
+            return;
+        }
+        let Ok(info) = RouteInfo::read(cancel, &self.interfaces) else {
+            return;
+        };
+        for hop in self.stateless_hops(env, cancel, &info, flow) {
+            self.forward_stateless(txl, cancel, &info, &hop, STATELESS_CANCEL);
+        }
+    }
+
+    /// Where a request forwarded without a transaction (ACK, stray CANCEL) goes: along
+    /// the Route set when it is a dialog we record-routed or the sender is trusted; to
+    /// the registered contacts of the local user its Request-URI names. Nowhere else:
+    /// nobody may use us to relay what cannot be challenged.
+    fn stateless_hops(
+        &self,
+        env: &Env<'_>,
+        request: &Message,
+        info: &RouteInfo,
+        flow: Flow,
+    ) -> Vec<Hop> {
         let ruri = info
             .request_uri
             .clone()
             .unwrap_or_else(|| request.request_uri_str().unwrap_or("").to_owned());
-        let hop = match info.remaining.first() {
-            Some(next) => self.interfaces.hop_to_route(next, &ruri, &info),
-            // Only along a route set we are in: we relay for nobody else.
-            None if info.popped > 0 => self.interfaces.hop_to_uri(&ruri, info.next_transport),
-            None => None,
-        };
-        let Some(hop) = hop else {
-            tracing::debug!("ACK with no route through us: dropped");
-            return;
-        };
+        let allowed = self.is_trusted(flow.remote) || self.is_our_dialog(request, info);
+        if let Some(next) = info.remaining.first() {
+            if !allowed {
+                return Vec::new();
+            }
+            return self
+                .interfaces
+                .hop_to_route(next, &ruri, info)
+                .into_iter()
+                .collect();
+        }
+        let parsed = Uri::parse(&ruri).ok();
+        if let Some(sip) = parsed.as_ref().and_then(Uri::as_sip)
+            && self.names_us(sip)
+        {
+            let Some(user) = Self::local_user(sip) else {
+                return Vec::new();
+            };
+            let aor = format!("sip:{user}@{}", self.settings.myself.domain());
+            let mut bindings = env.location.lookup(&aor, env.unix);
+            bindings.sort_by(Binding::priority_cmp);
+            return self
+                .interfaces
+                .hops_for_bindings(&bindings)
+                .into_iter()
+                .flatten()
+                .collect();
+        }
+        if allowed && (info.popped > 0 || info.request_uri.is_some()) {
+            return self
+                .interfaces
+                .hop_to_uri(&ruri, info.next_transport)
+                .into_iter()
+                .collect();
+        }
+        Vec::new()
+    }
+
+    /// Sends `request` to `hop` without a transaction, with a Via branch derived from
+    /// its own (so a retransmission goes out identical) under `prefix`.
+    fn forward_stateless(
+        &mut self,
+        txl: &mut TransactionLayer,
+        request: &Message,
+        info: &RouteInfo,
+        hop: &Hop,
+        prefix: &str,
+    ) {
         let Some(iface) = self.interfaces.for_transport(hop.flow.transport) else {
             return;
         };
@@ -628,7 +792,8 @@ impl Proxy {
             .unwrap_or("")
             .hash(&mut h);
         request.call_id().unwrap_or("").hash(&mut h);
-        let via = iface.via(&format!("z9hG4bKsbA{:016x}", h.finish()));
+        hop.flow.remote.hash(&mut h);
+        let via = iface.via(&format!("{prefix}{:016x}", h.finish()));
         let routes = info.routes_to_send();
         let route_refs: Option<Vec<&str>> = hop
             .routes
@@ -646,7 +811,7 @@ impl Proxy {
                 self.stats.requests_forwarded += 1;
                 txl.send_stateless(hop.flow, bytes);
             }
-            Err(e) => tracing::debug!("ACK not forwarded: {e}"),
+            Err(e) => tracing::debug!("not forwarded: {e}"),
         }
     }
 
@@ -711,6 +876,7 @@ impl Proxy {
                 404,
                 "Not Found (the domain cannot be resolved)",
                 &self.settings.server_name,
+                &self.ids,
             )
         {
             keep_best(&mut ctx.best, r);
@@ -764,7 +930,7 @@ impl Proxy {
                 branch.done = true;
                 let timed_out = branch.timed_out;
                 let mut chosen = if timed_out {
-                    build_response(&ctx.request, 408, "", &self.settings.server_name)
+                    build_response(&ctx.request, 408, "", &self.settings.server_name, &self.ids)
                 } else {
                     strip_top_via(&response).and_then(|b| Message::parse(b).ok())
                 };
@@ -863,13 +1029,18 @@ impl Proxy {
     /// is on top; anything else is dropped (RFC 6026 §8.9 for a stateful proxy... but
     /// 2xx must get through).
     pub fn on_stray_response(&mut self, txl: &mut TransactionLayer, response: &Message) {
-        let ok = response.status().is_some_and(|c| (200..300).contains(&c));
-        if !ok {
-            return;
-        }
         let Ok(top) = response.top_via() else {
             return;
         };
+        let ok = response.status().is_some_and(|c| (200..300).contains(&c));
+        // The answer to a CANCEL we forwarded statelessly goes back the same way.
+        let to_stray_cancel = top
+            .branch()
+            .is_some_and(|b| b.starts_with(STATELESS_CANCEL))
+            && response.cseq().is_ok_and(|c| c.method == Method::Cancel);
+        if !ok && !to_stray_cancel {
+            return;
+        }
         if !self.interfaces.is_own_via(&top) {
             return;
         }
@@ -880,7 +1051,7 @@ impl Proxy {
             return;
         };
         if let Some(flow) = route::via_target(&msg) {
-            self.count_response(200);
+            self.count_response(msg.status().unwrap_or(200));
             txl.send_stateless(flow, bytes);
         }
     }
@@ -901,7 +1072,13 @@ impl Proxy {
             return;
         }
         branch.done = true;
-        if let Some(r) = build_response(&ctx.request, code, "", &self.settings.server_name) {
+        if let Some(r) = build_response(
+            &ctx.request,
+            code,
+            "",
+            &self.settings.server_name,
+            &self.ids,
+        ) {
             keep_best(&mut ctx.best, r);
         }
     }
@@ -981,15 +1158,15 @@ impl Proxy {
         unix: u64,
     ) -> Option<VecDeque<Vec<Hop>>> {
         let sip = contact.uri.as_sip()?;
-        if self.is_local_domain(&sip.host.to_string()) {
-            let user = sip.user_decoded()?;
-            let user = String::from_utf8_lossy(&user);
-            let aor = format!("sip:{user}@{}", self.settings.domain);
+        if self.names_us(sip) {
+            let user = Self::local_user(sip)?;
+            let aor = format!("sip:{user}@{}", self.settings.myself.domain());
             let mut bindings = ctx.location.lookup(&aor, unix);
             bindings.sort_by(Binding::priority_cmp);
             let groups = self.interfaces.hops_for_bindings(&bindings);
             if groups.is_empty()
-                && let Some(r) = build_response(&ctx.request, 480, "", &self.settings.server_name)
+                && let Some(r) =
+                    build_response(&ctx.request, 480, "", &self.settings.server_name, &self.ids)
             {
                 keep_best(&mut ctx.best, r);
             }
@@ -1030,16 +1207,19 @@ impl Proxy {
             }
             if !ctx.final_sent {
                 ctx.final_sent = true;
-                let best = ctx
-                    .best
-                    .take()
-                    .or_else(|| build_response(&ctx.request, 408, "", &self.settings.server_name));
+                let best = ctx.best.take().or_else(|| {
+                    build_response(&ctx.request, 408, "", &self.settings.server_name, &self.ids)
+                });
                 if let Some(mut best) = best {
                     if best.status() == Some(503) {
                         // §16.7 step 6: a 503 would make the caller try elsewhere.
-                        if let Some(r) =
-                            build_response(&ctx.request, 500, "", &self.settings.server_name)
-                        {
+                        if let Some(r) = build_response(
+                            &ctx.request,
+                            500,
+                            "",
+                            &self.settings.server_name,
+                            &self.ids,
+                        ) {
                             best = r;
                         }
                     }
@@ -1098,7 +1278,13 @@ impl Proxy {
                 }
                 Err(code) => code,
             };
-            if let Some(r) = build_response(&ctx.request, code, "", &self.settings.server_name) {
+            if let Some(r) = build_response(
+                &ctx.request,
+                code,
+                "",
+                &self.settings.server_name,
+                &self.ids,
+            ) {
                 keep_best(&mut ctx.best, r);
             }
         }
@@ -1118,11 +1304,12 @@ impl Proxy {
         let via = iface.via(&format!("{}.{index}", ctx.branch_base));
         let mut rr: Vec<String> = Vec::new();
         if ctx.record_route {
-            rr.push(iface.record_route());
+            let token = self.rr_token(ctx.request.call_id().unwrap_or(""));
+            rr.push(iface.record_route(&token));
             if ctx.incoming != out
                 && let Some(inner) = self.interfaces.for_transport(ctx.incoming)
             {
-                rr.push(inner.record_route());
+                rr.push(inner.record_route(&token));
             }
         }
         let rr_refs: Vec<&str> = rr.iter().map(String::as_str).collect();
@@ -1192,7 +1379,7 @@ impl Proxy {
         reason: &str,
         extra: &[(&str, &str)],
     ) {
-        let tag = self.next_tag();
+        let tag = self.our_tag(request);
         let mut b = response_to_with_reason(request, code, reason, Some(&tag));
         for (name, value) in extra {
             b.push(name, value);
@@ -1229,10 +1416,43 @@ fn cancel_branches(
 }
 
 /// A response we make to `request` (for a branch that failed), as a parsed message.
-fn build_response(request: &Message, code: u16, reason: &str, server: &str) -> Option<Message> {
-    let mut b = response_to_with_reason(request, code, reason, Some("sbpx"));
+fn build_response(
+    request: &Message,
+    code: u16,
+    reason: &str,
+    server: &str,
+    ids: &IdGenerator,
+) -> Option<Message> {
+    let tag = our_tag(ids, request);
+    let mut b = response_to_with_reason(request, code, reason, Some(&tag));
     b.push("Server", server);
     b.build().ok()
+}
+
+/// The To tag of our responses to `request` (see [`Proxy::our_tag`]): keyed by what
+/// identifies the request, CSeq method aside, so a CANCEL's 200 and the INVITE's 487
+/// share it.
+fn our_tag(ids: &IdGenerator, request: &Message) -> String {
+    let call_id = request.call_id().unwrap_or("");
+    let seq = request.cseq().map(|c| c.seq).unwrap_or(0).to_be_bytes();
+    let from_tag = request.from().ok().and_then(|f| f.tag()).unwrap_or("");
+    let branch = request
+        .top_via()
+        .ok()
+        .and_then(|v| v.branch().map(str::to_owned))
+        .unwrap_or_default();
+    ids.derive(&[
+        b"tag",
+        call_id.as_bytes(),
+        &seq,
+        from_tag.as_bytes(),
+        branch.as_bytes(),
+    ])
+}
+
+/// Compares two secrets in a time that does not depend on where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Adds the challenges of a 401/407 received on a branch to those collected.
@@ -1339,5 +1559,7 @@ fn branch_base(request: &Message) -> String {
     format!("z9hG4bKsb{:016x}", h.finish())
 }
 
+#[cfg(test)]
+mod simnet_calls;
 #[cfg(test)]
 mod tests;

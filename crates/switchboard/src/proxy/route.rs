@@ -3,6 +3,7 @@
 //! URIs (§16.6 steps 6 and 7, strict routers included). Next hops are IP addresses:
 //! nothing here waits for DNS.
 
+use crate::myself::Myself;
 use sip_core::headers::{NameAddr, Via, split_list};
 use sip_core::{Flow, HeaderName, Message, SipUri, Transport, Uri};
 use std::collections::VecDeque;
@@ -46,25 +47,28 @@ impl Interface {
         )
     }
 
-    /// Our Record-Route value on this side (loose routing, §16.6 step 4).
-    pub fn record_route(&self) -> String {
+    /// Our Record-Route value on this side (loose routing, §16.6 step 4), carrying
+    /// `token` (see [`RR_TOKEN`]): the dialog's requests bring it back in their Route.
+    pub fn record_route(&self, token: &str) -> String {
         format!(
-            "<sip:{}:{};transport={};lr>",
+            "<sip:{}:{};transport={};lr;{RR_TOKEN}={token}>",
             self.host,
             self.port,
             self.transport.name()
         )
     }
-
-    fn host_is(&self, host: &str) -> bool {
-        self.host.eq_ignore_ascii_case(host)
-    }
 }
+
+/// The URI parameter of our Record-Route values that proves we record-routed the
+/// dialog: a MAC of its Call-ID under our key. An in-dialog request whose Route names
+/// us without it (or with another) is not one of our dialogs, only a way to relay.
+pub const RR_TOKEN: &str = "sbd";
 
 /// All our interfaces, and the names that mean us.
 #[derive(Debug, Clone)]
 pub(super) struct Interfaces {
     list: Vec<Interface>,
+    myself: Myself,
 }
 
 /// A next hop: where to send, and what to change for it.
@@ -96,6 +100,14 @@ pub(super) struct RouteInfo {
     /// The transport named by the last of our values popped: the side the request
     /// leaves on (after a double Record-Route, the other side's transport).
     pub next_transport: Option<Transport>,
+    /// The [`RR_TOKEN`] of our values popped (or of our URI a strict router put in the
+    /// Request-URI), if they carry one.
+    pub token: Option<String>,
+}
+
+/// The [`RR_TOKEN`] parameter of one of our URIs.
+fn token_of(uri: &SipUri<'_>) -> Option<String> {
+    uri.params.get(RR_TOKEN).flatten().map(str::to_owned)
 }
 
 impl RouteInfo {
@@ -108,11 +120,16 @@ impl RouteInfo {
             .collect();
         let mut info = RouteInfo::default();
         let ruri = req.request_uri();
-        let strict = ruri
+        let strict_uri = ruri
             .as_ref()
             .and_then(Uri::as_sip)
-            .is_some_and(|u| u.user.is_none() && ifaces.is_own(u));
-        if strict && let Some(last) = values.pop() {
+            .filter(|u| u.user.is_none() && ifaces.is_own(u));
+        if let Some(u) = strict_uri {
+            info.token = token_of(u);
+        }
+        if strict_uri.is_some()
+            && let Some(last) = values.pop()
+        {
             let na = NameAddr::parse(last, "Route").map_err(|e| e.to_string())?;
             info.request_uri = Some(na.uri_text.to_owned());
         }
@@ -126,6 +143,9 @@ impl RouteInfo {
             }
             info.popped += 1;
             info.next_transport = uri.transport().and_then(Transport::from_token);
+            if let Some(t) = token_of(uri) {
+                info.token = Some(t);
+            }
             values.remove(0);
         }
         info.remaining = values.into_iter().map(str::to_owned).collect();
@@ -139,8 +159,8 @@ impl RouteInfo {
 }
 
 impl Interfaces {
-    pub fn new(list: Vec<Interface>) -> Interfaces {
-        Interfaces { list }
+    pub fn new(list: Vec<Interface>, myself: Myself) -> Interfaces {
+        Interfaces { list, myself }
     }
 
     /// The interface requests over `t` leave from.
@@ -148,38 +168,35 @@ impl Interfaces {
         self.list.iter().find(|i| i.transport == t)
     }
 
-    /// Whether a SIP URI's host and port are one of ours (our Record-Route values). A
-    /// URI with our address and no port means us too: whoever wrote it reached us.
+    /// Whether a SIP URI names us (a Route or Record-Route value of ours): see
+    /// [`Myself::names_us`].
     pub fn is_own(&self, uri: &SipUri<'_>) -> bool {
-        let host = uri.host.to_string();
-        self.list
-            .iter()
-            .any(|i| i.host_is(&host) && uri.port.is_none_or(|p| p == i.port))
+        self.myself.names_us(uri)
     }
 
-    /// Whether a host is one of our addresses (or advertised names), whatever the port.
+    /// Whether a host is our domain, an alias or one of our addresses, whatever the port.
     pub fn is_own_host(&self, host: &sip_core::Host<'_>) -> bool {
-        let host = host.to_string();
-        self.list.iter().any(|i| i.host_is(&host))
+        self.myself.is_own_host(host)
     }
 
     /// Whether a socket address is one of ours (a request we sent to ourselves).
     pub fn is_own_addr(&self, addr: SocketAddr) -> bool {
-        let host = match addr.ip() {
-            IpAddr::V4(a) => a.to_string(),
-            IpAddr::V6(a) => format!("[{a}]"),
-        };
-        self.list
-            .iter()
-            .any(|i| i.host_is(&host) && i.port == addr.port())
+        self.myself.is_own_addr(addr)
     }
 
-    /// Whether a Via's sent-by is ours.
+    /// Whether a Via's sent-by is ours: one we advertise, or an address of ours.
     pub fn is_own_via(&self, via: &Via<'_>) -> bool {
         let host = via.host.to_string();
-        self.list.iter().any(|i| {
-            i.host_is(&host) && via.port.unwrap_or_else(|| i.transport.default_port()) == i.port
-        })
+        let advertised = self.list.iter().any(|i| {
+            i.host.eq_ignore_ascii_case(&host)
+                && via.port.unwrap_or_else(|| i.transport.default_port()) == i.port
+        });
+        advertised
+            || via.host.ip().is_some_and(|ip| {
+                let t = Transport::from_token(via.transport).unwrap_or(Transport::Udp);
+                let port = via.port.unwrap_or_else(|| t.default_port());
+                self.myself.is_own_addr(SocketAddr::new(ip, port))
+            })
     }
 
     /// §16.3 step 4: one of our Vias carries a branch computed from these same

@@ -16,7 +16,11 @@ struct Harness {
     now: Instant,
     txl: TransactionLayer,
     proxy: Proxy,
+    /// The server's one authenticator, lent to the proxy as `serve` does.
+    auth: Authenticator,
     users: MemoryUserStore,
+    /// Requests the proxy handed back to be answered as a UAS.
+    for_us: Vec<Message>,
     location: CachedStore<MemoryLocationStore>,
     sent: Vec<Transmit>,
     /// Lookups the proxy asked for: (server transaction, URI).
@@ -57,20 +61,41 @@ impl Harness {
     }
 
     fn with(require_auth: bool, forward_foreign: bool) -> Harness {
+        let listeners = [
+            (Transport::Udp, "10.0.0.1:5060".parse().unwrap()),
+            (Transport::Tcp, "10.0.0.1:5060".parse().unwrap()),
+        ];
+        Self::listening(require_auth, forward_foreign, &listeners, &[])
+    }
+
+    /// A proxy bound to `listeners` (wildcards own `host` addresses) with `aliases`.
+    fn listening(
+        require_auth: bool,
+        forward_foreign: bool,
+        listeners: &[(Transport, SocketAddr)],
+        aliases: &[&str],
+    ) -> Harness {
+        let host: Vec<std::net::IpAddr> = ["127.0.0.1", "::1", "10.0.0.1"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let aliases: Vec<String> = aliases.iter().map(|a| a.to_string()).collect();
+        let myself = Myself::new("example.test", &aliases, listeners, &host);
         let settings = ProxySettings {
-            domain: "example.test".into(),
-            aliases: vec![],
+            myself,
             server_name: "Switchboard/test".into(),
             require_auth,
             trusted: vec![],
             forward_foreign,
             max_recursions: 2,
         };
-        let ifaces = vec![
-            Interface::new(Transport::Udp, "10.0.0.1:5060".parse().unwrap(), "x"),
-            Interface::new(Transport::Tcp, "10.0.0.1:5060".parse().unwrap(), "x"),
-        ];
-        let auth = Authenticator::new("example.test", &["MD5".into()], &[7u8; 32], 300).unwrap();
+        let ifaces = listeners
+            .iter()
+            .map(|(t, a)| Interface::new(*t, *a, "example.test"))
+            .collect();
+        let auth = Authenticator::new("example.test", &["MD5".into()], &[7u8; 32], 300)
+            .unwrap()
+            .with_bans(3, 60, 600);
         let mut users = MemoryUserStore::default();
         for name in ["alice", "bob", "carol"] {
             users
@@ -84,8 +109,10 @@ impl Harness {
         Harness {
             now: Instant::now(),
             txl: TransactionLayer::new(timers),
-            proxy: Proxy::new(settings, ifaces, auth),
+            proxy: Proxy::new(settings, ifaces, IdGenerator::new(&[9u8; 16]).unwrap()),
+            auth,
             users,
+            for_us: Vec::new(),
             location: CachedStore::new(MemoryLocationStore::default(), UNIX).unwrap(),
             sent: Vec::new(),
             resolve: Vec::new(),
@@ -133,22 +160,25 @@ impl Harness {
             while let Some(event) = self.txl.poll_event() {
                 progressed = true;
                 let reader = self.location.reader();
-                let env = Env {
+                let mut env = Env {
                     now: self.now,
                     unix: UNIX,
                     users: &self.users,
+                    auth: &mut self.auth,
                     location: &reader,
                 };
                 let txl = &mut self.txl;
                 match event {
                     Event::Request { key, request, flow } => {
-                        match self.proxy.on_request(&env, txl, key, &request, flow) {
+                        match self.proxy.on_request(&mut env, txl, key, &request, flow) {
                             Handled::Yes => {}
                             Handled::Resolve(uri) => self.resolve.push((key, uri)),
-                            Handled::ForUs => panic!("not routed: {request:?}"),
+                            Handled::ForUs => self.for_us.push(request),
                         }
                     }
-                    Event::Ack { request, flow, .. } => self.proxy.on_ack(txl, &request, flow),
+                    Event::Ack { request, flow, .. } => {
+                        self.proxy.on_ack(&env, txl, &request, flow)
+                    }
                     Event::Response { key, response } => {
                         self.proxy.on_response(self.now, txl, key, response)
                     }
@@ -232,9 +262,10 @@ fn parallel_fork_relays_ringing_and_cancels_the_loser() {
     let (a, b) = (out[0].1.clone(), out[1].1.clone());
     assert_eq!(a.request_uri_str(), Some("sip:bob@192.0.2.20:5060"));
     assert_eq!(a.max_forwards().unwrap(), Some(69));
+    let token = h.proxy.rr_token("call-1");
     assert_eq!(
         a.get(HeaderName::RecordRoute),
-        Some("<sip:10.0.0.1:5060;transport=udp;lr>")
+        Some(format!("<sip:10.0.0.1:5060;transport=udp;lr;sbd={token}>").as_str())
     );
     let branch = |m: &Message| m.top_via().unwrap().branch().unwrap().to_owned();
     assert!(branch(&a).ends_with(".0") && branch(&b).ends_with(".1"));
@@ -358,6 +389,13 @@ fn refusals_404_480_483_482_and_403() {
             .replace("Max-Forwards: 70", "Max-Forwards: 0"),
     );
     assert_eq!(codes(&h.take()), ["483>192.0.2.1:5060"]);
+    // An OPTIONS for a user cannot be forwarded either (RFC 4475 §3.3.11, zeromf).
+    let options = invite("sip:bob@example.test", "")
+        .replace("INVITE", "OPTIONS")
+        .replace("z9hG4bKc1", "z9hG4bKc6")
+        .replace("Max-Forwards: 70", "Max-Forwards: 0");
+    h.recv(CALLER, &options);
+    assert_eq!(codes(&h.take()), ["483>192.0.2.1:5060"]);
     // A foreign domain from a caller nobody authenticated.
     h.recv(
         CALLER,
@@ -393,22 +431,27 @@ fn local_callers_are_challenged_with_407() {
         challenge.starts_with("Digest ") && challenge.contains("MD5"),
         "{challenge}"
     );
-    // A caller from another domain is not ours to authenticate.
+    // A caller from another domain is challenged the same (it was let through,
+    // issue 12): only a local user's credentials let a request through.
     h.recv(
         CALLER,
         &invite("sip:bob@example.test", "").replace("z9hG4bKc1", "z9hG4bKc9"),
     );
-    assert_eq!(codes(&h.take()), ["INVITE>192.0.2.20:5060"]);
+    assert_eq!(codes(&h.take()), ["407>192.0.2.1:5060"]);
 }
 
 #[test]
 fn in_dialog_requests_follow_the_route_set_and_ack_goes_statelessly() {
     let mut h = Harness::new(true);
-    let bye = "BYE sip:bob@192.0.2.20:5060 SIP/2.0\r\n\
+    let token = h.proxy.rr_token("call-1");
+    let bye = format!(
+        "BYE sip:bob@192.0.2.20:5060 SIP/2.0\r\n\
         Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKb1\r\nMax-Forwards: 70\r\n\
-        Route: <sip:10.0.0.1:5060;transport=udp;lr>\r\n\
+        Route: <sip:10.0.0.1:5060;transport=udp;lr;sbd={token}>\r\n\
         From: <sip:alice@example.test>;tag=f1\r\nTo: <sip:bob@example.test>;tag=ta\r\n\
-        Call-ID: call-1\r\nCSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n";
+        Call-ID: call-1\r\nCSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    let bye = bye.as_str();
     h.recv(CALLER, bye);
     let out = h.take();
     assert_eq!(codes(&out), ["BYE>192.0.2.20:5060"]);
@@ -429,7 +472,10 @@ fn in_dialog_requests_follow_the_route_set_and_ack_goes_statelessly() {
     );
     // Not through us: refused, and never relayed.
     let stranger = bye
-        .replace("Route: <sip:10.0.0.1:5060;transport=udp;lr>\r\n", "")
+        .replace(
+            &format!("Route: <sip:10.0.0.1:5060;transport=udp;lr;sbd={token}>\r\n"),
+            "",
+        )
         .replace("z9hG4bKb1", "z9hG4bKb2");
     h.recv(CALLER, &stranger);
     assert_eq!(codes(&h.take()), ["404>192.0.2.1:5060"]);
@@ -477,7 +523,7 @@ fn foreign_domains_only_when_configured_and_by_rfc3263_targets() {
     // never leaves for another domain.
     let mut h = Harness::with(true, true);
     h.recv(CALLER, &invite("sip:bob@192.0.2.50", ""));
-    assert_eq!(codes(&h.take()), ["403>192.0.2.1:5060"]);
+    assert_eq!(codes(&h.take()), ["407>192.0.2.1:5060"]);
     assert!(h.resolve.is_empty());
 }
 
@@ -792,13 +838,16 @@ fn proxy_require_counts_only_when_proxying() {
         panic!("no request");
     };
     let reader = h.location.reader();
-    let env = Env {
+    let mut env = Env {
         now: h.now,
         unix: UNIX,
         users: &h.users,
+        auth: &mut h.auth,
         location: &reader,
     };
-    let handled = h.proxy.on_request(&env, &mut h.txl, key, &request, flow);
+    let handled = h
+        .proxy
+        .on_request(&mut env, &mut h.txl, key, &request, flow);
     assert_eq!(handled, Handled::ForUs);
     // The same OPTIONS to a registered user is proxied: 420.
     h.bind("bob", "sip:bob@192.0.2.20:5060", None, 10);
@@ -809,4 +858,277 @@ fn proxy_require_counts_only_when_proxying() {
             .replace("z9hG4bKc1", "z9hG4bKo2"),
     );
     assert_eq!(codes(&h.take()), ["420>192.0.2.1:5060"]);
+}
+
+// ----- issue 12: authentication, relaying, enumeration, bans, "myself" -----
+
+/// `text` with `Proxy-Authorization` answering `challenge_from` (a 407) as `user`
+/// (password "pw"), and the branch changed to `branch`.
+fn authorized(text: &str, challenge_from: &Message, user: &str, branch: &str) -> String {
+    let value = challenge_from.get(HeaderName::ProxyAuthenticate).unwrap();
+    let ch = sip_core::auth::Challenge::parse(value).unwrap();
+    let msg = Message::parse(Bytes::copy_from_slice(text.as_bytes())).unwrap();
+    let method = msg.method().unwrap().as_str().to_owned();
+    let uri = msg.request_uri_str().unwrap().to_owned();
+    let creds = sip_core::auth::respond(&ch, user, "pw", &method, &uri, "c0ffee", 1).unwrap();
+    text.replace("z9hG4bKc1", branch).replace(
+        "Content-Length: 0\r\n",
+        &format!("Proxy-Authorization: {creds}\r\nContent-Length: 0\r\n"),
+    )
+}
+
+/// `method` (INVITE, MESSAGE, SUBSCRIBE) from `from` to `ruri`, with extra lines.
+fn request(method: &str, ruri: &str, from: &str, extra: &str) -> String {
+    invite(ruri, extra)
+        .replace("INVITE sip", &format!("{method} sip"))
+        .replace("1 INVITE", &format!("1 {method}"))
+        .replace("<sip:dave@elsewhere.test>", from)
+}
+
+const ALICE: &str = "<sip:alice@example.test>";
+const DAVE: &str = "<sip:dave@elsewhere.test>";
+
+#[test]
+fn a_preloaded_route_naming_us_does_not_skip_authentication_or_record_route() {
+    // Defect 1: an initial request with Route: <sip:US;lr> was taken for in-dialog.
+    let mut h = Harness::new(true);
+    h.bind("bob", "sip:bob@192.0.2.20:5060", None, 10);
+    let route = "Route: <sip:10.0.0.1:5060;lr>\r\n";
+    for (i, method) in ["INVITE", "MESSAGE", "SUBSCRIBE"].into_iter().enumerate() {
+        for from in [ALICE, DAVE] {
+            let text = request(method, "sip:bob@example.test", from, route)
+                .replace("z9hG4bKc1", &format!("z9hG4bKp{i}{}", from.len()));
+            h.recv(CALLER, &text);
+            assert_eq!(codes(&h.take()), ["407>192.0.2.1:5060"], "{method} {from}");
+        }
+    }
+    // Authenticated, the INVITE is forwarded, our Route popped, and record-routed.
+    let text = request("INVITE", "sip:bob@example.test", ALICE, route);
+    h.recv(CALLER, &text);
+    let challenge = h.take().remove(0).1;
+    h.recv(CALLER, &authorized(&text, &challenge, "alice", "z9hG4bKa2"));
+    let out = h.take();
+    assert_eq!(codes(&out), ["INVITE>192.0.2.20:5060"]);
+    assert_eq!(out[0].1.count(HeaderName::Route), 0);
+    assert!(
+        out[0]
+            .1
+            .get(HeaderName::RecordRoute)
+            .unwrap()
+            .starts_with("<sip:10.0.0.1:5060;transport=udp;lr;sbd=")
+    );
+    assert_eq!(h.proxy.stats().calls_routed, 1);
+}
+
+#[test]
+fn nothing_unauthenticated_is_relayed_by_route_or_request_uri() {
+    // Defect 2: a Route to another host, or our Route and a foreign Request-URI.
+    let mut h = Harness::with(true, false);
+    let cases = [
+        (
+            "sip:bob@example.test",
+            "Route: <sip:192.0.2.45:45099;lr>\r\n",
+            "407",
+        ),
+        (
+            "sip:+15551234567@192.0.2.46",
+            "Route: <sip:10.0.0.1:5060;lr>\r\n",
+            "403",
+        ),
+        ("sip:+15551234567@192.0.2.46", "", "403"),
+    ];
+    for (i, (ruri, route, code)) in cases.into_iter().enumerate() {
+        for from in [
+            DAVE,
+            ALICE,
+            "\"Anonymous\" <sip:anonymous@anonymous.invalid>",
+        ] {
+            let text = request("INVITE", ruri, from, route)
+                .replace("z9hG4bKc1", &format!("z9hG4bKr{i}{}", from.len()));
+            h.recv(CALLER, &text);
+            assert_eq!(
+                codes(&h.take()),
+                [format!("{code}>192.0.2.1:5060")],
+                "{ruri} {route} {from}"
+            );
+        }
+    }
+    // A To tag does not open the way: not our dialog (no token of ours).
+    for (i, route) in [
+        "Route: <sip:10.0.0.1:5060;lr>\r\n",
+        "Route: <sip:10.0.0.1:5060;transport=udp;lr;sbd=forged>\r\n",
+        "Route: <sip:192.0.2.45:45099;lr>\r\n",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let text = request("INVITE", "sip:+15551234567@192.0.2.46", DAVE, route)
+            .replace(
+                "To: <sip:bob@example.test>",
+                "To: <sip:bob@example.test>;tag=x",
+            )
+            .replace("z9hG4bKc1", &format!("z9hG4bKd{i}"));
+        h.recv(CALLER, &text);
+        assert_eq!(codes(&h.take()), ["407>192.0.2.1:5060"], "{route}");
+        let ack = text
+            .replace("INVITE sip", "ACK sip")
+            .replace("1 INVITE", "1 ACK");
+        h.recv(CALLER, &ack);
+        assert!(h.take().is_empty(), "an ACK is dropped, never relayed");
+    }
+}
+
+#[test]
+fn unauthenticated_senders_cannot_tell_real_users_from_made_up_ones() {
+    // Defect 3: 480 for a real unregistered user, 404 for a made-up one.
+    let mut h = Harness::new(true);
+    h.bind("bob", "sip:bob@192.0.2.20:5060", None, 10);
+    for method in ["INVITE", "MESSAGE", "SUBSCRIBE"] {
+        let mut answers = Vec::new();
+        for user in ["bob", "carol", "nobody"] {
+            let text = request(method, &format!("sip:{user}@example.test"), DAVE, "")
+                .replace("z9hG4bKc1", &format!("z9hG4bK{method}{user}"));
+            h.recv(CALLER, &text);
+            let out = h.take();
+            assert_eq!(codes(&out), ["407>192.0.2.1:5060"], "{method} {user}");
+            let resp = &out[0].1;
+            answers.push((
+                resp.reason().map(str::to_owned),
+                resp.count(HeaderName::ProxyAuthenticate),
+            ));
+        }
+        assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:?}");
+    }
+    // OPTIONS is answered here for everybody unauthenticated, registered or not.
+    for user in ["bob", "carol", "nobody"] {
+        let text = request("OPTIONS", &format!("sip:{user}@example.test"), DAVE, "")
+            .replace("z9hG4bKc1", &format!("z9hG4bKo{user}"));
+        h.recv(CALLER, &text);
+        assert!(h.take().is_empty());
+    }
+    assert_eq!(h.for_us.len(), 3);
+}
+
+#[test]
+fn failed_407_answers_ban_the_source() {
+    // Defect 4: the proxy's failures count towards the one ban table.
+    let mut h = Harness::new(true);
+    h.bind("bob", "sip:bob@192.0.2.20:5060", None, 10);
+    let text = request("INVITE", "sip:bob@example.test", ALICE, "");
+    h.recv(CALLER, &text);
+    let mut challenge = h.take().remove(0).1;
+    let ip = CALLER.parse::<SocketAddr>().unwrap().ip();
+    for i in 0..3 {
+        assert!(!h.auth.is_banned(ip, UNIX));
+        let wrong = authorized(&text, &challenge, "alice", &format!("z9hG4bKw{i}"))
+            .replace("username=\"alice\"", "username=\"mallory\"");
+        h.recv(CALLER, &wrong);
+        let out = h.take();
+        assert_eq!(codes(&out), ["407>192.0.2.1:5060"]);
+        challenge = out[0].1.clone();
+    }
+    assert!(h.auth.is_banned(ip, UNIX));
+    assert_eq!(h.auth.stats().bans, 1);
+}
+
+#[test]
+fn a_wildcard_listener_pops_its_own_route_and_routes_to_phones_on_other_ports() {
+    // Defect 9: on 0.0.0.0:5060, Route <sip:127.0.0.1:5060;lr> is us (no 482 loop), and
+    // with the alias 127.0.0.1 a BYE to a phone at 127.0.0.1:5070 goes to the phone.
+    let listeners = [
+        (Transport::Udp, "0.0.0.0:5060".parse().unwrap()),
+        (Transport::Tcp, "0.0.0.0:5060".parse().unwrap()),
+    ];
+    let mut h = Harness::listening(false, false, &listeners, &["127.0.0.1", "::1"]);
+    h.bind("bob", "sip:bob@127.0.0.1:5070", None, 10);
+    let text = request(
+        "INVITE",
+        "sip:bob@example.test",
+        ALICE,
+        "Route: <sip:127.0.0.1:5060;lr>\r\n",
+    );
+    h.recv(CALLER, &text);
+    let out = h.take();
+    assert_eq!(codes(&out), ["INVITE>127.0.0.1:5070"]);
+    assert_eq!(out[0].1.count(HeaderName::Route), 0);
+    let bye = request("BYE", "sip:bob@127.0.0.1:5070", ALICE, "")
+        .replace(
+            "To: <sip:bob@example.test>",
+            "To: <sip:bob@example.test>;tag=t",
+        )
+        .replace("z9hG4bKc1", "z9hG4bKbye");
+    let token = h.proxy.rr_token("call-1");
+    let bye = bye.replace(
+        "Content-Length",
+        &format!("Route: <sip:example.test:5060;transport=udp;lr;sbd={token}>\r\nContent-Length"),
+    );
+    h.recv(CALLER, &bye);
+    assert_eq!(codes(&h.take()), ["BYE>127.0.0.1:5070"]);
+    // bob@[::1] is bob of our domain (the alias ::1), in any spelling.
+    h.recv(
+        CALLER,
+        &request("MESSAGE", "sip:bob@[0::1]", ALICE, "").replace("z9hG4bKc1", "z9hG4bKv6"),
+    );
+    assert_eq!(codes(&h.take()), ["MESSAGE>127.0.0.1:5070"]);
+}
+
+#[test]
+fn an_ack_to_the_aor_is_routed_like_a_bye_and_a_stray_cancel_is_forwarded() {
+    let mut h = Harness::new(true);
+    h.bind("bob", "sip:bob@192.0.2.20:5060", None, 10);
+    // SIPp's built-in uac sends ACK and BYE for the 2xx to the callee's AOR.
+    let ack = request("ACK", "sip:bob@example.test", ALICE, "").replace(
+        "To: <sip:bob@example.test>",
+        "To: <sip:bob@example.test>;tag=t",
+    );
+    h.recv(CALLER, &ack);
+    let out = h.take();
+    assert_eq!(codes(&out), ["ACK>192.0.2.20:5060"]);
+    assert_eq!(out[0].1.request_uri_str(), Some("sip:bob@192.0.2.20:5060"));
+    let bye = ack.replace("ACK sip", "BYE sip").replace("1 ACK", "2 BYE");
+    h.recv(CALLER, &bye);
+    assert_eq!(codes(&h.take()), ["BYE>192.0.2.20:5060"]);
+
+    // §16.10: a CANCEL matching no transaction goes statelessly where its INVITE
+    // would have, and its answer comes back the same way.
+    let cancel = request("CANCEL", "sip:bob@example.test", ALICE, "");
+    let msg = Message::parse(Bytes::copy_from_slice(cancel.as_bytes())).unwrap();
+    assert!(h.txl.find_cancelled(&msg).is_none());
+    let reader = h.location.reader();
+    let env = Env {
+        now: h.now,
+        unix: UNIX,
+        users: &h.users,
+        auth: &mut h.auth,
+        location: &reader,
+    };
+    h.proxy
+        .on_stray_cancel(&env, &mut h.txl, &msg, flow(CALLER));
+    h.pump();
+    let out = h.take();
+    assert_eq!(codes(&out), ["CANCEL>192.0.2.20:5060"]);
+    h.recv("192.0.2.20:5060", &answer(&out[0].1, 481, "tb"));
+    assert_eq!(codes(&h.take()), ["481>192.0.2.1:5060"]);
+}
+
+#[test]
+fn our_to_tags_are_keyed_and_differ_per_request() {
+    // Defect 8: the proxy made "sbp1", "sbp2"... in every run, and "sbpx" always.
+    let mut h = Harness::new(true);
+    let mut tags = Vec::new();
+    for i in 0..3 {
+        h.recv(
+            CALLER,
+            &request("INVITE", "sip:bob@example.test", DAVE, "")
+                .replace("z9hG4bKc1", &format!("z9hG4bKt{i}"))
+                .replace("call-1", &format!("call-{i}")),
+        );
+        let out = h.take();
+        tags.push(out[0].1.to().unwrap().tag().unwrap().to_owned());
+    }
+    assert!(
+        tags.iter().all(|t| t.len() == 24 && !t.starts_with("sbp")),
+        "{tags:?}"
+    );
+    assert!(tags[0] != tags[1] && tags[1] != tags[2], "{tags:?}");
 }

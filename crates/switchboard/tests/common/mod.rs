@@ -30,6 +30,9 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// What `serve` logs once it listens.
+const READY: &str = "switchboard serve is ready";
+
 /// A running `switchboard serve`.
 pub struct Server {
     child: Option<Child>,
@@ -55,6 +58,14 @@ pub struct ServerOptions {
 impl Server {
     /// Starts a server with UDP and TCP on one free port, domain `example.test`.
     pub fn start(opts: ServerOptions) -> Server {
+        let mut server = Server::start_stopped(opts);
+        server.spawn();
+        server
+    }
+
+    /// Prepares a server (configuration, database, users) without starting it: for
+    /// set-up through the CLI first; [`Server::spawn`] starts it.
+    pub fn start_stopped(opts: ServerOptions) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut listen = vec![
@@ -74,7 +85,7 @@ impl Server {
             opts.extra_toml
         );
         std::fs::write(dir.path().join("sb.toml"), config).unwrap();
-        let mut server = Server {
+        let server = Server {
             child: None,
             dir,
             port,
@@ -84,7 +95,6 @@ impl Server {
             let out = server.cli(&["user", "add", name, "--password", password]);
             assert!(out.status.success(), "user add: {out:?}");
         }
-        server.spawn();
         server
     }
 
@@ -110,6 +120,8 @@ impl Server {
 
     /// Starts (or restarts) the process and waits until it answers on UDP.
     pub fn spawn(&mut self) {
+        // The log is appended to across restarts: ready is a new "ready" line.
+        let ready_before = self.log().matches(READY).count();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -125,13 +137,13 @@ impl Server {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        self.wait_ready();
+        self.wait_ready(ready_before);
     }
 
-    fn wait_ready(&self) {
+    fn wait_ready(&self, ready_before: usize) {
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
-            if self.log().contains("switchboard serve is ready") {
+            if self.log().matches(READY).count() > ready_before {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));

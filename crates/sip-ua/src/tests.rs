@@ -16,6 +16,22 @@ fn final_statuses_map_to_exit_codes() {
 }
 
 #[test]
+fn registration_refusals_say_what_to_do() {
+    assert_eq!(
+        registration_refusal(401, "Unauthorized", true),
+        "wrong user name or password (401 Unauthorized)"
+    );
+    assert_eq!(
+        registration_refusal(407, "Proxy Authentication Required", false),
+        "the server asks for a password: pass --password (407 Proxy Authentication Required)"
+    );
+    assert_eq!(
+        registration_refusal(500, "Server Internal Error", true),
+        "500 Server Internal Error"
+    );
+}
+
+#[test]
 fn codecs_by_sdp_name() {
     assert_eq!(codec_of("pcmu"), Some(Codec::Pcmu));
     assert_eq!(codec_of("PCMA"), Some(Codec::Pcma));
@@ -28,6 +44,8 @@ const US: &str = "127.0.0.1:5070";
 const PEER: &str = "127.0.0.1:5080";
 const SERVER: &str = "127.0.0.1:5060";
 const RTP_PORT: u16 = 40000;
+/// The user agent's randomness, fixed: the tests compare no identifier with another run's.
+const SEED: [u8; 32] = [7; 32];
 
 fn settings(server: bool) -> Settings {
     Settings {
@@ -40,6 +58,7 @@ fn settings(server: bool) -> Settings {
         session_expires: None,
         display_name: None,
         codecs: sdp_codecs(&["pcmu".into()]),
+        timers: TimerConfig::default(),
     }
 }
 
@@ -106,7 +125,7 @@ impl Phone {
             udp: Some(US.parse().unwrap()),
             tcp: None,
         };
-        let mut core = Core::new(local, s, task);
+        let mut core = Core::new(local, s, task, SEED);
         core.set_media_port(Ok(RTP_PORT));
         let now = Instant::now();
         core.start(now);
@@ -441,12 +460,15 @@ fn a_401_is_answered_once_and_a_second_challenge_stops() {
             .iter()
             .all(|m| m.method() != Some(&Method::Register))
     );
-    let failed = p
+    let refused = p
         .events()
         .into_iter()
-        .find(|e| e.name == "registration failed")
+        .find(|e| e.name == "registration refused")
         .unwrap();
-    assert!(failed.detail.unwrap().starts_with("401"));
+    assert_eq!(
+        refused.detail.as_deref(),
+        Some("wrong user name or password (401 Unauthorized)")
+    );
     assert_eq!(p.core.finished(), Some(exit::FAILED));
 }
 
@@ -748,4 +770,251 @@ fn the_task_done_the_registration_is_removed_before_the_exit() {
         ["registered", "message sent", "unregistered"]
     );
     assert_eq!(p.core.exit_code(), Some(exit::OK));
+}
+
+// ----- what the phone refuses (issue 12, defect 13) -----
+
+#[test]
+fn a_prack_matching_no_reliable_provisional_gets_481() {
+    let (mut p, _, tag) = answered_callee(None);
+    p.receive(
+        bob_request(Method::Ack, Some(&tag), 1, "call-1@bob")
+            .build()
+            .unwrap(),
+    );
+    p.take_sent();
+    // RFC 3262 §3: we sent no reliable provisional, so no RAck can match one...
+    let mut prack = bob_request(Method::Prack, Some(&tag), 2, "call-1@bob");
+    prack.push("RAck", "1 1 INVITE");
+    p.receive(prack.build().unwrap());
+    let refusal = p.sent_response(481);
+    assert_eq!(refusal.cseq().unwrap().method, Method::Prack);
+    // ...and one without RAck matches nothing either.
+    p.receive(
+        bob_request(Method::Prack, Some(&tag), 3, "call-1@bob")
+            .build()
+            .unwrap(),
+    );
+    p.sent_response(481);
+    // The call goes on.
+    assert_eq!(p.core.finished(), None);
+}
+
+#[test]
+fn an_unknown_method_gets_501_and_a_known_one_we_do_not_serve_405_with_allow() {
+    let mut p = Phone::new(false, Task::Answer(answer_task()));
+    let frob = Method::Extension("FROBNICATE".into());
+    p.receive(
+        bob_request(frob.clone(), None, 1, "x-1@bob")
+            .build()
+            .unwrap(),
+    );
+    let refusal = p.sent_response(501);
+    assert_eq!(refusal.cseq().unwrap().method, frob);
+
+    p.receive(
+        bob_request(Method::Subscribe, None, 1, "x-2@bob")
+            .build()
+            .unwrap(),
+    );
+    let refusal = p.sent_response(405);
+    assert_eq!(refusal.get(HeaderName::Allow), Some(ALLOW));
+
+    // The same inside a call.
+    let (mut p, _, tag) = answered_callee(None);
+    p.receive(
+        bob_request(frob, Some(&tag), 2, "call-1@bob")
+            .build()
+            .unwrap(),
+    );
+    p.sent_response(501);
+    p.receive(
+        bob_request(Method::Refer, Some(&tag), 3, "call-1@bob")
+            .build()
+            .unwrap(),
+    );
+    let refusal = p.sent_response(405);
+    assert_eq!(refusal.get(HeaderName::Allow), Some(ALLOW));
+}
+
+#[test]
+fn an_ipv6_offer_is_answered_in_ipv6() {
+    let local = LocalAddrs {
+        udp: Some("[::1]:5070".parse().unwrap()),
+        tcp: None,
+    };
+    let mut core = Core::new(local, settings(false), Task::Answer(answer_task()), SEED);
+    core.set_media_port(Ok(RTP_PORT));
+    let now = Instant::now();
+    core.start(now);
+    let mut p = Phone {
+        core,
+        now,
+        sent: Vec::new(),
+        outputs: Vec::new(),
+    };
+    p.drain();
+    // As SIPp's `[local_ip]` writes it: in brackets.
+    let offer = "v=0\r\no=sipp 1 1 IN IP6 [::1]\r\ns=-\r\nc=IN IP6 [::1]\r\nt=0 0\r\n\
+                 m=audio 41000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    let invite = bob_request(Method::Invite, None, 1, "call-6@bob")
+        .body("application/sdp", offer)
+        .build()
+        .unwrap();
+    p.receive_from(invite, "[::1]:5080");
+    let ok = p.sent_response(200);
+    assert!(
+        body_text(&ok).contains("c=IN IP6 ::1\r\n"),
+        "{}",
+        body_text(&ok)
+    );
+    let started = p.take_outputs().into_iter().find_map(|o| match o {
+        Output::Media(MediaCommand::Start { params, .. }) => Some(params),
+        _ => None,
+    });
+    assert_eq!(
+        started.expect("media started").remote,
+        "[::1]:41000".parse().unwrap()
+    );
+}
+
+// ----- TLS (issue 12, defect 11) -----
+
+#[test]
+fn over_tls_the_contact_is_our_end_of_the_registration_connection() {
+    let mut s = settings(true);
+    s.transport = Transport::Tls;
+    let local = LocalAddrs {
+        udp: Some(US.parse().unwrap()),
+        tcp: Some(US.parse().unwrap()),
+    };
+    let mut core = Core::new(local, s, Task::Listen { count: None }, SEED);
+    // We listen on UDP and TCP only: the server's TLS flow must be opened first...
+    let flow = core
+        .connection_to_open()
+        .expect("a connection to open first");
+    assert_eq!(flow.transport, Transport::Tls);
+    assert_eq!(flow.remote, SERVER.parse().unwrap());
+    // ...and its local end is where we can be reached.
+    core.set_connection_local("127.0.0.1:40123".parse().unwrap());
+    let now = Instant::now();
+    core.start(now);
+    let register = Message::parse(core.poll_transmit().unwrap().bytes).unwrap();
+    assert_eq!(
+        register.get(HeaderName::Contact),
+        Some("<sip:alice@127.0.0.1:40123;transport=tls>")
+    );
+    assert!(
+        register
+            .get(HeaderName::Via)
+            .unwrap()
+            .starts_with("SIP/2.0/TLS 127.0.0.1:40123;")
+    );
+
+    // Over UDP or TCP the listeners are reachable: nothing to open.
+    let core = Core::new(local, settings(true), Task::Listen { count: None }, SEED);
+    assert_eq!(core.connection_to_open(), None);
+}
+
+#[test]
+fn a_send_failure_is_reported_with_its_reason() {
+    let mut s = settings(true);
+    s.transport = Transport::Tls;
+    let local = LocalAddrs {
+        udp: Some(US.parse().unwrap()),
+        tcp: Some(US.parse().unwrap()),
+    };
+    let mut core = Core::new(local, s, Task::Listen { count: None }, SEED);
+    let now = Instant::now();
+    core.start(now);
+    let t = core.poll_transmit().unwrap();
+    let why = "TLS: certificate not trusted (UnknownIssuer): pass --ca FILE";
+    core.on_transport_error(t.key.unwrap(), why.to_owned(), now);
+    core.handle_events(now);
+    let failed = std::iter::from_fn(|| core.poll_output())
+        .find_map(|o| match o {
+            Output::Event(e) if e.name == "registration failed" => e.detail,
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(failed, why);
+    assert_eq!(core.finished(), Some(exit::FAILED));
+}
+
+// ----- issue 13: timers from the transaction layer, back-off -----
+
+#[test]
+fn our_2xx_is_retransmitted_on_the_configured_t1_and_t2() {
+    let mut s = settings(false);
+    s.timers.t1 = Duration::from_millis(100);
+    s.timers.t2 = Duration::from_millis(400);
+    let mut p = Phone::with_settings(s, Task::Answer(answer_task()));
+    let invite = bob_request(Method::Invite, None, 1, "call-1@bob")
+        .body("application/sdp", sdp(41000, "sendrecv"))
+        .build()
+        .unwrap();
+    p.receive(invite);
+    p.sent_response(200);
+    // T1, then doubling: +100, +200, +400, then T2 (400) each time.
+    let mut at = Vec::new();
+    for step in 1..=10 {
+        p.advance(Duration::from_millis(50));
+        if p.take_sent().iter().any(|m| m.status() == Some(200)) {
+            at.push(step * 50);
+        }
+    }
+    assert_eq!(at, [100, 300], "{at:?}");
+    p.advance(Duration::from_millis(200));
+    assert!(p.take_sent().iter().any(|m| m.status() == Some(200)));
+    // Given up after 64·T1 (6.4 s), with a BYE.
+    p.advance(Duration::from_millis(6000));
+    assert!(
+        p.take_sent()
+            .iter()
+            .any(|m| m.method() == Some(&Method::Bye))
+    );
+}
+
+#[test]
+fn a_failing_registration_is_retried_with_a_growing_wait() {
+    let mut p = Phone::new(true, Task::Listen { count: None });
+    let register = p.sent_request(Method::Register);
+    let mut ok = response_to(&register, 200, Some("srv"));
+    ok.push("Contact", format!("<sip:alice@{US}>;expires=60"));
+    p.receive_from(ok.build().unwrap(), SERVER);
+    p.advance(Duration::from_secs(30));
+    let mut refresh = p.sent_request(Method::Register);
+    // The registrar is in trouble: each try is refused; the waits grow.
+    let mut waits = Vec::new();
+    for _ in 0..3 {
+        p.receive_from(
+            response_to(&refresh, 503, Some("srv")).build().unwrap(),
+            SERVER,
+        );
+        assert!(p.event_names().contains(&"registration refused"));
+        let mut waited = 0;
+        refresh = loop {
+            p.advance(Duration::from_secs(1));
+            waited += 1;
+            let sent = p.take_sent();
+            if let Some(r) = sent
+                .into_iter()
+                .find(|m| m.method() == Some(&Method::Register))
+            {
+                break r;
+            }
+            assert!(waited <= 1800, "never tried again");
+        };
+        waits.push(waited);
+    }
+    // Between half and all of 30 s, 60 s, 120 s.
+    assert!((15..=30).contains(&waits[0]), "{waits:?}");
+    assert!((30..=60).contains(&waits[1]), "{waits:?}");
+    assert!((60..=120).contains(&waits[2]), "{waits:?}");
+    // It works again: registered, and the next failure starts from 30 s again.
+    let mut ok = response_to(&refresh, 200, Some("srv"));
+    ok.push("Contact", format!("<sip:alice@{US}>;expires=60"));
+    p.receive_from(ok.build().unwrap(), SERVER);
+    assert!(p.event_names().contains(&"registered"));
+    assert_eq!(p.core.finished(), None, "the phone goes on");
 }

@@ -1,20 +1,22 @@
 //! Where responses go (RFC 3261 §18.2.2, RFC 3581) and the `received`/`rport` stamp a
 //! server puts on the top Via of each request it receives (RFC 3261 §18.2.1).
 //!
-//! **Who stamps:** the [`crate::Endpoint`] calls [`stamp_via`] on every request it
-//! receives, before delivering it, so the service sees (and `response_to` copies) a Via
-//! that already says where the request really came from. The service never stamps.
+//! Pure rules, no sockets: the I/O layer (sip-net's `Endpoint`) calls [`stamp_via`] on
+//! every request it receives, before delivering it, so the service sees (and
+//! `response_to` copies) a Via that already says where the request really came from,
+//! and [`response_target`] tells whoever answers where the response goes. Services
+//! never stamp.
 
+use crate::headers::split_list;
+use crate::{Flow, HeaderName, Message, ParseError, Transport};
 use bytes::{BufMut, Bytes, BytesMut};
-use sip_core::headers::split_list;
-use sip_core::{Flow, HeaderName, Message, ParseError, Transport};
 use std::net::{IpAddr, SocketAddr};
 
 /// Where to send a response to `request`, which arrived over `request_flow`.
 ///
 /// - Over a connection-oriented transport: the connection the request came on
 ///   (RFC 3261 §18.2.2). If that connection has closed by the time of sending,
-///   `Endpoint::send` opens a new one to the same address.
+///   the I/O layer opens a new one to the same address.
 /// - Over UDP: the `received` address (else the packet's source address), and the port
 ///   from `rport` when the client asked for it (RFC 3581 §4), else the Via sent-by port,
 ///   else 5060. A top Via that does not parse falls back to the packet's source.
@@ -116,7 +118,7 @@ pub fn stamp_via(request: &Message, source: SocketAddr) -> Result<Option<Message
 /// Rewrites the transport token of the top Via (`SIP/2.0/UDP` to `SIP/2.0/TCP`), as
 /// RFC 3261 §18.1.1 requires when a large request moves from UDP to TCP. Returns the
 /// bytes unchanged when there is no top Via to edit.
-pub(crate) fn rewrite_via_transport(msg: &Bytes, to: Transport) -> Bytes {
+pub fn rewrite_via_transport(msg: &Bytes, to: Transport) -> Bytes {
     let Ok(parsed) = Message::parse(msg.clone()) else {
         return msg.clone();
     };

@@ -24,7 +24,7 @@ impl Core {
     ) -> Call {
         let generation = self.next_generation;
         self.next_generation += 1;
-        let sid = u64::from(random_u32());
+        let sid = u64::from(self.random_u32());
         let local_sdp = SessionDescription::new_audio_offer(
             &self.s.user,
             sid,
@@ -84,8 +84,8 @@ impl Core {
                 return;
             }
         };
-        let call_id = format!("{}@{}", random_hex(10), self.local_ip());
-        let local_tag = random_hex(6);
+        let call_id = format!("{}@{}", self.random_hex(10), self.local_ip());
+        let local_tag = self.random_hex(6);
         let mut call = self.new_call(Role::Uac, call_id.clone(), local_tag.clone(), flow, media);
         call.play = task.play.clone();
         call.record = task.record.clone();
@@ -793,7 +793,7 @@ impl Core {
             }
         } else if status == 491 {
             call.oa.offer_rejected();
-            let wait = glare_retry_after(call.role == Role::Uac, random_u32());
+            let wait = glare_retry_after(call.role == Role::Uac, self.rng.next_u32());
             self.out.event("glare", Some("491, retrying"), &[]);
             self.arm_call(now + wait, CallTimer::GlareRetry(direction));
         } else if matches!(status, 408 | 481) {

@@ -1,16 +1,81 @@
-//! The tokio task that runs a [`Core`]: it feeds it what the endpoint receives, the
-//! timers it asks for, the media session's events, Enter on standard input and Ctrl-C or
-//! SIGTERM, and performs what it asks: messages onto the network, [`MediaCommand`]s on a
-//! real [`MediaSession`], events printed by the [`Printer`]. No decision is taken here.
+//! The tokio task that runs a `sip_ua` [`Core`]: it feeds it what the endpoint
+//! receives, the timers it asks for, the media session's events, Enter on standard input
+//! and Ctrl-C or SIGTERM, and performs what it asks: messages onto the network,
+//! [`MediaCommand`]s on a real [`MediaSession`], events printed by the [`Printer`]. No
+//! decision is taken here.
 
-use super::{Core, LocalAddrs, MediaCommand, Output, Settings, Task};
 use crate::phone::exit;
 use crate::phone::print::Printer;
-use media::{AudioSink, MediaEvent, MediaSession};
+use media::{AudioSink, MediaSession};
 use sip_core::Transport;
-use sip_net::{Endpoint, Incoming, Target};
+use sip_net::{Endpoint, HandshakeFailure, Incoming, SendError, Target};
+use sip_ua::{Core, LocalAddrs, MediaCommand, Output, Settings, Task};
 use std::time::Instant;
 use tokio::sync::mpsc;
+
+/// Why a send failed, for the person running the phone: what went wrong and, for a
+/// certificate refused, what to do about it.
+fn send_error_text(e: &SendError) -> String {
+    match e {
+        SendError::TlsHandshake {
+            failure: failure @ HandshakeFailure::Certificate { problem, .. },
+            ..
+        } => {
+            let hint = match *problem {
+                "not trusted" => ": pass --ca FILE with the server's certificate (or its CA)",
+                "not valid for this address" => {
+                    ": reach the server by a name or address its certificate names"
+                }
+                _ => "",
+            };
+            format!("TLS: {failure}{hint}")
+        }
+        SendError::TlsHandshake { failure, .. } => format!("TLS: {failure}"),
+        SendError::AllTargetsFailed { last, .. } => send_error_text(last),
+        other => other.to_string(),
+    }
+}
+
+/// Fresh randomness for the user agent's identifiers, from the OS. Without it (no
+/// getrandom, which Linux always has) the clock and the process id: they still differ
+/// from one run to the next, which is what tags need most.
+fn seed() -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    if getrandom::fill(&mut seed).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        seed[..16].copy_from_slice(&t.to_le_bytes());
+        seed[16..20].copy_from_slice(&std::process::id().to_le_bytes());
+    }
+    seed
+}
+
+/// The media crate's stream for what the user agent agreed.
+fn stream_params(p: sip_ua::StreamParams) -> media::StreamParams {
+    media::StreamParams {
+        remote: p.remote,
+        codec: match p.codec {
+            sip_ua::Codec::Pcmu => media::Codec::Pcmu,
+            sip_ua::Codec::Pcma => media::Codec::Pcma,
+            sip_ua::Codec::Opus => media::Codec::Opus,
+        },
+        payload_type: p.payload_type,
+        telephone_event_pt: p.telephone_event_pt,
+        direction: p.direction,
+        ptime_ms: p.ptime_ms,
+    }
+}
+
+/// The user agent's view of what the media session reported.
+fn ua_media_event(e: media::MediaEvent) -> sip_ua::MediaEvent {
+    match e {
+        media::MediaEvent::Dtmf(d) => sip_ua::MediaEvent::Dtmf(d),
+        media::MediaEvent::RemoteAddressLatched(a) => sip_ua::MediaEvent::RemoteAddressLatched(a),
+        media::MediaEvent::SourceFinished => sip_ua::MediaEvent::SourceFinished,
+        media::MediaEvent::RtpTimeout => sip_ua::MediaEvent::RtpTimeout,
+    }
+}
 
 /// `switchboard phone`'s user agent: a [`Core`] on an [`Endpoint`].
 pub struct Ua {
@@ -23,7 +88,7 @@ pub struct Ua {
     spare: Option<MediaSession>,
     /// The media session of the call in progress.
     active: Option<MediaSession>,
-    media_rx: Option<mpsc::Receiver<MediaEvent>>,
+    media_rx: Option<mpsc::Receiver<media::MediaEvent>>,
     /// Sessions of ended calls, stopped (recordings finalized) by the loop.
     stopping: Vec<MediaSession>,
 }
@@ -37,7 +102,7 @@ impl Ua {
         };
         let reads_stdin = matches!(&task, Task::Answer(a) if !a.auto && a.reject.is_none());
         Ua {
-            core: Core::new(local, s, task),
+            core: Core::new(local, s, task, seed()),
             endpoint,
             out,
             reads_stdin,
@@ -66,6 +131,18 @@ impl Ua {
             stdin_rx = Some(rx);
         }
         self.bind_spare_media().await;
+        if let Some(flow) = self.core.connection_to_open() {
+            // Its local address goes into Via and Contact. When it fails, the first
+            // request fails the same way and the core says why.
+            match self.endpoint.connect(flow.transport, flow.remote).await {
+                Ok(opened) => {
+                    if let Some(local) = opened.local {
+                        self.core.set_connection_local(local);
+                    }
+                }
+                Err(e) => tracing::debug!("cannot connect to {}: {e}", flow.remote),
+            }
+        }
         self.core.start(Instant::now());
         loop {
             self.drain().await;
@@ -122,7 +199,7 @@ impl Ua {
                 },
                 () = sleep => self.core.on_timeout(Instant::now()),
                 ev = media_event => match ev {
-                    Some(ev) => self.core.on_media(ev),
+                    Some(ev) => self.core.on_media(ua_media_event(ev)),
                     None => self.media_rx = None,
                 },
                 line = stdin_line => match line {
@@ -136,7 +213,7 @@ impl Ua {
     }
 
     async fn bind_spare_media(&mut self) {
-        let result = match MediaSession::bind(self.core.local.ip()).await {
+        let result = match MediaSession::bind(self.core.local_ip()).await {
             Ok(m) => {
                 let port = m.local_rtp_port();
                 self.spare = Some(m);
@@ -157,7 +234,8 @@ impl Ua {
                 if let Err(e) = self.endpoint.send(Target::Flow(t.flow), t.bytes).await {
                     tracing::debug!("send to {} failed: {e}", t.flow.remote);
                     if let Some(key) = t.key {
-                        self.core.on_transport_error(key, Instant::now());
+                        self.core
+                            .on_transport_error(key, send_error_text(&e), Instant::now());
                     }
                 }
             }
@@ -214,7 +292,11 @@ impl Ua {
                     self.core.on_media_start_failed();
                     return;
                 };
-                if let Err(e) = media.start(params, Some(source), sink) {
+                let source = match source {
+                    sip_ua::AudioSource::Wav(path) => media::AudioSource::Wav(path),
+                    sip_ua::AudioSource::Silence => media::AudioSource::Silence,
+                };
+                if let Err(e) = media.start(stream_params(params), Some(source), sink) {
                     self.out.warn(&format!("media did not start: {e}"));
                     self.core.on_media_start_failed();
                 } else {
@@ -223,7 +305,7 @@ impl Ua {
             }
             MediaCommand::Update(params) => {
                 if let Some(media) = self.active.as_mut() {
-                    media.update(params);
+                    media.update(stream_params(params));
                 }
             }
             MediaCommand::SendDtmf(digits) => {

@@ -28,9 +28,10 @@ impl Core {
             .map(|f| f.split(";tag=").next().unwrap_or(f).trim().to_owned())
             .unwrap_or_default();
         let call_id = request.call_id().unwrap_or("").to_owned();
-        let local_tag = random_hex(6);
+        let local_tag = self.random_hex(6);
         let contact = self.contact_uri(flow.transport);
-        let dialog = match Dialog::from_uas(&request, &local_tag, &contact, random_u32() >> 2) {
+        let local_seq = self.random_u32() >> 2;
+        let dialog = match Dialog::from_uas(&request, &local_tag, &contact, local_seq) {
             Ok(d) => d,
             Err(e) => {
                 let reason = e.to_string();
@@ -159,7 +160,7 @@ impl Core {
             return;
         };
         let bytes = ok.as_bytes().clone();
-        let flow = sip_net::response_target(
+        let flow = sip_core::response_target(
             &self.call.as_ref().map_or(self.fallback_flow(), |c| c.flow),
             &request,
         );
@@ -183,7 +184,8 @@ impl Core {
     }
 
     /// Keeps sending our 2xx to `request` (an INVITE) from T1, doubling up to T2, until
-    /// its ACK arrives or 64·T1 pass (RFC 3261 §13.3.1.4).
+    /// its ACK arrives or 64·T1 pass (RFC 3261 §13.3.1.4), with the transaction
+    /// layer's T1 and T2 ([`Settings::timers`]).
     pub(super) fn retransmit_until_ack(
         &mut self,
         bytes: Bytes,
@@ -191,20 +193,22 @@ impl Core {
         request: &Message,
         now: Instant,
     ) {
+        let t1 = self.s.timers.t1;
         if let Some(c) = self.call.as_mut() {
             c.ok_retx = Some(OkRetransmit {
                 bytes,
                 flow,
                 cseq: request.cseq().map(|c| c.seq).unwrap_or(0),
-                interval: T1,
-                next: now + T1,
-                until: now + T1 * 64,
+                interval: t1,
+                next: now + t1,
+                until: now + t1 * 64,
             });
         }
-        self.arm_call(now + T1, CallTimer::Retransmit);
+        self.arm_call(now + t1, CallTimer::Retransmit);
     }
 
     pub(super) fn retransmit_ok(&mut self, now: Instant) {
+        let t2 = self.s.timers.t2;
         let Some(call) = self.call.as_mut() else {
             return;
         };
@@ -219,7 +223,7 @@ impl Core {
         }
         if now >= r.next {
             self.txl.send_stateless(r.flow, r.bytes.clone());
-            r.interval = (r.interval * 2).min(T2);
+            r.interval = (r.interval * 2).min(t2);
             r.next = now + r.interval;
         }
         let next = r.next;
@@ -314,9 +318,12 @@ impl Core {
                     self.on_media(MediaEvent::Dtmf(d));
                 }
             }
-            Method::Prack => self.respond(key, request, 200, &[], None, now),
+            // RFC 3262 §3: a PRACK that matches no unacknowledged reliable provisional
+            // response gets 481. We send none (we do not support 100rel as UAS), so
+            // none can match, whatever its RAck says or whether it has one.
+            Method::Prack => self.respond(key, request, 481, &[], None, now),
             Method::Message => self.on_incoming_message(key, request, now),
-            _ => self.respond(key, request, 405, &[("Allow", ALLOW.to_owned())], None, now),
+            other => self.refuse_method(key, other, request, now),
         }
     }
 
@@ -407,7 +414,7 @@ impl Core {
             return;
         };
         if *method == Method::Invite {
-            let flow = sip_net::response_target(
+            let flow = sip_core::response_target(
                 &self.call.as_ref().map_or(self.fallback_flow(), |c| c.flow),
                 request,
             );

@@ -1,30 +1,62 @@
-//! The user agent behind `switchboard phone`, sans-IO: [`Core`] owns the transaction
-//! layer, the registration, at most one call (its dialog, offer/answer state and the
-//! media it asked for) and the pending client requests, and is fed received messages,
-//! timer expiries, media events and the keyboard, each with an explicit `now`. It
-//! answers with what to transmit (the transaction layer's `poll_transmit`), what to do
-//! with media ([`MediaCommand`]), what to print ([`PhoneEvent`]) and, in the end, the
-//! exit code. The tokio task that performs all that is [`driver`] ([`Ua`]).
+//! A SIP user agent, sans-IO, on `sip-core`: what a softphone, a trunk that registers to
+//! a carrier or a back-to-back call leg needs of RFC 3261 and its extensions, without a
+//! socket, a clock or a random source of its own.
 //!
-//! The protocol rules live in `sip-core` (transactions, [`Dialog`], SDP offer/answer,
-//! digest auth, session timers); this file decides what the phone does with them: what
-//! to send when, what to print, and with which exit code to stop.
+//! [`Core`] owns a transaction layer, the registration client (refreshed at half the
+//! granted time, 423 Min-Expires, 401/407 answered, retried after a failure), at most
+//! one call as UAC or UAS (forked 2xx, offer/answer, hold, PRACK, UPDATE, session
+//! timers, re-INVITE glare, the 2xx retransmitted until its ACK by RFC 3261 §13.3.1.4
+//! on the transaction layer's [`TimerConfig`]), MESSAGE and OPTIONS. It is fed what
+//! arrives ([`Core::on_message`]), the time ([`Core::on_timeout`]), media events and
+//! the user's keys, each with an explicit `now`; it answers with what to transmit
+//! ([`Core::poll_transmit`]), what to show or do with media ([`Core::poll_output`]) and,
+//! in the end, an exit code ([`exit`]). Randomness (tags, branches, Call-IDs, cnonces,
+//! the glare wait) comes from a seed the caller draws from the OS.
 //!
-//! Every handler is synchronous and queues what it sends in the transaction layer
-//! (`send_request`, `send_response`, `send_stateless`); the driver then drains the layer
-//! onto the network, as `serve` does. The unit tests (`tests.rs`) drive the core with
-//! built messages on a fake clock.
+//! The driver that runs it on sockets, RTP sessions and a terminal is the caller's:
+//! `switchboard phone` has one on tokio and `sip-net`.
+//!
+//! ```
+//! use sip_ua::{Core, LocalAddrs, Output, Settings, Task, sdp_codecs};
+//! use sip_core::transaction::TimerConfig;
+//! use sip_core::{Message, Method, Transport};
+//! use std::time::Instant;
+//!
+//! let settings = Settings {
+//!     user: "alice".into(),
+//!     password: None,
+//!     server: None, // no registrar: requests go to the address in the URI
+//!     domain: "example.test".into(),
+//!     transport: Transport::Udp,
+//!     expires: 3600,
+//!     session_expires: None,
+//!     display_name: None,
+//!     codecs: sdp_codecs(&["pcmu".into()]),
+//!     timers: TimerConfig::default(),
+//! };
+//! let local = LocalAddrs { udp: Some("127.0.0.1:5070".parse().unwrap()), tcp: None };
+//! let task = Task::Options { target: "sip:127.0.0.1:5060".into() };
+//! let seed = [7u8; 32]; // from the OS in a real program
+//! let mut ua = Core::new(local, settings, task, seed);
+//! ua.start(Instant::now());
+//! // An OPTIONS to 127.0.0.1:5060 is ready to go; a driver would write it to the network
+//! // and feed back what arrives with `on_message`, then `handle_events`.
+//! let out = ua.poll_transmit().expect("an OPTIONS to send");
+//! assert_eq!(out.flow.remote, "127.0.0.1:5060".parse().unwrap());
+//! let options = Message::parse(out.bytes).unwrap();
+//! assert_eq!(options.method(), Some(&Method::Options));
+//! assert!(matches!(ua.poll_output(), None | Some(Output::Event(_))));
+//! ```
 
-use super::exit;
-pub use super::print::PhoneEvent;
 use bytes::Bytes;
-use media::{AudioSource, Codec, MediaEvent, StreamParams};
+use rand::rngs::ChaCha20Rng;
+use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use sip_core::auth::{Challenge, pick_best, respond};
 use sip_core::dialog::{Dialog, Refresher, SessionTimer, SessionTimerAction, glare_retry_after};
 use sip_core::name::HeaderName;
 use sip_core::sdp::{AudioStream, Direction, OfferAnswer, SessionDescription, answer_direction};
-use sip_core::transaction::{Event, TransactionKey, TransactionLayer, Transmit};
+use sip_core::transaction::{Event, TimerConfig, TransactionKey, TransactionLayer, Transmit};
 use sip_core::{Flow, Message, MessageBuilder, Method, Transport, response_to};
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -33,11 +65,37 @@ use std::time::{Duration, Instant};
 
 mod answer;
 mod call;
-pub mod driver;
+pub mod media;
 #[cfg(test)]
 mod tests;
 
-pub use driver::Ua;
+pub use media::{AudioSource, Codec, MediaEvent, StreamParams};
+
+/// How the task ended, as a process exit code (`switchboard phone` exits with it).
+pub mod exit {
+    /// The call was answered and ended normally; the message was delivered.
+    pub const OK: u8 = 0;
+    /// Failure: no response, a network error, registration refused, bad SDP.
+    pub const FAILED: u8 = 1;
+    /// The far end was busy (486, 600).
+    pub const BUSY: u8 = 3;
+    /// Nobody answered (408, 480, the answer timeout).
+    pub const NO_ANSWER: u8 = 4;
+    /// Refused otherwise (403, 404, 488, 603...).
+    pub const REJECTED: u8 = 5;
+}
+
+/// Something that happened, for one line of output: `name` (`ringing`, `answered`,
+/// `held`, `dtmf received`...), a `detail` for the text form and `fields` for JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PhoneEvent {
+    /// What happened.
+    pub name: &'static str,
+    /// The text after the name.
+    pub detail: Option<String>,
+    /// JSON-only extras.
+    pub fields: Vec<(&'static str, Value)>,
+}
 
 /// A codec as SDP names it: (payload type, encoding, clock rate).
 pub type SdpCodec = (u8, &'static str, u32);
@@ -66,8 +124,11 @@ pub fn sdp_codecs(names: &[String]) -> Vec<SdpCodec> {
 }
 
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, UPDATE, PRACK, INFO";
-const T1: Duration = Duration::from_millis(500);
-const T2: Duration = Duration::from_secs(4);
+
+/// The first wait before a failed registration is tried again.
+const REGISTER_RETRY_BASE: Duration = Duration::from_secs(30);
+/// The longest wait between two tries of a failing registration.
+const REGISTER_RETRY_MAX: Duration = Duration::from_secs(1800);
 
 /// Who the phone is and where it talks.
 #[derive(Debug, Clone)]
@@ -91,6 +152,9 @@ pub struct Settings {
     pub display_name: Option<String>,
     /// The codecs offered and accepted, in order of preference (see [`sdp_codecs`]).
     pub codecs: Vec<SdpCodec>,
+    /// The transaction timers (T1, T2...); the retransmission of our 2xx to an INVITE
+    /// until its ACK (RFC 3261 §13.3.1.4) follows T1 and T2 too.
+    pub timers: TimerConfig,
 }
 
 /// What the phone was asked to do.
@@ -148,28 +212,21 @@ pub struct CallTask {
     pub answer_timeout: f64,
 }
 
-/// `phone answer`: also its command-line options (the field docs are its `--help`).
-#[derive(Debug, Clone, clap::Args)]
+/// `phone answer`: waiting for calls.
+#[derive(Debug, Clone)]
 pub struct AnswerTask {
-    /// Answer at once. Without it the phone rings and answers when Enter is
-    /// pressed.
-    #[arg(long)]
+    /// Answer at once; otherwise ring until [`Core::on_enter`].
     pub auto: bool,
     /// A WAV file to play to callers.
-    #[arg(long, value_name = "WAV")]
     pub play: Option<PathBuf>,
-    /// Record callers to this WAV file (8 kHz, 16-bit mono); `{n}` in the name is
-    /// replaced by the call number.
-    #[arg(long, value_name = "WAV")]
+    /// Record callers to this WAV file; `{n}` in the name is replaced by the call
+    /// number.
     pub record: Option<PathBuf>,
-    /// Refuse every call with this status (486 busy, 603 decline...).
-    #[arg(long, value_name = "STATUS", value_parser = clap::value_parser!(u16).range(300..700))]
+    /// Refuse every call with this status.
     pub reject: Option<u16>,
     /// Hang up this many seconds after answering.
-    #[arg(long, value_name = "SECS")]
     pub hangup_after: Option<f64>,
-    /// Exit after this many calls (with the last call's exit code).
-    #[arg(long, value_name = "N")]
+    /// Finish after this many calls (with the last call's exit code).
     pub calls: Option<u32>,
 }
 
@@ -415,26 +472,41 @@ pub struct Core {
     interrupted: bool,
     /// The task is over and the exit under way (see [`Core::begin_exit`]).
     exiting: bool,
+    /// Our end of the connection to the server (or the far end), for transports we
+    /// cannot accept connections on (TLS, WS, WSS: we listen on UDP and TCP only). Via
+    /// and Contact name it, so that what is sent to us comes back over this connection
+    /// (see [`Core::connection_to_open`]).
+    connection_local: Option<SocketAddr>,
+    /// Registrations failed in a row while the task runs (see
+    /// [`Core::retry_registration_later`]).
+    register_failures: u32,
+    /// Why sending failed, by transaction, until the transaction layer reports it.
+    send_errors: HashMap<TransactionKey, String>,
+    /// Tags, branches, Call-IDs, cnonces, session ids and the glare wait, from the
+    /// caller's seed.
+    rng: ChaCha20Rng,
 }
 
-fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    if getrandom::fill(&mut buf).is_err() {
-        // No OS randomness: fall back on the clock; identifiers only need to be unique.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b = (t >> ((i % 16) * 8)) as u8;
-        }
-    }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn random_u32() -> u32 {
-    let mut buf = [0u8; 4];
-    let _ = getrandom::fill(&mut buf);
-    u32::from_le_bytes(buf)
+/// The host and port of a SIP URI with a numeric host, with the transport it names
+/// (`transport=`, else TLS for `sips:`, else UDP) and its default port; `None` for a
+/// host name, which needs DNS (RFC 3263): that is the driver's, not ours.
+fn numeric_target(uri: &str) -> Result<Option<(Transport, SocketAddr)>, String> {
+    let parsed = sip_core::Uri::parse(uri.trim()).map_err(|e| format!("{uri}: {}", e.0))?;
+    let sip = parsed
+        .as_sip()
+        .ok_or_else(|| format!("{uri}: not a sip: or sips: URI"))?;
+    let transport = match sip.transport() {
+        Some(t) => Transport::from_token(t).ok_or_else(|| {
+            format!("{uri}: unsupported transport \"{t}\"; use udp, tcp, tls, ws or wss")
+        })?,
+        None if sip.secure => Transport::Tls,
+        None => Transport::Udp,
+    };
+    let Some(ip) = sip.host.ip() else {
+        return Ok(None);
+    };
+    let port = sip.port.unwrap_or_else(|| transport.default_port());
+    Ok(Some((transport, SocketAddr::new(ip, port))))
 }
 
 /// The events printed for the answer to a MESSAGE or an OPTIONS: (success, failure).
@@ -443,6 +515,28 @@ fn simple_event_names(method: &Method) -> (&'static str, &'static str) {
         Method::Options => ("options", "options failed"),
         _ => ("message sent", "message failed"),
     }
+}
+
+/// Whether requests for us over `transport` can only come back over a connection we
+/// opened: we listen on UDP and TCP, so a TLS or WebSocket peer cannot connect to us.
+fn needs_own_connection(transport: Transport) -> bool {
+    !matches!(transport, Transport::Udp | Transport::Tcp)
+}
+
+/// What a registrar's refusal means to the person who ran the phone, with the status
+/// line after it: `wrong user name or password (401 Unauthorized)`.
+fn registration_refusal(status: u16, reason: &str, had_password: bool) -> String {
+    let status_line = format!("{status} {reason}");
+    let status_line = status_line.trim();
+    let meaning = match status {
+        // Our credentials were sent and challenged again: the authenticate step gave up.
+        401 | 407 if had_password => "wrong user name or password",
+        401 | 407 => "the server asks for a password: pass --password",
+        403 => "the server does not allow this user to register here",
+        404 => "no such user or domain on this server: check --user and --domain",
+        _ => return status_line.to_owned(),
+    };
+    format!("{meaning} ({status_line})")
 }
 
 /// The exit code a final status means for a call we placed.
@@ -487,11 +581,13 @@ fn tokens_contain(msg: &Message, name: HeaderName, token: &str) -> bool {
 }
 
 impl Core {
-    /// A user agent listening on `local` that will do `task`.
-    pub fn new(local: LocalAddrs, s: Settings, task: Task) -> Core {
+    /// A user agent listening on `local` that will do `task`. `seed` must be fresh
+    /// random bytes (the OS's): tags and branches must be unique across runs and
+    /// unpredictable (RFC 3261 §19.3), and cnonces unpredictable.
+    pub fn new(local: LocalAddrs, s: Settings, task: Task, seed: [u8; 32]) -> Core {
         Core {
             local,
-            txl: TransactionLayer::default(),
+            txl: TransactionLayer::new(s.timers),
             s,
             task,
             out: Outputs::default(),
@@ -510,6 +606,10 @@ impl Core {
             media_port: Err("no media session".into()),
             interrupted: false,
             exiting: false,
+            connection_local: None,
+            send_errors: HashMap::new(),
+            register_failures: 0,
+            rng: ChaCha20Rng::from_seed(seed),
         }
     }
 
@@ -537,14 +637,16 @@ impl Core {
     /// A message received on `flow`.
     pub fn on_message(&mut self, msg: Message, flow: Flow, now: Instant) {
         if msg.is_request() {
-            let target = sip_net::response_target(&flow, &msg);
+            let target = sip_core::response_target(&flow, &msg);
             if let Err(e) = msg.validate() {
                 // Answered statelessly, as serve does: it may lack what a transaction
                 // is keyed by.
                 tracing::debug!("invalid request from {}: {e}", flow.remote);
-                if let crate::service::Answer::Respond(bytes) =
-                    crate::service::answer_invalid(msg.as_bytes(), &e)
-                {
+                if let Some(bytes) = sip_core::builder::error_response_to_raw(
+                    msg.as_bytes(),
+                    e.status_code(),
+                    &e.reason_phrase(),
+                ) {
                     self.txl.send_stateless(target, bytes);
                 }
                 return;
@@ -562,9 +664,31 @@ impl Core {
         self.txl.poll_transmit()
     }
 
-    /// Sending what [`Core::poll_transmit`] gave for transaction `key` failed.
-    pub fn on_transport_error(&mut self, key: TransactionKey, now: Instant) {
+    /// Sending what [`Core::poll_transmit`] gave for transaction `key` failed, for
+    /// `reason` (told to the user: "TLS: certificate not trusted (UnknownIssuer)...").
+    pub fn on_transport_error(&mut self, key: TransactionKey, reason: String, now: Instant) {
+        self.send_errors.insert(key, reason);
         let _ = self.txl.handle_transport_error(now, key);
+    }
+
+    /// The connection the driver must open before [`Core::start`], when the phone talks
+    /// over a transport it cannot be reached on by a new connection (TLS, WS, WSS):
+    /// the server's flow, or the far end's when there is no server.
+    pub fn connection_to_open(&self) -> Option<Flow> {
+        let flow = match (&self.s.server, &self.task) {
+            (Some(_), _) => self.flow_for("").ok()?,
+            (None, Task::Call(c)) => self.direct_flow(&c.target).ok()?,
+            (None, Task::Message { target, .. } | Task::Options { target }) => {
+                self.direct_flow(target).ok()?
+            }
+            (None, _) => return None,
+        };
+        needs_own_connection(flow.transport).then_some(flow)
+    }
+
+    /// The driver opened [`Core::connection_to_open`]: `local` is our end of it.
+    pub fn set_connection_local(&mut self, local: SocketAddr) {
+        self.connection_local = Some(local);
     }
 
     /// Handles what the transaction layer reported; `true` if there was anything.
@@ -592,6 +716,13 @@ impl Core {
     pub fn on_timeout(&mut self, now: Instant) {
         self.txl.handle_timeout(now);
         self.fire_timers(now);
+    }
+
+    /// Whether nothing is left in the user agent's tables: no transaction, no call (its
+    /// dialog), no request awaiting an answer. A test on a simulated network checks it
+    /// after every call has ended and the timers have run out.
+    pub fn is_idle(&self) -> bool {
+        self.txl.is_empty() && self.call.is_none() && self.pending.is_empty()
     }
 
     /// The next thing to print or do with media.
@@ -624,6 +755,17 @@ impl Core {
     }
 
     // ----- plumbing -----
+
+    /// `bytes` random bytes in hex.
+    fn random_hex(&mut self, bytes: usize) -> String {
+        let mut buf = vec![0u8; bytes];
+        self.rng.fill_bytes(&mut buf);
+        buf.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn random_u32(&mut self) -> u32 {
+        self.rng.next_u32()
+    }
 
     fn media(&mut self, command: MediaCommand) {
         self.out.media(command);
@@ -684,15 +826,19 @@ impl Core {
 
     fn branch(&mut self) -> String {
         self.counter += 1;
-        format!("z9hG4bK{}{:x}", random_hex(6), self.counter)
+        format!("z9hG4bK{}{:x}", self.random_hex(6), self.counter)
     }
 
     /// Our address on `transport`, for Via and Contact.
     fn local_addr(&self, transport: Transport) -> SocketAddr {
-        self.local.for_transport(transport)
+        match self.connection_local {
+            Some(local) if needs_own_connection(transport) => local,
+            _ => self.local.for_transport(transport),
+        }
     }
 
-    fn local_ip(&self) -> IpAddr {
+    /// Our IP address: in SDP, and where the media session must be bound.
+    pub fn local_ip(&self) -> IpAddr {
         self.local.ip()
     }
 
@@ -743,21 +889,18 @@ impl Core {
     }
 
     fn direct_flow(&self, uri: &str) -> Result<Flow, String> {
-        let targets = sip_net::dns::numeric_target(uri)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| {
-                format!("{uri}: without --server, call an address with a numeric host")
-            })?;
-        let t = targets.first().ok_or_else(|| format!("{uri}: no target"))?;
+        let (transport, addr) = numeric_target(uri)?.ok_or_else(|| {
+            format!("{uri}: without --server, call an address with a numeric host")
+        })?;
         // A URI without transport= goes over the transport the phone was given.
         let has_transport = uri.contains("transport=");
         Ok(Flow {
             transport: if has_transport {
-                t.transport
+                transport
             } else {
                 self.s.transport
             },
-            remote: t.addr,
+            remote: addr,
             local: None,
             connection: None,
         })
@@ -813,8 +956,8 @@ impl Core {
 
     /// Answers a 401/407 by computing credentials for `o`; `false` when it cannot (no
     /// password, nothing answerable, or the same challenge again: a wrong password).
-    fn authenticate(&self, o: &mut Outgoing, response: &Message) -> bool {
-        let Some(password) = &self.s.password else {
+    fn authenticate(&mut self, o: &mut Outgoing, response: &Message) -> bool {
+        let Some(password) = self.s.password.clone() else {
             return false;
         };
         let (challenge_header, auth_header) = if response.status() == Some(407) {
@@ -840,11 +983,11 @@ impl Core {
         if o.answered.contains(&realm_key) && !d.stale {
             return false;
         }
-        let cnonce = random_hex(12);
+        let cnonce = self.random_hex(12);
         match respond(
             challenge,
             &self.s.user,
-            password,
+            &password,
             o.method.as_str(),
             &o.uri,
             &cnonce,
@@ -882,8 +1025,8 @@ impl Core {
                 method: Method::Register,
                 uri: format!("sip:{}", self.s.domain),
                 to: format!("<{}>", self.aor()),
-                call_id: format!("{}@{}", random_hex(10), self.local_ip()),
-                from_tag: random_hex(6),
+                call_id: format!("{}@{}", self.random_hex(10), self.local_ip()),
+                from_tag: self.random_hex(6),
                 cseq: 1,
                 headers: Vec::new(),
                 body: None,
@@ -963,18 +1106,25 @@ impl Core {
             return;
         }
         if !(200..300).contains(&status) {
-            let reason = format!("{status} {}", response.reason().unwrap_or(""));
+            let detail = registration_refusal(
+                status,
+                response.reason().unwrap_or(""),
+                self.s.password.is_some(),
+            );
             self.out.event(
-                "registration failed",
-                Some(reason.trim()),
+                "registration refused",
+                Some(&detail),
                 &[("status", json!(status))],
             );
             self.registered = false;
             if !self.task_started {
                 self.finish(exit::FAILED);
+            } else {
+                self.retry_registration_later(now);
             }
             return;
         }
+        self.register_failures = 0;
         let ours = self.contact_uri(self.s.transport);
         let granted = response
             .contacts()
@@ -1004,6 +1154,18 @@ impl Core {
         if !self.task_started {
             self.start_task(now);
         }
+    }
+
+    /// A registration that failed while the task runs is tried again after a wait
+    /// that doubles with each failure in a row, from 30 s up to 30 min, and is drawn
+    /// between half of that and all of it (RFC 5626 §4.5's back-off): a registrar
+    /// that restarts is not met by every phone at once.
+    fn retry_registration_later(&mut self, now: Instant) {
+        self.register_failures = self.register_failures.saturating_add(1);
+        let doublings = self.register_failures.saturating_sub(1).min(6);
+        let bound = (REGISTER_RETRY_BASE * 2u32.pow(doublings)).min(REGISTER_RETRY_MAX);
+        let fraction = 0.5 + f64::from(self.random_u32()) / f64::from(u32::MAX) / 2.0;
+        self.arm(now + bound.mul_f64(fraction), Timer::RegisterRefresh);
     }
 
     fn finish(&mut self, code: u8) {
@@ -1084,8 +1246,8 @@ impl Core {
             method,
             uri: target.to_owned(),
             to: format!("<{target}>"),
-            call_id: format!("{}@{}", random_hex(10), self.local_ip()),
-            from_tag: random_hex(6),
+            call_id: format!("{}@{}", self.random_hex(10), self.local_ip()),
+            from_tag: self.random_hex(6),
             cseq: 1,
             headers: Vec::new(),
             body: text.map(|t| ("text/plain;charset=UTF-8", Bytes::from(t))),
@@ -1170,7 +1332,7 @@ impl Core {
             .as_ref()
             .filter(|c| c.call_id == request.call_id().unwrap_or(""))
             .map(|c| c.local_tag.clone())
-            .unwrap_or_else(|| random_hex(6));
+            .unwrap_or_else(|| self.random_hex(6));
         let mut b = response_to(request, code, Some(&tag));
         for (name, value) in headers {
             b.push(name, value);
@@ -1195,16 +1357,21 @@ impl Core {
             Event::Ack { request, .. } => self.on_ack(&request, now),
             Event::Timeout { key, .. } => {
                 if let Some(p) = self.pending.remove(&key) {
-                    self.on_request_failed(p, false, now);
+                    self.on_request_failed(p, None, now);
                 }
             }
             Event::TransportError { key } => {
+                let reason = self
+                    .send_errors
+                    .remove(&key)
+                    .unwrap_or_else(|| "cannot reach it".to_owned());
                 if let Some(p) = self.pending.remove(&key) {
-                    self.on_request_failed(p, true, now);
+                    self.on_request_failed(p, Some(reason), now);
                 }
             }
             Event::Terminated { key } => {
                 self.pending.remove(&key);
+                self.send_errors.remove(&key);
             }
             _ => {}
         }
@@ -1249,16 +1416,23 @@ impl Core {
             Method::Bye | Method::Update | Method::Prack | Method::Info => {
                 self.respond(key, &request, 481, &[], None, now);
             }
-            _ => {
-                self.respond(
-                    key,
-                    &request,
-                    405,
-                    &[("Allow", ALLOW.to_owned())],
-                    None,
-                    now,
-                );
-            }
+            other => self.refuse_method(key, &other, &request, now),
+        }
+    }
+
+    /// A method we do not serve: 405 with what we allow when it is one we know of
+    /// (REGISTER, SUBSCRIBE...), 501 when we have never heard of it (RFC 3261 §8.2.1).
+    fn refuse_method(
+        &mut self,
+        key: TransactionKey,
+        method: &Method,
+        request: &Message,
+        now: Instant,
+    ) {
+        if matches!(method, Method::Extension(_)) {
+            self.respond(key, request, 501, &[], None, now);
+        } else {
+            self.respond(key, request, 405, &[("Allow", ALLOW.to_owned())], None, now);
         }
     }
 
@@ -1308,26 +1482,21 @@ impl Core {
         }
     }
 
-    /// A client transaction got no final response: it timed out, or (`unreachable`)
-    /// the transport could not send it.
-    fn on_request_failed(&mut self, pending: Pending, unreachable: bool, now: Instant) {
-        let no_response = if unreachable {
-            "cannot reach it"
-        } else {
-            "no response"
-        };
+    /// A client transaction got no final response: it timed out, or the transport
+    /// could not send it (`unreachable` says why).
+    fn on_request_failed(&mut self, pending: Pending, unreachable: Option<String>, now: Instant) {
+        let no_response = unreachable.as_deref().unwrap_or("no response");
         match pending {
             Pending::Register(_) => {
-                self.out.event(
-                    "registration failed",
-                    Some("no response from the server"),
-                    &[],
-                );
+                let why = unreachable
+                    .as_deref()
+                    .unwrap_or("no response from the server");
+                self.out.event("registration failed", Some(why), &[]);
                 self.registered = false;
                 if !self.task_started {
                     self.finish(exit::FAILED);
                 } else {
-                    self.arm(now + Duration::from_secs(30), Timer::RegisterRefresh);
+                    self.retry_registration_later(now);
                 }
             }
             Pending::Unregister(_) => self.exit_ready = true,
@@ -1341,17 +1510,16 @@ impl Core {
                     .as_ref()
                     .is_some_and(|c| c.state != CallState::Answered)
                 {
-                    let fallback = if unreachable {
-                        ("failed (cannot reach it)", exit::FAILED)
-                    } else {
-                        ("no answer (timeout)", exit::NO_ANSWER)
+                    let fallback = match &unreachable {
+                        Some(why) => (format!("failed ({why})"), exit::FAILED),
+                        None => ("no answer (timeout)".to_owned(), exit::NO_ANSWER),
                     };
                     let (reason, code) = self
                         .call
                         .as_ref()
                         .and_then(|c| c.cancelled)
-                        .unwrap_or(fallback);
-                    self.end_call(reason, code);
+                        .map_or(fallback, |(r, c)| (r.to_owned(), c));
+                    self.end_call(&reason, code);
                 }
             }
             Pending::Bye => self.end_call("bye (local, no response)", exit::OK),

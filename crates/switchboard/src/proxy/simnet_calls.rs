@@ -1,0 +1,411 @@
+//! The property test of issue 13: thousands of calls between simulated user agents
+//! (`sip-ua`, as `switchboard phone` runs it) through the simulated proxy, on a SimNet
+//! that loses, duplicates and reorders 10% of the datagrams each. Every call either
+//! completes (answered, then its BYE answered) or ends with a final response, and once
+//! the timers have run out every transaction, dialog and response context is gone.
+//!
+//! Callers authenticate (407, digest) as real phones do; callees are bound in the
+//! location service as a registrar would have bound them. The number of calls is
+//! `SIMNET_CALLS` (10,000 by default), started 4 ms apart so that a few hundred are up at
+//! any moment.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use super::*;
+use crate::myself::Myself;
+use sim::{Datagram, NetConfig, Node, NodeId, SimNet};
+use sip_core::ids::IdGenerator;
+use sip_core::transaction::{Event, TimerConfig};
+use sip_ua::{AnswerTask, CallTask, LocalAddrs, Output, Settings, Task};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+use store::{CachedStore, Change, LocationStore, MemoryLocationStore, MemoryUserStore, User};
+
+const UNIX: u64 = 1_800_000_000;
+const DOMAIN: &str = "example.test";
+
+fn proxy_addr() -> SocketAddr {
+    "10.0.0.1:5060".parse().unwrap()
+}
+
+fn udp(remote: SocketAddr) -> Flow {
+    Flow {
+        transport: Transport::Udp,
+        remote,
+        local: None,
+        connection: None,
+    }
+}
+
+/// The proxy as `serve` runs it, minus the sockets: the endpoint's Via stamp, the
+/// transaction layer, and the proxy as its TU.
+struct ProxyNode {
+    start: Instant,
+    txl: TransactionLayer,
+    proxy: Proxy,
+    auth: Authenticator,
+    users: MemoryUserStore,
+    location: CachedStore<MemoryLocationStore>,
+}
+
+impl ProxyNode {
+    fn unix(&self, now: Instant) -> u64 {
+        UNIX + now.duration_since(self.start).as_secs()
+    }
+
+    fn pump(&mut self, now: Instant) {
+        let reader = self.location.reader();
+        while let Some(event) = self.txl.poll_event() {
+            let mut env = Env {
+                now,
+                unix: UNIX + now.duration_since(self.start).as_secs(),
+                users: &self.users,
+                auth: &mut self.auth,
+                location: &reader,
+            };
+            let txl = &mut self.txl;
+            match event {
+                Event::Request { key, request, flow } => {
+                    let _ = self.proxy.on_request(&mut env, txl, key, &request, flow);
+                }
+                Event::Ack { request, flow, .. } => self.proxy.on_ack(&env, txl, &request, flow),
+                Event::Response { key, response } => {
+                    self.proxy.on_response(now, txl, key, response)
+                }
+                Event::Timeout { key, timer } => self.proxy.on_timeout(now, txl, key, timer),
+                Event::TransportError { key } => self.proxy.on_transport_error(now, txl, key),
+                Event::Terminated { key } => self.proxy.on_terminated(now, txl, key),
+                Event::StrayResponse { response, .. } => {
+                    self.proxy.on_stray_response(txl, &response)
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Node for ProxyNode {
+    fn receive(&mut self, now: Instant, d: Datagram) {
+        let Ok(msg) = Message::parse(d.bytes) else {
+            return;
+        };
+        if msg.is_request() {
+            // What sip-net's endpoint does before delivery, and serve after it.
+            let Ok(stamped) = sip_core::stamp_via(&msg, d.from) else {
+                return;
+            };
+            let msg = stamped.unwrap_or(msg);
+            if msg.validate().is_err() {
+                return;
+            }
+            let target = sip_core::response_target(&udp(d.from), &msg);
+            if msg.method() == Some(&Method::Cancel) && self.txl.find_cancelled(&msg).is_none() {
+                let reader = self.location.reader();
+                let unix = self.unix(now);
+                let env = Env {
+                    now,
+                    unix,
+                    users: &self.users,
+                    auth: &mut self.auth,
+                    location: &reader,
+                };
+                self.proxy
+                    .on_stray_cancel(&env, &mut self.txl, &msg, target);
+            } else {
+                let _ = self.txl.handle_message(now, msg, target);
+            }
+        } else {
+            let _ = self.txl.handle_message(now, msg, udp(d.from));
+        }
+        self.pump(now);
+    }
+
+    fn timeout(&mut self, now: Instant) {
+        self.txl.handle_timeout(now);
+        self.pump(now);
+    }
+
+    fn poll_transmit(&mut self) -> Option<Datagram> {
+        let t = self.txl.poll_transmit()?;
+        Some(Datagram {
+            from: proxy_addr(),
+            to: t.flow.remote,
+            bytes: t.bytes,
+        })
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.txl.poll_timeout()
+    }
+}
+
+/// A `sip-ua` user agent on the simulated network, started at `start_at`.
+struct PhoneNode {
+    me: SocketAddr,
+    start_at: Instant,
+    started: bool,
+    ua: sip_ua::Core,
+    /// The events it reported, by name and detail.
+    events: Vec<(String, Option<String>)>,
+}
+
+impl PhoneNode {
+    fn new(me: SocketAddr, start_at: Instant, user: &str, task: Task, seed: u64) -> PhoneNode {
+        let settings = Settings {
+            user: user.into(),
+            password: Some("pw".into()),
+            // No registrar here: requests go to the proxy named in the URI.
+            server: None,
+            domain: DOMAIN.into(),
+            transport: Transport::Udp,
+            expires: 3600,
+            session_expires: None,
+            display_name: None,
+            codecs: sip_ua::sdp_codecs(&["pcmu".into()]),
+            timers: TimerConfig::default(),
+        };
+        let local = LocalAddrs {
+            udp: Some(me),
+            tcp: None,
+        };
+        let mut key = [0u8; 32];
+        key[..8].copy_from_slice(&seed.to_le_bytes());
+        PhoneNode {
+            me,
+            start_at,
+            started: false,
+            ua: sip_ua::Core::new(local, settings, task, key),
+            events: Vec::new(),
+        }
+    }
+
+    fn settle(&mut self, now: Instant) {
+        while self.ua.handle_events(now) {}
+        if self.ua.needs_media_port() {
+            // No media on this network: a port to write into the SDP.
+            self.ua.set_media_port(Ok(40_000));
+        }
+        while let Some(out) = self.ua.poll_output() {
+            if let Output::Event(e) = out {
+                self.events.push((e.name.to_owned(), e.detail));
+            }
+        }
+    }
+
+    fn saw(&self, name: &str, detail: Option<&str>) -> bool {
+        self.events
+            .iter()
+            .any(|(n, d)| n == name && detail.is_none_or(|x| d.as_deref() == Some(x)))
+    }
+}
+
+impl Node for PhoneNode {
+    fn receive(&mut self, now: Instant, d: Datagram) {
+        if !self.started {
+            return;
+        }
+        if let Ok(msg) = Message::parse(d.bytes) {
+            self.ua.on_message(msg, udp(d.from), now);
+        }
+        self.settle(now);
+    }
+
+    fn timeout(&mut self, now: Instant) {
+        if !self.started {
+            self.started = true;
+            self.ua.set_media_port(Ok(40_000));
+            self.ua.start(now);
+        } else {
+            self.ua.on_timeout(now);
+        }
+        self.settle(now);
+    }
+
+    fn poll_transmit(&mut self) -> Option<Datagram> {
+        let t = self.ua.poll_transmit()?;
+        Some(Datagram {
+            from: self.me,
+            to: t.flow.remote,
+            bytes: t.bytes,
+        })
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        if self.started {
+            self.ua.poll_timeout()
+        } else {
+            Some(self.start_at)
+        }
+    }
+}
+
+fn addr(net: u8, i: usize) -> SocketAddr {
+    let ip = Ipv4Addr::new(10, net, (i / 250) as u8, (i % 250 + 1) as u8);
+    SocketAddr::new(IpAddr::V4(ip), 5060)
+}
+
+fn binding(user: &str, contact: SocketAddr) -> Binding {
+    Binding {
+        aor: format!("sip:{user}@{DOMAIN}"),
+        contact: format!("sip:{user}@{contact}"),
+        expires_at: UNIX + 86_400,
+        q: None,
+        call_id: format!("reg-{user}"),
+        cseq: 1,
+        transport: Transport::Udp,
+        source: contact,
+        path: vec![],
+        instance_id: None,
+        reg_id: None,
+        user_agent: None,
+        registered_at: UNIX,
+    }
+}
+
+#[test]
+fn calls_through_a_lossy_network_complete_or_fail_and_leave_nothing_behind() {
+    let calls: usize = std::env::var("SIMNET_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let mut net = SimNet::new(2026, NetConfig::lossy(0.1));
+    let start = net.now();
+
+    let listeners = [(Transport::Udp, proxy_addr())];
+    let myself = Myself::new(DOMAIN, &[], &listeners, &[proxy_addr().ip()]);
+    let settings = ProxySettings {
+        myself,
+        server_name: "Switchboard/sim".into(),
+        require_auth: true,
+        trusted: vec![],
+        forward_foreign: false,
+        max_recursions: 0,
+    };
+    let ifaces = vec![Interface::new(Transport::Udp, proxy_addr(), DOMAIN)];
+    let mut users = MemoryUserStore::default();
+    let mut location = CachedStore::new(MemoryLocationStore::default(), UNIX).unwrap();
+    // A handful of user names (hashing passwords is the slow part); each call has its
+    // own caller and callee addresses.
+    let names = 50;
+    for i in 0..names {
+        for role in ["caller", "callee"] {
+            users
+                .add(&User::new(&format!("{role}{i}"), DOMAIN, "pw", UNIX).unwrap())
+                .unwrap();
+        }
+    }
+    let auth = Authenticator::new(DOMAIN, &["MD5".into()], &[3u8; 32], 3600).unwrap();
+    let proxy = net.add(
+        proxy_addr(),
+        ProxyNode {
+            start,
+            txl: TransactionLayer::new(TimerConfig {
+                timer_c: Some(Duration::from_secs(180)),
+                ..TimerConfig::default()
+            }),
+            proxy: Proxy::new(settings, ifaces, IdGenerator::new(&[5u8; 16]).unwrap()),
+            auth,
+            users: MemoryUserStore::default(),
+            location: CachedStore::new(MemoryLocationStore::default(), UNIX).unwrap(),
+        },
+    );
+
+    let mut pairs: Vec<(NodeId<PhoneNode>, NodeId<PhoneNode>)> = Vec::with_capacity(calls);
+    let mut bindings = Vec::with_capacity(calls);
+    for i in 0..calls {
+        let at = start + Duration::from_millis(4 * i as u64);
+        // Each callee takes one call on a contact of its own: bound as `calleeN-i`.
+        let callee_user = format!("callee{}", i % names);
+        let contact_user = format!("{callee_user}-{i}");
+        bindings.push(Change::Upsert(binding(&contact_user, addr(2, i))));
+        let callee = net.add(
+            addr(2, i),
+            PhoneNode::new(
+                addr(2, i),
+                at,
+                &callee_user,
+                Task::Answer(AnswerTask {
+                    auto: true,
+                    play: None,
+                    record: None,
+                    reject: None,
+                    hangup_after: None,
+                    calls: Some(1),
+                }),
+                i as u64 * 2 + 1,
+            ),
+        );
+        let caller = net.add(
+            addr(1, i),
+            PhoneNode::new(
+                addr(1, i),
+                at + Duration::from_millis(1),
+                &format!("caller{}", i % names),
+                Task::Call(CallTask {
+                    target: format!("sip:{contact_user}@{}", proxy_addr()),
+                    play: None,
+                    record: None,
+                    dtmf: None,
+                    dtmf_after: 0.0,
+                    hold_after: None,
+                    resume_after: None,
+                    hold_with_update: false,
+                    hangup_after: Some(2.0),
+                    hold_inactive: false,
+                    change_codec: None,
+                    answer_timeout: 60.0,
+                }),
+                i as u64 * 2 + 2,
+            ),
+        );
+        pairs.push((caller, callee));
+    }
+    {
+        let p = net.node(proxy);
+        p.users = users;
+        location.apply(&bindings).unwrap();
+        p.location = location;
+    }
+
+    // Every call has long ended, and every timer (Timer C, 64·T1 lingering, the 2xx
+    // retransmissions) has run out.
+    let last_start = Duration::from_millis(4 * calls as u64);
+    net.run_for(last_start + Duration::from_secs(240));
+
+    let stats = net.stats();
+    assert!(
+        stats.lost > 0 && stats.duplicated > 0 && stats.reordered > 0,
+        "{stats:?}"
+    );
+    let (mut completed, mut failed) = (0, 0);
+    for (i, (caller, callee)) in pairs.iter().enumerate() {
+        let c = net.node(*caller);
+        let ended = c.saw("ended", None);
+        let finished = c.ua.finished();
+        let answered = c.saw("answered", None);
+        if answered && c.saw("ended", Some("bye (local)")) {
+            completed += 1;
+        } else {
+            assert!(
+                ended && !answered && finished.is_some(),
+                "call {i} neither completed nor failed with a final response: {:?}",
+                c.events
+            );
+            failed += 1;
+        }
+        assert!(c.ua.is_idle(), "call {i}: the caller still holds state");
+        let callee_idle = net.node(*callee).ua.is_idle();
+        assert!(callee_idle, "call {i}: the callee still holds state");
+    }
+    let p = net.node(proxy);
+    assert_eq!(p.txl.len(), 0, "proxy transactions left");
+    assert_eq!(p.proxy.stats().contexts, 0, "proxy contexts left");
+    eprintln!(
+        "{calls} calls: {completed} completed, {failed} failed with a final response; network {stats:?}, {:?} virtual",
+        net.elapsed()
+    );
+    // 10% faults each way are survived by retransmission nearly always.
+    assert!(
+        completed * 100 >= calls * 99,
+        "only {completed} of {calls} completed"
+    );
+}
