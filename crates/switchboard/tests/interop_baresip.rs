@@ -51,8 +51,8 @@ fn start_baresip(dir: &Path, serve: &Serve, transport: Transport, audio: &Audio)
         ));
     }
     // The contact that `/message` writes to.
-    std::fs::write(dir.join("contacts"), "\"Bob\" <sip:bob@127.0.0.1>\n").unwrap();
-    std::fs::write(dir.join("current_contact"), "sip:bob@127.0.0.1").unwrap();
+    std::fs::write(dir.join("contacts"), format!("\"Bob\" <{}>\n", serve.bob())).unwrap();
+    std::fs::write(dir.join("current_contact"), serve.bob()).unwrap();
     let account = format!(
         "<sip:alice@127.0.0.1>;auth_pass={PASSWORD};outbound=\"sip:{};transport={}\";regint=600",
         serve.addr(transport),
@@ -102,7 +102,7 @@ fn row(transport: Transport, listen: Listen) {
                 WAIT,
             );
         });
-        alice.type_keys(&["/dial sip:bob@127.0.0.1\n"]);
+        alice.type_keys(&[&format!("/dial {}\n", serve.bob())]);
         let called = row
             .check("call", || {
                 alice.expect("Call established", WAIT);

@@ -107,13 +107,13 @@ fn row(transport: Transport, listen: Listen) {
     let mut quit = false;
     if registered {
         row.check("MESSAGE", || {
-            alice.type_keys(&["chat sip:bob@127.0.0.1 hello from linphonec\n"]);
+            alice.type_keys(&[&format!("chat {} hello from linphonec\n", serve.bob())]);
             bob.expect(
                 "message: from sip:alice@127.0.0.1: hello from linphonec",
                 WAIT,
             );
         });
-        alice.type_keys(&["call sip:bob@127.0.0.1\n"]);
+        alice.type_keys(&[&format!("call {}\n", serve.bob())]);
         let called = row
             .check("call", || {
                 alice.expect("connected.", WAIT);

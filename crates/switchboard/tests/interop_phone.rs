@@ -62,7 +62,8 @@ fn row(transport: Transport, listen: Listen) {
         a
     };
 
-    let args = with(&["message", "sip:bob@127.0.0.1", "hello from alice"]);
+    let bob_uri = serve.bob();
+    let args = with(&["message", &bob_uri, "hello from alice"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut message = interop::phone(&args);
     row.check("register", || {
@@ -75,7 +76,7 @@ fn row(transport: Transport, listen: Listen) {
 
     let args = with(&[
         "call",
-        "sip:bob@127.0.0.1",
+        &bob_uri,
         "--play",
         audio.client_tone.to_str().unwrap(),
         "--record",

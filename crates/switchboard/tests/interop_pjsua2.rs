@@ -82,7 +82,7 @@ fn row(transport: Transport, listen: Listen) {
         .arg(&audio.client_tone)
         .arg("--record")
         .arg(&client_records)
-        .args(["--target", "sip:bob@127.0.0.1", "--dtmf", "15#"]);
+        .args(["--target", &serve.bob(), "--dtmf", "15#"]);
     if transport == Transport::Tls {
         match row.check("TLS certificate from serve", || serve.certificate()) {
             Some(ca) => {

@@ -86,15 +86,16 @@ fn row(transport: Transport, listen: Listen) {
 
     let body = "hello from sipsak";
     let message = format!(
-        "MESSAGE sip:bob@127.0.0.1 SIP/2.0\r\n\
+        "MESSAGE {bob} SIP/2.0\r\n\
          From: <sip:alice@127.0.0.1>;tag=sipsak-m1\r\n\
-         To: <sip:bob@127.0.0.1>\r\n\
+         To: <{bob}>\r\n\
          Call-ID: sipsak-message-{local}@127.0.0.1\r\n\
          CSeq: 1 MESSAGE\r\n\
          Max-Forwards: 70\r\n\
          Content-Type: text/plain\r\n\
          Content-Length: {}\r\n\r\n{body}",
-        body.len()
+        body.len(),
+        bob = serve.bob(),
     );
     let file = tmp.path().join("message.sip");
     std::fs::write(&file, message).unwrap();

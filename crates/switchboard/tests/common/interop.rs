@@ -184,6 +184,13 @@ impl Serve {
         }
     }
 
+    /// bob's address as the clients call it: the server's address and port (serve is
+    /// not on 5060, so `sip:bob@127.0.0.1` would name another server; the port makes it
+    /// this one, as the domain without a port would).
+    pub fn bob(&self) -> String {
+        format!("sip:bob@127.0.0.1:{}", self.port)
+    }
+
     /// The self-signed certificate serve made for TLS, written beside the database for
     /// admins to hand to phones (issue 12, defect 11). Panics when it is not there.
     pub fn certificate(&self) -> PathBuf {
