@@ -72,7 +72,7 @@ pub fn free_port() -> u16 {
 pub fn free_port_range(n: u16) -> u16 {
     loop {
         let base = free_port() & !1;
-        if base > 65000 || base < 1024 {
+        if !(1024..=65000).contains(&base) {
             continue;
         }
         let held: Vec<_> = (base..base + n)
