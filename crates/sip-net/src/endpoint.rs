@@ -801,6 +801,20 @@ impl Inner {
             .map(|(a, s)| (*a, s.clone()))
     }
 
+    /// The open connection for `flow`: its own, else any to the same transport and
+    /// address; with its queue and the flow it is.
+    fn open_connection(&self, flow: &Flow) -> Option<(mpsc::Sender<Bytes>, Flow)> {
+        let t = lock(&self.conns);
+        flow.connection
+            .and_then(|id| t.by_id.get(&id))
+            .or_else(|| {
+                t.by_remote
+                    .get(&(flow.transport, flow.remote))
+                    .and_then(|id| t.by_id.get(id))
+            })
+            .map(|e| (e.tx.clone(), e.flow))
+    }
+
     /// The part of a send that needs no waiting: `Ok(Some(flow))` when the datagram was
     /// written or the message queued on an open connection, `Ok(None)` when it needs a
     /// task (a new connection, or a full UDP socket buffer).
@@ -827,17 +841,7 @@ impl Inner {
                 }),
             };
         }
-        let existing = {
-            let t = lock(&self.conns);
-            flow.connection
-                .and_then(|id| t.by_id.get(&id))
-                .or_else(|| {
-                    t.by_remote
-                        .get(&(flow.transport, flow.remote))
-                        .and_then(|id| t.by_id.get(id))
-                })
-                .map(|e| (e.tx.clone(), e.flow))
-        };
+        let existing = self.open_connection(&flow);
         let Some((tx, used)) = existing else {
             if let (Some(id), Transport::Ws | Transport::Wss) = (flow.connection, flow.transport) {
                 return Err(SendError::ConnectionClosed(id));
@@ -884,17 +888,7 @@ impl Inner {
             self.counters.sent();
             return Ok(used);
         }
-        let existing = {
-            let t = lock(&self.conns);
-            flow.connection
-                .and_then(|id| t.by_id.get(&id))
-                .or_else(|| {
-                    t.by_remote
-                        .get(&(flow.transport, flow.remote))
-                        .and_then(|id| t.by_id.get(id))
-                })
-                .map(|e| (e.tx.clone(), e.flow))
-        };
+        let existing = self.open_connection(&flow);
         let (tx, used) = match existing {
             Some(found) => found,
             None => {

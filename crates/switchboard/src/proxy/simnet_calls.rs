@@ -57,7 +57,7 @@ impl ProxyNode {
         while let Some(event) = self.txl.poll_event() {
             let mut env = Env {
                 now,
-                unix: UNIX + now.duration_since(self.start).as_secs(),
+                unix: self.unix(now),
                 users: &self.users,
                 auth: &mut self.auth,
                 location: &reader,
