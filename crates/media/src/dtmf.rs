@@ -1,6 +1,7 @@
 //! RFC 4733 telephone-events for DTMF: the 4-byte payload, a sender state machine that
 //! turns queued digits into event packets tick by tick, and a receiver that reports each
-//! digit once although its packets (and the three end packets) repeat.
+//! digit once although its packets (and the three end packets) repeat, whichever RTP
+//! stream (SSRC) carries them.
 //!
 //! Sans-IO: the sender is driven by the RTP timestamp of each packetization tick, so tests
 //! run it with explicit times.
@@ -218,10 +219,19 @@ impl DtmfSender {
     }
 }
 
-/// Reports each received digit once: all packets of one event share its RTP timestamp.
+/// How many sources a [`DtmfReceiver`] remembers the last event of. A call has one or
+/// two (the audio stream, and events in a stream of their own); a few more cover a far
+/// end that switches streams.
+const REMEMBERED_SOURCES: usize = 4;
+
+/// Reports each received digit once: all packets of one event share its RTP timestamp,
+/// within the stream (SSRC) that carries it. Events are told apart by source and
+/// timestamp, so two streams (a far end that sends its events beside its audio, with
+/// another SSRC) never make one digit two.
 #[derive(Debug, Default)]
 pub struct DtmfReceiver {
-    last_timestamp: Option<u32>,
+    /// The timestamp of the last DTMF event of each source, most recent source last.
+    last_events: VecDeque<(u32, u32)>,
 }
 
 impl DtmfReceiver {
@@ -230,22 +240,30 @@ impl DtmfReceiver {
         DtmfReceiver::default()
     }
 
-    /// One telephone-event packet with RTP timestamp `timestamp`: the digit when this is
-    /// the first packet seen of a new DTMF event, else `None`.
+    /// One telephone-event packet of source `ssrc` with RTP timestamp `timestamp`: the
+    /// digit when this is the first packet seen of a new DTMF event, else `None`.
     pub fn on_packet(
         &mut self,
+        ssrc: u32,
         timestamp: u32,
         payload: &[u8],
     ) -> Result<Option<char>, ShortPayload> {
         let event = TelephoneEvent::parse(payload)?;
-        if self.last_timestamp == Some(timestamp) {
+        let known = self.last_events.iter().position(|(s, _)| *s == ssrc);
+        if known.is_some_and(|i| self.last_events[i].1 == timestamp) {
             return Ok(None);
         }
         let Some(digit) = event_digit(event.event) else {
             // Not DTMF (flash, tones): not reported, and not remembered either.
             return Ok(None);
         };
-        self.last_timestamp = Some(timestamp);
+        if let Some(i) = known {
+            self.last_events.remove(i);
+        }
+        self.last_events.push_back((ssrc, timestamp));
+        if self.last_events.len() > REMEMBERED_SOURCES {
+            self.last_events.pop_front();
+        }
         Ok(Some(digit))
     }
 }
@@ -342,15 +360,47 @@ mod tests {
             duration: 800,
             ..start
         };
-        assert_eq!(r.on_packet(500, &start.to_bytes()), Ok(Some('1')));
-        assert_eq!(r.on_packet(500, &start.to_bytes()), Ok(None));
+        assert_eq!(r.on_packet(7, 500, &start.to_bytes()), Ok(Some('1')));
+        assert_eq!(r.on_packet(7, 500, &start.to_bytes()), Ok(None));
         for _ in 0..3 {
-            assert_eq!(r.on_packet(500, &end.to_bytes()), Ok(None));
+            assert_eq!(r.on_packet(7, 500, &end.to_bytes()), Ok(None));
         }
         // The same digit again is a new event (new timestamp); a lost start is no matter.
-        assert_eq!(r.on_packet(2000, &end.to_bytes()), Ok(Some('1')));
+        assert_eq!(r.on_packet(7, 2000, &end.to_bytes()), Ok(Some('1')));
         let flash = TelephoneEvent { event: 16, ..start };
-        assert_eq!(r.on_packet(3000, &flash.to_bytes()), Ok(None));
-        assert_eq!(r.on_packet(4000, &[0]), Err(ShortPayload(1)));
+        assert_eq!(r.on_packet(7, 3000, &flash.to_bytes()), Ok(None));
+        assert_eq!(r.on_packet(7, 4000, &[0]), Err(ShortPayload(1)));
+    }
+
+    #[test]
+    fn receiver_tells_events_apart_by_source() {
+        let mut r = DtmfReceiver::new();
+        let digit = |event, end| {
+            TelephoneEvent {
+                event,
+                end,
+                volume: 10,
+                duration: 160,
+            }
+            .to_bytes()
+        };
+        // Two streams interleaved, each retransmitting its end packet three times: each
+        // event once, although the streams alternate packet by packet.
+        assert_eq!(r.on_packet(0xA, 500, &digit(1, false)), Ok(Some('1')));
+        assert_eq!(r.on_packet(0xE, 13280, &digit(1, false)), Ok(Some('1')));
+        for _ in 0..3 {
+            assert_eq!(r.on_packet(0xA, 500, &digit(1, true)), Ok(None));
+            assert_eq!(r.on_packet(0xE, 13280, &digit(1, true)), Ok(None));
+        }
+        // The same timestamp in another stream is another event.
+        assert_eq!(r.on_packet(0xF, 500, &digit(5, false)), Ok(Some('5')));
+        assert_eq!(r.on_packet(0xE, 92640, &digit(11, false)), Ok(Some('#')));
+        assert_eq!(r.on_packet(0xE, 92640, &digit(11, true)), Ok(None));
+        // Old sources are forgotten, a few at most are remembered.
+        for ssrc in 0..10 {
+            assert_eq!(r.on_packet(ssrc, 1, &digit(2, false)), Ok(Some('2')));
+        }
+        assert_eq!(r.last_events.len(), REMEMBERED_SOURCES);
+        assert_eq!(r.on_packet(9, 1, &digit(2, true)), Ok(None));
     }
 }

@@ -72,8 +72,10 @@
 //! - DTMF: 100 ms events and 50 ms gaps, the end packet sent three times. Sending a digit
 //!   pauses the audio source (no audio packets meanwhile, the source does not advance), so a
 //!   recording of the far side holds the whole file whatever digits were pressed. Digits
-//!   received are reported once per event, whether the peer pauses audio or (like baresip)
-//!   sends events beside it.
+//!   received are reported once per event, whether the peer pauses audio, (like baresip)
+//!   sends events beside it, or (like SIPp) sends them in an RTP stream of their own (another
+//!   SSRC) from the address its audio comes from: such a stream brings digits but does not
+//!   replace the audio source.
 //! - When a WAV source ends, [`MediaEvent::SourceFinished`] is reported and silence is sent
 //!   from then on, while the session runs: a peer whose jitter buffer holds the last packets
 //!   until more arrive (baresip) still plays them, and digits sent after the file arrive

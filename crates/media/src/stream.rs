@@ -238,6 +238,9 @@ pub struct MediaStream {
     /// A source on probation to replace the current one: SSRC, next sequence number,
     /// packets seen in sequence.
     candidate: Option<(u32, u16, u32)>,
+    /// Where the current source's last packet came from: the only address whose
+    /// telephone-events in another stream are heard.
+    source_address: Option<SocketAddr>,
     started: Instant,
     last_rtp: Instant,
     timeout_reported: bool,
@@ -281,6 +284,7 @@ impl MediaStream {
             playout_credit: 0,
             reception: None,
             candidate: None,
+            source_address: None,
             started: now,
             last_rtp: now,
             timeout_reported: false,
@@ -475,6 +479,10 @@ impl MediaStream {
             self.stats.packets_ignored += 1;
             return;
         }
+        if is_event && !from_current_source && self.reception.is_some() {
+            self.handle_side_event(from, &packet);
+            return;
+        }
         let seq = packet.sequence_number();
         if !from_current_source && self.reception.is_some() && !self.confirm_new_source(ssrc, seq) {
             // A stray packet, or the first of a new stream still on probation.
@@ -486,12 +494,12 @@ impl MediaStream {
             // and follow it if it comes from elsewhere.
             if self.reception.is_some() {
                 self.jitter = JitterBuffer::new(self.config.jitter_depth, JITTER_CAPACITY);
-                self.dtmf_receiver = DtmfReceiver::new();
                 self.latched = false;
             }
             let clock_rate = self.params.codec.clock_rate();
             self.reception = Some(ReceptionStats::new(ssrc, clock_rate, seq));
         }
+        self.source_address = Some(from);
         if !self.latched {
             self.latched = true;
             if from != self.send_to {
@@ -528,9 +536,30 @@ impl MediaStream {
             self.stats.packets_ignored += 1;
             return;
         }
+        self.receive_event(from, &packet);
+    }
+
+    /// A telephone-event packet of another SSRC than the current source's. Some far ends
+    /// send their events in a stream of their own beside their audio (SIPp plays them
+    /// from a capture, with the capture's SSRC): its digits count, but it does not
+    /// replace the audio source, which is still running (each switch would start the
+    /// jitter buffer afresh). Only the address the current source comes from is heard,
+    /// so a stray or forged packet from elsewhere makes no digit.
+    fn handle_side_event(&mut self, from: SocketAddr, packet: &RtpPacket<'_>) {
+        if self.source_address != Some(from) {
+            self.stats.packets_ignored += 1;
+            return;
+        }
+        self.stats.packets_received += 1;
+        self.receive_event(from, packet);
+    }
+
+    /// Reports the digit of a telephone-event packet once per event (its end packets
+    /// repeat, and the stream it comes in may not be the audio's).
+    fn receive_event(&mut self, from: SocketAddr, packet: &RtpPacket<'_>) {
         match self
             .dtmf_receiver
-            .on_packet(packet.timestamp(), packet.payload())
+            .on_packet(packet.ssrc(), packet.timestamp(), packet.payload())
         {
             Ok(Some(digit)) => {
                 self.stats.dtmf_received.push(digit);
@@ -990,6 +1019,111 @@ mod tests {
         // B still sends to A, not to the forger.
         pair.b.handle_rtcp_tick(pair.now, pair.wall, false);
         assert!(matches!(pair.b.poll_output(), Some(Output::Rtcp(to, _)) if to == addr(5001)));
+    }
+
+    /// An RTP packet as a far end sends it.
+    fn rtp_packet(
+        pt: u8,
+        ssrc: u32,
+        seq: u16,
+        timestamp: u32,
+        marker: bool,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        RtpPacketBuilder::new()
+            .payload_type(pt)
+            .ssrc(ssrc)
+            .sequence_number(seq)
+            .timestamp(timestamp)
+            .marker_bit(marker)
+            .payload(payload)
+            .write_vec()
+            .unwrap()
+    }
+
+    /// One digit as the captures Debian ships with SIPp carry it (`dtmf_2833_1.pcap`),
+    /// tick by tick: eight packets 20 ms apart with one timestamp and growing durations,
+    /// the last one (E bit) sent three times at once with the same sequence number.
+    fn sipp_digit(event: u8, first_seq: u16, timestamp: u32) -> Vec<Vec<Vec<u8>>> {
+        (0..8u16)
+            .map(|i| {
+                let end = i == 7;
+                let payload = crate::dtmf::TelephoneEvent {
+                    event,
+                    end,
+                    volume: 10,
+                    duration: 320 * i,
+                }
+                .to_bytes();
+                let packet =
+                    rtp_packet(101, 0x0E05_384E, first_seq + i, timestamp, i == 0, &payload);
+                vec![packet; if end { 3 } else { 1 }]
+            })
+            .collect()
+    }
+
+    /// SIPp echoes our audio (`-rtp_echo`: our own SSRC back) and plays RFC 4733 events
+    /// from a capture beside it, in a second RTP stream of another SSRC, from the same
+    /// address. Each digit is reported once, and the audio stream plays on undisturbed:
+    /// the events are not a new source that replaces it.
+    #[test]
+    fn events_in_a_second_stream_beside_the_audio_are_each_reported_once() {
+        let now = Instant::now();
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut b = stream(5000, 0xB, None, now);
+        let peer = addr(5000);
+        // Audio alone for 5 ticks, digit 1, 5 ticks of audio alone, digit #, the rest.
+        let mut ticks: Vec<Vec<Vec<u8>>> = vec![Vec::new(); 5];
+        ticks.extend(sipp_digit(1, 7984, 13280));
+        ticks.extend(vec![Vec::new(); 5]);
+        ticks.extend(sipp_digit(11, 8436, 92640));
+        ticks.extend(vec![Vec::new(); 5]);
+        let (mut audio, mut digits, mut t) = (Vec::new(), Vec::new(), now);
+        for (i, events) in (0u16..).zip(&ticks) {
+            let frame = rtp_packet(
+                0,
+                0xA,
+                100 + i,
+                5000 + 160 * u32::from(i),
+                i == 0,
+                &[0x55; 160],
+            );
+            b.handle_rtp(t, wall, peer, &frame);
+            for event in events {
+                b.handle_rtp(t, wall, peer, event);
+            }
+            b.handle_playout_tick(t);
+            for output in drain(&mut b) {
+                match output {
+                    Output::Audio(pcm) => audio.extend(pcm),
+                    Output::Event(MediaEvent::Dtmf(d)) => digits.push(d),
+                    _ => {}
+                }
+            }
+            t += PTIME;
+        }
+        assert_eq!(digits, vec!['1', '#']);
+        assert_eq!(b.stats().dtmf_received, "1#");
+        // Events of yet another stream, but from elsewhere: a stray or a forger, not heard.
+        let ignored = b.stats().packets_ignored;
+        for packets in sipp_digit(5, 1, 777) {
+            for packet in packets {
+                b.handle_rtp(t, wall, addr(6666), &packet);
+            }
+        }
+        assert_eq!(drain(&mut b), vec![]);
+        assert_eq!(b.stats().dtmf_received, "1#");
+        assert_eq!(b.stats().packets_ignored, ignored + 10);
+        b.finish(t, wall);
+        for output in drain(&mut b) {
+            if let Output::Audio(pcm) = output {
+                audio.extend(pcm);
+            }
+        }
+        // Every audio frame played, none concealed: the jitter buffer was never reset.
+        assert_eq!(audio.len(), ticks.len() * 160);
+        assert_eq!(b.stats().frames_concealed, 0);
+        assert_eq!(b.stats().packets_lost, 0);
     }
 
     #[test]

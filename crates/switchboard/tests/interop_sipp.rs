@@ -148,25 +148,21 @@ fn row(transport: Transport, listen: Listen) {
 }
 
 #[test]
-#[ignore = "the DTMF cell fails: media reports each digit twice when SIPp sends RFC 4733 in a second RTP stream beside its echo (the receiver resets on the source switch); see README matrix"]
 fn sipp_udp_wildcard() {
     row(Transport::Udp, Listen::Wildcard);
 }
 
 #[test]
-#[ignore = "the DTMF cell fails: media reports each digit twice when SIPp sends RFC 4733 in a second RTP stream beside its echo (the receiver resets on the source switch); see README matrix"]
 fn sipp_udp_specific() {
     row(Transport::Udp, Listen::Specific);
 }
 
 #[test]
-#[ignore = "the DTMF cell fails: media reports each digit twice when SIPp sends RFC 4733 in a second RTP stream beside its echo (the receiver resets on the source switch); see README matrix"]
 fn sipp_tcp_wildcard() {
     row(Transport::Tcp, Listen::Wildcard);
 }
 
 #[test]
-#[ignore = "the DTMF cell fails: media reports each digit twice when SIPp sends RFC 4733 in a second RTP stream beside its echo (the receiver resets on the source switch); see README matrix"]
 fn sipp_tcp_specific() {
     row(Transport::Tcp, Listen::Specific);
 }
