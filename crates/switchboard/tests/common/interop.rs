@@ -15,6 +15,7 @@ use std::io::Write;
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// The password every matrix user has. Digest is always on (serve's default): real
@@ -84,11 +85,25 @@ pub fn free_port_range(n: u16) -> u16 {
     }
 }
 
+/// SIP's default port (RFC 3261 §19.1.2), serve's default for UDP and TCP: the port a
+/// URI without one names.
+pub const SIP_PORT: u16 = 5060;
+
+/// Held by the serve of this test binary that listens on [`SIP_PORT`]: tests run in
+/// parallel, and only one of them can have it.
+static SIP_PORT_TAKEN: Mutex<()> = Mutex::new(());
+
+/// How long a test waits for [`SIP_PORT`] to be free (another program, another test
+/// binary of another checkout) before it skips.
+const SIP_PORT_WAIT: Duration = Duration::from_secs(90);
+
 /// A `switchboard serve` with the default configuration but for its listen addresses
 /// (one port for UDP and TCP, another for TLS when asked) and its database path; the
 /// users are added with `switchboard user add`. Killed when dropped.
 pub struct Serve {
     child: Option<Child>,
+    /// While this serve is on [`SIP_PORT`]: no other test of this binary takes it.
+    _sip_port: Option<MutexGuard<'static, ()>>,
     /// Holds the configuration, the database, the log and (when serve writes it) the
     /// TLS certificate.
     pub dir: tempfile::TempDir,
@@ -103,8 +118,49 @@ impl Serve {
     /// Starts serve listening on `listen`'s address (UDP and TCP, and TLS when `tls`),
     /// with `users` (each with [`PASSWORD`]).
     pub fn start(listen: Listen, tls: bool, users: &[&str]) -> Serve {
+        Serve::start_on(listen, free_port(), tls, users).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts serve as [`Serve::start`] does, but on SIP's default port for UDP and TCP,
+    /// as an admin who changes nothing has it: then a URI without a port
+    /// (`sip:bob@127.0.0.1`) names this server, as it does in real use. Tests that ask
+    /// for it take turns; when something else holds the port for longer than
+    /// [`SIP_PORT_WAIT`], returns why (for the test to report as skipped).
+    pub fn start_on_sip_port(listen: Listen, tls: bool, users: &[&str]) -> Result<Serve, String> {
+        let guard = SIP_PORT_TAKEN
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let deadline = Instant::now() + SIP_PORT_WAIT;
+        loop {
+            // The port may be held for a moment by another checkout's tests (SIPp,
+            // the torture test bind it): wait for it.
+            let free = UdpSocket::bind((listen.ip(), SIP_PORT)).is_ok()
+                && TcpListener::bind((listen.ip(), SIP_PORT)).is_ok();
+            if free {
+                match Serve::start_on(listen, SIP_PORT, tls, users) {
+                    Ok(mut serve) => {
+                        serve._sip_port = Some(guard);
+                        return Ok(serve);
+                    }
+                    Err(e) if Instant::now() >= deadline => return Err(e),
+                    // Taken between the check and serve's bind: wait again.
+                    Err(_) => {}
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{}:{SIP_PORT} (UDP or TCP) is held by another program for more than \
+                     {SIP_PORT_WAIT:?}; this test needs serve on its default port",
+                    listen.ip()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Starts serve with UDP and TCP on `port`; returns why when it does not start.
+    fn start_on(listen: Listen, port: u16, tls: bool, users: &[&str]) -> Result<Serve, String> {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let ip = listen.ip();
         let mut listeners = vec![
             format!("\"udp:{ip}:{port}\""),
@@ -124,6 +180,7 @@ impl Serve {
         std::fs::write(dir.path().join("switchboard.toml"), config).unwrap();
         let mut serve = Serve {
             child: None,
+            _sip_port: None,
             dir,
             port,
             tls_port,
@@ -147,14 +204,16 @@ impl Serve {
         );
         let deadline = Instant::now() + Duration::from_secs(15);
         while !serve.log().contains("switchboard serve is ready") {
-            assert!(
-                Instant::now() < deadline,
-                "serve did not start:\n{}",
-                serve.log()
-            );
+            let exited = serve
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited || Instant::now() >= deadline {
+                return Err(format!("serve did not start:\n{}", serve.log()));
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
-        serve
+        Ok(serve)
     }
 
     pub fn config(&self) -> PathBuf {
@@ -184,11 +243,15 @@ impl Serve {
         }
     }
 
-    /// bob's address as the clients call it: the server's address and port (serve is
-    /// not on 5060, so `sip:bob@127.0.0.1` would name another server; the port makes it
-    /// this one, as the domain without a port would).
+    /// bob's address as the clients call it: the server's address, and its port unless
+    /// it is SIP's default (on another port `sip:bob@127.0.0.1` would name another
+    /// server; the port makes it this one, as the domain without a port would).
     pub fn bob(&self) -> String {
-        format!("sip:bob@127.0.0.1:{}", self.port)
+        if self.port == SIP_PORT {
+            "sip:bob@127.0.0.1".into()
+        } else {
+            format!("sip:bob@127.0.0.1:{}", self.port)
+        }
     }
 
     /// The self-signed certificate serve made for TLS, written beside the database for
