@@ -3,7 +3,8 @@
 //! TCP (its TLS never completes a handshake: see the last test), with serve on the wildcard address and on 127.0.0.1. sipsak registers (its
 //! usrloc mode) and sends bob (`switchboard phone`) a MESSAGE (a request file, its shoot
 //! mode: its own `-M` crashes in this version), answering the challenges with its own
-//! digest (`-u`, `-a`). It has no calls (its `-I` mode calls itself and crashes here): the
+//! digest (`-u`, `-a`: without `-u` it authenticates as `alice@`, see
+//! `sipsak_without_u_authenticates_as_user_at`). It has no calls (its `-I` mode calls itself and crashes here): the
 //! call, audio, hold and DTMF cells are not applicable.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -168,4 +169,62 @@ fn sipsak_tls_never_reads_the_answer() {
         "sipsak's TLS works now: add a TLS row to the matrix\n{text}"
     );
     interop::say("sipsak 0.9.8.1 over TLS: not applicable, it never reads a TLS answer");
+}
+
+/// Why the row passes `-u alice`: without it, sipsak 0.9.8.1 authenticates as the user
+/// part of `-s` followed by an `@` (`username="alice@"`, its digest computed over that
+/// name too: its own output says "registering user alice@..."), not as the account `-s`
+/// names, which its manual says it does. A digest username is the user's name in the
+/// realm (RFC 3261 §22.4, RFC 7616 §3.4): `alice@` is no user of ours, and serve, which
+/// keeps HA1 hashes of `alice` and never passwords, could not check a response computed
+/// over another name anyway. So the failure is sipsak's; this checks that it still is
+/// so (a sipsak that authenticates as `alice` would make `-u` needless in the README).
+#[test]
+fn sipsak_without_u_authenticates_as_user_at() {
+    if !interop::installed("sipsak") {
+        interop::say("SKIPPED: sipsak is not installed");
+        return;
+    }
+    let serve = Serve::start(Listen::Specific, false, &["alice"]);
+    let local = interop::free_port().to_string();
+    let out = Command::new("timeout")
+        .args([
+            "20",
+            "sipsak",
+            "-H",
+            "127.0.0.1",
+            "-r",
+            &serve.port.to_string(),
+        ])
+        .args(["-U", "-C", &format!("sip:alice@127.0.0.1:{local}")])
+        .args(["-x", "600", "-l", &local, "-s", "sip:alice@127.0.0.1"])
+        .args(["-a", PASSWORD, "-vv"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        panic!(
+            "sipsak registers without -u now: drop -u from the sipsak row of the README\n{text}"
+        );
+    }
+    assert!(
+        text.contains("username=\"alice@\""),
+        "sipsak failed to register otherwise than by authenticating as alice@:\n{text}\n--- serve:\n{}",
+        serve.log()
+    );
+    assert!(
+        serve.log().contains("authentication failed") && serve.log().contains("user=alice@"),
+        "serve did not say whom it refused:\n{}",
+        serve.log()
+    );
+    assert!(
+        !serve.location().contains("sip:alice@"),
+        "{}",
+        serve.location()
+    );
+    interop::say(
+        "sipsak 0.9.8.1 without -u authenticates as alice@ (its bug): sipsak users pass -u USER",
+    );
 }
