@@ -21,7 +21,7 @@ use sip_core::ids::IdGenerator;
 use sip_core::transaction::{Event, TimerConfig, TransactionKey, TransactionLayer};
 use sip_core::{Flow, Message, Method};
 use sip_net::driver::NO_TOKEN;
-use sip_net::{Incoming, Machine, Now, ResolvedTarget, Transmit};
+use sip_net::{Incoming, Machine, Now, ResolvedTarget, SendError, Transmit};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use store::{LocationStore, UserStore};
@@ -565,15 +565,13 @@ impl Machine for Router {
             Incoming::Invalid {
                 bytes, error, flow, ..
             } => self.handle_invalid(&bytes, &error, flow),
-            Incoming::SendFailed { token, error, .. } => {
-                tracing::debug!("send failed: {error}");
-                self.handle_send_failed(now, token);
-            }
             _ => {}
         }
     }
 
-    fn handle_send_failed(&mut self, now: Now, token: u64) {
+    fn handle_send_failed(&mut self, now: Now, token: u64, error: SendError) {
+        // Why does not change what the proxy does: the branch failed either way.
+        tracing::debug!("send failed: {error}");
         Router::handle_send_failed(self, now, token);
     }
 

@@ -438,9 +438,7 @@ async fn phone(args: PhoneArgs) -> Result<u8, (u8, String)> {
         },
         PhoneAction::Listen { count } => sip_ua::Task::Listen { count },
     };
-    let code = driver::Ua::new(endpoint.clone(), settings, task, out)
-        .run(incoming)
-        .await;
+    let code = driver::run(endpoint.clone(), incoming, settings, task, out).await;
     endpoint.shutdown();
     Ok(code)
 }
