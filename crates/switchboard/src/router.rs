@@ -370,6 +370,12 @@ impl Router {
         self.location.len()
     }
 
+    /// The proxy's response contexts still open (for tests).
+    #[cfg(test)]
+    pub fn proxy_contexts(&self) -> usize {
+        self.proxy.stats().contexts
+    }
+
     /// Hands the proxy what is its: every request but REGISTER and those addressed to
     /// us, and the client-side events. Returns the event when it is not the proxy's.
     fn proxy_event(&mut self, now: Now, event: Event) -> Option<Event> {
@@ -617,5 +623,7 @@ impl Machine for Router {
     }
 }
 
+#[cfg(test)]
+pub(crate) mod sim_node;
 #[cfg(test)]
 mod tests;
