@@ -4,7 +4,8 @@
 //! and how a call ended in its exit code.
 //!
 //! The arguments are here; the user agent that does the work is `sip_ua::UserAgent`, run
-//! on sockets and RTP sessions by [`driver`], and the output format is [`print`].
+//! as a `sip_net::Machine` on the one driver loop with real RTP sessions by [`driver`],
+//! and the output format is [`print`].
 
 mod driver;
 mod print;
