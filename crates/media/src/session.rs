@@ -47,15 +47,27 @@ const DEFAULT_RTP_TIMEOUT: Duration = Duration::from_secs(30);
 impl MediaSession {
     /// Binds an even RTP port on `local_ip` and RTCP on the next one.
     pub async fn bind(local_ip: IpAddr) -> std::io::Result<MediaSession> {
+        Self::bind_now(local_ip)
+    }
+
+    /// [`MediaSession::bind`] without a future, for a caller that must have the port
+    /// before it goes on (a phone's loop that puts it in the SDP of a call arriving next).
+    /// Binding a UDP socket never waits; this must run inside a tokio runtime.
+    pub fn bind_now(local_ip: IpAddr) -> std::io::Result<MediaSession> {
+        let bind = |port| {
+            let socket = std::net::UdpSocket::bind(SocketAddr::new(local_ip, port))?;
+            socket.set_nonblocking(true)?;
+            UdpSocket::from_std(socket)
+        };
         let mut last_error = None;
         for _ in 0..BIND_ATTEMPTS {
             // The kernel picks a free port; keep it if it is even and the next one is free.
-            let rtp = UdpSocket::bind(SocketAddr::new(local_ip, 0)).await?;
+            let rtp = bind(0)?;
             let port = rtp.local_addr()?.port();
             if port % 2 != 0 || port == u16::MAX {
                 continue;
             }
-            match UdpSocket::bind(SocketAddr::new(local_ip, port + 1)).await {
+            match bind(port + 1) {
                 Ok(rtcp) => {
                     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
                     return Ok(MediaSession {

@@ -9,9 +9,13 @@
 //! the clocks here, so the machine itself never reads a clock. Up to [`MAX_BATCH`]
 //! messages that are waiting are handed over in one turn before the machine processes
 //! them: a machine that groups work (the registrar's group commit) sees them together.
+//!
+//! The server's router runs until a signal stops it; the phone's user agent runs until
+//! it says it is done ([`Machine::is_done`]), its keys, signals and media events coming
+//! in on the side channel.
 
 use crate::dns::ResolvedTarget;
-use crate::endpoint::{Endpoint, Incoming};
+use crate::endpoint::{Endpoint, Incoming, SendError};
 use bytes::Bytes;
 use sip_core::Flow;
 use std::future::Future;
@@ -75,14 +79,19 @@ pub trait Machine {
     /// Outputs of the machine's own kind, for the driver's effect closure.
     type Effect;
 
-    /// A message (or bytes that did not parse, or a failed send) from the endpoint.
+    /// A message (or bytes that did not parse) from the endpoint. A send that failed
+    /// beside the loop ([`Incoming::SendFailed`]) comes to
+    /// [`Machine::handle_send_failed`] instead.
     fn handle_incoming(&mut self, now: Now, incoming: Incoming);
-    /// A message given with `token` could not be sent at once.
-    fn handle_send_failed(&mut self, now: Now, token: u64);
+    /// A message given with `token` could not be sent, for `error`: at once, or later
+    /// when the connection it needed failed.
+    fn handle_send_failed(&mut self, now: Now, token: u64, error: SendError);
     /// The deadline given by [`Machine::poll_timeout`] has come.
     fn handle_timeout(&mut self, now: Now);
     /// What a lookup asked for by [`Machine::poll_resolve`] found (empty: nothing).
-    fn handle_resolved(&mut self, now: Now, token: u64, targets: Vec<ResolvedTarget>);
+    fn handle_resolved(&mut self, now: Now, token: u64, targets: Vec<ResolvedTarget>) {
+        let _ = (now, token, targets);
+    }
     /// An input from the side channel.
     fn handle_side(&mut self, now: Now, input: Self::Side);
     /// Processes what the inputs of this turn left pending; `true` if anything was done
@@ -91,16 +100,36 @@ pub trait Machine {
     /// The next message to send.
     fn poll_transmit(&mut self) -> Option<Transmit>;
     /// The next SIP URI to locate (RFC 3263), with the token its result comes back with.
-    fn poll_resolve(&mut self) -> Option<(u64, String)>;
+    fn poll_resolve(&mut self) -> Option<(u64, String)> {
+        None
+    }
     /// The next effect of the machine's own kind.
     fn poll_effect(&mut self) -> Option<Self::Effect>;
     /// When [`Machine::handle_timeout`] is due next.
     fn poll_timeout(&self) -> Option<Instant>;
+    /// Whether the machine has done its work: [`Driver::run`] ends with
+    /// [`Ended::Done`] (a phone whose task is over). A server never is.
+    fn is_done(&self) -> bool {
+        false
+    }
     /// The driver stops taking messages: finish what is held (e.g. store what is
     /// staged, so its answers can go out).
-    fn begin_stop(&mut self, now: Now);
+    fn begin_stop(&mut self, now: Now) {
+        let _ = now;
+    }
     /// Nothing is held any more that [`Machine::begin_stop`] asked to finish.
-    fn is_settled(&self) -> bool;
+    fn is_settled(&self) -> bool {
+        true
+    }
+}
+
+/// How [`Driver::run`] ended, other than by an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended<T> {
+    /// The stop future ended, with this.
+    Stopped(T),
+    /// The machine said it is done ([`Machine::is_done`]).
+    Done,
 }
 
 /// Why [`Driver::run`] ended other than by the stop future.
@@ -150,10 +179,15 @@ where
         }
     }
 
-    /// Runs turns until `stop` ends (its output is returned) or the endpoint stops.
-    pub async fn run<S: Future>(&mut self, stop: S) -> Result<S::Output, DriveError> {
+    /// Runs turns until `stop` ends, the machine is done or the endpoint stops. What
+    /// the machine holds before the first turn (a phone's first REGISTER) goes out first.
+    pub async fn run<S: Future>(&mut self, stop: S) -> Result<Ended<S::Output>, DriveError> {
         tokio::pin!(stop);
+        self.flush(Now::from_clocks());
         loop {
+            if self.machine.is_done() {
+                return Ok(Ended::Done);
+            }
             let deadline = self.machine.poll_timeout();
             let sleep = async move {
                 match deadline {
@@ -162,17 +196,17 @@ where
                 }
             };
             let now = tokio::select! {
-                out = &mut stop => return Ok(out),
+                out = &mut stop => return Ok(Ended::Stopped(out)),
                 msg = self.incoming.recv() => {
                     let Some(first) = msg else {
                         return Err(DriveError::TransportStopped);
                     };
                     let now = Now::from_clocks();
-                    self.machine.handle_incoming(now, first);
+                    self.hand_over(now, first);
                     // Whatever else has arrived joins this turn.
                     for _ in 1..MAX_BATCH {
                         match self.incoming.try_recv() {
-                            Ok(m) => self.machine.handle_incoming(now, m),
+                            Ok(m) => self.hand_over(now, m),
                             Err(_) => break,
                         }
                     }
@@ -233,6 +267,18 @@ where
         true
     }
 
+    /// Gives the machine what the endpoint delivered.
+    fn hand_over(&mut self, now: Now, incoming: Incoming) {
+        match incoming {
+            Incoming::SendFailed { token, error, .. } => {
+                if token != NO_TOKEN {
+                    self.machine.handle_send_failed(now, token, error);
+                }
+            }
+            other => self.machine.handle_incoming(now, other),
+        }
+    }
+
     /// Sends what the machine has to send, then lets it process what is pending (the
     /// order the transaction layer documents: a retransmission it made leaves before
     /// anything reacts), until a pass does nothing.
@@ -246,7 +292,7 @@ where
                 if let Err(e) = self.endpoint.send_nowait(t.flow, t.bytes, t.token) {
                     tracing::debug!("send failed: {e}");
                     if t.token != NO_TOKEN {
-                        self.machine.handle_send_failed(now, t.token);
+                        self.machine.handle_send_failed(now, t.token, e);
                     }
                 }
             }
@@ -274,5 +320,88 @@ where
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+    use crate::{EndpointConfig, ListenSpec};
+    use sip_core::Transport;
+    use std::net::SocketAddr;
+
+    /// Holds one message for a TCP peer that refuses connections, before any turn;
+    /// done once it hears why the send failed.
+    struct OneSend {
+        to: SocketAddr,
+        pending: Option<Transmit>,
+        failed: Option<(u64, String)>,
+    }
+
+    impl Machine for OneSend {
+        type Side = ();
+        type Effect = ();
+        fn handle_incoming(&mut self, _: Now, _: Incoming) {}
+        fn handle_send_failed(&mut self, _: Now, token: u64, error: SendError) {
+            self.failed = Some((token, error.to_string()));
+        }
+        fn handle_timeout(&mut self, _: Now) {}
+        fn handle_side(&mut self, _: Now, (): ()) {}
+        fn process(&mut self, _: Now) -> bool {
+            false
+        }
+        fn poll_transmit(&mut self) -> Option<Transmit> {
+            self.pending.take()
+        }
+        fn poll_effect(&mut self) -> Option<()> {
+            None
+        }
+        fn poll_timeout(&self) -> Option<Instant> {
+            None
+        }
+        fn is_done(&self) -> bool {
+            self.failed.is_some()
+        }
+    }
+
+    #[tokio::test]
+    async fn what_is_held_goes_out_first_and_a_failed_connect_comes_back_with_its_error() {
+        let spec: ListenSpec = "udp:127.0.0.1:0".parse().unwrap();
+        let (endpoint, incoming) = Endpoint::bind(EndpointConfig::new([spec])).await.unwrap();
+        // A port nobody listens on: the connect is refused, beside the loop.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let to = closed.local_addr().unwrap();
+        drop(closed);
+        let flow = Flow {
+            transport: Transport::Tcp,
+            remote: to,
+            local: None,
+            connection: None,
+        };
+        let machine = OneSend {
+            to,
+            pending: Some(Transmit {
+                flow,
+                bytes: Bytes::from_static(b"OPTIONS sip:x SIP/2.0\r\n\r\n"),
+                token: 7,
+            }),
+            failed: None,
+        };
+        let (_side_tx, side) = mpsc::channel(1);
+        let mut driver = Driver::new(machine, endpoint, incoming, side, |()| None);
+        let ended = tokio::time::timeout(
+            Duration::from_secs(10),
+            driver.run(std::future::pending::<()>()),
+        )
+        .await
+        .expect("the machine is done once told the send failed");
+        assert_eq!(ended, Ok(Ended::Done));
+        let (token, why) = driver.machine.failed.clone().unwrap();
+        assert_eq!(token, 7);
+        assert!(
+            why.contains(&driver.machine.to.to_string()),
+            "the error names the peer: {why}"
+        );
     }
 }

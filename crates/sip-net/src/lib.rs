@@ -48,7 +48,7 @@ mod trace;
 mod udp_batch;
 
 pub use dns::{ResolvedTarget, SipResolver};
-pub use driver::{Driver, Machine, Now, Transmit};
+pub use driver::{Driver, Ended, Machine, Now, Transmit};
 pub use endpoint::{
     BindError, Dispatch, Endpoint, EndpointConfig, HandshakeFailure, Incoming, SendError, Target,
     UDP_MTU_LIMIT,

@@ -12,7 +12,7 @@ use crate::router::{BoxedRegistrar, Commits, Router};
 use crate::tls_setup;
 use sip_core::ids::IdGenerator;
 use sip_core::transaction::TimerConfig;
-use sip_net::{Driver, Endpoint, EndpointConfig, ListenSpec, Now};
+use sip_net::{Driver, Ended, Endpoint, EndpointConfig, ListenSpec, Now};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -193,10 +193,12 @@ async fn serve(config: Config) -> Result<(), String> {
     // Sends never wait (a connection is opened beside the loop), so the signal is
     // watched inside it.
     let result = match driver.run(stop).await {
-        Ok(name) => {
+        Ok(Ended::Stopped(name)) => {
             tracing::info!("{name}: stopping");
             Ok(())
         }
+        // The router is never done of itself.
+        Ok(Ended::Done) => Ok(()),
         Err(e) => Err(e.to_string()),
     };
     // REGISTERs of the last batch whose bindings are staged are stored and answered, for

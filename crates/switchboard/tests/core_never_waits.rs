@@ -6,29 +6,9 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
-use common::{Server, ServerOptions};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use common::{Server, ServerOptions, black_hole};
+use std::net::UdpSocket;
 use std::time::{Duration, Instant};
-
-/// A TCP listener on loopback that never accepts and whose accept queue is full: new
-/// connection attempts to it get no SYN-ACK.
-fn black_hole() -> (socket2::Socket, Vec<TcpStream>, SocketAddr) {
-    use socket2::{Domain, Socket, Type};
-    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    sock.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
-        .unwrap();
-    sock.listen(0).unwrap();
-    let addr = sock.local_addr().unwrap().as_socket().unwrap();
-    let mut fillers = Vec::new();
-    // Fill the accept queue until a connect no longer completes.
-    for _ in 0..8 {
-        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-            Ok(s) => fillers.push(s),
-            Err(_) => return (sock, fillers, addr),
-        }
-    }
-    panic!("the listener kept accepting connections: cannot make a black hole");
-}
 
 fn register(sock: &UdpSocket, server: u16, user: &str, contact: &str, n: u32) {
     let me = sock.local_addr().unwrap();

@@ -13,7 +13,7 @@ mod common;
 // The media crate's test signal and recording comparison (cross-correlation, duration).
 #[path = "../../media/tests/common/mod.rs"]
 mod media_common;
-use common::{Server, ServerOptions, binary, free_port};
+use common::{Server, ServerOptions, binary, black_hole, free_port};
 use media_common::{assert_recording_matches, write_test_wav};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -827,6 +827,60 @@ fn two_phones_registered_over_tls_call_each_other_through_serve() {
         !bob.err.lock().unwrap().contains("no ACK"),
         "{}",
         bob.dump()
+    );
+}
+
+/// The phone's loop never waits on a connect: while the TCP connect for its INVITE
+/// hangs (a listener whose accept queue is full drops the SYNs, for `connect_timeout`,
+/// 5 s), an OPTIONS sent to it over UDP is answered at once.
+#[test]
+fn the_phone_answers_while_its_connect_hangs() {
+    let (_hole, _fillers, hole) = black_hole();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let target = format!("sip:bob@{hole};transport=tcp");
+    let mut alice = Phone::start(&[
+        "--listen",
+        &listen,
+        "--transport",
+        "tcp",
+        "call",
+        &target,
+        "--answer-timeout",
+        "20",
+    ]);
+    alice.expect("listening", WAIT);
+    // The call is placed right after: its connect now hangs.
+    std::thread::sleep(Duration::from_millis(300));
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let me = sock.local_addr().unwrap();
+    let options = format!(
+        "OPTIONS sip:alice@{listen} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {me};branch=z9hG4bK-ping-1;rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:ping@127.0.0.1>;tag=p1\r\n\
+         To: <sip:alice@{listen}>\r\nCall-ID: ping-1@test\r\nCSeq: 1 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    let sent = Instant::now();
+    sock.send_to(options.as_bytes(), &listen).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(4))).unwrap();
+    let mut buf = vec![0u8; 65_536];
+    let n = sock
+        .recv(&mut buf)
+        .unwrap_or_else(|e| panic!("no answer to OPTIONS ({e}); {}", alice.dump()));
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("SIP/2.0 200 "), "{answer}");
+    let took = sent.elapsed();
+    assert!(
+        took < Duration::from_millis(1500),
+        "OPTIONS answered after {took:?}: the loop waited on the connect"
+    );
+    // The call is still under way, not failed yet.
+    alice.expect("calling", WAIT);
+    assert!(
+        !alice.out.iter().any(|l| l.starts_with("ended")),
+        "{}",
+        alice.dump()
     );
 }
 

@@ -1,17 +1,28 @@
-//! The tokio task that runs a `sip_ua` [`UserAgent`]: it feeds it what the endpoint
-//! receives, the timers it asks for, the media session's events, Enter on standard input
-//! and Ctrl-C or SIGTERM, and performs what it asks: messages onto the network,
-//! [`MediaCommand`]s on a real [`MediaSession`], events printed by the [`Printer`]. No
-//! decision is taken here.
+//! `switchboard phone` on the one driver loop: a `sip_ua` [`UserAgent`] wrapped as a
+//! [`Machine`] ([`Phone`]) and run by `sip_net`'s [`Driver`], like the server's router.
+//! The driver feeds it what the endpoint receives and the timers it asks for; Enter on
+//! standard input, Ctrl-C or SIGTERM and the media session's events come in on the
+//! driver's side channel ([`PhoneInput`]). What the user agent asks for is carried out:
+//! messages sent without waiting on a connect (a failure comes back with its
+//! [`SendError`], told to the person), [`MediaCommand`]s on a real [`MediaSession`],
+//! events printed by the [`Printer`]. No decision is taken here.
 
 use crate::phone::exit;
 use crate::phone::print::Printer;
 use media::{AudioSink, MediaSession};
 use sip_core::Transport;
-use sip_net::{Endpoint, HandshakeFailure, Incoming, SendError, Target};
+use sip_core::transaction::TransactionKey;
+use sip_net::driver::NO_TOKEN;
+use sip_net::{Driver, Endpoint, HandshakeFailure, Incoming, Machine, Now, SendError, Transmit};
 use sip_ua::{LocalAddrs, MediaCommand, Output, Settings, Task, UserAgent};
+use std::collections::VecDeque;
 use std::time::Instant;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Inputs of the side channel not yet read beyond this wait (a key, a signal, a media
+/// event: a handful a second at most).
+const SIDE_QUEUE: usize = 256;
 
 /// Why a send failed, for the person running the phone: what went wrong and, for a
 /// certificate refused, what to do about it.
@@ -77,143 +88,72 @@ fn ua_media_event(e: media::MediaEvent) -> sip_ua::MediaEvent {
     }
 }
 
-/// `switchboard phone`'s user agent: a [`UserAgent`] on an [`Endpoint`].
-pub struct Ua {
+/// What reaches the phone besides the network and its timers.
+#[derive(Debug)]
+pub enum PhoneInput {
+    /// Enter on standard input (answers the call ringing).
+    Enter,
+    /// Ctrl-C or SIGTERM.
+    Interrupt,
+    /// An event of the media session numbered `session` (see [`Phone`]'s `session`).
+    Media {
+        /// The session it came from.
+        session: u64,
+        /// What happened.
+        event: media::MediaEvent,
+    },
+}
+
+/// What the phone asks the loop to do beside it.
+#[derive(Debug)]
+pub enum PhoneEffect {
+    /// Forward a started session's events as [`PhoneInput::Media`] with `session`.
+    WatchMedia {
+        /// The session's number.
+        session: u64,
+        /// Its events.
+        events: mpsc::Receiver<media::MediaEvent>,
+    },
+    /// Stop an ended call's session and finalize its recording; the phone exits only
+    /// once that is done.
+    StopMedia(MediaSession),
+}
+
+/// `switchboard phone`'s user agent as a [`Machine`]: the [`UserAgent`], the printer and
+/// the media sessions it commands.
+pub struct Phone {
     core: UserAgent,
-    endpoint: Endpoint,
     out: Printer,
-    /// Whether Enter on standard input answers calls.
-    reads_stdin: bool,
     /// The media session bound ahead of the next call (its port is in the core).
     spare: Option<MediaSession>,
     /// The media session of the call in progress.
     active: Option<MediaSession>,
-    media_rx: Option<mpsc::Receiver<media::MediaEvent>>,
-    /// Sessions of ended calls, stopped (recordings finalized) by the loop.
-    stopping: Vec<MediaSession>,
+    /// The number of the active session's events: events of an ended session (still
+    /// on their way) carry an older one and are dropped.
+    session: u64,
+    effects: VecDeque<PhoneEffect>,
+    /// [`UserAgent::begin_exit`] was called.
+    exit_begun: bool,
 }
 
-impl Ua {
-    /// A user agent on `endpoint` (already listening) that will do `task`.
-    pub fn new(endpoint: Endpoint, s: Settings, task: Task, out: Printer) -> Ua {
-        let local = LocalAddrs {
-            udp: endpoint.local_addr(Transport::Udp),
-            tcp: endpoint.local_addr(Transport::Tcp),
-        };
-        let reads_stdin = matches!(&task, Task::Answer(a) if !a.auto && a.reject.is_none());
-        Ua {
-            core: UserAgent::new(local, s, task, seed()),
-            endpoint,
+impl Phone {
+    /// The phone around `core`, printing with `out`.
+    pub fn new(core: UserAgent, out: Printer) -> Phone {
+        Phone {
+            core,
             out,
-            reads_stdin,
             spare: None,
             active: None,
-            media_rx: None,
-            stopping: Vec::new(),
+            session: 0,
+            effects: VecDeque::new(),
+            exit_begun: false,
         }
     }
 
-    /// Runs until the task is done (and the registration removed); returns the exit code.
-    pub async fn run(mut self, mut incoming: mpsc::Receiver<Incoming>) -> u8 {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let mut stdin_rx = None;
-        if self.reads_stdin {
-            let (tx, rx) = mpsc::unbounded_channel();
-            std::thread::spawn(move || {
-                let mut line = String::new();
-                while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {
-                    if tx.send(std::mem::take(&mut line)).is_err() {
-                        break;
-                    }
-                }
-            });
-            stdin_rx = Some(rx);
-        }
-        self.bind_spare_media().await;
-        if let Some(flow) = self.core.connection_to_open() {
-            // Its local address goes into Via and Contact. When it fails, the first
-            // request fails the same way and the core says why.
-            match self.endpoint.connect(flow.transport, flow.remote).await {
-                Ok(opened) => {
-                    if let Some(local) = opened.local {
-                        self.core.set_connection_local(local);
-                    }
-                }
-                Err(e) => tracing::debug!("cannot connect to {}: {e}", flow.remote),
-            }
-        }
-        self.core.start(Instant::now());
-        loop {
-            self.drain().await;
-            if self.core.needs_media_port() {
-                self.bind_spare_media().await;
-            }
-            for media in std::mem::take(&mut self.stopping) {
-                let stats = media.stop().await;
-                tracing::debug!(?stats, "media stopped");
-            }
-            if self.core.finished().is_some() {
-                self.core.begin_exit(Instant::now());
-                self.drain().await;
-                if let Some(code) = self.core.exit_code() {
-                    return code;
-                }
-            }
-            let next = self.core.poll_timeout();
-            let sleep = async move {
-                match next {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
-            let media_rx = &mut self.media_rx;
-            let media_event = async move {
-                match media_rx {
-                    Some(rx) => rx.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
-            let stdin_line = async {
-                match stdin_rx.as_mut() {
-                    Some(rx) => rx.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
-            let term = async {
-                match terminate.as_mut() {
-                    Some(t) => t.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                m = incoming.recv() => match m {
-                    Some(Incoming::Message { msg, flow, .. }) => {
-                        self.core.on_message(msg, flow, Instant::now());
-                    }
-                    Some(_) => {}
-                    None => {
-                        self.out.warn("the transport layer stopped");
-                        return exit::FAILED;
-                    }
-                },
-                () = sleep => self.core.on_timeout(Instant::now()),
-                ev = media_event => match ev {
-                    Some(ev) => self.core.on_media(ua_media_event(ev)),
-                    None => self.media_rx = None,
-                },
-                line = stdin_line => match line {
-                    Some(_) => self.core.on_enter(Instant::now()),
-                    None => stdin_rx = None,
-                },
-                _ = tokio::signal::ctrl_c() => self.core.interrupt(Instant::now()),
-                _ = term => self.core.interrupt(Instant::now()),
-            }
-        }
-    }
-
-    async fn bind_spare_media(&mut self) {
-        let result = match MediaSession::bind(self.core.local_ip()).await {
+    /// Binds the media session of the next call, at once: the SDP of a call arriving
+    /// in the same turn needs its port.
+    fn bind_spare_media(&mut self) {
+        let result = match MediaSession::bind_now(self.core.local_ip()) {
             Ok(m) => {
                 let port = m.local_rtp_port();
                 self.spare = Some(m);
@@ -224,29 +164,11 @@ impl Ua {
         self.core.set_media_port(result);
     }
 
-    /// Sends what the core queued, hands it what the transaction layer reported, and
-    /// performs its outputs, until nothing is left.
-    async fn drain(&mut self) {
-        loop {
-            let mut progressed = false;
-            while let Some(t) = self.core.poll_transmit() {
-                progressed = true;
-                if let Err(e) = self.endpoint.send(Target::Flow(t.flow), t.bytes).await {
-                    tracing::debug!("send to {} failed: {e}", t.flow.remote);
-                    if let Some(key) = t.key {
-                        self.core
-                            .on_transport_error(key, send_error_text(&e), Instant::now());
-                    }
-                }
-            }
-            progressed |= self.core.handle_events(Instant::now());
-            while let Some(output) = self.core.poll_output() {
-                progressed = true;
-                self.perform(output);
-            }
-            if !progressed {
-                break;
-            }
+    /// Ends the active session: its events no longer count, and the loop stops it.
+    fn retire_active(&mut self) {
+        self.session += 1;
+        if let Some(old) = self.active.take() {
+            self.effects.push_back(PhoneEffect::StopMedia(old));
         }
     }
 
@@ -261,9 +183,7 @@ impl Ua {
     fn media(&mut self, command: MediaCommand) {
         match command {
             MediaCommand::Bind { port } => {
-                if let Some(old) = self.active.take() {
-                    self.stopping.push(old);
-                }
+                self.retire_active();
                 match self.spare.take() {
                     Some(m) if m.local_rtp_port() == port => self.active = Some(m),
                     other => {
@@ -300,7 +220,11 @@ impl Ua {
                     self.out.warn(&format!("media did not start: {e}"));
                     self.core.on_media_start_failed();
                 } else {
-                    self.media_rx = Some(media.events());
+                    self.session += 1;
+                    self.effects.push_back(PhoneEffect::WatchMedia {
+                        session: self.session,
+                        events: media.events(),
+                    });
                 }
             }
             MediaCommand::Update(params) => {
@@ -313,12 +237,207 @@ impl Ua {
                     media.send_dtmf(&digits);
                 }
             }
-            MediaCommand::Stop => {
-                if let Some(media) = self.active.take() {
-                    self.stopping.push(media);
+            MediaCommand::Stop => self.retire_active(),
+        }
+    }
+}
+
+impl Machine for Phone {
+    type Side = PhoneInput;
+    type Effect = PhoneEffect;
+
+    fn handle_incoming(&mut self, now: Now, incoming: Incoming) {
+        // Bytes that did not parse are dropped: a phone answers nothing it cannot read.
+        if let Incoming::Message { msg, flow, .. } = incoming {
+            self.core.on_message(msg, flow, now.instant);
+        }
+    }
+
+    fn handle_send_failed(&mut self, now: Now, token: u64, error: SendError) {
+        tracing::debug!("send failed: {error}");
+        let key = TransactionKey::from_token(token);
+        self.core
+            .on_transport_error(key, send_error_text(&error), now.instant);
+    }
+
+    fn handle_timeout(&mut self, now: Now) {
+        self.core.on_timeout(now.instant);
+    }
+
+    fn handle_side(&mut self, now: Now, input: PhoneInput) {
+        match input {
+            PhoneInput::Enter => self.core.on_enter(now.instant),
+            PhoneInput::Interrupt => self.core.interrupt(now.instant),
+            PhoneInput::Media { session, event } => {
+                if session == self.session {
+                    self.core.on_media(ua_media_event(event));
                 }
-                self.media_rx = None;
             }
         }
     }
+
+    fn process(&mut self, now: Now) -> bool {
+        let mut progressed = self.core.handle_events(now.instant);
+        while let Some(output) = self.core.poll_output() {
+            progressed = true;
+            self.perform(output);
+        }
+        if self.core.needs_media_port() {
+            // Not progress: a bind that fails is tried again next turn, not at once.
+            self.bind_spare_media();
+        }
+        if !self.exit_begun && self.core.finished().is_some() {
+            self.exit_begun = true;
+            self.core.begin_exit(now.instant);
+            progressed = true;
+        }
+        progressed
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.core.poll_transmit().map(|t| Transmit {
+            flow: t.flow,
+            bytes: t.bytes,
+            token: t.key.map_or(NO_TOKEN, TransactionKey::to_token),
+        })
+    }
+
+    fn poll_effect(&mut self) -> Option<PhoneEffect> {
+        self.effects.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.core.poll_timeout()
+    }
+
+    fn is_done(&self) -> bool {
+        self.core.exit_code().is_some()
+    }
+}
+
+/// Sends [`PhoneInput::Interrupt`] on every Ctrl-C (SIGINT) and SIGTERM from now on.
+fn watch_signals(side: mpsc::Sender<PhoneInput>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).ok();
+    let mut terminate = signal(SignalKind::terminate()).ok();
+    tokio::spawn(async move {
+        loop {
+            let interrupted = async {
+                match interrupt.as_mut() {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let terminated = async {
+                match terminate.as_mut() {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = interrupted => {}
+                _ = terminated => {}
+            }
+            if side.send(PhoneInput::Interrupt).await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// Sends [`PhoneInput::Enter`] for every line on standard input, from a thread (reading
+/// it blocks).
+fn read_stdin(side: mpsc::Sender<PhoneInput>) {
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {
+            line.clear();
+            if side.blocking_send(PhoneInput::Enter).is_err() {
+                break;
+            }
+        }
+    });
+}
+
+/// Runs `task` as `switchboard phone` on `endpoint` (already listening, `incoming` its
+/// channel) until it is done (and the registration removed); returns the exit code.
+pub async fn run(
+    endpoint: Endpoint,
+    incoming: mpsc::Receiver<Incoming>,
+    settings: Settings,
+    task: Task,
+    out: Printer,
+) -> u8 {
+    let local = LocalAddrs {
+        udp: endpoint.local_addr(Transport::Udp),
+        tcp: endpoint.local_addr(Transport::Tcp),
+    };
+    let reads_stdin = matches!(&task, Task::Answer(a) if !a.auto && a.reject.is_none());
+    let (side_tx, side_rx) = mpsc::channel(SIDE_QUEUE);
+    watch_signals(side_tx.clone());
+    if reads_stdin {
+        read_stdin(side_tx.clone());
+    }
+    let mut core = UserAgent::new(local, settings, task, seed());
+    if let Some(flow) = core.connection_to_open() {
+        // Its local address goes into Via and Contact, so it is opened before anything
+        // is sent (and before the loop runs). When it fails, the first request fails
+        // the same way and the core says why.
+        match endpoint.connect(flow.transport, flow.remote).await {
+            Ok(opened) => {
+                if let Some(local) = opened.local {
+                    core.set_connection_local(local);
+                }
+            }
+            Err(e) => tracing::debug!("cannot connect to {}: {e}", flow.remote),
+        }
+    }
+    let mut phone = Phone::new(core, out);
+    phone.bind_spare_media();
+    phone.core.start(Instant::now());
+
+    let mut stopping: Vec<JoinHandle<()>> = Vec::new();
+    let on_effect = |effect: PhoneEffect| -> Option<PhoneInput> {
+        match effect {
+            PhoneEffect::WatchMedia {
+                session,
+                mut events,
+            } => {
+                let side = side_tx.clone();
+                tokio::spawn(async move {
+                    while let Some(event) = events.recv().await {
+                        if side
+                            .send(PhoneInput::Media { session, event })
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+            PhoneEffect::StopMedia(media) => {
+                stopping.retain(|h| !h.is_finished());
+                stopping.push(tokio::spawn(async move {
+                    let stats = media.stop().await;
+                    tracing::debug!(?stats, "media stopped");
+                }));
+            }
+        }
+        None
+    };
+    let mut driver = Driver::new(phone, endpoint, incoming, side_rx, on_effect);
+    let code = match driver.run(std::future::pending::<()>()).await {
+        Ok(_) => driver.machine.core.exit_code().unwrap_or(exit::FAILED),
+        Err(e) => {
+            driver.machine.out.warn(&e.to_string());
+            exit::FAILED
+        }
+    };
+    drop(driver);
+    // Recordings are whole before the process exits.
+    for stop in stopping {
+        let _ = stop.await;
+    }
+    code
 }

@@ -4,7 +4,8 @@
 //! and how a call ended in its exit code.
 //!
 //! The arguments are here; the user agent that does the work is `sip_ua::UserAgent`, run
-//! on sockets and RTP sessions by [`driver`], and the output format is [`print`].
+//! as a `sip_net::Machine` on the one driver loop with real RTP sessions by [`driver`],
+//! and the output format is [`print`].
 
 mod driver;
 mod print;
@@ -438,9 +439,7 @@ async fn phone(args: PhoneArgs) -> Result<u8, (u8, String)> {
         },
         PhoneAction::Listen { count } => sip_ua::Task::Listen { count },
     };
-    let code = driver::Ua::new(endpoint.clone(), settings, task, out)
-        .run(incoming)
-        .await;
+    let code = driver::run(endpoint.clone(), incoming, settings, task, out).await;
     endpoint.shutdown();
     Ok(code)
 }

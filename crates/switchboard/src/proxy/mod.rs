@@ -1687,4 +1687,6 @@ struct Incoming<'a> {
 #[cfg(test)]
 mod simnet_calls;
 #[cfg(test)]
+mod simnet_tests;
+#[cfg(test)]
 mod tests;

@@ -4,6 +4,7 @@
 //! completes (answered, then its BYE answered) or ends with a final response, and once
 //! the timers have run out every transaction, dialog and response context is gone.
 //!
+//! The server is the router as `serve` runs it (`router::sim_node::RouterNode`).
 //! Callers authenticate (407, digest) as real phones do; callees are bound in the
 //! location service as a registrar would have bound them. The number of calls is
 //! `SIMNET_CALLS` (10,000 by default), started 4 ms apart so that a few hundred are up at
@@ -11,17 +12,12 @@
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use super::*;
-use crate::myself::Myself;
+use crate::router::sim_node::{DOMAIN, RouterNode, RouterSpec, UNIX};
 use sim::{Datagram, NetConfig, Node, NodeId, SimNet};
-use sip_core::ids::IdGenerator;
-use sip_core::transaction::{Event, TimerConfig};
+use sip_core::transaction::TimerConfig;
 use sip_ua::{AnswerTask, CallTask, LocalAddrs, Output, Settings, Task};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
-use store::{CachedStore, Change, LocationStore, MemoryLocationStore, MemoryUserStore, User};
-
-const UNIX: u64 = 1_800_000_000;
-const DOMAIN: &str = "example.test";
 
 fn proxy_addr() -> SocketAddr {
     "10.0.0.1:5060".parse().unwrap()
@@ -33,108 +29,6 @@ fn udp(remote: SocketAddr) -> Flow {
         remote,
         local: None,
         connection: None,
-    }
-}
-
-/// The proxy as `serve` runs it, minus the sockets: the endpoint's Via stamp, the
-/// transaction layer, and the proxy as its TU.
-struct ProxyNode {
-    start: Instant,
-    txl: TransactionLayer,
-    proxy: Proxy,
-    auth: Authenticator,
-    users: MemoryUserStore,
-    location: CachedStore<MemoryLocationStore>,
-}
-
-impl ProxyNode {
-    fn unix(&self, now: Instant) -> u64 {
-        UNIX + now.duration_since(self.start).as_secs()
-    }
-
-    fn pump(&mut self, now: Instant) {
-        let reader = self.location.reader();
-        while let Some(event) = self.txl.poll_event() {
-            let mut env = Env {
-                now,
-                unix: self.unix(now),
-                users: &self.users,
-                auth: &mut self.auth,
-                location: &reader,
-            };
-            let txl = &mut self.txl;
-            match event {
-                Event::Request { key, request, flow } => {
-                    let _ = self.proxy.on_request(&mut env, txl, key, &request, flow);
-                }
-                Event::Ack { request, flow, .. } => self.proxy.on_ack(&env, txl, &request, flow),
-                Event::Response { key, response } => {
-                    self.proxy.on_response(now, txl, key, response)
-                }
-                Event::Timeout { key, timer } => self.proxy.on_timeout(now, txl, key, timer),
-                Event::TransportError { key } => self.proxy.on_transport_error(now, txl, key),
-                Event::Terminated { key } => self.proxy.on_terminated(now, txl, key),
-                Event::StrayResponse { response, .. } => {
-                    self.proxy.on_stray_response(txl, &response)
-                }
-                _ => {}
-            }
-        }
-    }
-}
-
-impl Node for ProxyNode {
-    fn receive(&mut self, now: Instant, d: Datagram) {
-        let Ok(msg) = Message::parse(d.bytes) else {
-            return;
-        };
-        if msg.is_request() {
-            // What sip-net's endpoint does before delivery, and serve after it.
-            let Ok(stamped) = sip_core::stamp_via(&msg, d.from) else {
-                return;
-            };
-            let msg = stamped.unwrap_or(msg);
-            if msg.validate().is_err() {
-                return;
-            }
-            let target = sip_core::response_target(&udp(d.from), &msg);
-            if msg.method() == Some(&Method::Cancel) && self.txl.find_cancelled(&msg).is_none() {
-                let reader = self.location.reader();
-                let unix = self.unix(now);
-                let env = Env {
-                    now,
-                    unix,
-                    users: &self.users,
-                    auth: &mut self.auth,
-                    location: &reader,
-                };
-                self.proxy
-                    .on_stray_cancel(&env, &mut self.txl, &msg, target);
-            } else {
-                let _ = self.txl.handle_message(now, msg, target);
-            }
-        } else {
-            let _ = self.txl.handle_message(now, msg, udp(d.from));
-        }
-        self.pump(now);
-    }
-
-    fn timeout(&mut self, now: Instant) {
-        self.txl.handle_timeout(now);
-        self.pump(now);
-    }
-
-    fn poll_transmit(&mut self) -> Option<Datagram> {
-        let t = self.txl.poll_transmit()?;
-        Some(Datagram {
-            from: proxy_addr(),
-            to: t.flow.remote,
-            bytes: t.bytes,
-        })
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.txl.poll_timeout()
     }
 }
 
@@ -270,53 +164,27 @@ fn calls_through_a_lossy_network_complete_or_fail_and_leave_nothing_behind() {
     let mut net = SimNet::new(2026, NetConfig::lossy(0.1));
     let start = net.now();
 
-    let listeners = [(Transport::Udp, proxy_addr())];
-    let myself = Myself::new(DOMAIN, &[], &listeners, &[proxy_addr().ip()]);
-    let settings = ProxySettings {
-        myself,
-        server_name: "Switchboard/sim".into(),
-        require_auth: true,
-        trusted: vec![],
-        forward_foreign: false,
-        max_recursions: 0,
-    };
-    let ifaces = vec![Interface::new(Transport::Udp, proxy_addr(), DOMAIN)];
-    let mut users = MemoryUserStore::default();
-    let mut location = CachedStore::new(MemoryLocationStore::default(), UNIX).unwrap();
     // A handful of user names (hashing passwords is the slow part); each call has its
     // own caller and callee addresses.
     let names = 50;
+    let mut spec = RouterSpec::new(proxy_addr(), &[]);
+    spec.proxy_auth = true;
+    spec.timers = TimerConfig {
+        timer_c: Some(Duration::from_secs(180)),
+        ..TimerConfig::default()
+    };
     for i in 0..names {
         for role in ["caller", "callee"] {
-            users
-                .add(&User::new(&format!("{role}{i}"), DOMAIN, "pw", UNIX).unwrap())
-                .unwrap();
+            spec.users.push(format!("{role}{i}"));
         }
     }
-    let auth = Authenticator::new(DOMAIN, &["MD5".into()], &[3u8; 32], 3600).unwrap();
-    let proxy = net.add(
-        proxy_addr(),
-        ProxyNode {
-            start,
-            txl: TransactionLayer::new(TimerConfig {
-                timer_c: Some(Duration::from_secs(180)),
-                ..TimerConfig::default()
-            }),
-            proxy: Proxy::new(settings, ifaces, IdGenerator::new(&[5u8; 16]).unwrap()),
-            auth,
-            users: MemoryUserStore::default(),
-            location: CachedStore::new(MemoryLocationStore::default(), UNIX).unwrap(),
-        },
-    );
-
     let mut pairs: Vec<(NodeId<PhoneNode>, NodeId<PhoneNode>)> = Vec::with_capacity(calls);
-    let mut bindings = Vec::with_capacity(calls);
     for i in 0..calls {
         let at = start + Duration::from_millis(4 * i as u64);
         // Each callee takes one call on a contact of its own: bound as `calleeN-i`.
         let callee_user = format!("callee{}", i % names);
         let contact_user = format!("{callee_user}-{i}");
-        bindings.push(Change::Upsert(binding(&contact_user, addr(2, i))));
+        spec.bindings.push(binding(&contact_user, addr(2, i)));
         let callee = net.add(
             addr(2, i),
             PhoneNode::new(
@@ -359,12 +227,7 @@ fn calls_through_a_lossy_network_complete_or_fail_and_leave_nothing_behind() {
         );
         pairs.push((caller, callee));
     }
-    {
-        let p = net.node(proxy);
-        p.users = users;
-        location.apply(&bindings).unwrap();
-        p.location = location;
-    }
+    let proxy = net.add(proxy_addr(), RouterNode::new(&spec, start));
 
     // Every call has long ended, and every timer (Timer C, 64·T1 lingering, the 2xx
     // retransmissions) has run out.
@@ -397,8 +260,8 @@ fn calls_through_a_lossy_network_complete_or_fail_and_leave_nothing_behind() {
         assert!(callee_idle, "call {i}: the callee still holds state");
     }
     let p = net.node(proxy);
-    assert_eq!(p.txl.len(), 0, "proxy transactions left");
-    assert_eq!(p.proxy.stats().contexts, 0, "proxy contexts left");
+    assert_eq!(p.router.transactions(), 0, "proxy transactions left");
+    assert_eq!(p.router.proxy_contexts(), 0, "proxy contexts left");
     eprintln!(
         "{calls} calls: {completed} completed, {failed} failed with a final response; network {stats:?}, {:?} virtual",
         net.elapsed()

@@ -1,5 +1,7 @@
 //! The proxy on a fake clock: a transaction layer, in-memory users and bindings, and
-//! messages in and out as bytes. No sockets.
+//! messages in and out as bytes. No sockets. What depends on timers and the network
+//! (forking, CANCEL, Timer C, retransmission, loss) is tested on SimNet instead, in
+//! `simnet_tests`.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use super::*;
@@ -144,12 +146,6 @@ impl Harness {
         self.pump();
     }
 
-    fn advance(&mut self, by: Duration) {
-        self.now += by;
-        self.txl.handle_timeout(self.now);
-        self.pump();
-    }
-
     fn pump(&mut self) {
         loop {
             let mut progressed = false;
@@ -223,7 +219,7 @@ impl Harness {
     }
 }
 
-fn invite(ruri: &str, extra: &str) -> String {
+pub(super) fn invite(ruri: &str, extra: &str) -> String {
     format!(
         "INVITE {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKc1\r\n\
          Max-Forwards: 70\r\nFrom: <sip:dave@elsewhere.test>;tag=f1\r\n\
@@ -233,7 +229,7 @@ fn invite(ruri: &str, extra: &str) -> String {
 }
 
 /// The callee's response to the forwarded request `req`, as bytes.
-fn answer(req: &Message, code: u16, tag: &str) -> String {
+pub(super) fn answer(req: &Message, code: u16, tag: &str) -> String {
     let mut b = sip_core::builder::response_to_with_reason(req, code, "", Some(tag));
     b.push("Contact", "<sip:bob@192.0.2.20:5060>");
     String::from_utf8(b.into_bytes().unwrap().to_vec()).unwrap()
@@ -246,130 +242,6 @@ fn codes(sent: &[(SocketAddr, Message)]) -> Vec<String> {
             None => format!("{}>{a}", m.method().unwrap().as_str()),
         })
         .collect()
-}
-
-#[test]
-fn parallel_fork_relays_ringing_and_cancels_the_loser() {
-    let mut h = Harness::new(false);
-    h.bind("bob", "sip:bob@192.0.2.20:5060", None, 10);
-    h.bind("bob", "sip:bob@192.0.2.21:5060", None, 20);
-    h.recv(CALLER, &invite("sip:bob@example.test", ""));
-    let out = h.take();
-    assert_eq!(
-        codes(&out),
-        ["INVITE>192.0.2.20:5060", "INVITE>192.0.2.21:5060"]
-    );
-    let (a, b) = (out[0].1.clone(), out[1].1.clone());
-    assert_eq!(a.request_uri_str(), Some("sip:bob@192.0.2.20:5060"));
-    assert_eq!(a.max_forwards().unwrap(), Some(69));
-    let token = h.proxy.rr_token("call-1");
-    assert_eq!(
-        a.get(HeaderName::RecordRoute),
-        Some(format!("<sip:10.0.0.1:5060;transport=udp;lr;sbd={token}>").as_str())
-    );
-    let branch = |m: &Message| m.top_via().unwrap().branch().unwrap().to_owned();
-    assert!(branch(&a).ends_with(".0") && branch(&b).ends_with(".1"));
-    assert_eq!(
-        branch(&a)[..branch(&a).len() - 2],
-        branch(&b)[..branch(&b).len() - 2]
-    );
-    assert_eq!(a.vias().count(), 2);
-
-    h.recv("192.0.2.20:5060", &answer(&a, 180, "ta"));
-    h.recv("192.0.2.21:5060", &answer(&b, 180, "tb"));
-    let out = h.take();
-    assert_eq!(codes(&out), ["180>192.0.2.1:5060", "180>192.0.2.1:5060"]);
-    assert_eq!(out[0].1.vias().count(), 1, "our Via is removed");
-
-    h.recv("192.0.2.20:5060", &answer(&a, 200, "ta"));
-    let out = h.take();
-    assert_eq!(
-        codes(&out),
-        ["200>192.0.2.1:5060", "CANCEL>192.0.2.21:5060"]
-    );
-    assert_eq!(branch(&out[1].1), branch(&b));
-
-    h.recv("192.0.2.21:5060", &answer(&b, 487, "tb"));
-    let out = h.take();
-    assert_eq!(
-        codes(&out),
-        ["ACK>192.0.2.21:5060"],
-        "the 487 stops at the proxy"
-    );
-    assert_eq!(h.proxy.stats().contexts, 0);
-    assert_eq!(h.proxy.stats().calls_routed, 1);
-}
-
-#[test]
-fn serial_fork_by_q_and_best_response() {
-    let mut h = Harness::new(false);
-    h.bind("bob", "sip:bob@192.0.2.20:5060", Some(1000), 10);
-    h.bind("bob", "sip:bob@192.0.2.21:5060", Some(500), 10);
-    h.recv(CALLER, &invite("sip:bob@example.test", ""));
-    let out = h.take();
-    assert_eq!(codes(&out), ["INVITE>192.0.2.20:5060"]);
-    let first = out[0].1.clone();
-    h.recv("192.0.2.20:5060", &answer(&first, 486, "ta"));
-    let out = h.take();
-    assert_eq!(
-        codes(&out),
-        ["ACK>192.0.2.20:5060", "INVITE>192.0.2.21:5060"]
-    );
-    let second = out[1].1.clone();
-    h.recv("192.0.2.21:5060", &answer(&second, 503, "tb"));
-    let out = h.take();
-    // 486 (4xx) beats 503 (5xx), and the ACK goes to the second phone.
-    assert_eq!(codes(&out), ["ACK>192.0.2.21:5060", "486>192.0.2.1:5060"]);
-}
-
-#[test]
-fn a_6xx_ends_the_search() {
-    let mut h = Harness::new(false);
-    h.bind("bob", "sip:bob@192.0.2.20:5060", Some(1000), 10);
-    h.bind("bob", "sip:bob@192.0.2.21:5060", Some(500), 10);
-    let first = h.invite_bob();
-    h.recv("192.0.2.20:5060", &answer(&first, 603, "ta"));
-    assert_eq!(
-        codes(&h.take()),
-        ["ACK>192.0.2.20:5060", "603>192.0.2.1:5060"]
-    );
-}
-
-#[test]
-fn timer_c_cancels_and_answers_408() {
-    let mut h = Harness::new(false);
-    h.bind("bob", "sip:bob@192.0.2.20:5060", None, 10);
-    let fwd = h.invite_bob();
-    h.recv("192.0.2.20:5060", &answer(&fwd, 180, "ta"));
-    h.take();
-    h.advance(Duration::from_secs(11));
-    assert_eq!(codes(&h.take()), ["CANCEL>192.0.2.20:5060"]);
-    h.recv("192.0.2.20:5060", &answer(&fwd, 487, "ta"));
-    assert_eq!(
-        codes(&h.take()),
-        ["ACK>192.0.2.20:5060", "408>192.0.2.1:5060"]
-    );
-}
-
-#[test]
-fn caller_cancel_gets_200_then_487_and_the_branch_is_cancelled() {
-    let mut h = Harness::new(false);
-    h.bind("bob", "sip:bob@192.0.2.20:5060", None, 10);
-    let fwd = h.invite_bob();
-    h.recv("192.0.2.20:5060", &answer(&fwd, 180, "ta"));
-    h.take();
-    let cancel = invite("sip:bob@example.test", "")
-        .replace("INVITE sip", "CANCEL sip")
-        .replace("1 INVITE", "1 CANCEL");
-    h.recv(CALLER, &cancel);
-    assert_eq!(
-        codes(&h.take()),
-        [
-            "200>192.0.2.1:5060",
-            "CANCEL>192.0.2.20:5060",
-            "487>192.0.2.1:5060"
-        ]
-    );
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The steps of RFC 3261 §10.3 for one REGISTER: the Request-URI, Require, the AOR,
 //! authentication and authorization, `Contact: *`, each contact's expiry with Path and
-//! outbound (step 7), and the bindings the 200 lists (step 8).
+//! outbound (step 7), and the bindings the 200 lists (step 8). `process` runs them in
+//! order, each a function named for what it checks or makes.
 
 use super::*;
 
@@ -14,10 +15,30 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
         transport: Transport,
         aor_out: &mut Option<String>,
     ) -> Result<Headers, Refusal> {
+        self.check_request_uri(req)?;
+        check_required_extensions(req)?;
+        let user = self.user_of_aor(req)?;
+        self.authorize(now, req, source, &user)?;
+        let aor = format!("sip:{user}@{}", self.settings.domain.to_ascii_lowercase());
+        *aor_out = Some(aor.clone());
+        let contacts = contacts_of(req)?;
+        let mut extra = Vec::new();
+        if !contacts.is_empty() {
+            let (changes, headers) =
+                self.binding_changes(now, req, &aor, &contacts, source, transport)?;
+            extra = headers;
+            // Step 7's commit: all or nothing, staged here and stored by `commit`
+            // before the 200 may be sent.
+            self.location.stage(changes);
+        }
+        self.ok_headers(now, &aor, extra)
+    }
+
+    /// Step 1 (and a REGISTER at all): is the Request-URI ours?
+    fn check_request_uri(&self, req: &Message) -> Result<(), Refusal> {
         if req.method() != Some(&Method::Register) {
             return Err(Refusal::new(405).with("Allow", "REGISTER"));
         }
-        // Step 1: is the Request-URI ours?
         let Some(Uri::Sip(ruri)) = req.request_uri() else {
             return Err(Refusal::new(416));
         };
@@ -27,16 +48,12 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
                 "Forbidden (domain not served by this registrar)",
             ));
         }
-        // Step 2: extensions the UA requires.
-        let unsupported: Vec<&str> = req
-            .tokens(HeaderName::Require)
-            .filter_map(Result::ok)
-            .filter(|t| !t.eq_ignore_ascii_case("path") && !t.eq_ignore_ascii_case("outbound"))
-            .collect();
-        if !unsupported.is_empty() {
-            return Err(Refusal::new(420).with("Unsupported", unsupported.join(", ")));
-        }
-        // Step 5, first half: the AOR, needed to know whom to authenticate for.
+        Ok(())
+    }
+
+    /// Step 5, first half: the user of the AOR in To, needed to know whom to
+    /// authenticate for.
+    fn user_of_aor(&self, req: &Message) -> Result<String, Refusal> {
         let to = req
             .to()
             .map_err(|e| Refusal::because(400, e.reason_phrase()))?;
@@ -52,9 +69,18 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
                 "Not Found (not a domain of this registrar)",
             ));
         }
-        let user =
-            aor_user(&to_uri).ok_or_else(|| Refusal::because(404, "Not Found (no such user)"))?;
-        // Steps 3 and 4.
+        aor_user(&to_uri).ok_or_else(|| Refusal::because(404, "Not Found (no such user)"))
+    }
+
+    /// Steps 3 and 4: the sender proves to be `user` (or, without authentication, `user`
+    /// exists).
+    fn authorize(
+        &mut self,
+        now: u64,
+        req: &Message,
+        source: SocketAddr,
+        user: &str,
+    ) -> Result<(), Refusal> {
         if self.settings.rules.require_auth {
             let who = self.authenticate(now, req, source)?;
             if who != user {
@@ -63,76 +89,61 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
                     "Forbidden (may not register this address-of-record)",
                 ));
             }
-        } else {
-            match self.users.get_at(&user, now) {
-                Ok(Some(_)) => {}
-                Ok(None) => return Err(Refusal::because(404, "Not Found (no such user)")),
-                Err(e) => return Err(self.store_failed(&e)),
-            }
+            return Ok(());
         }
-        let aor = format!("sip:{user}@{}", self.settings.domain.to_ascii_lowercase());
-        *aor_out = Some(aor.clone());
+        match self.users.get_at(user, now) {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(Refusal::because(404, "Not Found (no such user)")),
+            Err(e) => Err(self.store_failed(&e)),
+        }
+    }
 
-        let mut contacts = Vec::new();
-        for c in req.contacts() {
-            contacts.push(c.map_err(|e| Refusal::because(400, e.reason_phrase()))?);
-        }
+    /// Steps 6 and 7 for a REGISTER with contacts: the changes to the AOR's bindings
+    /// and the extra headers of the 200.
+    fn binding_changes(
+        &mut self,
+        now: u64,
+        req: &Message,
+        aor: &str,
+        contacts: &[Contact<'_>],
+        source: SocketAddr,
+        transport: Transport,
+    ) -> Result<(Vec<Change>, Headers), Refusal> {
         let current = self
             .location
-            .lookup(&aor, now)
+            .lookup(aor, now)
             .map_err(|e| self.store_failed(&e))?;
-        let mut extra = Vec::new();
-        if !contacts.is_empty() {
-            let call_id = req
-                .call_id()
-                .map_err(|e| Refusal::because(400, e.reason_phrase()))?;
-            let cseq = req
-                .cseq()
-                .map_err(|e| Refusal::because(400, e.reason_phrase()))?
-                .seq;
-            let expires_header = req
-                .expires()
-                .map_err(|e| Refusal::because(400, e.reason_phrase()))?;
-            let changes = if contacts.iter().any(|c| matches!(c, Contact::Star)) {
-                // Step 6.
-                if contacts.len() > 1 {
-                    return Err(Refusal::because(
-                        400,
-                        "Bad Request (Contact: * must be the only Contact)",
-                    ));
-                }
-                if expires_header != Some(0) {
-                    return Err(Refusal::because(
-                        400,
-                        "Bad Request (Contact: * needs Expires: 0)",
-                    ));
-                }
-                for b in &current {
-                    check_order(b, call_id, cseq)?;
-                }
-                vec![Change::RemoveAll { aor: aor.clone() }]
-            } else {
-                let input = RequestFacts {
-                    aor: &aor,
-                    call_id,
-                    cseq,
-                    expires_header,
-                    source,
-                    transport,
-                    now,
-                };
-                let (changes, headers) = self.plan(req, &input, &contacts, &current)?;
-                extra = headers;
-                changes
-            };
-            // Step 7's commit: all or nothing, staged here and stored by `commit`
-            // before the 200 may be sent.
-            self.location.stage(changes);
+        let call_id = req
+            .call_id()
+            .map_err(|e| Refusal::because(400, e.reason_phrase()))?;
+        let cseq = req
+            .cseq()
+            .map_err(|e| Refusal::because(400, e.reason_phrase()))?
+            .seq;
+        let expires_header = req
+            .expires()
+            .map_err(|e| Refusal::because(400, e.reason_phrase()))?;
+        if contacts.iter().any(|c| matches!(c, Contact::Star)) {
+            let changes = remove_all(aor, contacts, expires_header, &current, call_id, cseq)?;
+            return Ok((changes, Vec::new()));
         }
-        // Step 8: every current binding, best first.
+        let facts = RequestFacts {
+            aor,
+            call_id,
+            cseq,
+            expires_header,
+            source,
+            transport,
+            now,
+        };
+        self.plan(req, &facts, contacts, &current)
+    }
+
+    /// Step 8: every current binding, best first, then `extra` and the Date.
+    fn ok_headers(&mut self, now: u64, aor: &str, extra: Headers) -> Result<Headers, Refusal> {
         let bindings = self
             .location
-            .lookup(&aor, now)
+            .lookup(aor, now)
             .map_err(|e| self.store_failed(&e))?;
         let mut headers: Headers = bindings
             .iter()
@@ -348,6 +359,57 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
     pub(super) fn is_our_domain(&self, host: &Host<'_>) -> bool {
         self.myself.is_own_host(host)
     }
+}
+
+/// Step 2: extensions the UA requires that we lack (we know Path and outbound).
+fn check_required_extensions(req: &Message) -> Result<(), Refusal> {
+    let unsupported: Vec<&str> = req
+        .tokens(HeaderName::Require)
+        .filter_map(Result::ok)
+        .filter(|t| !t.eq_ignore_ascii_case("path") && !t.eq_ignore_ascii_case("outbound"))
+        .collect();
+    if unsupported.is_empty() {
+        Ok(())
+    } else {
+        Err(Refusal::new(420).with("Unsupported", unsupported.join(", ")))
+    }
+}
+
+/// The Contact header fields of a REGISTER, every one well formed.
+fn contacts_of(req: &Message) -> Result<Vec<Contact<'_>>, Refusal> {
+    req.contacts()
+        .map(|c| c.map_err(|e| Refusal::because(400, e.reason_phrase())))
+        .collect()
+}
+
+/// Step 6: `Contact: *` alone with `Expires: 0` removes every binding of `aor`, none of
+/// them newer on the same Call-ID.
+fn remove_all(
+    aor: &str,
+    contacts: &[Contact<'_>],
+    expires_header: Option<u32>,
+    current: &[Binding],
+    call_id: &str,
+    cseq: u32,
+) -> Result<Vec<Change>, Refusal> {
+    if contacts.len() > 1 {
+        return Err(Refusal::because(
+            400,
+            "Bad Request (Contact: * must be the only Contact)",
+        ));
+    }
+    if expires_header != Some(0) {
+        return Err(Refusal::because(
+            400,
+            "Bad Request (Contact: * needs Expires: 0)",
+        ));
+    }
+    for b in current {
+        check_order(b, call_id, cseq)?;
+    }
+    Ok(vec![Change::RemoveAll {
+        aor: aor.to_owned(),
+    }])
 }
 
 /// What one REGISTER says about every binding it makes.

@@ -302,99 +302,7 @@ fn an_unparseable_request_is_answered_400_without_a_transaction() {
     assert_eq!(h.router.transactions(), 0);
 }
 
-/// The router as `serve` runs it, on a simulated network: the endpoint's Via stamp
-/// before it, and a writer thread that reports each batch stored `WRITE_TIME` later.
-struct RouterNode {
-    start: Instant,
-    router: Router,
-    /// The batch out at the writer, and when it is reported stored.
-    writing: Option<(Instant, u64)>,
-    out: VecDeque<sim::Datagram>,
-}
-
-const WRITE_TIME: Duration = Duration::from_millis(2);
-
-impl RouterNode {
-    fn now(&self, at: Instant) -> Now {
-        Now {
-            instant: at,
-            unix_secs: UNIX + at.duration_since(self.start).as_secs(),
-        }
-    }
-
-    /// One turn's outputs, as the driver handles them.
-    fn turn(&mut self, now: Now) {
-        loop {
-            let mut busy = false;
-            while let Some(t) = self.router.poll_transmit() {
-                busy = true;
-                self.out.push_back(sim::Datagram {
-                    from: router_addr(),
-                    to: t.flow.remote,
-                    bytes: t.bytes,
-                });
-            }
-            if let Some(batch) = self.router.poll_batch() {
-                busy = true;
-                assert!(self.writing.is_none(), "one batch out at a time");
-                self.writing = Some((now.instant + WRITE_TIME, batch.id));
-            }
-            if !self.router.process(now) && !busy {
-                return;
-            }
-        }
-    }
-}
-
-impl sim::Node for RouterNode {
-    fn receive(&mut self, at: Instant, d: sim::Datagram) {
-        let now = self.now(at);
-        match Message::parse(d.bytes) {
-            Ok(msg) => {
-                let msg = if msg.is_request() {
-                    match sip_core::stamp_via(&msg, d.from) {
-                        Ok(stamped) => stamped.unwrap_or(msg),
-                        Err(_) => return,
-                    }
-                } else {
-                    msg
-                };
-                self.router.handle_message(now, msg, flow_from(d.from));
-            }
-            Err(e) => self
-                .router
-                .handle_invalid(&Bytes::new(), &e, flow_from(d.from)),
-        }
-        self.turn(now);
-    }
-
-    fn timeout(&mut self, at: Instant) {
-        let now = self.now(at);
-        if let Some((due, id)) = self.writing
-            && due <= at
-        {
-            self.writing = None;
-            self.router
-                .handle_committed(now, store::Committed { id, result: Ok(()) });
-        }
-        if self.router.poll_timeout().is_some_and(|t| t <= at) {
-            self.router.handle_timeout(now);
-        }
-        self.turn(now);
-    }
-
-    fn poll_transmit(&mut self) -> Option<sim::Datagram> {
-        self.out.pop_front()
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        let router = self.router.poll_timeout();
-        match (router, self.writing) {
-            (Some(r), Some((w, _))) => Some(r.min(w)),
-            (r, w) => r.or(w.map(|(w, _)| w)),
-        }
-    }
-}
+use super::sim_node::{RouterNode, RouterSpec};
 
 /// A phone that sends one REGISTER at `start_at` in a client transaction (so it is
 /// retransmitted over the lossy network) and keeps the final status.
@@ -485,15 +393,9 @@ fn registers_over_a_lossy_network_are_all_stored_and_answered_200() {
     let mut net = sim::SimNet::new(13, sim::NetConfig::lossy(0.1));
     let start = net.now();
     let names: Vec<String> = (0..PHONES).map(|i| format!("u{i}")).collect();
-    let h = Harness::with_users(&names);
     let router = net.add(
         router_addr(),
-        RouterNode {
-            start,
-            router: h.router,
-            writing: None,
-            out: VecDeque::new(),
-        },
+        RouterNode::new(&RouterSpec::new(router_addr(), &names), start),
     );
     let phones: Vec<_> = (0..PHONES)
         .map(|i| {

@@ -219,3 +219,32 @@ pub fn sipp(scenario: &Path, server_port: u16, args: &[&str], timeout: Duration)
     }
     (out.status.code().unwrap_or(-1), text)
 }
+
+/// A TCP listener on loopback that never accepts and whose accept queue is full: new
+/// connection attempts to it get no SYN-ACK.
+pub fn black_hole() -> (
+    socket2::Socket,
+    Vec<std::net::TcpStream>,
+    std::net::SocketAddr,
+) {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    sock.bind(
+        &"127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
+    sock.listen(0).unwrap();
+    let addr = sock.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    // Fill the accept queue until a connect no longer completes.
+    for _ in 0..8 {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(s) => fillers.push(s),
+            Err(_) => return (sock, fillers, addr),
+        }
+    }
+    panic!("the listener kept accepting connections: cannot make a black hole");
+}
