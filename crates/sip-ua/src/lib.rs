@@ -53,13 +53,16 @@ use rand::rngs::ChaCha20Rng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use sip_core::auth::{Challenge, answer_challenge, pick_best};
-use sip_core::dialog::{Dialog, Refresher, SessionTimer, SessionTimerAction, glare_retry_after};
+use sip_core::dialog::{
+    DialogEvent, DialogId, DialogLayer, DialogTransmit, LocalEnd, Refresher, ResponseOutcome,
+    SessionTimer, TerminationReason, glare_retry_after,
+};
 use sip_core::ids::IdGenerator;
 use sip_core::name::HeaderName;
 use sip_core::sdp::{AudioStream, Direction, OfferAnswer, SessionDescription, answer_direction};
 use sip_core::transaction::{Event, TimerConfig, TransactionKey, TransactionLayer, Transmit};
 use sip_core::{Flow, Message, MessageBuilder, Method, Transport, response_to};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -275,10 +278,11 @@ enum Pending {
     Register(Outgoing),
     Unregister(Outgoing),
     Message(Outgoing),
-    Invite,
-    Bye,
+    Invite(CallId),
+    Bye(CallId),
     /// A re-INVITE or UPDATE carrying our offer with this direction.
     Modify {
+        call: CallId,
         method: Method,
         direction: Direction,
         refresh: bool,
@@ -286,19 +290,22 @@ enum Pending {
     Other,
 }
 
-/// Our 2xx to an INVITE, retransmitted until the ACK (RFC 3261 §13.3.1.4).
-#[derive(Debug, Clone)]
-struct OkRetransmit {
-    bytes: Bytes,
-    flow: Flow,
-    cseq: u32,
-    interval: Duration,
-    next: Instant,
-    until: Instant,
+/// A call of this user agent, as UAC or UAS: the handle the user agent's calls are
+/// keyed by (a B2BUA keeps one per leg). Never reused within one [`UserAgent`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CallId(u64);
+
+impl std::fmt::Display for CallId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "call {}", self.0)
+    }
 }
 
+/// One call: what it is for (media, the script's timers, offer/answer, what to print).
+/// Its dialog's state (CSeq, route set, target, the 2xx until its ACK, the session
+/// timer) is in the user agent's [`DialogLayer`], under `dialog`.
 struct Call {
-    generation: u64,
+    id: CallId,
     role: Role,
     state: CallState,
     call_id: String,
@@ -310,7 +317,9 @@ struct Call {
     invite_key: Option<TransactionKey>,
     /// UAS: the INVITE received.
     request: Option<Message>,
-    dialog: Option<Dialog>,
+    /// The call's dialog in the dialog layer: UAC, the early dialog of the first
+    /// provisional with a tag, then the one the first 2xx confirmed; UAS, ours.
+    dialog: Option<DialogId>,
     flow: Flow,
     /// The RTP port of the media session this call uses (bound by the driver before).
     media_port: u16,
@@ -322,18 +331,12 @@ struct Call {
     wanted: Direction,
     held_by_us: bool,
     held_by_them: bool,
-    ack: Option<(Bytes, Flow, String)>,
-    /// UAC: the ACKs of 2xx from other forks of our INVITE, by To tag: those dialogs
-    /// were hung up at once (RFC 3261 §13.2.2.4); a retransmitted 2xx gets its ACK again.
-    fork_acks: Vec<(String, Bytes, Flow)>,
-    ok_retx: Option<OkRetransmit>,
     digits: String,
     play: Option<PathBuf>,
     record: Option<PathBuf>,
     answered_at: Option<Instant>,
     cancelled: Option<(&'static str, u8)>,
     rseq_acked: Option<u32>,
-    session_timer: Option<SessionTimer>,
     ringing_printed: bool,
 }
 
@@ -344,10 +347,8 @@ enum CallTimer {
     Resume,
     Hangup,
     AnswerTimeout,
-    Retransmit,
     EndFallback,
     GlareRetry(Direction),
-    Session,
     ChangeCodec,
 }
 
@@ -355,7 +356,7 @@ enum CallTimer {
 enum Timer {
     RegisterRefresh,
     ExitDeadline,
-    Call(u64, CallTimer),
+    Call(CallId, CallTimer),
 }
 
 /// Our listening addresses, for Via, Contact and SDP: the endpoint's, fixed at start.
@@ -457,8 +458,16 @@ pub struct UserAgent {
     out: Outputs,
     pending: HashMap<TransactionKey, Pending>,
     timers: Vec<(Instant, Timer)>,
-    call: Option<Call>,
-    next_generation: u64,
+    /// Every call, by id; ordered, so that "the ringing call" is the oldest.
+    calls: BTreeMap<CallId, Call>,
+    /// The call of each SIP Call-ID.
+    by_call_id: HashMap<String, CallId>,
+    /// How many calls may be up at once: 1 for the phone (a second INVITE is busy).
+    max_calls: usize,
+    /// Every dialog of every call, with the 2xx retransmission, ACKs, forks and session
+    /// timers.
+    dialogs: DialogLayer,
+    next_call: u64,
     registered: bool,
     register_out: Option<Outgoing>,
     task_started: bool,
@@ -570,16 +579,22 @@ impl UserAgent {
         rng.fill_bytes(&mut key);
         #[allow(clippy::expect_used)]
         let ids = IdGenerator::new(&key).expect("a 32-byte key is long enough");
+        rng.fill_bytes(&mut key);
+        #[allow(clippy::expect_used)]
+        let dialog_ids = IdGenerator::new(&key).expect("a 32-byte key is long enough");
         UserAgent {
             local,
             txl: TransactionLayer::new(s.timers),
+            dialogs: DialogLayer::new(s.timers, dialog_ids),
             s,
             task,
             out: Outputs::default(),
             pending: HashMap::new(),
             timers: Vec::new(),
-            call: None,
-            next_generation: 1,
+            calls: BTreeMap::new(),
+            by_call_id: HashMap::new(),
+            max_calls: 1,
+            next_call: 1,
             registered: false,
             register_out: None,
             task_started: false,
@@ -676,20 +691,29 @@ impl UserAgent {
         self.connection_local = Some(local);
     }
 
-    /// Handles what the transaction layer reported; `true` if there was anything.
+    /// Handles what the transaction and dialog layers reported; `true` if there was
+    /// anything (then poll again: it may have queued messages to send).
     pub fn handle_events(&mut self, now: Instant) -> bool {
         let mut any = false;
-        while let Some(event) = self.txl.poll_event() {
+        loop {
+            let mut progressed = false;
+            while let Some(event) = self.txl.poll_event() {
+                progressed = true;
+                self.on_event(event, now);
+            }
+            progressed |= self.pump_dialogs(now);
+            if !progressed {
+                return any;
+            }
             any = true;
-            self.on_event(event, now);
         }
-        any
     }
 
     /// When [`UserAgent::on_timeout`] is next due.
     pub fn poll_timeout(&self) -> Option<Instant> {
         [
             self.txl.poll_timeout(),
+            self.dialogs.poll_timeout(),
             self.timers.iter().map(|(t, _)| *t).min(),
         ]
         .into_iter()
@@ -697,17 +721,38 @@ impl UserAgent {
         .min()
     }
 
-    /// Time passed: runs the transaction timers and ours that are due.
+    /// Time passed: runs the transaction and dialog timers and ours that are due.
     pub fn on_timeout(&mut self, now: Instant) {
         self.txl.handle_timeout(now);
+        self.dialogs.handle_timeout(now);
+        self.pump_dialogs(now);
         self.fire_timers(now);
     }
 
-    /// Whether nothing is left in the user agent's tables: no transaction, no call (its
-    /// dialog), no request awaiting an answer. A test on a simulated network checks it
+    /// Whether nothing is left in the user agent's tables: no transaction, no call, no
+    /// dialog, no request awaiting an answer. A test on a simulated network checks it
     /// after every call has ended and the timers have run out.
     pub fn is_idle(&self) -> bool {
-        self.txl.is_empty() && self.call.is_none() && self.pending.is_empty()
+        self.txl.is_empty()
+            && self.calls.is_empty()
+            && self.dialogs.is_empty()
+            && self.pending.is_empty()
+    }
+
+    /// How many calls may be up at once (default 1, the phone's: an INVITE while a call
+    /// is up is answered 486 Busy Here). A B2BUA or a test of many calls raises it.
+    pub fn set_max_calls(&mut self, max: usize) {
+        self.max_calls = max.max(1);
+    }
+
+    /// How many calls are up (ringing, answered or ending).
+    pub fn calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// The dialog layer, for a look at the dialogs (tests, diagnostics).
+    pub fn dialog_layer(&self) -> &DialogLayer {
+        &self.dialogs
     }
 
     /// The next thing to print or do with media.
@@ -729,14 +774,22 @@ impl UserAgent {
     /// [`MediaCommand::Start`] failed (the driver said why): the next SDP from the far
     /// end tries again.
     pub fn on_media_start_failed(&mut self) {
-        if let Some(c) = self.call.as_mut() {
+        // The phone's one media session: every call (there is one) tries again.
+        for c in self.calls.values_mut() {
             c.media_started = false;
         }
     }
 
     /// The user pressed Enter: answers the call ringing, if any.
     pub fn on_enter(&mut self, now: Instant) {
-        self.answer_ringing_call(now);
+        let ringing = self
+            .calls
+            .values()
+            .find(|c| c.role == Role::Uas && c.state == CallState::Setup)
+            .map(|c| c.id);
+        if let Some(cid) = ringing {
+            self.answer_ringing_call(cid, now);
+        }
     }
 
     // ----- plumbing -----
@@ -765,10 +818,29 @@ impl UserAgent {
         self.timers.retain(|(_, t)| *t != timer);
     }
 
-    fn arm_call(&mut self, at: Instant, timer: CallTimer) {
-        if let Some(generation) = self.call.as_ref().map(|c| c.generation) {
-            self.arm(at, Timer::Call(generation, timer));
+    fn arm_call(&mut self, cid: CallId, at: Instant, timer: CallTimer) {
+        if self.calls.contains_key(&cid) {
+            self.arm(at, Timer::Call(cid, timer));
         }
+    }
+
+    fn call(&self, cid: CallId) -> Option<&Call> {
+        self.calls.get(&cid)
+    }
+
+    fn call_mut(&mut self, cid: CallId) -> Option<&mut Call> {
+        self.calls.get_mut(&cid)
+    }
+
+    /// The call a message belongs to, by its Call-ID.
+    fn call_of(&self, msg: &Message) -> Option<CallId> {
+        self.by_call_id.get(msg.call_id().ok()?).copied()
+    }
+
+    /// The call whose dialog is `id`.
+    fn call_of_dialog(&self, id: &DialogId) -> Option<CallId> {
+        let cid = *self.by_call_id.get(&id.call_id)?;
+        (self.call(cid)?.dialog.as_ref() == Some(id)).then_some(cid)
     }
 
     fn fire_timers(&mut self, now: Instant) {
@@ -789,13 +861,9 @@ impl UserAgent {
                     // Out of time with the task unfinished (a hang-up never answered).
                     self.finish(exit::FAILED);
                 }
-                Timer::Call(generation, t) => {
-                    if self
-                        .call
-                        .as_ref()
-                        .is_some_and(|c| c.generation == generation)
-                    {
-                        self.on_call_timer(t, now);
+                Timer::Call(cid, t) => {
+                    if self.calls.contains_key(&cid) {
+                        self.on_call_timer(cid, t, now);
                     }
                 }
             }
@@ -883,12 +951,19 @@ impl UserAgent {
         })
     }
 
-    /// The flow for requests in `dialog`: its next hop directly when numeric, else the
-    /// server.
-    fn dialog_flow(&self, dialog: &Dialog, fallback: Flow) -> Flow {
-        match self.direct_flow(&dialog.next_hop()) {
-            Ok(f) => f,
-            Err(_) => fallback,
+    /// Our end of a dialog whose requests go, unless its next hop has a numeric
+    /// address, to `fallback` (the server, or where the far end's INVITE came from).
+    fn local_end(&self, fallback: Flow) -> LocalEnd {
+        let transport = fallback.transport;
+        LocalEnd {
+            contact: self.contact_uri(transport),
+            via: format!(
+                "SIP/2.0/{} {}",
+                transport.via_token(),
+                self.local_addr(transport)
+            ),
+            fallback,
+            transport: self.s.transport,
         }
     }
 }
