@@ -51,7 +51,13 @@ impl UserAgent {
             cancelled: None,
             rseq_acked: None,
             ringing_printed: false,
+            script: None,
         }
+    }
+
+    /// The script of a call we placed (hang up, hold, digits... after the answer).
+    fn script(&self, cid: CallId) -> Option<&CallTask> {
+        self.call(cid).and_then(|c| c.script.as_ref())
     }
 
     /// Files a new call under its id and its Call-ID.
@@ -89,6 +95,7 @@ impl UserAgent {
         let mut call = self.new_call(Role::Uac, call_id.clone(), local_tag.clone(), flow, media);
         call.play = task.play.clone();
         call.record = task.record.clone();
+        call.script = Some(task.clone());
         let _ = call.oa.send_offer();
         let sdp = Bytes::from(call.local_sdp.to_bytes());
         let mut headers = vec![
@@ -395,9 +402,9 @@ impl UserAgent {
         self.out
             .event("answered", codec.as_deref(), &[("codec", json!(codec))]);
         self.disarm_call(cid, CallTimer::AnswerTimeout);
-        let task = self.task.clone();
-        match task {
-            Task::Call(t) => {
+        let script = self.call(cid).and_then(|c| c.script.clone());
+        match (script, &self.task) {
+            (Some(t), _) => {
                 if t.dtmf.is_some() {
                     self.arm_call(cid, now + secs(t.dtmf_after), CallTimer::Dtmf);
                 }
@@ -414,7 +421,7 @@ impl UserAgent {
                     self.arm_call(cid, now + secs(after), CallTimer::ChangeCodec);
                 }
             }
-            Task::Answer(a) => {
+            (None, Task::Answer(a)) => {
                 if let Some(h) = a.hangup_after {
                     self.arm_call(cid, now + secs(h), CallTimer::Hangup);
                 }
@@ -430,10 +437,10 @@ impl UserAgent {
     pub(super) fn on_call_timer(&mut self, cid: CallId, timer: CallTimer, now: Instant) {
         match timer {
             CallTimer::Dtmf => {
-                let digits = match &self.task {
-                    Task::Call(t) => t.dtmf.clone().unwrap_or_default(),
-                    _ => String::new(),
-                };
+                let digits = self
+                    .script(cid)
+                    .and_then(|t| t.dtmf.clone())
+                    .unwrap_or_default();
                 if self.calls.contains_key(&cid) {
                     self.media(MediaCommand::SendDtmf(digits.clone()));
                     for d in digits.chars() {
@@ -446,7 +453,7 @@ impl UserAgent {
                 }
             }
             CallTimer::Hold => {
-                let inactive = matches!(&self.task, Task::Call(t) if t.hold_inactive);
+                let inactive = self.script(cid).is_some_and(|t| t.hold_inactive);
                 let direction = if inactive {
                     Direction::Inactive
                 } else {
@@ -553,14 +560,10 @@ impl UserAgent {
 
     /// Re-offers the session with only the `--change-codec` codec (and telephone-event).
     pub(super) fn change_codec(&mut self, cid: CallId, now: Instant) {
-        let Task::Call(CallTask {
-            change_codec: Some((_, codec)),
-            ..
-        }) = &self.task
-        else {
+        let Some((_, codec)) = self.script(cid).and_then(|t| t.change_codec) else {
             return;
         };
-        let codecs = [*codec, TELEPHONE_EVENT];
+        let codecs = [codec, TELEPHONE_EVENT];
         let ip = self.local_ip();
         let user = self.s.user.clone();
         let Some(call) = self.call_mut(cid) else {
@@ -581,7 +584,7 @@ impl UserAgent {
         call.local_sdp.media = fresh.media;
         call.local_sdp.origin.session_version = origin.session_version + 1;
         let wanted = call.wanted;
-        let use_update = matches!(&self.task, Task::Call(t) if t.hold_with_update);
+        let use_update = self.script(cid).is_some_and(|t| t.hold_with_update);
         // The version is bumped here; no hold change to report.
         self.send_offer(cid, wanted, use_update, true, now);
     }
@@ -589,7 +592,7 @@ impl UserAgent {
     /// Hold (`SendOnly`) or resume (`SendRecv`) with a re-INVITE or UPDATE carrying a
     /// new offer.
     pub(super) fn modify(&mut self, cid: CallId, direction: Direction, now: Instant) {
-        let use_update = matches!(&self.task, Task::Call(t) if t.hold_with_update);
+        let use_update = self.script(cid).is_some_and(|t| t.hold_with_update);
         self.send_offer(cid, direction, use_update, false, now);
     }
 

@@ -338,6 +338,8 @@ struct Call {
     cancelled: Option<(&'static str, u8)>,
     rseq_acked: Option<u32>,
     ringing_printed: bool,
+    /// UAC: what to do once answered ([`UserAgent::place_call`]'s task).
+    script: Option<CallTask>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
