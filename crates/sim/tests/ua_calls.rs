@@ -38,6 +38,8 @@ struct UaNode {
     target: String,
     /// The events it reported, by name and detail.
     events: Vec<(&'static str, Option<String>)>,
+    /// Re-INVITEs received (copies included): the session refreshes.
+    reinvites: usize,
 }
 
 impl UaNode {
@@ -68,6 +70,7 @@ impl UaNode {
             to_place: VecDeque::new(),
             target: String::new(),
             events: Vec::new(),
+            reinvites: 0,
         }
     }
 
@@ -102,6 +105,10 @@ impl UaNode {
 impl Node for UaNode {
     fn receive(&mut self, now: Instant, d: Datagram) {
         if let Ok(msg) = Message::parse(d.bytes) {
+            let in_dialog = msg.to().ok().and_then(|t| t.tag()).is_some();
+            if in_dialog && msg.method() == Some(&sip_core::Method::Invite) {
+                self.reinvites += 1;
+            }
             self.ua.on_message(msg, udp(d.from), now);
         }
         self.settle(now);
@@ -212,5 +219,11 @@ fn hundreds_of_calls_at_once_between_two_user_agents_end_and_leave_nothing() {
     assert_eq!(b.count("incoming", None), CALLS);
     assert_eq!(b.count("ended", None), CALLS);
     assert!(b.ua.is_idle(), "the callee still holds state");
+    // Refreshed at 45 s and 90 s (RFC 4028: half the 90 s interval).
+    assert!(
+        b.reinvites >= 2 * CALLS * 9 / 10,
+        "{} re-INVITEs",
+        b.reinvites
+    );
     eprintln!("{CALLS} calls, {completed} completed; network {stats:?}");
 }

@@ -2,11 +2,30 @@
 //! a carrier or a back-to-back call leg needs of RFC 3261 and its extensions, without a
 //! socket, a clock or a random source of its own.
 //!
-//! [`UserAgent`] owns a transaction layer, the registration client (refreshed at half the
-//! granted time, 423 Min-Expires, 401/407 answered, retried after a failure), at most
-//! one call as UAC or UAS (forked 2xx, offer/answer, hold, PRACK, UPDATE, session
-//! timers, re-INVITE glare, the 2xx retransmitted until its ACK by RFC 3261 §13.3.1.4
-//! on the transaction layer's [`TimerConfig`]), MESSAGE and OPTIONS. It is fed what
+//! [`UserAgent`] owns a transaction layer, a dialog layer
+//! ([`sip_core::dialog::DialogLayer`]), the registration client (refreshed at half the
+//! granted time, 423 Min-Expires, 401/407 answered, retried after a failure), calls as
+//! UAC or UAS (offer/answer, hold, PRACK, UPDATE, re-INVITE glare), MESSAGE and
+//! OPTIONS. A call's dialog state lives in the dialog layer, not in the call: the CSeq
+//! numbers, route set and target, the ACK to every 2xx, forked 2xx (the extra ones
+//! ACKed and hung up), RFC 4028 session timers, and our 2xx retransmitted until its ACK
+//! (RFC 3261 §13.3.1.4, on the [`TimerConfig`] the transaction layer uses too, a BYE
+//! when none comes). The call keeps what is the user agent's: media, offer/answer, the
+//! script of timers, what to print.
+//!
+//! # Many calls
+//!
+//! One `UserAgent` holds any number of calls, keyed by [`CallId`] (and by SIP Call-ID
+//! and dialog inside), so that a B2BUA can run both legs of thousands of calls on one
+//! instance: [`UserAgent::set_max_calls`] says how many may be up at once,
+//! [`UserAgent::place_call`] places one, [`UserAgent::answer_ringing_call`] and
+//! [`UserAgent::hang_up`] act on one. The default, 1, is the phone's: an INVITE while a
+//! call is up gets 486 Busy Here. The outputs (events, media commands) do not name
+//! their call yet: the phone has one media session, and a B2BUA relays media its own
+//! way. We chose one type rather than a second one beside it, so that registration,
+//! challenges and the transaction layer stay shared by every call.
+//!
+//! It is fed what
 //! arrives ([`UserAgent::on_message`]), the time ([`UserAgent::on_timeout`]), media events and
 //! the user's keys, each with an explicit `now`; it answers with what to transmit
 //! ([`UserAgent::poll_transmit`]), what to show or do with media ([`UserAgent::poll_output`]) and,
