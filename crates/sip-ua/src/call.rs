@@ -177,6 +177,7 @@ impl UserAgent {
         };
         // The dialog layer forms, confirms and ACKs the dialogs; the call follows.
         let outcome = self.dialogs.handle_response(now, response);
+        self.send_dialog_transmits(now);
         match status {
             100 => self.out.event("trying", None, &[]),
             101..=199 => {
@@ -694,6 +695,7 @@ impl UserAgent {
         // Target refresh, and the ACK to every 2xx to a re-INVITE (retransmissions
         // included): the dialog layer's.
         let outcome = self.dialogs.handle_response(now, response);
+        self.send_dialog_transmits(now);
         let Some(call) = self.call_mut(cid) else {
             return;
         };

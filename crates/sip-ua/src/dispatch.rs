@@ -233,6 +233,30 @@ impl UserAgent {
     /// its own BYEs in client transactions, a call's own BYE answered like ours) and
     /// handles its events. `true` if there was anything.
     pub(crate) fn pump_dialogs(&mut self, now: Instant) -> bool {
+        let mut any = self.send_dialog_transmits(now);
+        while let Some(event) = self.dialogs.poll_event() {
+            any = true;
+            match event {
+                DialogEvent::RefreshDue { id } => {
+                    if let Some(cid) = self.call_of_dialog(&id) {
+                        self.on_refresh_due(cid, now);
+                    }
+                }
+                DialogEvent::Terminated { id, reason } => {
+                    if let Some(cid) = self.call_of_dialog(&id) {
+                        self.on_dialog_ended(cid, reason, now);
+                    }
+                }
+                _ => {}
+            }
+        }
+        any
+    }
+
+    /// Hands what the dialog layer queued to the transaction layer, in order. Called
+    /// right after the dialog layer takes a message too, so that an ACK it queued
+    /// leaves before a request the call sends next (the BYE after an unusable answer).
+    pub(crate) fn send_dialog_transmits(&mut self, now: Instant) -> bool {
         let mut any = false;
         while let Some(t) = self.dialogs.poll_transmit() {
             any = true;
@@ -250,22 +274,6 @@ impl UserAgent {
                         Err(e) => tracing::debug!("in-dialog request not sent: {e}"),
                     }
                 }
-            }
-        }
-        while let Some(event) = self.dialogs.poll_event() {
-            any = true;
-            match event {
-                DialogEvent::RefreshDue { id } => {
-                    if let Some(cid) = self.call_of_dialog(&id) {
-                        self.on_refresh_due(cid, now);
-                    }
-                }
-                DialogEvent::Terminated { id, reason } => {
-                    if let Some(cid) = self.call_of_dialog(&id) {
-                        self.on_dialog_ended(cid, reason, now);
-                    }
-                }
-                _ => {}
             }
         }
         any

@@ -1042,3 +1042,22 @@ fn identifiers_come_from_the_seed_and_never_repeat() {
             .starts_with("z9hG4bK")
     );
 }
+
+#[test]
+fn an_unusable_answer_is_acked_before_its_bye() {
+    let mut p = Phone::new(false, Task::Call(call_task()));
+    let invite = p.sent_request(Method::Invite);
+    let g729 = "v=0\r\no=bob 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                m=audio 41000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n";
+    let ok = reply(&invite, 200, Some("b1"))
+        .body("application/sdp", g729)
+        .build()
+        .unwrap();
+    p.receive(ok);
+    let methods: Vec<Method> = p
+        .take_sent()
+        .iter()
+        .filter_map(|m| m.method().cloned())
+        .collect();
+    assert_eq!(methods, [Method::Ack, Method::Bye]);
+}
