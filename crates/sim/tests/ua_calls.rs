@@ -10,8 +10,8 @@
 use sim::{Datagram, NetConfig, Node, SimNet};
 use sip_core::transaction::TimerConfig;
 use sip_core::{Flow, Message, Transport};
-use sip_ua::{AnswerTask, CallTask, LocalAddrs, Output, Settings, Task, UserAgent};
-use std::collections::VecDeque;
+use sip_ua::{AnswerTask, CallId, CallTask, LocalAddrs, Output, Settings, Task, UserAgent};
+use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -36,8 +36,8 @@ struct UaNode {
     start_at: Instant,
     to_place: VecDeque<Instant>,
     target: String,
-    /// The events it reported, by name and detail.
-    events: Vec<(&'static str, Option<String>)>,
+    /// The events it reported: call, name and detail.
+    events: Vec<(Option<CallId>, &'static str, Option<String>)>,
     /// Re-INVITEs received (copies included): the session refreshes.
     reinvites: usize,
 }
@@ -85,7 +85,7 @@ impl UaNode {
             while let Some(out) = self.ua.poll_output() {
                 outputs = true;
                 if let Output::Event(e) = out {
-                    self.events.push((e.name, e.detail));
+                    self.events.push((e.call, e.name, e.detail));
                 }
             }
             if !progressed && !outputs {
@@ -97,8 +97,17 @@ impl UaNode {
     fn count(&self, name: &str, detail: Option<&str>) -> usize {
         self.events
             .iter()
-            .filter(|(n, d)| *n == name && detail.is_none_or(|x| d.as_deref() == Some(x)))
+            .filter(|(_, n, d)| *n == name && detail.is_none_or(|x| d.as_deref() == Some(x)))
             .count()
+    }
+
+    /// The calls that reported `name`, each once.
+    fn calls_with(&self, name: &str) -> HashSet<CallId> {
+        self.events
+            .iter()
+            .filter(|(_, n, _)| *n == name)
+            .filter_map(|(c, _, _)| *c)
+            .collect()
     }
 }
 
@@ -210,6 +219,9 @@ fn hundreds_of_calls_at_once_between_two_user_agents_end_and_leave_nothing() {
     let a = net.node(alice);
     assert_eq!(a.count("answered", None), CALLS, "{:?}", a.events);
     assert_eq!(a.count("ended", None), CALLS);
+    // Each call its own: answered once and ended once, named by its id.
+    assert_eq!(a.calls_with("answered").len(), CALLS);
+    assert_eq!(a.calls_with("ended"), a.calls_with("answered"));
     let completed = a.count("ended", Some("bye (local)"));
     // Retransmission survives 10% faults nearly always.
     assert!(completed * 100 >= CALLS * 99, "{completed} of {CALLS}");
@@ -218,6 +230,7 @@ fn hundreds_of_calls_at_once_between_two_user_agents_end_and_leave_nothing() {
     let b = net.node(bob);
     assert_eq!(b.count("incoming", None), CALLS);
     assert_eq!(b.count("ended", None), CALLS);
+    assert_eq!(b.calls_with("ended").len(), CALLS);
     assert!(b.ua.is_idle(), "the callee still holds state");
     // Refreshed at 45 s and 90 s (RFC 4028: half the 90 s interval).
     assert!(

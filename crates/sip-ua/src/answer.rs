@@ -64,7 +64,7 @@ impl UserAgent {
         });
         let cid = self.insert_call(call);
         self.out
-            .event("incoming", Some(&from), &[("from", json!(from))]);
+            .call_event(cid, "incoming", Some(&from), &[("from", json!(from))]);
         if let Some(code) = answer.reject {
             self.respond(key, &request, code, &[], None, now);
             self.end_call(cid, &format!("rejected ({code})"), exit::OK);
@@ -90,7 +90,7 @@ impl UserAgent {
             self.answer_ringing_call(cid, now);
         } else {
             self.out
-                .event("ringing", Some("press Enter to answer"), &[]);
+                .call_event(cid, "ringing", Some("press Enter to answer"), &[]);
         }
     }
 
@@ -277,7 +277,8 @@ impl UserAgent {
                     if let Some(c) = self.call_mut(cid) {
                         c.digits.push(d);
                     }
-                    self.out.event(
+                    self.out.call_event(
+                        cid,
                         "dtmf received",
                         Some(&d.to_string()),
                         &[("digit", json!(d.to_string()))],

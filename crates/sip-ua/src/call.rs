@@ -121,7 +121,8 @@ impl UserAgent {
             flow,
         };
         let cid = self.insert_call(call);
-        self.out.event(
+        self.out.call_event(
+            cid,
             "calling",
             Some(&task.target),
             &[("target", json!(task.target))],
@@ -179,7 +180,7 @@ impl UserAgent {
         let outcome = self.dialogs.handle_response(now, response);
         self.send_dialog_transmits(now);
         match status {
-            100 => self.out.event("trying", None, &[]),
+            100 => self.out.call_event(cid, "trying", None, &[]),
             101..=199 => {
                 let early = match outcome {
                     ResponseOutcome::Early(id) => Some(id),
@@ -194,7 +195,8 @@ impl UserAgent {
                 if !call.ringing_printed || status == 183 {
                     call.ringing_printed = true;
                     let name = if status == 180 { "ringing" } else { "progress" };
-                    self.out.event(
+                    self.out.call_event(
+                        cid,
                         name,
                         Some(&status.to_string()),
                         &[("status", json!(status))],
@@ -205,7 +207,7 @@ impl UserAgent {
                 };
                 if has_sdp(response) && call.oa == OfferAnswer::LocalOffer {
                     let _ = call.oa.receive_answer();
-                    self.out.event("early media", None, &[]);
+                    self.out.call_event(cid, "early media", None, &[]);
                     self.apply_remote_sdp(cid, response.body(), now);
                 }
                 if let Some(id) = early {
@@ -369,8 +371,12 @@ impl UserAgent {
             self.media(MediaCommand::Update(params));
             if previous.is_some_and(|p| p.codec.encoding != stream.codec.encoding) {
                 let codec = stream.codec.encoding.clone();
-                self.out
-                    .event("codec changed", Some(&codec), &[("codec", json!(codec))]);
+                self.out.call_event(
+                    cid,
+                    "codec changed",
+                    Some(&codec),
+                    &[("codec", json!(codec))],
+                );
             }
         } else {
             call.media_started = true;
@@ -400,8 +406,12 @@ impl UserAgent {
         call.answered_at = Some(now);
         // With a delayed offer the codec is known only once the ACK brings the answer.
         let codec = call.remote.as_ref().map(|s| s.codec.encoding.clone());
-        self.out
-            .event("answered", codec.as_deref(), &[("codec", json!(codec))]);
+        self.out.call_event(
+            cid,
+            "answered",
+            codec.as_deref(),
+            &[("codec", json!(codec))],
+        );
         self.disarm_call(cid, CallTimer::AnswerTimeout);
         let script = self.call(cid).and_then(|c| c.script.clone());
         match (script, &self.task) {
@@ -445,7 +455,8 @@ impl UserAgent {
                 if self.calls.contains_key(&cid) {
                     self.media(MediaCommand::SendDtmf(digits.clone()));
                     for d in digits.chars() {
-                        self.out.event(
+                        self.out.call_event(
+                            cid,
                             "dtmf sent",
                             Some(&d.to_string()),
                             &[("digit", json!(d.to_string()))],
@@ -724,7 +735,8 @@ impl UserAgent {
         } else if status == 491 {
             call.oa.offer_rejected();
             let wait = glare_retry_after(call.role == Role::Uac, self.rng.next_u32());
-            self.out.event("glare", Some("491, retrying"), &[]);
+            self.out
+                .call_event(cid, "glare", Some("491, retrying"), &[]);
             self.arm_call(cid, now + wait, CallTimer::GlareRetry(direction));
         } else if matches!(status, 408 | 481) {
             call.oa.offer_rejected();
@@ -756,7 +768,8 @@ impl UserAgent {
         *flag = held;
         let by = if by_us { "local" } else { "remote" };
         let event = if held { "held" } else { "resumed" };
-        self.out.event(event, Some(by), &[("by", json!(by))]);
+        self.out
+            .call_event(cid, event, Some(by), &[("by", json!(by))]);
     }
 
     /// The dialog layer says our session refresh is due (RFC 4028): a re-INVITE with
@@ -806,14 +819,15 @@ impl UserAgent {
         self.timers
             .retain(|(_, t)| !matches!(t, Timer::Call(c, _) if *c == cid));
         if !call.digits.is_empty() {
-            self.out.event(
+            self.out.call_event(
+                cid,
                 "dtmf",
                 Some(&call.digits),
                 &[("digits", json!(call.digits))],
             );
         }
         self.out
-            .event("ended", Some(reason), &[("code", json!(code))]);
+            .call_event(cid, "ended", Some(reason), &[("code", json!(code))]);
         match &self.task {
             Task::Call(_) => self.finish(code),
             Task::Answer(a) => {
@@ -835,14 +849,17 @@ impl UserAgent {
     pub fn on_media(&mut self, event: MediaEvent) {
         match event {
             MediaEvent::Dtmf(d) => {
-                if let Some(c) = self.calls.values_mut().next() {
-                    c.digits.push(d);
+                let digit = d.to_string();
+                let fields = [("digit", json!(digit))];
+                match self.calls.values_mut().next() {
+                    Some(c) => {
+                        c.digits.push(d);
+                        let cid = c.id;
+                        self.out
+                            .call_event(cid, "dtmf received", Some(&digit), &fields);
+                    }
+                    None => self.out.event("dtmf received", Some(&digit), &fields),
                 }
-                self.out.event(
-                    "dtmf received",
-                    Some(&d.to_string()),
-                    &[("digit", json!(d.to_string()))],
-                );
             }
             MediaEvent::SourceFinished => self.out.event("playback finished", None, &[]),
             MediaEvent::RtpTimeout => self.out.warn("no RTP from the far end"),

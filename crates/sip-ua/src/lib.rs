@@ -20,9 +20,9 @@
 //! instance: [`UserAgent::set_max_calls`] says how many may be up at once,
 //! [`UserAgent::place_call`] places one, [`UserAgent::answer_ringing_call`] and
 //! [`UserAgent::hang_up`] act on one. The default, 1, is the phone's: an INVITE while a
-//! call is up gets 486 Busy Here. The outputs (events, media commands) do not name
-//! their call yet: the phone has one media session, and a B2BUA relays media its own
-//! way. We chose one type rather than a second one beside it, so that registration,
+//! call is up gets 486 Busy Here. An event about a call names it
+//! ([`PhoneEvent::call`]); media commands do not yet (the phone has one media session,
+//! and a B2BUA relays media its own way). We chose one type rather than a second one beside it, so that registration,
 //! challenges and the transaction layer stay shared by every call.
 //!
 //! It is fed what
@@ -124,6 +124,9 @@ pub struct PhoneEvent {
     pub detail: Option<String>,
     /// JSON-only extras.
     pub fields: Vec<(&'static str, Value)>,
+    /// The call it happened to, for an event about a call (the phone has one at a
+    /// time and prints none).
+    pub call: Option<CallId>,
 }
 
 /// A codec as SDP names it: (payload type, encoding, clock rate).
@@ -458,6 +461,23 @@ impl Outputs {
             name,
             detail: detail.map(str::to_owned),
             fields: fields.to_vec(),
+            call: None,
+        }));
+    }
+
+    /// An event about call `call`.
+    fn call_event(
+        &mut self,
+        call: CallId,
+        name: &'static str,
+        detail: Option<&str>,
+        fields: &[(&'static str, Value)],
+    ) {
+        self.0.push_back(Output::Event(PhoneEvent {
+            name,
+            detail: detail.map(str::to_owned),
+            fields: fields.to_vec(),
+            call: Some(call),
         }));
     }
 
