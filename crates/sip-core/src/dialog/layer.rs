@@ -237,6 +237,50 @@ impl PartialOrd for TimerEntry {
 /// Nothing here reads a clock or draws a random number: branches come from the
 /// [`IdGenerator`] given to [`DialogLayer::new`], tags and first CSeq numbers from the
 /// application.
+///
+/// # Example
+///
+/// A UAS answers an INVITE; the layer sends the 2xx again until the ACK.
+///
+/// ```
+/// use sip_core::dialog::{DialogLayer, DialogTransmit, LocalEnd};
+/// use sip_core::ids::IdGenerator;
+/// use sip_core::transaction::TimerConfig;
+/// use sip_core::{Flow, Message, Transport, response_to};
+/// use std::time::{Duration, Instant};
+///
+/// let alice = Flow {
+///     transport: Transport::Udp,
+///     remote: "192.0.2.1:5060".parse().unwrap(),
+///     local: None,
+///     connection: None,
+/// };
+/// let invite = Message::parse(bytes::Bytes::from_static(
+///     b"INVITE sip:bob@192.0.2.4 SIP/2.0\r\n\
+///       Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK776asdhds\r\n\
+///       Max-Forwards: 70\r\nTo: <sip:bob@example.com>\r\n\
+///       From: <sip:alice@example.com>;tag=1928301774\r\n\
+///       Call-ID: a84b4c76e66710\r\nCSeq: 1 INVITE\r\n\
+///       Contact: <sip:alice@192.0.2.1>\r\nContent-Length: 0\r\n\r\n",
+/// )).unwrap();
+/// let now = Instant::now(); // the I/O layer's clock
+/// let mut layer = DialogLayer::new(TimerConfig::default(), IdGenerator::new(&[7; 32]).unwrap());
+/// let local = LocalEnd {
+///     contact: "sip:bob@192.0.2.4".into(),
+///     via: "SIP/2.0/UDP 192.0.2.4:5060".into(),
+///     fallback: alice,
+///     transport: Transport::Udp,
+/// };
+/// let id = layer.create_uas(&invite, "b0b", 1, local).unwrap();
+/// let ok = response_to(&invite, 200, Some("b0b"))
+///     .header("Contact", "<sip:bob@192.0.2.4>")
+///     .build()
+///     .unwrap();
+/// // The 2xx goes out through the INVITE server transaction; the layer repeats it.
+/// layer.send_2xx(now, &id, &ok, alice).unwrap();
+/// layer.handle_timeout(now + Duration::from_millis(500)); // T1
+/// assert!(matches!(layer.poll_transmit(), Some(DialogTransmit::Stateless(_))));
+/// ```
 #[derive(Debug)]
 pub struct DialogLayer {
     config: TimerConfig,
