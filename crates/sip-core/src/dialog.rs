@@ -16,8 +16,15 @@
 //! - [`SessionTimer`]: RFC 4028 session timers, when to refresh and when the session has
 //!   expired because the far end vanished.
 //!
+//! - [`DialogLayer`]: every dialog of a user agent (or both legs of a B2BUA) in one
+//!   table, in the handle/poll shape of the transaction layer: the 2xx retransmitted
+//!   until its ACK (§13.3.1.4) and the BYE when none comes, the ACK to every 2xx,
+//!   early dialogs and forked 2xx (§13.2.2.4), CSeq order and 481 (§12.2.2), target
+//!   refresh, and the session timers, each on one timer queue.
+//!
 //! Nothing here reads a clock or a random source: the caller passes `now` and random
-//! numbers in, so every rule is tested with a fake clock.
+//! numbers in (or an [`IdGenerator`](crate::ids::IdGenerator) keyed by them), so every
+//! rule is tested with a fake clock.
 
 use crate::builder::MessageBuilder;
 use crate::error::ParseError;
@@ -27,6 +34,15 @@ use crate::method::Method;
 use crate::name::HeaderName;
 use crate::uri::Uri;
 use std::time::{Duration, Instant};
+
+mod layer;
+#[cfg(test)]
+mod layer_tests;
+
+pub use layer::{
+    DialogEvent, DialogLayer, DialogTransmit, ForkPolicy, LocalEnd, ResponseOutcome,
+    TerminationReason, route_flow,
+};
 
 /// Why a dialog could not be created or a request could not be taken into one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,6 +56,9 @@ pub enum DialogError {
     /// The message has no usable Contact (the remote target).
     #[error("no Contact with a SIP URI: the remote target is unknown")]
     NoContact,
+    /// The [`DialogLayer`] holds no dialog with this id (it ended, or never was).
+    #[error("no such dialog: it ended or never was")]
+    NoDialog,
 }
 
 /// What identifies a dialog at this end (RFC 3261 §12): Call-ID, local tag, remote tag.

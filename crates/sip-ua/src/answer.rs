@@ -1,6 +1,6 @@
-//! Calls we receive: the INVITE (ring, answer or refuse), our 2xx retransmitted until
-//! the ACK, CANCEL, and the requests the far end sends inside the dialog (BYE, re-INVITE
-//! and UPDATE offers, INFO digits).
+//! Calls we receive: the INVITE (ring, answer or refuse), our 2xx (which the dialog
+//! layer sends again until the ACK), CANCEL, and the requests the far end sends inside
+//! a dialog (BYE, re-INVITE and UPDATE offers, INFO digits).
 
 use super::*;
 
@@ -19,7 +19,7 @@ impl UserAgent {
                 return;
             }
         };
-        if self.call.is_some() {
+        if self.calls.len() >= self.max_calls || self.call_of(&request).is_some() {
             self.respond(key, &request, 486, &[], None, now);
             return;
         }
@@ -31,7 +31,11 @@ impl UserAgent {
         let local_tag = self.ids.tag();
         let contact = self.contact_uri(flow.transport);
         let local_seq = self.random_u32() >> 2;
-        let dialog = match Dialog::from_uas(&request, &local_tag, &contact, local_seq) {
+        let local = self.local_end(flow);
+        let dialog = match self
+            .dialogs
+            .create_uas(&request, &local_tag, local_seq, local)
+        {
             Ok(d) => d,
             Err(e) => {
                 let reason = e.to_string();
@@ -43,6 +47,7 @@ impl UserAgent {
         let media = match self.take_media() {
             Ok(m) => m,
             Err(e) => {
+                self.dialogs.remove(&dialog);
                 self.out.warn(&format!("no RTP port: {e}"));
                 self.respond(key, &request, 500, &[], None, now);
                 return;
@@ -57,16 +62,16 @@ impl UserAgent {
             let n = (self.calls_done + 1).to_string();
             PathBuf::from(p.to_string_lossy().replace("{n}", &n))
         });
-        self.call = Some(call);
+        let cid = self.insert_call(call);
         self.out
-            .event("incoming", Some(&from), &[("from", json!(from))]);
+            .call_event(cid, "incoming", Some(&from), &[("from", json!(from))]);
         if let Some(code) = answer.reject {
             self.respond(key, &request, code, &[], None, now);
-            self.end_call(&format!("rejected ({code})"), exit::OK);
+            self.end_call(cid, &format!("rejected ({code})"), exit::OK);
             return;
         }
         if has_sdp(&request) {
-            if let Some(c) = self.call.as_mut() {
+            if let Some(c) = self.call_mut(cid) {
                 let _ = c.oa.receive_offer();
             }
             let acceptable = SessionDescription::parse(request.body())
@@ -75,22 +80,24 @@ impl UserAgent {
                 .is_some();
             if !acceptable {
                 self.respond(key, &request, 488, &[], None, now);
-                self.end_call("rejected (488 no common codec)", exit::REJECTED);
+                self.end_call(cid, "rejected (488 no common codec)", exit::REJECTED);
                 return;
             }
         }
         let headers = [("Contact", format!("<{contact}>"))];
         self.respond(key, &request, 180, &headers, None, now);
         if answer.auto {
-            self.answer_ringing_call(now);
+            self.answer_ringing_call(cid, now);
         } else {
             self.out
-                .event("ringing", Some("press Enter to answer"), &[]);
+                .call_event(cid, "ringing", Some("press Enter to answer"), &[]);
         }
     }
 
-    pub(super) fn answer_ringing_call(&mut self, now: Instant) {
-        let Some(call) = self.call.as_ref() else {
+    /// Answers call `cid`, ringing here, with a 2xx (which the dialog layer sends again
+    /// until the ACK).
+    pub fn answer_ringing_call(&mut self, cid: CallId, now: Instant) {
+        let Some(call) = self.call(cid) else {
             return;
         };
         if call.role != Role::Uas || call.state != CallState::Setup {
@@ -121,7 +128,7 @@ impl UserAgent {
                 return;
             };
             let ip = self.local_ip();
-            let Some(call) = self.call.as_mut() else {
+            let Some(call) = self.calls.get_mut(&cid) else {
                 return;
             };
             let port = call.media_port;
@@ -138,40 +145,38 @@ impl UserAgent {
             };
             call.local_sdp = answer.clone();
             let _ = call.oa.send_answer();
-            self.apply_remote_sdp(request.body(), now);
+            self.apply_remote_sdp(cid, request.body(), now);
             answer.to_bytes()
         } else {
             // A delayed offer: we offer in the 2xx; the answer comes in the ACK.
-            let Some(call) = self.call.as_mut() else {
+            let Some(call) = self.call_mut(cid) else {
                 return;
             };
             let _ = call.oa.send_offer();
             call.local_sdp.to_bytes()
         };
-        let mut b = response_to(
-            &request,
-            200,
-            self.call.as_ref().map(|c| c.local_tag.as_str()),
-        );
+        let mut b = response_to(&request, 200, self.call(cid).map(|c| c.local_tag.as_str()));
         for (n, v) in &headers {
             b.push(n, v);
         }
         let Ok(ok) = b.body("application/sdp", Bytes::from(sdp)).build() else {
             return;
         };
-        let bytes = ok.as_bytes().clone();
         let flow = sip_core::response_target(
-            &self.call.as_ref().map_or(self.fallback_flow(), |c| c.flow),
+            &self.call(cid).map_or(self.fallback_flow(), |c| c.flow),
             &request,
         );
         if let Err(e) = self.txl.send_response(now, key, ok.clone()) {
             tracing::debug!("2xx not sent: {e}");
         }
-        if let Some(c) = self.call.as_mut() {
-            c.session_timer = SessionTimer::from_response(&ok, false, now);
+        if let Some(id) = self.call(cid).and_then(|c| c.dialog.clone()) {
+            if let Err(e) = self.dialogs.send_2xx(now, &id, &ok, flow) {
+                tracing::debug!("2xx not retransmitted: {e}");
+            }
+            self.dialogs
+                .set_session_timer(&id, SessionTimer::from_response(&ok, false, now));
         }
-        self.retransmit_until_ack(bytes, flow, &request, now);
-        self.call_answered(now);
+        self.call_answered(cid, now);
     }
 
     pub(super) fn fallback_flow(&self) -> Flow {
@@ -183,95 +188,48 @@ impl UserAgent {
         }
     }
 
-    /// Keeps sending our 2xx to `request` (an INVITE) from T1, doubling up to T2, until
-    /// its ACK arrives or 64·T1 pass (RFC 3261 §13.3.1.4), with the transaction
-    /// layer's T1 and T2 ([`Settings::timers`]).
-    pub(super) fn retransmit_until_ack(
-        &mut self,
-        bytes: Bytes,
-        flow: Flow,
-        request: &Message,
-        now: Instant,
-    ) {
-        let t1 = self.s.timers.t1;
-        if let Some(c) = self.call.as_mut() {
-            c.ok_retx = Some(OkRetransmit {
-                bytes,
-                flow,
-                cseq: request.cseq().map(|c| c.seq).unwrap_or(0),
-                interval: t1,
-                next: now + t1,
-                until: now + t1 * 64,
-            });
-        }
-        self.arm_call(now + t1, CallTimer::Retransmit);
-    }
-
-    pub(super) fn retransmit_ok(&mut self, now: Instant) {
-        let t2 = self.s.timers.t2;
-        let Some(call) = self.call.as_mut() else {
-            return;
-        };
-        let Some(r) = call.ok_retx.as_mut() else {
-            return;
-        };
-        if now >= r.until {
-            call.ok_retx = None;
-            self.out.warn("no ACK for our 2xx: hanging up");
-            self.send_bye(now);
-            return;
-        }
-        if now >= r.next {
-            self.txl.send_stateless(r.flow, r.bytes.clone());
-            r.interval = (r.interval * 2).min(t2);
-            r.next = now + r.interval;
-        }
-        let next = r.next;
-        self.arm_call(next, CallTimer::Retransmit);
-    }
-
     pub(super) fn on_ack(&mut self, ack: &Message, now: Instant) {
-        let Some(call) = self.call.as_mut() else {
+        let Some(cid) = self.call_of(ack) else {
             return;
         };
-        if !call.dialog.as_ref().is_some_and(|d| d.matches(ack)) {
-            return;
-        }
-        let seq = ack.cseq().map(|c| c.seq).unwrap_or(0);
-        if call.ok_retx.as_ref().is_some_and(|r| r.cseq == seq) {
-            call.ok_retx = None;
-            self.disarm_call(CallTimer::Retransmit);
-        }
-        let Some(call) = self.call.as_mut() else {
+        // The dialog layer stops our 2xx; an ACK of no dialog of ours is dropped.
+        let Ok(id) = self.dialogs.handle_request(now, ack) else {
             return;
         };
+        let Some(call) = self.call_mut(cid) else {
+            return;
+        };
+        if call.dialog.as_ref() != Some(&id) {
+            return;
+        }
         if call.oa == OfferAnswer::LocalOffer && has_sdp(ack) {
             let _ = call.oa.receive_answer();
-            self.apply_remote_sdp(ack.body(), now);
+            self.apply_remote_sdp(cid, ack.body(), now);
         }
     }
 
     pub(super) fn on_cancel(&mut self, key: TransactionKey, cancel: &Message, now: Instant) {
         let cancelled = self.txl.find_cancelled(cancel);
-        let ours = self.call.as_ref().is_some_and(|c| {
-            c.role == Role::Uas
-                && c.state == CallState::Setup
-                && c.invite_key == cancelled
-                && cancelled.is_some()
+        let ours = self.call_of(cancel).filter(|cid| {
+            self.call(*cid).is_some_and(|c| {
+                c.role == Role::Uas
+                    && c.state == CallState::Setup
+                    && c.invite_key == cancelled
+                    && cancelled.is_some()
+            })
         });
-        if !ours {
+        let Some(cid) = ours else {
             self.respond(key, cancel, 481, &[], None, now);
             return;
-        }
+        };
         self.respond(key, cancel, 200, &[], None, now);
         if let Some((ikey, req)) = self
-            .call
-            .as_ref()
+            .call(cid)
             .and_then(|c| c.invite_key.zip(c.request.clone()))
         {
             self.respond(ikey, &req, 487, &[], None, now);
         }
-        self.end_call("cancelled (by the caller)", exit::OK);
+        self.end_call(cid, "cancelled (by the caller)", exit::OK);
     }
 
     pub(super) fn on_in_dialog_request(
@@ -281,32 +239,33 @@ impl UserAgent {
         request: &Message,
         now: Instant,
     ) {
-        let matched = self
-            .call
-            .as_ref()
-            .is_some_and(|c| c.dialog.as_ref().is_some_and(|d| d.matches(request)));
-        if !matched {
-            self.respond(key, request, 481, &[], None, now);
-            return;
-        }
-        let refusal = self
-            .call
-            .as_mut()
-            .and_then(|c| c.dialog.as_mut())
-            .and_then(|d| d.receive_request(request).err());
-        if let Some(r) = refusal {
-            let b = sip_core::builder::response_to_with_reason(request, r.status, r.reason, None);
-            if let Ok(msg) = b.build() {
-                let _ = self.txl.send_response(now, key, msg);
+        let cid = self.call_of(request);
+        // The dialog layer checks the request against the dialog: 481 when there is
+        // none, 500 for a CSeq out of order; a BYE ends the dialog there.
+        let checked = self.dialogs.handle_request(now, request);
+        let cid = match (cid, checked) {
+            (Some(cid), Ok(id)) if self.call(cid).and_then(|c| c.dialog.as_ref()) == Some(&id) => {
+                cid
             }
-            return;
-        }
+            (_, Err(r)) if r.status != 481 => {
+                let b =
+                    sip_core::builder::response_to_with_reason(request, r.status, r.reason, None);
+                if let Ok(msg) = b.build() {
+                    let _ = self.txl.send_response(now, key, msg);
+                }
+                return;
+            }
+            _ => {
+                self.respond(key, request, 481, &[], None, now);
+                return;
+            }
+        };
         match method {
             Method::Bye => {
                 self.respond(key, request, 200, &[], None, now);
-                self.end_call("bye (remote)", exit::OK);
+                self.end_call(cid, "bye (remote)", exit::OK);
             }
-            Method::Invite | Method::Update => self.on_remote_offer(key, method, request, now),
+            Method::Invite | Method::Update => self.on_remote_offer(cid, key, method, request, now),
             Method::Info => {
                 let body = String::from_utf8_lossy(request.body()).into_owned();
                 self.respond(key, request, 200, &[], None, now);
@@ -315,7 +274,15 @@ impl UserAgent {
                     .find_map(|l| l.trim().strip_prefix("Signal="))
                     .and_then(|s| s.trim().chars().next())
                 {
-                    self.on_media(MediaEvent::Dtmf(d));
+                    if let Some(c) = self.call_mut(cid) {
+                        c.digits.push(d);
+                    }
+                    self.out.call_event(
+                        cid,
+                        "dtmf received",
+                        Some(&d.to_string()),
+                        &[("digit", json!(d.to_string()))],
+                    );
                 }
             }
             // RFC 3262 §3: a PRACK that matches no unacknowledged reliable provisional
@@ -331,6 +298,7 @@ impl UserAgent {
     /// outstanding), update media, report hold and resume.
     pub(super) fn on_remote_offer(
         &mut self,
+        cid: CallId,
         key: TransactionKey,
         method: &Method,
         request: &Message,
@@ -338,18 +306,21 @@ impl UserAgent {
     ) {
         let ip = self.local_ip();
         let user = self.s.user.clone();
-        let Some(call) = self.call.as_mut() else {
+        let Some(id) = self.call(cid).and_then(|c| c.dialog.clone()) else {
+            return;
+        };
+        let contact = self
+            .dialogs
+            .get(&id)
+            .map(|d| d.local_contact.clone())
+            .unwrap_or_default();
+        let Some(call) = self.calls.get_mut(&cid) else {
             return;
         };
         if call.oa != OfferAnswer::Stable {
             self.respond(key, request, 491, &[], None, now);
             return;
         }
-        let contact = call
-            .dialog
-            .as_ref()
-            .map(|d| d.local_contact.clone())
-            .unwrap_or_default();
         let mut headers = vec![("Contact", format!("<{contact}>"))];
         if let Ok(Some(se)) = request.session_expires() {
             let refresher = se.refresher().unwrap_or("uac").to_ascii_lowercase();
@@ -362,9 +333,10 @@ impl UserAgent {
             } else {
                 Refresher::Them
             };
-            call.session_timer = Some(SessionTimer::new(se.delta, refresher, now));
-        } else if let Some(t) = call.session_timer.as_mut() {
-            t.refreshed(now);
+            self.dialogs
+                .set_session_timer(&id, Some(SessionTimer::new(se.delta, refresher, now)));
+        } else {
+            self.dialogs.session_refreshed(now, &id);
         }
         let body = if has_sdp(request) {
             let Ok(offer) = SessionDescription::parse(request.body()) else {
@@ -392,8 +364,8 @@ impl UserAgent {
             let remote_held = offer.audio_stream(&self.s.codecs).is_some_and(|s| {
                 !s.direction.receives() || s.port == 0 || s.address.is_unspecified()
             });
-            self.apply_remote_sdp(request.body(), now);
-            self.report_hold_change(remote_held, false);
+            self.apply_remote_sdp(cid, request.body(), now);
+            self.report_hold_change(cid, remote_held, false);
             Some(answer.to_bytes())
         } else {
             // An offerless re-INVITE: offer what we have; the answer comes in the ACK.
@@ -402,7 +374,7 @@ impl UserAgent {
             }
             Some(call.local_sdp.to_bytes())
         };
-        let tag = self.call.as_ref().map(|c| c.local_tag.clone());
+        let tag = self.call(cid).map(|c| c.local_tag.clone());
         let mut b = response_to(request, 200, tag.as_deref());
         for (n, v) in &headers {
             b.push(n, v);
@@ -415,12 +387,13 @@ impl UserAgent {
         };
         if *method == Method::Invite {
             let flow = sip_core::response_target(
-                &self.call.as_ref().map_or(self.fallback_flow(), |c| c.flow),
+                &self.call(cid).map_or(self.fallback_flow(), |c| c.flow),
                 request,
             );
-            self.retransmit_until_ack(ok.as_bytes().clone(), flow, request, now);
+            if let Err(e) = self.dialogs.send_2xx(now, &id, &ok, flow) {
+                tracing::debug!("2xx not retransmitted: {e}");
+            }
         }
         let _ = self.txl.send_response(now, key, ok);
-        self.arm_session_timer();
     }
 }

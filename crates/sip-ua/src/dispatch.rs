@@ -1,6 +1,7 @@
-//! What the transaction layer reports, routed: requests we received (refused here when
-//! no part of us serves them, else handed to the call or MESSAGE code), responses to the
-//! requests we sent, and the requests that got no final response.
+//! What the transaction and dialog layers report, routed: requests we received (refused
+//! here when no part of us serves them, else handed to the call or MESSAGE code),
+//! responses to the requests we sent, the requests that got no final response, and what
+//! the dialog layer sends and ends on its own.
 
 use super::*;
 
@@ -15,9 +16,8 @@ impl UserAgent {
         now: Instant,
     ) {
         let tag = self
-            .call
-            .as_ref()
-            .filter(|c| c.call_id == request.call_id().unwrap_or(""))
+            .call_of(request)
+            .and_then(|cid| self.call(cid))
             .map(|c| c.local_tag.clone())
             .unwrap_or_else(|| self.ids.tag());
         let mut b = response_to(request, code, Some(&tag));
@@ -153,24 +153,24 @@ impl UserAgent {
                 }
                 self.on_message_response(o, &response, now);
             }
-            Pending::Invite => self.on_invite_response(key, &response, now),
-            Pending::Bye => {
+            Pending::Invite(cid) => self.on_invite_response(cid, key, &response, now),
+            Pending::Bye(cid) => {
                 if fin {
                     self.pending.remove(&key);
                     // Why we hung up, when it was not the script's choice.
                     let (reason, code) = self
-                        .call
-                        .as_ref()
+                        .call(cid)
                         .and_then(|c| c.cancelled)
                         .unwrap_or(("bye (local)", exit::OK));
-                    self.end_call(reason, code);
+                    self.end_call(cid, reason, code);
                 }
             }
             Pending::Modify {
+                call,
                 method,
                 direction,
                 refresh,
-            } => self.on_modify_response(key, &method, direction, refresh, &response, now),
+            } => self.on_modify_response(call, key, &method, direction, refresh, &response, now),
             Pending::Other => {}
         }
     }
@@ -202,10 +202,9 @@ impl UserAgent {
                 self.out.event("message failed", Some(no_response), &[]);
                 self.finish(exit::FAILED);
             }
-            Pending::Invite => {
+            Pending::Invite(cid) => {
                 if self
-                    .call
-                    .as_ref()
+                    .call(cid)
                     .is_some_and(|c| c.state != CallState::Answered)
                 {
                     let fallback = match &unreachable {
@@ -213,21 +212,70 @@ impl UserAgent {
                         None => ("no answer (timeout)".to_owned(), exit::NO_ANSWER),
                     };
                     let (reason, code) = self
-                        .call
-                        .as_ref()
+                        .call(cid)
                         .and_then(|c| c.cancelled)
                         .map_or(fallback, |(r, c)| (r.to_owned(), c));
-                    self.end_call(&reason, code);
+                    self.end_call(cid, &reason, code);
                 }
             }
-            Pending::Bye => self.end_call("bye (local, no response)", exit::OK),
-            Pending::Modify { .. } => {
-                if let Some(c) = self.call.as_mut() {
+            Pending::Bye(cid) => self.end_call(cid, "bye (local, no response)", exit::OK),
+            Pending::Modify { call, .. } => {
+                if let Some(c) = self.call_mut(call) {
                     c.oa.offer_rejected();
                 }
                 self.out.warn("the far end did not answer a session change");
             }
             Pending::Other => {}
         }
+    }
+
+    /// Sends what the dialog layer queued (ACKs and 2xx retransmissions as they are;
+    /// its own BYEs in client transactions, a call's own BYE answered like ours) and
+    /// handles its events. `true` if there was anything.
+    pub(crate) fn pump_dialogs(&mut self, now: Instant) -> bool {
+        let mut any = self.send_dialog_transmits(now);
+        while let Some(event) = self.dialogs.poll_event() {
+            any = true;
+            match event {
+                DialogEvent::RefreshDue { id } => {
+                    if let Some(cid) = self.call_of_dialog(&id) {
+                        self.on_refresh_due(cid, now);
+                    }
+                }
+                DialogEvent::Terminated { id, reason } => {
+                    if let Some(cid) = self.call_of_dialog(&id) {
+                        self.on_dialog_ended(cid, reason, now);
+                    }
+                }
+                _ => {}
+            }
+        }
+        any
+    }
+
+    /// Hands what the dialog layer queued to the transaction layer, in order. Called
+    /// right after the dialog layer takes a message too, so that an ACK it queued
+    /// leaves before a request the call sends next (the BYE after an unusable answer).
+    pub(crate) fn send_dialog_transmits(&mut self, now: Instant) -> bool {
+        let mut any = false;
+        while let Some(t) = self.dialogs.poll_transmit() {
+            any = true;
+            match t {
+                DialogTransmit::Stateless(t) => self.txl.send_stateless(t.flow, t.bytes),
+                DialogTransmit::Request { id, request, flow } => {
+                    let pending = match self.call_of_dialog(&id) {
+                        Some(cid) if request.method() == Some(&Method::Bye) => Pending::Bye(cid),
+                        _ => Pending::Other,
+                    };
+                    match self.txl.send_request(now, request, flow) {
+                        Ok(key) => {
+                            self.pending.insert(key, pending);
+                        }
+                        Err(e) => tracing::debug!("in-dialog request not sent: {e}"),
+                    }
+                }
+            }
+        }
+        any
     }
 }

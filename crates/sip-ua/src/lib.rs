@@ -2,11 +2,30 @@
 //! a carrier or a back-to-back call leg needs of RFC 3261 and its extensions, without a
 //! socket, a clock or a random source of its own.
 //!
-//! [`UserAgent`] owns a transaction layer, the registration client (refreshed at half the
-//! granted time, 423 Min-Expires, 401/407 answered, retried after a failure), at most
-//! one call as UAC or UAS (forked 2xx, offer/answer, hold, PRACK, UPDATE, session
-//! timers, re-INVITE glare, the 2xx retransmitted until its ACK by RFC 3261 §13.3.1.4
-//! on the transaction layer's [`TimerConfig`]), MESSAGE and OPTIONS. It is fed what
+//! [`UserAgent`] owns a transaction layer, a dialog layer
+//! ([`sip_core::dialog::DialogLayer`]), the registration client (refreshed at half the
+//! granted time, 423 Min-Expires, 401/407 answered, retried after a failure), calls as
+//! UAC or UAS (offer/answer, hold, PRACK, UPDATE, re-INVITE glare), MESSAGE and
+//! OPTIONS. A call's dialog state lives in the dialog layer, not in the call: the CSeq
+//! numbers, route set and target, the ACK to every 2xx, forked 2xx (the extra ones
+//! ACKed and hung up), RFC 4028 session timers, and our 2xx retransmitted until its ACK
+//! (RFC 3261 §13.3.1.4, on the [`TimerConfig`] the transaction layer uses too, a BYE
+//! when none comes). The call keeps what is the user agent's: media, offer/answer, the
+//! script of timers, what to print.
+//!
+//! # Many calls
+//!
+//! One `UserAgent` holds any number of calls, keyed by [`CallId`] (and by SIP Call-ID
+//! and dialog inside), so that a B2BUA can run both legs of thousands of calls on one
+//! instance: [`UserAgent::set_max_calls`] says how many may be up at once,
+//! [`UserAgent::place_call`] places one, [`UserAgent::answer_ringing_call`] and
+//! [`UserAgent::hang_up`] act on one. The default, 1, is the phone's: an INVITE while a
+//! call is up gets 486 Busy Here. An event about a call names it
+//! ([`PhoneEvent::call`]); media commands do not yet (the phone has one media session,
+//! and a B2BUA relays media its own way). We chose one type rather than a second one beside it, so that registration,
+//! challenges and the transaction layer stay shared by every call.
+//!
+//! It is fed what
 //! arrives ([`UserAgent::on_message`]), the time ([`UserAgent::on_timeout`]), media events and
 //! the user's keys, each with an explicit `now`; it answers with what to transmit
 //! ([`UserAgent::poll_transmit`]), what to show or do with media ([`UserAgent::poll_output`]) and,
@@ -53,13 +72,16 @@ use rand::rngs::ChaCha20Rng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use sip_core::auth::{Challenge, answer_challenge, pick_best};
-use sip_core::dialog::{Dialog, Refresher, SessionTimer, SessionTimerAction, glare_retry_after};
+use sip_core::dialog::{
+    DialogEvent, DialogId, DialogLayer, DialogTransmit, LocalEnd, Refresher, ResponseOutcome,
+    SessionTimer, TerminationReason, glare_retry_after,
+};
 use sip_core::ids::IdGenerator;
 use sip_core::name::HeaderName;
 use sip_core::sdp::{AudioStream, Direction, OfferAnswer, SessionDescription, answer_direction};
 use sip_core::transaction::{Event, TimerConfig, TransactionKey, TransactionLayer, Transmit};
 use sip_core::{Flow, Message, MessageBuilder, Method, Transport, response_to};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -102,6 +124,9 @@ pub struct PhoneEvent {
     pub detail: Option<String>,
     /// JSON-only extras.
     pub fields: Vec<(&'static str, Value)>,
+    /// The call it happened to, for an event about a call (the phone has one at a
+    /// time and prints none).
+    pub call: Option<CallId>,
 }
 
 /// A codec as SDP names it: (payload type, encoding, clock rate).
@@ -275,10 +300,11 @@ enum Pending {
     Register(Outgoing),
     Unregister(Outgoing),
     Message(Outgoing),
-    Invite,
-    Bye,
+    Invite(CallId),
+    Bye(CallId),
     /// A re-INVITE or UPDATE carrying our offer with this direction.
     Modify {
+        call: CallId,
         method: Method,
         direction: Direction,
         refresh: bool,
@@ -286,19 +312,22 @@ enum Pending {
     Other,
 }
 
-/// Our 2xx to an INVITE, retransmitted until the ACK (RFC 3261 §13.3.1.4).
-#[derive(Debug, Clone)]
-struct OkRetransmit {
-    bytes: Bytes,
-    flow: Flow,
-    cseq: u32,
-    interval: Duration,
-    next: Instant,
-    until: Instant,
+/// A call of this user agent, as UAC or UAS: the handle the user agent's calls are
+/// keyed by (a B2BUA keeps one per leg). Never reused within one [`UserAgent`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CallId(u64);
+
+impl std::fmt::Display for CallId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "call {}", self.0)
+    }
 }
 
+/// One call: what it is for (media, the script's timers, offer/answer, what to print).
+/// Its dialog's state (CSeq, route set, target, the 2xx until its ACK, the session
+/// timer) is in the user agent's [`DialogLayer`], under `dialog`.
 struct Call {
-    generation: u64,
+    id: CallId,
     role: Role,
     state: CallState,
     call_id: String,
@@ -310,7 +339,9 @@ struct Call {
     invite_key: Option<TransactionKey>,
     /// UAS: the INVITE received.
     request: Option<Message>,
-    dialog: Option<Dialog>,
+    /// The call's dialog in the dialog layer: UAC, the early dialog of the first
+    /// provisional with a tag, then the one the first 2xx confirmed; UAS, ours.
+    dialog: Option<DialogId>,
     flow: Flow,
     /// The RTP port of the media session this call uses (bound by the driver before).
     media_port: u16,
@@ -322,19 +353,15 @@ struct Call {
     wanted: Direction,
     held_by_us: bool,
     held_by_them: bool,
-    ack: Option<(Bytes, Flow, String)>,
-    /// UAC: the ACKs of 2xx from other forks of our INVITE, by To tag: those dialogs
-    /// were hung up at once (RFC 3261 §13.2.2.4); a retransmitted 2xx gets its ACK again.
-    fork_acks: Vec<(String, Bytes, Flow)>,
-    ok_retx: Option<OkRetransmit>,
     digits: String,
     play: Option<PathBuf>,
     record: Option<PathBuf>,
     answered_at: Option<Instant>,
     cancelled: Option<(&'static str, u8)>,
     rseq_acked: Option<u32>,
-    session_timer: Option<SessionTimer>,
     ringing_printed: bool,
+    /// UAC: what to do once answered ([`UserAgent::place_call`]'s task).
+    script: Option<CallTask>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -344,10 +371,8 @@ enum CallTimer {
     Resume,
     Hangup,
     AnswerTimeout,
-    Retransmit,
     EndFallback,
     GlareRetry(Direction),
-    Session,
     ChangeCodec,
 }
 
@@ -355,7 +380,7 @@ enum CallTimer {
 enum Timer {
     RegisterRefresh,
     ExitDeadline,
-    Call(u64, CallTimer),
+    Call(CallId, CallTimer),
 }
 
 /// Our listening addresses, for Via, Contact and SDP: the endpoint's, fixed at start.
@@ -436,6 +461,23 @@ impl Outputs {
             name,
             detail: detail.map(str::to_owned),
             fields: fields.to_vec(),
+            call: None,
+        }));
+    }
+
+    /// An event about call `call`.
+    fn call_event(
+        &mut self,
+        call: CallId,
+        name: &'static str,
+        detail: Option<&str>,
+        fields: &[(&'static str, Value)],
+    ) {
+        self.0.push_back(Output::Event(PhoneEvent {
+            name,
+            detail: detail.map(str::to_owned),
+            fields: fields.to_vec(),
+            call: Some(call),
         }));
     }
 
@@ -457,8 +499,16 @@ pub struct UserAgent {
     out: Outputs,
     pending: HashMap<TransactionKey, Pending>,
     timers: Vec<(Instant, Timer)>,
-    call: Option<Call>,
-    next_generation: u64,
+    /// Every call, by id; ordered, so that "the ringing call" is the oldest.
+    calls: BTreeMap<CallId, Call>,
+    /// The call of each SIP Call-ID.
+    by_call_id: HashMap<String, CallId>,
+    /// How many calls may be up at once: 1 for the phone (a second INVITE is busy).
+    max_calls: usize,
+    /// Every dialog of every call, with the 2xx retransmission, ACKs, forks and session
+    /// timers.
+    dialogs: DialogLayer,
+    next_call: u64,
     registered: bool,
     register_out: Option<Outgoing>,
     task_started: bool,
@@ -570,16 +620,22 @@ impl UserAgent {
         rng.fill_bytes(&mut key);
         #[allow(clippy::expect_used)]
         let ids = IdGenerator::new(&key).expect("a 32-byte key is long enough");
+        rng.fill_bytes(&mut key);
+        #[allow(clippy::expect_used)]
+        let dialog_ids = IdGenerator::new(&key).expect("a 32-byte key is long enough");
         UserAgent {
             local,
             txl: TransactionLayer::new(s.timers),
+            dialogs: DialogLayer::new(s.timers, dialog_ids),
             s,
             task,
             out: Outputs::default(),
             pending: HashMap::new(),
             timers: Vec::new(),
-            call: None,
-            next_generation: 1,
+            calls: BTreeMap::new(),
+            by_call_id: HashMap::new(),
+            max_calls: 1,
+            next_call: 1,
             registered: false,
             register_out: None,
             task_started: false,
@@ -676,20 +732,29 @@ impl UserAgent {
         self.connection_local = Some(local);
     }
 
-    /// Handles what the transaction layer reported; `true` if there was anything.
+    /// Handles what the transaction and dialog layers reported; `true` if there was
+    /// anything (then poll again: it may have queued messages to send).
     pub fn handle_events(&mut self, now: Instant) -> bool {
         let mut any = false;
-        while let Some(event) = self.txl.poll_event() {
+        loop {
+            let mut progressed = false;
+            while let Some(event) = self.txl.poll_event() {
+                progressed = true;
+                self.on_event(event, now);
+            }
+            progressed |= self.pump_dialogs(now);
+            if !progressed {
+                return any;
+            }
             any = true;
-            self.on_event(event, now);
         }
-        any
     }
 
     /// When [`UserAgent::on_timeout`] is next due.
     pub fn poll_timeout(&self) -> Option<Instant> {
         [
             self.txl.poll_timeout(),
+            self.dialogs.poll_timeout(),
             self.timers.iter().map(|(t, _)| *t).min(),
         ]
         .into_iter()
@@ -697,17 +762,38 @@ impl UserAgent {
         .min()
     }
 
-    /// Time passed: runs the transaction timers and ours that are due.
+    /// Time passed: runs the transaction and dialog timers and ours that are due.
     pub fn on_timeout(&mut self, now: Instant) {
         self.txl.handle_timeout(now);
+        self.dialogs.handle_timeout(now);
+        self.pump_dialogs(now);
         self.fire_timers(now);
     }
 
-    /// Whether nothing is left in the user agent's tables: no transaction, no call (its
-    /// dialog), no request awaiting an answer. A test on a simulated network checks it
+    /// Whether nothing is left in the user agent's tables: no transaction, no call, no
+    /// dialog, no request awaiting an answer. A test on a simulated network checks it
     /// after every call has ended and the timers have run out.
     pub fn is_idle(&self) -> bool {
-        self.txl.is_empty() && self.call.is_none() && self.pending.is_empty()
+        self.txl.is_empty()
+            && self.calls.is_empty()
+            && self.dialogs.is_empty()
+            && self.pending.is_empty()
+    }
+
+    /// How many calls may be up at once (default 1, the phone's: an INVITE while a call
+    /// is up is answered 486 Busy Here). A B2BUA or a test of many calls raises it.
+    pub fn set_max_calls(&mut self, max: usize) {
+        self.max_calls = max.max(1);
+    }
+
+    /// How many calls are up (ringing, answered or ending).
+    pub fn calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// The dialog layer, for a look at the dialogs (tests, diagnostics).
+    pub fn dialog_layer(&self) -> &DialogLayer {
+        &self.dialogs
     }
 
     /// The next thing to print or do with media.
@@ -729,14 +815,22 @@ impl UserAgent {
     /// [`MediaCommand::Start`] failed (the driver said why): the next SDP from the far
     /// end tries again.
     pub fn on_media_start_failed(&mut self) {
-        if let Some(c) = self.call.as_mut() {
+        // The phone's one media session: every call (there is one) tries again.
+        for c in self.calls.values_mut() {
             c.media_started = false;
         }
     }
 
     /// The user pressed Enter: answers the call ringing, if any.
     pub fn on_enter(&mut self, now: Instant) {
-        self.answer_ringing_call(now);
+        let ringing = self
+            .calls
+            .values()
+            .find(|c| c.role == Role::Uas && c.state == CallState::Setup)
+            .map(|c| c.id);
+        if let Some(cid) = ringing {
+            self.answer_ringing_call(cid, now);
+        }
     }
 
     // ----- plumbing -----
@@ -765,10 +859,29 @@ impl UserAgent {
         self.timers.retain(|(_, t)| *t != timer);
     }
 
-    fn arm_call(&mut self, at: Instant, timer: CallTimer) {
-        if let Some(generation) = self.call.as_ref().map(|c| c.generation) {
-            self.arm(at, Timer::Call(generation, timer));
+    fn arm_call(&mut self, cid: CallId, at: Instant, timer: CallTimer) {
+        if self.calls.contains_key(&cid) {
+            self.arm(at, Timer::Call(cid, timer));
         }
+    }
+
+    fn call(&self, cid: CallId) -> Option<&Call> {
+        self.calls.get(&cid)
+    }
+
+    fn call_mut(&mut self, cid: CallId) -> Option<&mut Call> {
+        self.calls.get_mut(&cid)
+    }
+
+    /// The call a message belongs to, by its Call-ID.
+    fn call_of(&self, msg: &Message) -> Option<CallId> {
+        self.by_call_id.get(msg.call_id().ok()?).copied()
+    }
+
+    /// The call whose dialog is `id`.
+    fn call_of_dialog(&self, id: &DialogId) -> Option<CallId> {
+        let cid = *self.by_call_id.get(&id.call_id)?;
+        (self.call(cid)?.dialog.as_ref() == Some(id)).then_some(cid)
     }
 
     fn fire_timers(&mut self, now: Instant) {
@@ -789,13 +902,9 @@ impl UserAgent {
                     // Out of time with the task unfinished (a hang-up never answered).
                     self.finish(exit::FAILED);
                 }
-                Timer::Call(generation, t) => {
-                    if self
-                        .call
-                        .as_ref()
-                        .is_some_and(|c| c.generation == generation)
-                    {
-                        self.on_call_timer(t, now);
+                Timer::Call(cid, t) => {
+                    if self.calls.contains_key(&cid) {
+                        self.on_call_timer(cid, t, now);
                     }
                 }
             }
@@ -883,12 +992,19 @@ impl UserAgent {
         })
     }
 
-    /// The flow for requests in `dialog`: its next hop directly when numeric, else the
-    /// server.
-    fn dialog_flow(&self, dialog: &Dialog, fallback: Flow) -> Flow {
-        match self.direct_flow(&dialog.next_hop()) {
-            Ok(f) => f,
-            Err(_) => fallback,
+    /// Our end of a dialog whose requests go, unless its next hop has a numeric
+    /// address, to `fallback` (the server, or where the far end's INVITE came from).
+    fn local_end(&self, fallback: Flow) -> LocalEnd {
+        let transport = fallback.transport;
+        LocalEnd {
+            contact: self.contact_uri(transport),
+            via: format!(
+                "SIP/2.0/{} {}",
+                transport.via_token(),
+                self.local_addr(transport)
+            ),
+            fallback,
+            transport: self.s.transport,
         }
     }
 }

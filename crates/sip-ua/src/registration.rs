@@ -201,7 +201,7 @@ impl UserAgent {
             self.disarm(Timer::RegisterRefresh);
             self.register(now, 0);
             Duration::from_secs(2)
-        } else if self.call.is_none() {
+        } else if self.calls.is_empty() {
             // A moment for what is queued on connections to be written (the 200 to a
             // BYE, say) before the endpoint shuts down.
             Duration::from_millis(300)
@@ -222,10 +222,13 @@ impl UserAgent {
     /// Ctrl-C or SIGTERM: hang up what is up, then exit through [`UserAgent::begin_exit`].
     pub fn interrupt(&mut self, now: Instant) {
         self.interrupted = true;
-        if self.call.is_some() {
-            // The call's end finishes the task (see `end_call`); a far end that does
+        if !self.calls.is_empty() {
+            // The calls' end finishes the task (see `end_call`); a far end that does
             // not answer our BYE gets 3 s.
-            self.hang_up(now);
+            let calls: Vec<CallId> = self.calls.keys().copied().collect();
+            for cid in calls {
+                self.hang_up(cid, now);
+            }
             self.arm(now + Duration::from_secs(3), Timer::ExitDeadline);
         } else {
             self.finish(exit::OK);
@@ -235,7 +238,9 @@ impl UserAgent {
     pub(crate) fn start_task(&mut self, now: Instant) {
         self.task_started = true;
         match self.task.clone() {
-            Task::Call(c) => self.place_call(c, now),
+            Task::Call(c) => {
+                self.place_call(c, now);
+            }
             Task::Message { target, text } => {
                 self.send_simple(Method::Message, &target, Some(text), now)
             }

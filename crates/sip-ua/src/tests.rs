@@ -1042,3 +1042,63 @@ fn identifiers_come_from_the_seed_and_never_repeat() {
             .starts_with("z9hG4bK")
     );
 }
+
+#[test]
+fn an_unusable_answer_is_acked_before_its_bye() {
+    let mut p = Phone::new(false, Task::Call(call_task()));
+    let invite = p.sent_request(Method::Invite);
+    let g729 = "v=0\r\no=bob 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                m=audio 41000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n";
+    let ok = reply(&invite, 200, Some("b1"))
+        .body("application/sdp", g729)
+        .build()
+        .unwrap();
+    p.receive(ok);
+    let methods: Vec<Method> = p
+        .take_sent()
+        .iter()
+        .filter_map(|m| m.method().cloned())
+        .collect();
+    assert_eq!(methods, [Method::Ack, Method::Bye]);
+}
+
+#[test]
+fn a_second_call_is_busy_for_the_phone_and_taken_with_room_for_two() {
+    // Their CSeq numbers differ so that their branches do.
+    let invite = |call_id: &str| {
+        let seq = if call_id.starts_with("call-1") { 1 } else { 2 };
+        bob_request(Method::Invite, None, seq, call_id)
+            .body("application/sdp", sdp(41000, "sendrecv"))
+            .build()
+            .unwrap()
+    };
+    let mut p = Phone::new(false, Task::Answer(answer_task()));
+    p.receive(invite("call-1@bob"));
+    p.receive(invite("call-2@bob"));
+    let busy = p.sent_response(486);
+    assert_eq!(busy.call_id().unwrap(), "call-2@bob");
+    assert_eq!(p.core.calls(), 1);
+
+    let mut p = Phone::new(false, Task::Answer(answer_task()));
+    p.core.set_max_calls(2);
+    p.receive(invite("call-1@bob"));
+    p.receive(invite("call-2@bob"));
+    let oks: Vec<Message> = p
+        .take_sent()
+        .into_iter()
+        .filter(|m| m.status() == Some(200))
+        .collect();
+    assert_eq!(oks.len(), 2);
+    assert_ne!(oks[0].to().unwrap().tag(), oks[1].to().unwrap().tag());
+    assert_eq!(p.core.calls(), 2);
+    assert_eq!(p.core.dialog_layer().len(), 2);
+    // Each answered call is its own, named in its events.
+    let answered: Vec<Option<CallId>> = p
+        .events()
+        .into_iter()
+        .filter(|e| e.name == "answered")
+        .map(|e| e.call)
+        .collect();
+    assert_eq!(answered.len(), 2);
+    assert_ne!(answered[0], answered[1]);
+}
