@@ -143,6 +143,32 @@ impl<U: UserStore> UserStore for CachedUsers<U> {
         self.backend.remove(name)?;
         self.changed()
     }
+    fn set_extension(&mut self, name: &str, extension: Option<&str>) -> Result<(), StoreError> {
+        self.backend.set_extension(name, extension)?;
+        self.changed()
+    }
+    fn by_extension(&self, extension: &str) -> Result<Option<User>, StoreError> {
+        let mut copy = self.copy.borrow_mut();
+        let now = unix_now();
+        if now != copy.checked_at {
+            copy.revalidate(&self.backend, now)?;
+        }
+        let found = copy
+            .users
+            .values()
+            .find(|u| u.extension.as_deref() == Some(extension))
+            .cloned();
+        if found.is_none() && now == copy.checked_at {
+            // A miss looks again, as for names: an extension set a moment ago works.
+            copy.revalidate(&self.backend, now)?;
+            return Ok(copy
+                .users
+                .values()
+                .find(|u| u.extension.as_deref() == Some(extension))
+                .cloned());
+        }
+        Ok(found)
+    }
     fn import(&mut self, users: &[User]) -> Result<ImportReport, StoreError> {
         let report = self.backend.import(users)?;
         self.changed()?;
