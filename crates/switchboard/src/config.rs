@@ -21,6 +21,17 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[proxy]`: routing calls and messages.
     pub proxy: ProxyConfig,
+    /// `[pbx]`: the dial plan.
+    pub pbx: PbxConfig,
+}
+
+/// `[pbx]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PbxConfig {
+    /// The dial plan file (TOML, relative to the working directory); without one, every
+    /// number or name dialled reaches the user with that extension or name.
+    pub dial_plan: Option<PathBuf>,
 }
 
 /// `[sip]`.

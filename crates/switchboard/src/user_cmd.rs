@@ -107,7 +107,7 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn load_config(path: Option<&Path>) -> Result<Config, String> {
+pub(crate) fn load_config(path: Option<&Path>) -> Result<Config, String> {
     match path {
         Some(p) => Config::load(p).map_err(|e| e.to_string()),
         None => Ok(Config::default()),
@@ -117,7 +117,7 @@ fn load_config(path: Option<&Path>) -> Result<Config, String> {
 /// The SQLite file a command works on, and where that choice came from, so that an
 /// admin who ran it in the wrong folder or with the wrong `--config` sees which file was
 /// meant.
-struct Database {
+pub(crate) struct Database {
     /// The file, absolute.
     path: PathBuf,
     /// Where the setting came from, for messages.
@@ -126,7 +126,7 @@ struct Database {
 
 impl Database {
     /// The SQLite file the configuration names; the CLI only manages SQLite databases.
-    fn of(config: &Config, config_path: Option<&Path>) -> Result<Database, String> {
+    pub(crate) fn of(config: &Config, config_path: Option<&Path>) -> Result<Database, String> {
         let setting = &config.storage.database;
         let Backend::Sqlite(file) = Backend::parse(setting).map_err(|e| e.to_string())? else {
             return Err(format!(
@@ -164,7 +164,7 @@ impl Database {
     }
 
     /// Opens the users of an existing database only.
-    fn existing_users(&self) -> Result<SqliteUserStore, String> {
+    pub(crate) fn existing_users(&self) -> Result<SqliteUserStore, String> {
         SqliteUserStore::open_existing(&self.path).map_err(|e| match e {
             StoreError::Missing { .. } => self.missing(),
             e => e.to_string(),
