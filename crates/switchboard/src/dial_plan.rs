@@ -53,6 +53,8 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64, u64)> {
 
 /// How often the file is looked at for changes.
 const WATCH_EVERY: Duration = Duration::from_millis(500);
+/// How long a changed file must stay unchanged before it is read.
+const SETTLE: Duration = Duration::from_millis(200);
 
 /// Loads `path` into `plan` again, logging what happened; the old plan stays when the
 /// new one has faults.
@@ -96,6 +98,17 @@ pub fn spawn_reloader(
                     if now == seen || now.is_none() {
                         // Unchanged, or gone for a moment while an editor replaces it.
                         continue;
+                    }
+                    // A file written in place is read once it has stopped changing,
+                    // not half written.
+                    let mut last = now;
+                    loop {
+                        tokio::time::sleep(SETTLE).await;
+                        let again = stamp(&path);
+                        if again == last {
+                            break;
+                        }
+                        last = again;
                     }
                     "the file changed"
                 }
