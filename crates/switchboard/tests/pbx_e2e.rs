@@ -313,7 +313,7 @@ fn the_plan_is_reloaded_on_change_and_sighup_and_a_bad_one_is_refused() {
     let code = message_from_bob(&srv, "sip:201@example.test", "four");
     assert_eq!(code, 0, "{}", server.log());
     alice.expect("four");
-    let pid = server_pid(&server);
+    let pid = server.pid().unwrap().to_string();
     assert!(
         Command::new("kill")
             .args(["-HUP", &pid])
@@ -327,19 +327,6 @@ fn the_plan_is_reloaded_on_change_and_sighup_and_a_bad_one_is_refused() {
         || server.log(),
     );
     assert_eq!(message_from_bob(&srv, "sip:201@example.test", "five"), 0);
-}
-
-/// The pid of the server's process, found by its configuration file in /proc.
-fn server_pid(server: &Server) -> String {
-    let config = server.config().display().to_string();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        if args.iter().any(|a| *a == b"serve") && args.iter().any(|a| *a == config.as_bytes()) {
-            return entry.file_name().to_string_lossy().into_owned();
-        }
-    }
-    panic!("no serve process for {config}");
 }
 
 fn route(dir: &Path, args: &[&str]) -> (i32, String, String) {
