@@ -250,4 +250,40 @@ mod tests {
         let v3 = m.version().unwrap();
         assert!(v0 < v1 && v1 < v2 && v2 < v3);
     }
+
+    #[test]
+    fn extensions_through_the_cache_and_the_memory_backend() {
+        let mut m = MemoryUserStore::default();
+        m.add(&User::new("alice", "r", "pw", 1).unwrap()).unwrap();
+        let mut cache = CachedUsers::new(m, 100).unwrap();
+        let mut bob = User::new("bob", "r", "pw", 1).unwrap();
+        bob.extension = Some("202".into());
+        cache.add(&bob).unwrap();
+        assert_eq!(cache.by_extension("202").unwrap().unwrap().name, "bob");
+        assert!(cache.by_extension("201").unwrap().is_none());
+        cache.set_extension("alice", Some("201")).unwrap();
+        assert_eq!(cache.by_extension("201").unwrap().unwrap().name, "alice");
+        for (name, ext) in [("alice", "202"), ("bob", "201")] {
+            let e = cache.set_extension(name, Some(ext)).unwrap_err();
+            assert!(matches!(e, StoreError::ExtensionTaken { .. }), "{e}");
+        }
+        let e = cache
+            .add(&User::new("201", "r", "pw", 1).unwrap())
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "name \"201\" is already taken by user \"alice\""
+        );
+        assert!(
+            cache
+                .import(&[User::new("202", "r", "pw", 1).unwrap()])
+                .is_err()
+        );
+        assert!(matches!(
+            cache.set_extension("bob", Some("x1")),
+            Err(StoreError::InvalidExtension { .. })
+        ));
+        cache.set_extension("alice", None).unwrap();
+        assert!(cache.by_extension("201").unwrap().is_none());
+    }
 }
