@@ -514,4 +514,25 @@ mod tests {
         let e = parse("[sip]\ndomain = \n").unwrap_err();
         assert!(e.starts_with("sb.toml:2: "), "{e}");
     }
+
+    #[test]
+    fn pbx_section_and_the_example_configuration() {
+        assert!(parse("").unwrap().pbx.dial_plan.is_none());
+        let c = parse("[pbx]\ndial_plan = \"plan.toml\"\n").unwrap();
+        assert_eq!(c.pbx.dial_plan.as_deref(), Some(Path::new("plan.toml")));
+        let e = parse("[pbx]\ndialplan = \"plan.toml\"\n").unwrap_err();
+        assert!(e.starts_with("sb.toml:2: unknown field `dialplan`"), "{e}");
+        let example = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/switchboard.toml"
+        );
+        let c = Config::load(Path::new(example)).unwrap();
+        let plan = c.pbx.dial_plan.unwrap();
+        assert_eq!(plan, Path::new("examples/dialplan.toml"));
+        // The plan it names is a valid one.
+        let from_top = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(plan);
+        pbx::Plan::load(&from_top).unwrap();
+    }
 }
