@@ -36,6 +36,8 @@ pub struct CachedUsers<U> {
 #[derive(Debug)]
 struct UserCopy {
     users: HashMap<String, User>,
+    /// Extension to user name: a call to a number costs one map lookup.
+    extensions: HashMap<String, String>,
     /// The backend's version the copy was loaded at.
     version: u64,
     /// When (Unix seconds) the version was last compared.
@@ -47,6 +49,7 @@ impl<U: UserStore> CachedUsers<U> {
     pub fn new(backend: U, now: u64) -> Result<CachedUsers<U>, StoreError> {
         let mut copy = UserCopy {
             users: HashMap::new(),
+            extensions: HashMap::new(),
             version: 0,
             checked_at: now,
         };
@@ -105,6 +108,11 @@ impl UserCopy {
             .into_iter()
             .map(|u| (u.name.clone(), u))
             .collect();
+        self.extensions = self
+            .users
+            .values()
+            .filter_map(|u| Some((u.extension.clone()?, u.name.clone())))
+            .collect();
         self.version = version;
         Ok(())
     }
@@ -153,21 +161,20 @@ impl<U: UserStore> UserStore for CachedUsers<U> {
         if now != copy.checked_at {
             copy.revalidate(&self.backend, now)?;
         }
-        let found = copy
-            .users
-            .values()
-            .find(|u| u.extension.as_deref() == Some(extension))
-            .cloned();
-        if found.is_none() && now == copy.checked_at {
-            // A miss looks again, as for names: an extension set a moment ago works.
-            copy.revalidate(&self.backend, now)?;
-            return Ok(copy
-                .users
-                .values()
-                .find(|u| u.extension.as_deref() == Some(extension))
-                .cloned());
+        let find = |copy: &UserCopy| {
+            copy.extensions
+                .get(extension)
+                .and_then(|name| copy.users.get(name))
+                .cloned()
+        };
+        match find(&copy) {
+            Some(u) => Ok(Some(u)),
+            None => {
+                // A miss looks again, as for names: an extension set a moment ago works.
+                copy.revalidate(&self.backend, now)?;
+                Ok(find(&copy))
+            }
         }
-        Ok(found)
     }
     fn import(&mut self, users: &[User]) -> Result<ImportReport, StoreError> {
         let report = self.backend.import(users)?;

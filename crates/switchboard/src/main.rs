@@ -55,7 +55,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the SIP server: listen on the configured transports (UDP and TCP 5060 by
-    /// default), register phones, answer OPTIONS. Stops cleanly on Ctrl-C or SIGTERM.
+    /// default), register phones, route calls and messages through the dial plan
+    /// (`[pbx] dial_plan`), answer OPTIONS. Stops cleanly on Ctrl-C or SIGTERM; SIGHUP
+    /// reloads the dial plan (so does a change to its file).
     ///
     /// Without --config it runs on defaults: SIP on 0.0.0.0:5060 UDP and TCP, users and
     /// registrations in ./switchboard.db, domain "localhost". Log detail is set with

@@ -309,6 +309,13 @@ impl Proxy {
     /// itself (extensions are digits and never another user's name, so the two cannot
     /// be confused).
     fn directory(env: &Env<'_>, user_part: &str) -> String {
+        // Extensions are digits only: a name costs no lookup, and a user whose name is
+        // digits is found by name in the users held in memory.
+        if !user_part.bytes().all(|b| b.is_ascii_digit())
+            || matches!(env.users.get(user_part), Ok(Some(_)))
+        {
+            return user_part.to_owned();
+        }
         match env.users.by_extension(user_part) {
             Ok(Some(u)) => u.name,
             _ => user_part.to_owned(),
