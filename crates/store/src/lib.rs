@@ -70,7 +70,7 @@ pub use cache::{Batch, CachedStore, LocationReader};
 pub use memory::{MemoryLocationStore, MemoryUserStore};
 pub use sip_core::Transport;
 pub use sqlite::{Durability, SqliteLocationStore, SqliteUserStore};
-pub use user::{Ha1Set, ImportReport, User, check_user_name};
+pub use user::{Ha1Set, ImportReport, User, check_extension, check_user_name};
 pub use user_cache::CachedUsers;
 pub use writer::{BackgroundWriter, Committed};
 
@@ -225,6 +225,18 @@ pub trait UserStore: Send + 'static {
     /// Removes a user; [`StoreError::NoSuchUser`] if there is none by that name.
     fn remove(&mut self, name: &str) -> Result<(), StoreError>;
 
+    /// Gives a user an extension number, or takes it away (`None`). An extension is
+    /// unique, and may not be another user's name: [`StoreError::ExtensionTaken`].
+    fn set_extension(&mut self, name: &str, extension: Option<&str>) -> Result<(), StoreError>;
+
+    /// The user whose extension this is.
+    fn by_extension(&self, extension: &str) -> Result<Option<User>, StoreError> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .find(|u| u.extension.as_deref() == Some(extension)))
+    }
+
     /// Adds or updates many users in one transaction: all of them or none. An existing
     /// user keeps its creation time and gets the new realm and hashes.
     fn import(&mut self, users: &[User]) -> Result<ImportReport, StoreError>;
@@ -250,6 +262,12 @@ impl<T: UserStore + ?Sized> UserStore for Box<T> {
     }
     fn remove(&mut self, name: &str) -> Result<(), StoreError> {
         (**self).remove(name)
+    }
+    fn set_extension(&mut self, name: &str, extension: Option<&str>) -> Result<(), StoreError> {
+        (**self).set_extension(name, extension)
+    }
+    fn by_extension(&self, extension: &str) -> Result<Option<User>, StoreError> {
+        (**self).by_extension(extension)
     }
     fn import(&mut self, users: &[User]) -> Result<ImportReport, StoreError> {
         (**self).import(users)
@@ -296,6 +314,24 @@ pub enum StoreError {
     /// `add` of a name that exists.
     #[error("user \"{0}\" already exists")]
     UserExists(String),
+    /// An extension, or a user name, that is already another user's extension or name.
+    #[error("{what} \"{value}\" is already taken by user \"{by}\"")]
+    ExtensionTaken {
+        /// "extension" or "name".
+        what: &'static str,
+        /// The extension or name asked for.
+        value: String,
+        /// The user who has it.
+        by: String,
+    },
+    /// An extension that is not 1 to 16 digits.
+    #[error("invalid extension \"{extension}\": {why}")]
+    InvalidExtension {
+        /// The extension.
+        extension: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// `set_ha1` or `remove` of a name that does not exist.
     #[error("no user \"{0}\"")]
     NoSuchUser(String),

@@ -167,6 +167,22 @@ pub struct MemoryUserStore {
     version: u64,
 }
 
+impl MemoryUserStore {
+    /// Who other than `except` already has `value` as name or extension.
+    fn taken(&self, what: &'static str, value: &str, except: &str) -> Result<(), StoreError> {
+        match self.users.values().find(|u| {
+            u.name != except && (u.name == value || u.extension.as_deref() == Some(value))
+        }) {
+            Some(u) => Err(StoreError::ExtensionTaken {
+                what,
+                value: value.to_owned(),
+                by: u.name.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
 impl UserStore for MemoryUserStore {
     fn get(&self, name: &str) -> Result<Option<User>, StoreError> {
         Ok(self.users.get(name).cloned())
@@ -177,6 +193,11 @@ impl UserStore for MemoryUserStore {
     fn add(&mut self, user: &User) -> Result<(), StoreError> {
         if self.users.contains_key(&user.name) {
             return Err(StoreError::UserExists(user.name.clone()));
+        }
+        self.taken("name", &user.name, &user.name)?;
+        if let Some(ext) = &user.extension {
+            crate::check_extension(ext)?;
+            self.taken("extension", ext, &user.name)?;
         }
         self.users.insert(user.name.clone(), user.clone());
         self.version += 1;
@@ -199,7 +220,36 @@ impl UserStore for MemoryUserStore {
         self.version += 1;
         Ok(())
     }
+    fn set_extension(&mut self, name: &str, extension: Option<&str>) -> Result<(), StoreError> {
+        if !self.users.contains_key(name) {
+            return Err(StoreError::NoSuchUser(name.to_owned()));
+        }
+        if let Some(ext) = extension {
+            crate::check_extension(ext)?;
+            self.taken("extension", ext, name)?;
+        }
+        if let Some(u) = self.users.get_mut(name) {
+            u.extension = extension.map(str::to_owned);
+        }
+        self.version += 1;
+        Ok(())
+    }
     fn import(&mut self, users: &[User]) -> Result<ImportReport, StoreError> {
+        let extensions: BTreeMap<&str, &str> = self
+            .users
+            .values()
+            .filter_map(|u| Some((u.extension.as_deref()?, u.name.as_str())))
+            .collect();
+        if let Some((ext, by)) = users
+            .iter()
+            .find_map(|u| extensions.get_key_value(u.name.as_str()))
+        {
+            return Err(StoreError::ExtensionTaken {
+                what: "name",
+                value: (*ext).to_owned(),
+                by: (*by).to_owned(),
+            });
+        }
         let mut report = ImportReport::default();
         for u in users {
             match self.users.get_mut(&u.name) {

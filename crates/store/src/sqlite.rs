@@ -34,8 +34,16 @@ const PAGE_SIZE: u32 = 1024;
 /// reads it back with a system call. The cache fills only as far as the file is large.
 const SERVER_CACHE_KIB: u32 = 16 * 1024;
 
-/// The schema version in `PRAGMA user_version`, for future migrations.
-const SCHEMA_VERSION: i64 = 1;
+/// The schema version in `PRAGMA user_version`: 1 had no extensions, 2 adds
+/// `users.extension` (see [`MIGRATE_TO_2`]).
+const SCHEMA_VERSION: i64 = 2;
+
+/// From version 1 (or a new file, made as version 1 by [`SCHEMA`]) to 2: users get an
+/// extension number, unique when set. Existing users have none.
+const MIGRATE_TO_2: &str = "
+ALTER TABLE users ADD COLUMN extension TEXT;
+CREATE UNIQUE INDEX IF NOT EXISTS users_extension ON users (extension);
+";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS location (
@@ -145,22 +153,40 @@ fn open_connection(
     };
     conn.execute_batch(&format!("PRAGMA synchronous={sync};"))
         .map_err(opened)?;
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(opened)?;
-    if version > SCHEMA_VERSION {
-        return Err(StoreError::Corrupt {
-            what: "schema version",
-            detail: format!(
-                "{version} is newer than this Switchboard knows ({SCHEMA_VERSION}); upgrade it"
-            ),
-        });
+    // The version is read inside the write transaction: two processes opening an old
+    // file at once migrate it once.
+    conn.execute_batch("BEGIN IMMEDIATE;").map_err(opened)?;
+    let migrated = (|| {
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Ok(Some(version));
+        }
+        conn.execute_batch(SCHEMA)?;
+        let has_extension: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('users') WHERE name = 'extension'")?
+            .exists([])?;
+        if !has_extension {
+            conn.execute_batch(MIGRATE_TO_2)?;
+        }
+        conn.execute_batch(&format!("PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"))?;
+        Ok(None)
+    })();
+    match migrated {
+        Ok(None) => Ok(conn),
+        Ok(Some(version)) => {
+            let _ = conn.execute_batch("ROLLBACK;");
+            Err(StoreError::Corrupt {
+                what: "schema version",
+                detail: format!(
+                    "{version} is newer than this Switchboard knows ({SCHEMA_VERSION}); upgrade it"
+                ),
+            })
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK;");
+            Err(opened(e))
+        }
     }
-    conn.execute_batch(&format!(
-        "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
-    ))
-    .map_err(opened)?;
-    Ok(conn)
 }
 
 fn to_sql_secs(t: u64) -> i64 {
@@ -470,7 +496,8 @@ pub struct SqliteUserStore {
     conn: Connection,
 }
 
-const USER_COLUMNS: &str = "name, realm, ha1_md5, ha1_sha256, ha1_sha512_256, created_at";
+const USER_COLUMNS: &str =
+    "name, realm, ha1_md5, ha1_sha256, ha1_sha512_256, created_at, extension";
 
 fn user_from_row(r: &Row<'_>) -> rusqlite::Result<User> {
     Ok(User {
@@ -482,6 +509,7 @@ fn user_from_row(r: &Row<'_>) -> rusqlite::Result<User> {
             sha512_256: r.get(4)?,
         },
         created_at: from_sql_secs(r.get(5)?),
+        extension: r.get(6)?,
     })
 }
 
@@ -500,6 +528,27 @@ impl SqliteUserStore {
         Ok(SqliteUserStore {
             conn: open_connection(path, Durability::Power, Create::Never)?,
         })
+    }
+}
+
+impl SqliteUserStore {
+    /// Who other than `except` already has `value` as name or extension.
+    fn taken(&self, what: &'static str, value: &str, except: &str) -> Result<(), StoreError> {
+        let by: Option<String> = self
+            .conn
+            .prepare_cached(
+                "SELECT name FROM users WHERE (name = ?1 OR extension = ?1) AND name != ?2",
+            )
+            .and_then(|mut s| s.query_row(params![value, except], |r| r.get(0)).optional())
+            .map_err(sql("checking an extension"))?;
+        match by {
+            Some(by) => Err(StoreError::ExtensionTaken {
+                what,
+                value: value.to_owned(),
+                by,
+            }),
+            None => Ok(()),
+        }
     }
 }
 
@@ -524,11 +573,19 @@ impl UserStore for SqliteUserStore {
     }
 
     fn add(&mut self, user: &User) -> Result<(), StoreError> {
+        if self.get(&user.name)?.is_some() {
+            return Err(StoreError::UserExists(user.name.clone()));
+        }
+        self.taken("name", &user.name, &user.name)?;
+        if let Some(ext) = &user.extension {
+            crate::check_extension(ext)?;
+            self.taken("extension", ext, &user.name)?;
+        }
         let n = self
             .conn
             .execute(
                 &format!(
-                    "INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                    "INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
                      ON CONFLICT (name) DO NOTHING"
                 ),
                 params![
@@ -537,7 +594,8 @@ impl UserStore for SqliteUserStore {
                     user.ha1.md5,
                     user.ha1.sha256,
                     user.ha1.sha512_256,
-                    to_sql_secs(user.created_at)
+                    to_sql_secs(user.created_at),
+                    user.extension,
                 ],
             )
             .map_err(sql("adding a user"))?;
@@ -573,7 +631,36 @@ impl UserStore for SqliteUserStore {
         Ok(())
     }
 
+    fn set_extension(&mut self, name: &str, extension: Option<&str>) -> Result<(), StoreError> {
+        if self.get(name)?.is_none() {
+            return Err(StoreError::NoSuchUser(name.to_owned()));
+        }
+        if let Some(ext) = extension {
+            crate::check_extension(ext)?;
+            self.taken("extension", ext, name)?;
+        }
+        self.conn
+            .execute(
+                "UPDATE users SET extension = ?2 WHERE name = ?1",
+                params![name, extension],
+            )
+            .map_err(sql("setting an extension"))?;
+        Ok(())
+    }
+
+    fn by_extension(&self, extension: &str) -> Result<Option<User>, StoreError> {
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE extension = ?1"
+            ))
+            .and_then(|mut s| s.query_row(params![extension], user_from_row).optional())
+            .map_err(sql("reading a user by extension"))
+    }
+
     fn import(&mut self, users: &[User]) -> Result<ImportReport, StoreError> {
+        for u in users {
+            self.taken("name", &u.name, &u.name)?;
+        }
         const DOING: &str = "importing users";
         let tx = self
             .conn
@@ -586,7 +673,7 @@ impl UserStore for SqliteUserStore {
                 .map_err(sql(DOING))?;
             let mut upsert = tx
                 .prepare(&format!(
-                    "INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                    "INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL) \
                      ON CONFLICT (name) DO UPDATE SET realm = excluded.realm, \
                      ha1_md5 = excluded.ha1_md5, ha1_sha256 = excluded.ha1_sha256, \
                      ha1_sha512_256 = excluded.ha1_sha512_256"
@@ -856,5 +943,79 @@ mod tests {
             users.remove("alice"),
             Err(StoreError::NoSuchUser(_))
         ));
+    }
+
+    #[test]
+    fn extensions_are_unique_and_never_a_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut users = SqliteUserStore::open(&dir.path().join("u.db")).unwrap();
+        let mut alice = User::new("alice", "r", "pw", 1).unwrap();
+        alice.extension = Some("201".into());
+        users.add(&alice).unwrap();
+        users.add(&User::new("bob", "r", "pw", 1).unwrap()).unwrap();
+        assert_eq!(users.by_extension("201").unwrap().unwrap().name, "alice");
+        assert!(users.by_extension("202").unwrap().is_none());
+        let e = users.set_extension("bob", Some("201")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "extension \"201\" is already taken by user \"alice\""
+        );
+        let e = users.set_extension("bob", Some("alice")).unwrap_err();
+        assert!(matches!(e, StoreError::InvalidExtension { .. }), "{e}");
+        let e = users
+            .add(&User::new("201", "r", "pw", 1).unwrap())
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "name \"201\" is already taken by user \"alice\""
+        );
+        assert!(
+            users
+                .import(&[User::new("201", "r", "pw", 1).unwrap()])
+                .is_err()
+        );
+        users.set_extension("alice", Some("201")).unwrap(); // her own: fine
+        users.set_extension("bob", Some("202")).unwrap();
+        users.set_extension("alice", None).unwrap();
+        assert!(users.by_extension("201").unwrap().is_none());
+        assert!(matches!(
+            users.set_extension("zed", Some("209")),
+            Err(StoreError::NoSuchUser(_))
+        ));
+        // An import (a password change) keeps the extension.
+        users
+            .import(&[User::new("bob", "r", "new", 1).unwrap()])
+            .unwrap();
+        assert_eq!(
+            users.get("bob").unwrap().unwrap().extension.as_deref(),
+            Some("202")
+        );
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated_and_keeps_its_users() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            // The users table as version 1 made it, with one user.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&format!(
+                "{SCHEMA} PRAGMA user_version=1; INSERT INTO users VALUES ('alice', 'r', 'a', 'b', 'c', 7);"
+            ))
+            .unwrap();
+        }
+        let mut users = SqliteUserStore::open_existing(&path).unwrap();
+        let alice = users.get("alice").unwrap().unwrap();
+        assert_eq!((alice.created_at, alice.extension), (7, None));
+        users.set_extension("alice", Some("201")).unwrap();
+        drop(users);
+        // Opened again: not migrated twice, the extension is there.
+        let users = SqliteUserStore::open_existing(&path).unwrap();
+        assert_eq!(users.by_extension("201").unwrap().unwrap().name, "alice");
+        let version: i64 = users
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 2);
     }
 }

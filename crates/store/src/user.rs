@@ -16,6 +16,9 @@ pub struct User {
     pub ha1: Ha1Set,
     /// When the user was added, in Unix seconds.
     pub created_at: u64,
+    /// The user's extension number (`201`), which callers may dial instead of the
+    /// name; see [`check_extension`].
+    pub extension: Option<String>,
 }
 
 impl User {
@@ -28,6 +31,7 @@ impl User {
             realm: realm.to_owned(),
             ha1: Ha1Set::compute(name, realm, password),
             created_at: now,
+            extension: None,
         })
     }
 }
@@ -70,6 +74,24 @@ impl fmt::Debug for Ha1Set {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Ha1Set(..)")
     }
+}
+
+/// Checks an extension number: 1 to 16 digits. Only digits, so that an extension can
+/// never be mistaken for a user name (names must not be one) and every phone can dial it.
+pub fn check_extension(extension: &str) -> Result<(), StoreError> {
+    let bad = |why| {
+        Err(StoreError::InvalidExtension {
+            extension: extension.to_owned(),
+            why,
+        })
+    };
+    if extension.is_empty() || extension.len() > 16 {
+        return bad("use 1 to 16 digits");
+    }
+    if !extension.bytes().all(|c| c.is_ascii_digit()) {
+        return bad("use digits only");
+    }
+    Ok(())
 }
 
 /// What [`crate::UserStore::import`] did.

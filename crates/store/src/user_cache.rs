@@ -36,6 +36,8 @@ pub struct CachedUsers<U> {
 #[derive(Debug)]
 struct UserCopy {
     users: HashMap<String, User>,
+    /// Extension to user name: a call to a number costs one map lookup.
+    extensions: HashMap<String, String>,
     /// The backend's version the copy was loaded at.
     version: u64,
     /// When (Unix seconds) the version was last compared.
@@ -47,6 +49,7 @@ impl<U: UserStore> CachedUsers<U> {
     pub fn new(backend: U, now: u64) -> Result<CachedUsers<U>, StoreError> {
         let mut copy = UserCopy {
             users: HashMap::new(),
+            extensions: HashMap::new(),
             version: 0,
             checked_at: now,
         };
@@ -105,6 +108,11 @@ impl UserCopy {
             .into_iter()
             .map(|u| (u.name.clone(), u))
             .collect();
+        self.extensions = self
+            .users
+            .values()
+            .filter_map(|u| Some((u.extension.clone()?, u.name.clone())))
+            .collect();
         self.version = version;
         Ok(())
     }
@@ -142,6 +150,31 @@ impl<U: UserStore> UserStore for CachedUsers<U> {
     fn remove(&mut self, name: &str) -> Result<(), StoreError> {
         self.backend.remove(name)?;
         self.changed()
+    }
+    fn set_extension(&mut self, name: &str, extension: Option<&str>) -> Result<(), StoreError> {
+        self.backend.set_extension(name, extension)?;
+        self.changed()
+    }
+    fn by_extension(&self, extension: &str) -> Result<Option<User>, StoreError> {
+        let mut copy = self.copy.borrow_mut();
+        let now = unix_now();
+        if now != copy.checked_at {
+            copy.revalidate(&self.backend, now)?;
+        }
+        let find = |copy: &UserCopy| {
+            copy.extensions
+                .get(extension)
+                .and_then(|name| copy.users.get(name))
+                .cloned()
+        };
+        match find(&copy) {
+            Some(u) => Ok(Some(u)),
+            None => {
+                // A miss looks again, as for names: an extension set a moment ago works.
+                copy.revalidate(&self.backend, now)?;
+                Ok(find(&copy))
+            }
+        }
     }
     fn import(&mut self, users: &[User]) -> Result<ImportReport, StoreError> {
         let report = self.backend.import(users)?;
@@ -223,5 +256,41 @@ mod tests {
         m.remove("a").unwrap();
         let v3 = m.version().unwrap();
         assert!(v0 < v1 && v1 < v2 && v2 < v3);
+    }
+
+    #[test]
+    fn extensions_through_the_cache_and_the_memory_backend() {
+        let mut m = MemoryUserStore::default();
+        m.add(&User::new("alice", "r", "pw", 1).unwrap()).unwrap();
+        let mut cache = CachedUsers::new(m, 100).unwrap();
+        let mut bob = User::new("bob", "r", "pw", 1).unwrap();
+        bob.extension = Some("202".into());
+        cache.add(&bob).unwrap();
+        assert_eq!(cache.by_extension("202").unwrap().unwrap().name, "bob");
+        assert!(cache.by_extension("201").unwrap().is_none());
+        cache.set_extension("alice", Some("201")).unwrap();
+        assert_eq!(cache.by_extension("201").unwrap().unwrap().name, "alice");
+        for (name, ext) in [("alice", "202"), ("bob", "201")] {
+            let e = cache.set_extension(name, Some(ext)).unwrap_err();
+            assert!(matches!(e, StoreError::ExtensionTaken { .. }), "{e}");
+        }
+        let e = cache
+            .add(&User::new("201", "r", "pw", 1).unwrap())
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "name \"201\" is already taken by user \"alice\""
+        );
+        assert!(
+            cache
+                .import(&[User::new("202", "r", "pw", 1).unwrap()])
+                .is_err()
+        );
+        assert!(matches!(
+            cache.set_extension("bob", Some("x1")),
+            Err(StoreError::InvalidExtension { .. })
+        ));
+        cache.set_extension("alice", None).unwrap();
+        assert!(cache.by_extension("201").unwrap().is_none());
     }
 }

@@ -95,6 +95,7 @@ fn a_cached_user_costs_under_1_kb() {
             realm: "example.test".into(),
             ha1: Ha1Set::compute(&format!("user{i}"), "example.test", "pw"),
             created_at: 10_000,
+            extension: None,
         })
         .collect();
     backend.import(&users).unwrap();

@@ -21,6 +21,17 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[proxy]`: routing calls and messages.
     pub proxy: ProxyConfig,
+    /// `[pbx]`: the dial plan.
+    pub pbx: PbxConfig,
+}
+
+/// `[pbx]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PbxConfig {
+    /// The dial plan file (TOML, relative to the working directory); without one, every
+    /// number or name dialled reaches the user with that extension or name.
+    pub dial_plan: Option<PathBuf>,
 }
 
 /// `[sip]`.
@@ -502,5 +513,26 @@ mod tests {
     fn syntax_error_has_a_line() {
         let e = parse("[sip]\ndomain = \n").unwrap_err();
         assert!(e.starts_with("sb.toml:2: "), "{e}");
+    }
+
+    #[test]
+    fn pbx_section_and_the_example_configuration() {
+        assert!(parse("").unwrap().pbx.dial_plan.is_none());
+        let c = parse("[pbx]\ndial_plan = \"plan.toml\"\n").unwrap();
+        assert_eq!(c.pbx.dial_plan.as_deref(), Some(Path::new("plan.toml")));
+        let e = parse("[pbx]\ndialplan = \"plan.toml\"\n").unwrap_err();
+        assert!(e.starts_with("sb.toml:2: unknown field `dialplan`"), "{e}");
+        let example = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/switchboard.toml"
+        );
+        let c = Config::load(Path::new(example)).unwrap();
+        let plan = c.pbx.dial_plan.unwrap();
+        assert_eq!(plan, Path::new("examples/dialplan.toml"));
+        // The plan it names is a valid one.
+        let from_top = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(plan);
+        pbx::Plan::load(&from_top).unwrap();
     }
 }

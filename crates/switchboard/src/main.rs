@@ -13,11 +13,13 @@
 
 mod authenticator;
 mod config;
+mod dial_plan;
 mod myself;
 mod parse_cmd;
 mod phone;
 mod proxy;
 mod registrar;
+mod route_cmd;
 mod router;
 mod serve;
 mod service;
@@ -43,6 +45,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
     pbpaste | switchboard parse -       the same, from standard input\n  \
     switchboard user add alice --password s3cret   let alice register\n  \
     switchboard location                show who is registered where\n  \
+    switchboard route 201 --from alice  what the dial plan does with a call\n  \
     switchboard phone --user alice --password s3cret --server 127.0.0.1:5060 call sip:bob@example.test")]
 struct Cli {
     #[command(subcommand)]
@@ -52,7 +55,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the SIP server: listen on the configured transports (UDP and TCP 5060 by
-    /// default), register phones, answer OPTIONS. Stops cleanly on Ctrl-C or SIGTERM.
+    /// default), register phones, route calls and messages through the dial plan
+    /// (`[pbx] dial_plan`), answer OPTIONS. Stops cleanly on Ctrl-C or SIGTERM; SIGHUP
+    /// reloads the dial plan (so does a change to its file).
     ///
     /// Without --config it runs on defaults: SIP on 0.0.0.0:5060 UDP and TCP, users and
     /// registrations in ./switchboard.db, domain "localhost". Log detail is set with
@@ -102,6 +107,10 @@ enum Command {
     /// holds and resumes, sends DTMF, sends and receives instant messages. Prints one
     /// line per event (or JSON with --json); the exit code says how the call ended.
     Phone(Box<phone::PhoneArgs>),
+    /// Show what the dial plan would do with a call, without placing it: the rule that
+    /// applies and its line, the rewritten number, the action, the caller ID, and what
+    /// `serve` does with it today.
+    Route(route_cmd::RouteArgs),
 }
 
 fn main() -> ExitCode {
@@ -112,5 +121,6 @@ fn main() -> ExitCode {
         Command::User { config, action } => user_cmd::run_user(config.as_deref(), action),
         Command::Location { config, json } => user_cmd::run_location(config.as_deref(), json),
         Command::Phone(args) => phone::run(*args),
+        Command::Route(args) => route_cmd::run(args),
     }
 }

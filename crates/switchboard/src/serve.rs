@@ -33,6 +33,22 @@ pub fn run(config_path: Option<&Path>) -> ExitCode {
         None => Config::default(),
     };
     init_logging("info");
+    // The dial plan is checked before anything listens: a plan with faults is named
+    // with all of them, and the server does not start on a plan it cannot use.
+    let plan = match &config.pbx.dial_plan {
+        Some(path) => match pbx::Plan::load(path) {
+            Ok(p) => {
+                tracing::info!("dial plan {}: {} rules", path.display(), p.len());
+                p
+            }
+            Err(errors) => {
+                eprintln!("error: the dial plan cannot be used:\n{errors}");
+                return ExitCode::from(2);
+            }
+        },
+        None => pbx::Plan::builtin(),
+    };
+    let plan = crate::dial_plan::DialPlan::new(plan);
     // No transparent huge pages: the first touch of a fresh 2 MiB page zeroes all of it
     // at once (and on a virtual machine has the host back it), a pause of milliseconds on
     // the thread that reads the sockets, while memory grows with the transactions. The
@@ -46,7 +62,7 @@ pub fn run(config_path: Option<&Path>) -> ExitCode {
     let Some(runtime) = single_thread_runtime() else {
         return ExitCode::FAILURE;
     };
-    match runtime.block_on(serve(config)) {
+    match runtime.block_on(serve(config, plan)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -87,7 +103,13 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-async fn serve(config: Config) -> Result<(), String> {
+async fn serve(config: Config, plan: crate::dial_plan::DialPlan) -> Result<(), String> {
+    // Reloaded on SIGHUP and when the file changes; without a file, SIGHUP is ignored
+    // (its default action would stop the server).
+    let reloader = match &config.pbx.dial_plan {
+        Some(path) => crate::dial_plan::spawn_reloader(path.clone(), plan.clone())?,
+        None => crate::dial_plan::ignore_hangup()?,
+    };
     let specs: Vec<ListenSpec> = config
         .sip
         .listen
@@ -159,7 +181,7 @@ async fn serve(config: Config) -> Result<(), String> {
         &host_addrs,
     );
     let registrar = registrar.with_myself(me.clone());
-    let proxy = open_proxy(&config, &endpoint, me)?;
+    let proxy = open_proxy(&config, &endpoint, me)?.with_dial_plan(plan);
     let timers = TimerConfig {
         timer_c: Some(Duration::from_secs(config.proxy.timer_c_secs)),
         ..TimerConfig::default()
@@ -207,6 +229,7 @@ async fn serve(config: Config) -> Result<(), String> {
         tracing::warn!("stopped before the last responses were sent");
     }
     endpoint.shutdown();
+    reloader.abort();
     result
 }
 

@@ -22,12 +22,31 @@ use store::{Ha1Set, User, UserStore};
 /// What `switchboard user` does.
 #[derive(Subcommand, Debug)]
 pub enum UserAction {
-    /// Add a user who may register as NAME@domain.
+    /// Add a user who may register as NAME@domain, and be called by name or extension.
     Add {
         /// The user name: the user part of the address and the digest username.
         name: String,
         #[command(flatten)]
         password: PasswordArgs,
+        /// The user's extension number (1 to 16 digits): callers may dial it instead of
+        /// the name (sip:201@domain). Unique, and never another user's name.
+        #[arg(long, value_name = "NUMBER")]
+        extension: Option<String>,
+    },
+    /// Set or remove a user's extension number.
+    ///
+    /// Examples:
+    ///   switchboard user extension alice 201       alice answers sip:201@domain too
+    ///   switchboard user extension alice --remove  only by name again
+    Extension {
+        /// The user name.
+        name: String,
+        /// The new extension (1 to 16 digits).
+        #[arg(required_unless_present = "remove", conflicts_with = "remove")]
+        number: Option<String>,
+        /// Take the user's extension away.
+        #[arg(long)]
+        remove: bool,
     },
     /// List the users (name, realm, when added).
     List {
@@ -88,7 +107,7 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn load_config(path: Option<&Path>) -> Result<Config, String> {
+pub(crate) fn load_config(path: Option<&Path>) -> Result<Config, String> {
     match path {
         Some(p) => Config::load(p).map_err(|e| e.to_string()),
         None => Ok(Config::default()),
@@ -98,7 +117,7 @@ fn load_config(path: Option<&Path>) -> Result<Config, String> {
 /// The SQLite file a command works on, and where that choice came from, so that an
 /// admin who ran it in the wrong folder or with the wrong `--config` sees which file was
 /// meant.
-struct Database {
+pub(crate) struct Database {
     /// The file, absolute.
     path: PathBuf,
     /// Where the setting came from, for messages.
@@ -107,7 +126,7 @@ struct Database {
 
 impl Database {
     /// The SQLite file the configuration names; the CLI only manages SQLite databases.
-    fn of(config: &Config, config_path: Option<&Path>) -> Result<Database, String> {
+    pub(crate) fn of(config: &Config, config_path: Option<&Path>) -> Result<Database, String> {
         let setting = &config.storage.database;
         let Backend::Sqlite(file) = Backend::parse(setting).map_err(|e| e.to_string())? else {
             return Err(format!(
@@ -145,7 +164,7 @@ impl Database {
     }
 
     /// Opens the users of an existing database only.
-    fn existing_users(&self) -> Result<SqliteUserStore, String> {
+    pub(crate) fn existing_users(&self) -> Result<SqliteUserStore, String> {
         SqliteUserStore::open_existing(&self.path).map_err(|e| match e {
             StoreError::Missing { .. } => self.missing(),
             e => e.to_string(),
@@ -202,13 +221,34 @@ fn user(config_path: Option<&Path>, action: UserAction) -> Result<(), String> {
     };
     let file = db.path.display();
     match action {
-        UserAction::Add { name, password } => {
+        UserAction::Add {
+            name,
+            password,
+            extension,
+        } => {
             let pw = read_password(&password)?;
-            let u = User::new(&name, realm, &pw, now()).map_err(|e| e.to_string())?;
+            let mut u = User::new(&name, realm, &pw, now()).map_err(|e| e.to_string())?;
+            u.extension = extension.clone();
             users.add(&u).map_err(|e| e.to_string())?;
-            emit(format_args!(
-                "added user {name} (sip:{name}@{realm}) to {file}"
-            ));
+            match extension {
+                Some(ext) => emit(format_args!(
+                    "added user {name} (sip:{name}@{realm}, extension {ext}) to {file}"
+                )),
+                None => emit(format_args!(
+                    "added user {name} (sip:{name}@{realm}) to {file}"
+                )),
+            }
+        }
+        UserAction::Extension { name, number, .. } => {
+            users
+                .set_extension(&name, number.as_deref())
+                .map_err(|e| e.to_string())?;
+            match number {
+                Some(ext) => emit(format_args!(
+                    "{name} has extension {ext} (sip:{ext}@{realm})"
+                )),
+                None => emit(format_args!("{name} has no extension now")),
+            }
         }
         UserAction::List { json } => {
             let list = users.list().map_err(|e| e.to_string())?;
@@ -302,6 +342,7 @@ fn print_users(list: &[User], realm: &str, json: bool) {
             .map(|u| {
                 serde_json::json!({
                     "name": u.name,
+                    "extension": u.extension,
                     "realm": u.realm,
                     "created_at": u.created_at,
                 })
@@ -310,7 +351,7 @@ fn print_users(list: &[User], realm: &str, json: bool) {
         emit(format_args!("{}", serde_json::Value::Array(v)));
         return;
     }
-    let rows: Vec<[String; 3]> = list
+    let rows: Vec<[String; 4]> = list
         .iter()
         .map(|u| {
             let mut r = u.realm.clone();
@@ -318,10 +359,15 @@ fn print_users(list: &[User], realm: &str, json: bool) {
                 // The hashes cover the realm: after a domain change they no longer verify.
                 r.push_str(" (not the domain: set the password again)");
             }
-            [u.name.clone(), r, http_date(u.created_at)]
+            [
+                u.name.clone(),
+                u.extension.clone().unwrap_or_else(|| "-".into()),
+                r,
+                http_date(u.created_at),
+            ]
         })
         .collect();
-    print_table(&["NAME", "REALM", "CREATED"], &rows);
+    print_table(&["NAME", "EXTENSION", "REALM", "CREATED"], &rows);
 }
 
 /// Runs `switchboard location`.

@@ -113,10 +113,13 @@ fn add_list_passwd_remove() {
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 3, "{table}");
     assert!(
-        lines[0].starts_with("NAME   REALM         CREATED"),
+        lines[0].starts_with("NAME   EXTENSION  REALM         CREATED"),
         "{table}"
     );
-    assert!(lines[1].starts_with("alice  example.test  "), "{table}");
+    assert!(
+        lines[1].starts_with("alice  -          example.test  "),
+        "{table}"
+    );
     assert_eq!(env.names(), ["alice", "bob"]);
 
     env.ok(
@@ -279,4 +282,84 @@ fn config_errors_are_reported() {
         err.contains("the redis backend is not built in yet"),
         "{err}"
     );
+}
+
+#[test]
+fn extensions_are_set_changed_removed_and_never_shared() {
+    let env = Env::new();
+    assert_eq!(
+        env.ok(
+            &[
+                "user",
+                "add",
+                "alice",
+                "--password",
+                "pw",
+                "--extension",
+                "201"
+            ],
+            None
+        ),
+        format!(
+            "added user alice (sip:alice@example.test, extension 201) to {}\n",
+            env.db().display()
+        )
+    );
+    env.ok(&["user", "add", "bob", "--password", "pw"], None);
+    // A duplicate is refused, and nothing is added.
+    let (code, _, err) = env.run(
+        &[
+            "user",
+            "add",
+            "carol",
+            "--password",
+            "pw",
+            "--extension",
+            "201",
+        ],
+        None,
+    );
+    assert_eq!(
+        (code, err.as_str()),
+        (
+            1,
+            "error: extension \"201\" is already taken by user \"alice\"\n"
+        )
+    );
+    assert_eq!(env.names(), ["alice", "bob"]);
+    let (code, _, err) = env.run(&["user", "extension", "bob", "201"], None);
+    assert_eq!(
+        (code, err.as_str()),
+        (
+            1,
+            "error: extension \"201\" is already taken by user \"alice\"\n"
+        )
+    );
+    let (code, _, err) = env.run(&["user", "add", "201", "--password", "pw"], None);
+    assert_eq!(
+        (code, err.as_str()),
+        (
+            1,
+            "error: name \"201\" is already taken by user \"alice\"\n"
+        )
+    );
+    let (code, _, err) = env.run(&["user", "extension", "bob", "2O2"], None);
+    assert_eq!(
+        (code, err.as_str()),
+        (1, "error: invalid extension \"2O2\": use digits only\n")
+    );
+    assert_eq!(
+        env.ok(&["user", "extension", "bob", "202"], None),
+        "bob has extension 202 (sip:202@example.test)\n"
+    );
+    assert_eq!(
+        env.ok(&["user", "extension", "alice", "--remove"], None),
+        "alice has no extension now\n"
+    );
+    let (code, _, _) = env.run(&["user", "extension", "alice"], None);
+    assert_eq!(code, 2, "a number or --remove");
+    let v: serde_json::Value =
+        serde_json::from_str(&env.ok(&["user", "list", "--json"], None)).unwrap();
+    assert_eq!(v[0]["extension"], serde_json::Value::Null);
+    assert_eq!(v[1]["extension"], "202");
 }

@@ -21,8 +21,12 @@
 //!    user and an unregistered one get the same 407. What we answer as a UAS
 //!    (OPTIONS, methods we do not know) is not challenged, and is answered by us for
 //!    unauthenticated senders whoever it is for;
-//! 4. targets (§16.5): the next Route when one is left; else, for our domain, every
-//!    binding of the AOR (404 for an unknown user, 480 without bindings), in parallel,
+//! 4. targets (§16.5): the next Route when one is left; else, for our domain, the dial
+//!    plan decides what an out-of-dialog INVITE or MESSAGE reaches (an extension
+//!    number or a name, a rejection; what needs the B2BUA is refused 480 for now),
+//!    any other request for a user part reaching the user with that extension or
+//!    name; then every binding of the AOR (404 for an unknown user, 480 without
+//!    bindings), in parallel,
 //!    or serially by q groups when the q-values differ (§16.6); other domains only when
 //!    configured, and only for authenticated callers;
 //! 5. forwarding (§16.6) by editing bytes ([`sip_core::forward`]): Request-URI, Via
@@ -247,6 +251,8 @@ struct Context {
 /// The proxy: settings, our addresses, the identifier source and the live contexts.
 pub struct Proxy {
     settings: ProxySettings,
+    /// The dial plan, swapped by `serve`'s reloader; read once per call.
+    dial_plan: crate::dial_plan::DialPlan,
     interfaces: Interfaces,
     /// Our To tags and the tokens of our Record-Route values.
     ids: IdGenerator,
@@ -285,10 +291,100 @@ impl Proxy {
         Proxy {
             interfaces: Interfaces::new(interfaces, settings.myself.clone()),
             settings,
+            dial_plan: crate::dial_plan::DialPlan::default(),
             ids,
             contexts: HashMap::new(),
             branches: HashMap::new(),
             stats: ProxyStats::default(),
+        }
+    }
+
+    /// Routes calls with `plan` (the built-in plan, extensions and names, otherwise).
+    pub fn with_dial_plan(mut self, plan: crate::dial_plan::DialPlan) -> Proxy {
+        self.dial_plan = plan;
+        self
+    }
+
+    /// The local user a user part names: the user with that extension, else the name
+    /// itself (extensions are digits and never another user's name, so the two cannot
+    /// be confused).
+    fn directory(env: &Env<'_>, user_part: &str) -> String {
+        // Extensions are digits only: a name costs no lookup, and a user whose name is
+        // digits is found by name in the users held in memory.
+        if !user_part.bytes().all(|b| b.is_ascii_digit())
+            || matches!(env.users.get(user_part), Ok(Some(_)))
+        {
+            return user_part.to_owned();
+        }
+        match env.users.by_extension(user_part) {
+            Ok(Some(u)) => u.name,
+            _ => user_part.to_owned(),
+        }
+    }
+
+    /// The local user a request for `dialled` in our domain goes to. An out-of-dialog
+    /// INVITE or MESSAGE is a call (or a message) the dial plan decides, for the caller
+    /// who authenticated (or is trusted) as its From user: only such a caller gets
+    /// here, so the plan's answers tell nothing to strangers. Anything else reaches
+    /// the user with that extension or name. `Err` when the plan answered the request.
+    fn local_target(
+        &mut self,
+        env: &Env<'_>,
+        txl: &mut TransactionLayer,
+        req: &Incoming<'_>,
+        dialled: &str,
+    ) -> Result<String, Handled> {
+        let is_call = matches!(req.method, Method::Invite | Method::Message);
+        if req.to_tag || !is_call {
+            return Ok(Self::directory(env, dialled));
+        }
+        let caller_name = req
+            .request
+            .from()
+            .ok()
+            .and_then(|f| f.uri.as_sip().and_then(Self::local_user))
+            .unwrap_or_default();
+        let extension = env
+            .users
+            .get(&caller_name)
+            .ok()
+            .flatten()
+            .and_then(|u| u.extension);
+        let caller = pbx::Caller {
+            name: caller_name,
+            extension,
+        };
+        let now = jiff::Timestamp::from_second(i64::try_from(env.unix).unwrap_or(0))
+            .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        let plan = self.dial_plan.current();
+        let decision = plan.route(dialled, &caller, now);
+        let rule = decision.rule.as_ref().map_or_else(
+            || "no rule".to_owned(),
+            |r| format!("rule {} \"{}\"", r.index, r.name),
+        );
+        match decision.action {
+            pbx::Action::Extension { target } => {
+                tracing::debug!(caller = %caller.name, dialled, %rule, %target, "dial plan: extension");
+                Ok(Self::directory(env, &target))
+            }
+            pbx::Action::Reject { code, reason } => {
+                tracing::info!(caller = %caller.name, dialled, %rule, "dial plan: rejected with {code}");
+                let reason = reason.unwrap_or_default();
+                self.respond(env, txl, req.key, req.request, code, &reason, &[]);
+                Err(Handled::Answered)
+            }
+            action => {
+                let what = action.describe();
+                tracing::warn!(
+                    caller = %caller.name,
+                    dialled,
+                    %rule,
+                    "dial plan: {what} is not served yet (it needs the B2BUA); answered 480"
+                );
+                let reason = format!("Temporarily Unavailable ({what} is not served yet)");
+                self.respond(env, txl, req.key, req.request, 480, &reason, &[]);
+                Err(Handled::Answered)
+            }
         }
     }
 
@@ -559,9 +655,10 @@ impl Proxy {
                 }
             }
         } else if req.ruri_is_ours {
-            let Some(user) = req.ruri_sip.and_then(Self::local_user) else {
+            let Some(dialled) = req.ruri_sip.and_then(Self::local_user) else {
                 return Err(Handled::ForUs);
             };
+            let user = self.local_target(env, txl, req, &dialled)?;
             let aor = format!("sip:{user}@{}", self.settings.myself.domain());
             let mut bindings = env.location.lookup(&aor, env.unix);
             if bindings.is_empty() && *method == Method::Options {
@@ -845,6 +942,7 @@ impl Proxy {
             let Some(user) = Self::local_user(sip) else {
                 return Vec::new();
             };
+            let user = Self::directory(env, &user);
             let aor = format!("sip:{user}@{}", self.settings.myself.domain());
             let mut bindings = env.location.lookup(&aor, env.unix);
             bindings.sort_by(Binding::priority_cmp);

@@ -1025,3 +1025,66 @@ fn our_to_tags_are_keyed_and_differ_per_request() {
     );
     assert!(tags[0] != tags[1] && tags[1] != tags[2], "{tags:?}");
 }
+
+/// Issue 14: an extension number reaches its user; the dial plan's rejections are
+/// answered and what needs the B2BUA gets 480; none of it before authentication.
+#[test]
+fn extension_numbers_and_dial_plan_answers() {
+    let mut h = Harness::new(false);
+    h.users.set_extension("bob", Some("202")).unwrap();
+    h.bind("bob", "sip:bob@192.0.2.20:5060", None, 10);
+    h.recv(CALLER, &invite("sip:202@example.test", ""));
+    let out = h.take();
+    assert_eq!(codes(&out), ["INVITE>192.0.2.20:5060"]);
+    assert_eq!(out[0].1.request_uri_str(), Some("sip:bob@192.0.2.20:5060"));
+
+    // Nobody has 299: 404, as for an unknown name.
+    h.recv(CALLER, &another("sip:299@example.test", "2"));
+    assert_eq!(codes(&h.take()), ["404>192.0.2.1:5060"]);
+
+    let plan = pbx::Plan::parse(
+        "[[rule]]\nprefix = \"0044\"\naction = \"reject\"\ncode = 403\nreason = \"Not to the UK\"\n\
+         [[rule]]\nprefix = \"00\"\naction = \"trunk\"\ntrunk = \"carrier1\"\n\
+         [[rule]]\npattern = \"_!\"\naction = \"extension\"\n",
+        "plan.toml",
+    )
+    .unwrap();
+    h.proxy.dial_plan = crate::dial_plan::DialPlan::new(plan);
+    h.recv(CALLER, &another("sip:00441234@example.test", "3"));
+    let out = h.take();
+    assert_eq!(codes(&out), ["403>192.0.2.1:5060"]);
+    assert_eq!(out[0].1.reason(), Some("Not to the UK"));
+    h.recv(CALLER, &another("sip:00331234@example.test", "4"));
+    let out = h.take();
+    assert_eq!(codes(&out), ["480>192.0.2.1:5060"]);
+    assert_eq!(
+        out[0].1.reason(),
+        Some("Temporarily Unavailable (trunk carrier1 is not served yet)")
+    );
+    h.recv(CALLER, &another("sip:202@example.test", "5"));
+    assert_eq!(codes(&h.take()), ["INVITE>192.0.2.20:5060"]);
+
+    // A stranger gets the same 407 whatever the number: nothing of the plan shows.
+    let mut h = Harness::new(true);
+    h.users.set_extension("bob", Some("202")).unwrap();
+    h.bind("bob", "sip:bob@192.0.2.20:5060", None, 10);
+    h.proxy.dial_plan = crate::dial_plan::DialPlan::new(
+        pbx::Plan::parse(
+            "[[rule]]\nprefix = \"00\"\naction = \"reject\"\ncode = 403\n[[rule]]\npattern = \"_!\"\naction = \"extension\"\n",
+            "p.toml",
+        )
+        .unwrap(),
+    );
+    for (i, n) in ["202", "299", "0044", "bob"].iter().enumerate() {
+        let text = another(&format!("sip:{n}@example.test"), &format!("s{i}"));
+        h.recv(CALLER, &text);
+        assert_eq!(codes(&h.take()), ["407>192.0.2.1:5060"], "{n}");
+    }
+}
+
+/// An INVITE of its own call (Call-ID and branch from `id`) to `ruri`.
+fn another(ruri: &str, id: &str) -> String {
+    invite(ruri, "")
+        .replace("call-1", &format!("call-{id}"))
+        .replace("z9hG4bKc1", &format!("z9hG4bKc{id}"))
+}

@@ -109,6 +109,11 @@ impl Server {
         server
     }
 
+    /// The process id while it runs (for signals such as SIGHUP).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The configuration file.
     pub fn config(&self) -> PathBuf {
         self.dir.path().join("sb.toml")

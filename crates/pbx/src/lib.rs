@@ -1,0 +1,45 @@
+//! `pbx`: the PBX's decisions, sans-IO. For now, the dial plan: what to do with a call
+//! to a dialled number from a caller at a time ([`Plan::route`], a pure function), read
+//! from a TOML file whose faults are all reported with file, line and key
+//! ([`Plan::load`]). The B2BUA that carries the calls out comes on `sip-ua`.
+//!
+//! A plan is a list of `[[rule]]`s tried in order; the first that applies decides:
+//!
+//! ```
+//! use pbx::{Action, Caller, Plan};
+//! let plan = Plan::parse(r#"
+//! timezone = "UTC"
+//! [classes]
+//! default = "national"
+//! international = ["alice"]
+//!
+//! [[rule]]
+//! name = "extensions"
+//! pattern = "_2XX"
+//! action = "extension"
+//!
+//! [[rule]]
+//! name = "international"
+//! prefix = "00"
+//! caller_class = ["international"]
+//! strip = 2
+//! prepend = "+"
+//! action = "trunk"
+//! trunks = ["carrier1", "carrier2"]
+//! "#, "plan.toml").unwrap();
+//! let alice = Caller { name: "alice".into(), extension: Some("201".into()) };
+//! let d = plan.route("0044207", &alice, jiff::Timestamp::UNIX_EPOCH);
+//! assert_eq!(d.number, "+44207");
+//! assert_eq!(d.action, Action::Trunk { trunks: vec!["carrier1".into(), "carrier2".into()] });
+//! ```
+
+mod load;
+mod pattern;
+mod plan;
+
+pub use load::{PlanError, PlanErrors};
+pub use pattern::{AsteriskPattern, NumberPattern};
+pub use plan::{Action, Caller, CallerClass, CallerId, Decision, MatchedRule, Plan};
+
+#[cfg(test)]
+mod tests;
