@@ -39,7 +39,9 @@ mod plan;
 
 pub use load::{PlanError, PlanErrors};
 pub use pattern::{AsteriskPattern, NumberPattern};
-pub use plan::{Action, Caller, CallerClass, CallerId, Decision, MatchedRule, Plan};
+pub use plan::{
+    Action, Caller, CallerClass, CallerId, Decision, MatchedRule, Plan, RingGroup, Strategy,
+};
 
 #[cfg(test)]
 mod tests;

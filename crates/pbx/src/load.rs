@@ -3,7 +3,10 @@
 //! once, not only the first.
 
 use crate::pattern::{AsteriskPattern, NumberPattern};
-use crate::plan::{ActionTemplate, CallerClass, CallerIdRule, Classes, Plan, Rule, TimeWindow};
+use crate::plan::{
+    Action, ActionTemplate, CallerClass, CallerIdRule, Classes, Plan, RingGroup, Rule, Strategy,
+    TimeWindow,
+};
 use jiff::civil::Weekday;
 use jiff::tz::TimeZone;
 use std::fmt;
@@ -58,7 +61,18 @@ impl fmt::Display for PlanErrors {
 
 impl std::error::Error for PlanErrors {}
 
-const TOP_KEYS: &[&str] = &["timezone", "classes", "rule"];
+const TOP_KEYS: &[&str] = &["timezone", "classes", "ring_group", "rule"];
+const GROUP_KEYS: &[&str] = &["strategy", "members", "ring_seconds", "fallback"];
+/// The keys of a group's fallback: an action and what it needs, trunks excepted.
+const FALLBACK_KEYS: &[&str] = &[
+    "action",
+    "extension",
+    "group",
+    "mailbox",
+    "menu",
+    "code",
+    "reason",
+];
 const CLASS_KEYS: &[&str] = &[
     "default",
     "emergency",
@@ -337,6 +351,13 @@ impl Plan {
         };
 
         let classes = read_classes(&mut c, doc.get("classes"));
+        // Rules are checked against every group the file declares: a group with faults
+        // has them reported where it is.
+        let group_names: Vec<String> = match doc.get("ring_group").map(|v| v.get_ref()) {
+            Some(DeValue::Table(t)) => t.iter().map(|(k, _)| k.get_ref().to_string()).collect(),
+            _ => Vec::new(),
+        };
+        let groups = read_groups(&mut c, doc.get("ring_group"));
 
         let mut rules = Vec::new();
         match doc.get("rule") {
@@ -344,7 +365,7 @@ impl Plan {
             Some(v) => match v.get_ref() {
                 DeValue::Array(items) => {
                     for (i, item) in items.iter().enumerate() {
-                        if let Some(rule) = read_rule(&mut c, item, i + 1) {
+                        if let Some(rule) = read_rule(&mut c, item, i + 1, &group_names) {
                             rules.push(rule);
                         }
                     }
@@ -377,6 +398,7 @@ impl Plan {
             time_zone_name,
             classes,
             rules,
+            groups,
         })
     }
 }
@@ -435,7 +457,12 @@ fn class_names() -> String {
     format!("one of {}", names.join(", "))
 }
 
-fn read_rule(c: &mut Checker<'_>, item: &Value<'_>, index: usize) -> Option<Rule> {
+fn read_rule(
+    c: &mut Checker<'_>,
+    item: &Value<'_>,
+    index: usize,
+    groups: &[String],
+) -> Option<Rule> {
     let DeValue::Table(t) = item.get_ref() else {
         c.fault(
             item.span(),
@@ -598,7 +625,7 @@ fn read_rule(c: &mut Checker<'_>, item: &Value<'_>, index: usize) -> Option<Rule
         }
     }
 
-    let action = read_action(c, t, &place, header);
+    let action = read_action(c, t, &place, header, groups);
     if c.errors.len() > errors_before {
         return None;
     }
@@ -621,6 +648,7 @@ fn read_action(
     t: &Table<'_>,
     place: &str,
     header: Range<usize>,
+    groups: &[String],
 ) -> Option<ActionTemplate> {
     let key = |k: &str| format!("{place}{k}");
     let Some(v) = t.get("action") else {
@@ -675,7 +703,22 @@ fn read_action(
         }),
         "ring_group" => {
             need(c, "group")?;
-            ActionTemplate::RingGroup(c.name(t.get("group")?, &key("group"))?)
+            let v = t.get("group")?;
+            let name = c.name(v, &key("group"))?;
+            if !groups.contains(&name) {
+                let known = if groups.is_empty() {
+                    "the plan has no ring groups".to_owned()
+                } else {
+                    format!("the plan's groups are {}", groups.join(", "))
+                };
+                c.fault(
+                    v.span(),
+                    key("group"),
+                    format!("no [ring_group.{name}] in the plan ({known})"),
+                );
+                return None;
+            }
+            ActionTemplate::RingGroup(name)
         }
         "trunk" => match (t.get("trunk"), t.get("trunks")) {
             (Some(one), None) => ActionTemplate::Trunk(vec![c.name(one, &key("trunk"))?]),
@@ -742,6 +785,224 @@ fn read_action(
         }
     };
     (!misplaced).then_some(template)
+}
+
+/// The `[ring_group.NAME]` tables, in the order of the file. A group's fallback may
+/// name another group, checked here too, and must not come back to it.
+fn read_groups(c: &mut Checker<'_>, v: Option<&Value<'_>>) -> Vec<RingGroup> {
+    let Some(v) = v else {
+        return Vec::new();
+    };
+    let DeValue::Table(t) = v.get_ref() else {
+        c.fault(
+            v.span(),
+            "ring_group",
+            "expected ring group tables: [ring_group.NAME]",
+        );
+        return Vec::new();
+    };
+    // Every name first: a fallback may name a group further down.
+    let names: Vec<String> = t.iter().map(|(k, _)| k.get_ref().to_string()).collect();
+    let mut groups = Vec::new();
+    // (group, its fallback group, the span of that key), for the loop check.
+    let mut fallback_groups: Vec<(String, String, Range<usize>)> = Vec::new();
+    for (k, item) in t.iter() {
+        let name = k.get_ref().to_string();
+        let place = format!("ring_group.{name}");
+        let line = c.line(&k.span());
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+        {
+            c.fault(
+                k.span(),
+                &place,
+                format!("\"{name}\" is not a name: use letters, digits, '-', '_' and '.'"),
+            );
+            continue;
+        }
+        let DeValue::Table(g) = item.get_ref() else {
+            c.fault(
+                item.span(),
+                &place,
+                format!("expected a table: [ring_group.{name}] with members = [...]"),
+            );
+            continue;
+        };
+        let errors_before = c.errors.len();
+        c.unknown_keys(g, GROUP_KEYS, &format!("{place}."));
+        let key = |k: &str| format!("{place}.{k}");
+        let strategy = match g.get("strategy") {
+            None => Some(Strategy::Simultaneous),
+            Some(s) => c.string(s, &key("strategy")).and_then(|text| {
+                let found = Strategy::from_name(text);
+                if found.is_none() {
+                    let all: Vec<&str> = Strategy::ALL.iter().map(|s| s.name()).collect();
+                    c.fault(
+                        s.span(),
+                        key("strategy"),
+                        format!("\"{text}\" is not a strategy: one of {}", all.join(", ")),
+                    );
+                }
+                found
+            }),
+        };
+        let members = match g.get("members") {
+            None => {
+                c.fault(
+                    k.span(),
+                    key("members"),
+                    "a ring group needs members = [\"201\", \"alice\", ...] (extensions or user names)",
+                );
+                None
+            }
+            Some(m) => {
+                let k = key("members");
+                let DeValue::Array(items) = m.get_ref() else {
+                    c.fault(
+                        m.span(),
+                        &k,
+                        "expected an array of extensions or user names, in ringing order",
+                    );
+                    continue;
+                };
+                let mut out: Vec<String> = Vec::new();
+                for item in items.iter() {
+                    let Some(member) = c.target(item, &k) else {
+                        continue;
+                    };
+                    if out.contains(&member) {
+                        c.fault(item.span(), &k, format!("{member} is listed twice"));
+                        continue;
+                    }
+                    out.push(member);
+                }
+                if items.is_empty() {
+                    c.fault(m.span(), &k, "the list is empty");
+                }
+                Some(out)
+            }
+        };
+        let ring_seconds = match g.get("ring_seconds") {
+            None => Some(RingGroup::DEFAULT_RING_SECONDS),
+            Some(s) => c
+                .integer(s, &key("ring_seconds"), 1..601)
+                .and_then(|n| u32::try_from(n).ok()),
+        };
+        let fallback = match g.get("fallback") {
+            None => Some(None),
+            Some(f) => read_fallback(c, f, &key("fallback"), &names).map(|(action, span)| {
+                if let Action::RingGroup { group } = &action {
+                    fallback_groups.push((name.clone(), group.clone(), span));
+                }
+                Some(action)
+            }),
+        };
+        if c.errors.len() > errors_before {
+            continue;
+        }
+        if let (Some(strategy), Some(members), Some(ring_seconds), Some(fallback)) =
+            (strategy, members, ring_seconds, fallback)
+        {
+            groups.push(RingGroup {
+                name,
+                line,
+                strategy,
+                members,
+                ring_seconds,
+                fallback,
+            });
+        }
+    }
+    // A fallback that comes back to its group would ring the same phones for ever.
+    for (start, _, span) in &fallback_groups {
+        let mut path = vec![start.clone()];
+        let mut at = start.clone();
+        while let Some((_, next, _)) = fallback_groups.iter().find(|(g, _, _)| *g == at) {
+            path.push(next.clone());
+            if next == start {
+                // Reported once, at the group of the loop that comes first in the file.
+                let first = names.iter().find(|n| path.contains(n));
+                if first == Some(start) {
+                    c.fault(
+                        span.clone(),
+                        format!("ring_group.{start}.fallback.group"),
+                        format!("the fallbacks go round in a loop: {}", path.join(" -> ")),
+                    );
+                }
+                break;
+            }
+            if path[..path.len() - 1].contains(next) {
+                break; // a loop that does not come back to `start`: its own groups say so
+            }
+            at = next.clone();
+        }
+    }
+    groups.sort_by_key(|g| g.line);
+    groups
+}
+
+/// A group's `fallback = { action = "voicemail", mailbox = "200" }`: the action keys of
+/// a rule, with every target given (there is no dialled number to default to), and no
+/// trunk. Returns the action and the span of its `group` key, if any.
+fn read_fallback(
+    c: &mut Checker<'_>,
+    v: &Value<'_>,
+    place: &str,
+    groups: &[String],
+) -> Option<(Action, Range<usize>)> {
+    let DeValue::Table(t) = v.get_ref() else {
+        c.fault(
+            v.span(),
+            place,
+            "expected a table, like fallback = { action = \"voicemail\", mailbox = \"200\" }",
+        );
+        return None;
+    };
+    let prefix = format!("{place}.");
+    if let Some(a) = t.get("action")
+        && let DeValue::String(s) = a.get_ref()
+        && s.as_ref() == "trunk"
+    {
+        c.fault(
+            a.span(),
+            format!("{prefix}action"),
+            "a fallback cannot be a trunk (it has no number to dial): use extension, ring_group, voicemail, ivr or reject",
+        );
+        return None;
+    }
+    let errors_before = c.errors.len();
+    c.unknown_keys(t, FALLBACK_KEYS, &prefix);
+    if c.errors.len() > errors_before {
+        return None;
+    }
+    let template = read_action(c, t, &prefix, v.span(), groups)?;
+    let group_span = t.get("group").map_or(v.span(), |g| g.span());
+    let missing = |c: &mut Checker<'_>, k: &str, example: &str| {
+        c.fault(
+            v.span(),
+            format!("{prefix}{k}"),
+            format!("a fallback names its target: {k} = \"{example}\""),
+        );
+    };
+    let action = match template {
+        ActionTemplate::Extension(Some(target)) => Action::Extension { target },
+        ActionTemplate::Voicemail(Some(mailbox)) => Action::Voicemail { mailbox },
+        ActionTemplate::Extension(None) => {
+            missing(c, "extension", "201");
+            return None;
+        }
+        ActionTemplate::Voicemail(None) => {
+            missing(c, "mailbox", "200");
+            return None;
+        }
+        ActionTemplate::RingGroup(group) => Action::RingGroup { group },
+        ActionTemplate::Ivr(menu) => Action::Ivr { menu },
+        ActionTemplate::Reject(code, reason) => Action::Reject { code, reason },
+        ActionTemplate::Trunk(_) => return None,
+    };
+    Some((action, group_span))
 }
 
 fn weekday(name: &str) -> Option<Weekday> {

@@ -248,6 +248,94 @@ pub struct Decision {
     pub caller_id: CallerId,
 }
 
+/// How a ring group rings its members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Every member at once; the first to answer wins and the others are cancelled.
+    /// `ring_seconds` is for the whole group.
+    Simultaneous,
+    /// One member after the other, in the order listed, `ring_seconds` each.
+    Sequential,
+    /// As sequential, but starting with the member after the one who answered the
+    /// group's last call, so that calls are spread over the members.
+    RoundRobin,
+}
+
+impl Strategy {
+    /// Every strategy.
+    pub const ALL: [Strategy; 3] = [
+        Strategy::Simultaneous,
+        Strategy::Sequential,
+        Strategy::RoundRobin,
+    ];
+
+    /// The name used in the plan file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Simultaneous => "simultaneous",
+            Strategy::Sequential => "sequential",
+            Strategy::RoundRobin => "round_robin",
+        }
+    }
+
+    /// The strategy with this name.
+    pub fn from_name(name: &str) -> Option<Strategy> {
+        Strategy::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A ring group of the plan (`[ring_group.NAME]`): phones rung together or in turn for
+/// one number, and what happens when none of them answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RingGroup {
+    /// Its name, as rules and fallbacks give it (`group = "reception"`).
+    pub name: String,
+    /// The line of its `[ring_group.NAME]` header (0 for one built in code).
+    pub line: usize,
+    /// How the members are rung.
+    pub strategy: Strategy,
+    /// Extension numbers or user names, in order; each at most once.
+    pub members: Vec<String>,
+    /// Seconds each member rings (sequential, round robin), or the whole group rings
+    /// (simultaneous), before the next member, or the fallback.
+    pub ring_seconds: u32,
+    /// What to do when nobody answers (every member busy, unreachable, rejecting or
+    /// not answering in time); `None`: the caller is answered 486 when every member
+    /// was busy, 480 otherwise. Never a trunk (it would have no number to dial).
+    pub fallback: Option<Action>,
+}
+
+impl RingGroup {
+    /// Seconds a member, or the group, rings when the plan does not say.
+    pub const DEFAULT_RING_SECONDS: u32 = 20;
+
+    /// One line for people: `simultaneous: 201, alice, 203 (20 s), then voicemail of 200`.
+    pub fn describe(&self) -> String {
+        let each = match self.strategy {
+            Strategy::Simultaneous => "",
+            Strategy::Sequential | Strategy::RoundRobin => " each",
+        };
+        let mut s = format!(
+            "{}: {} ({} s{each})",
+            self.strategy,
+            self.members.join(", "),
+            self.ring_seconds
+        );
+        match &self.fallback {
+            Some(f) => s.push_str(&format!(", then {}", f.describe())),
+            None => s.push_str(", then 480 (486 when all are busy)"),
+        }
+        s
+    }
+}
+
 /// Which callers are in which class.
 #[derive(Debug, Clone)]
 pub(crate) struct Classes {
@@ -264,6 +352,8 @@ pub struct Plan {
     pub(crate) time_zone_name: String,
     pub(crate) classes: Classes,
     pub(crate) rules: Vec<Rule>,
+    /// By name, in the order of the file.
+    pub(crate) groups: Vec<RingGroup>,
 }
 
 impl Plan {
@@ -291,7 +381,18 @@ impl Plan {
                 caller_id: CallerIdRule::default(),
                 action: ActionTemplate::Extension(None),
             }],
+            groups: Vec::new(),
         }
+    }
+
+    /// The ring group with this name.
+    pub fn ring_group(&self, name: &str) -> Option<&RingGroup> {
+        self.groups.iter().find(|g| g.name == name)
+    }
+
+    /// Every ring group, in the order of the file.
+    pub fn ring_groups(&self) -> &[RingGroup] {
+        &self.groups
     }
 
     /// Where the plan came from: the file, or `(built-in plan)`.

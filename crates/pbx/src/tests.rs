@@ -69,6 +69,12 @@ menu = "main"
 name = "names"
 pattern = "_!"
 action = "extension"
+
+[ring_group.reception]
+strategy = "sequential"
+members = ["201", "alice", "203"]
+ring_seconds = 15
+fallback = { action = "voicemail", mailbox = "200" }
 "#;
 
 fn plan() -> Plan {
@@ -285,4 +291,140 @@ fn syntax_errors_have_lines_and_an_empty_plan_is_refused() {
     assert!(e.to_string().contains("no [[rule]]"), "{e}");
     let e = Plan::load(std::path::Path::new("/nonexistent/plan.toml")).unwrap_err();
     assert!(e.to_string().contains("cannot read the dial plan"), "{e}");
+}
+
+#[test]
+fn ring_groups_are_read_with_their_fallbacks() {
+    let p = plan();
+    let g = p.ring_group("reception").unwrap();
+    assert_eq!(g.strategy, Strategy::Sequential);
+    assert_eq!(g.members, ["201", "alice", "203"]);
+    assert_eq!((g.ring_seconds, g.line), (15, 69));
+    assert_eq!(
+        g.fallback,
+        Some(Action::Voicemail {
+            mailbox: "200".into()
+        })
+    );
+    assert_eq!(
+        g.describe(),
+        "sequential: 201, alice, 203 (15 s each), then voicemail of 200"
+    );
+    let p = Plan::parse(
+        r#"
+[[rule]]
+exact = "0"
+action = "ring_group"
+group = "sales"
+
+[ring_group.sales]
+members = ["201", "202"]
+fallback = { action = "ring_group", group = "overflow" }
+
+[ring_group.overflow]
+strategy = "round_robin"
+members = ["bob"]
+
+[ring_group.overflow.fallback]
+action = "reject"
+code = 486
+reason = "Everybody is busy"
+"#,
+        "g.toml",
+    )
+    .unwrap();
+    let sales = p.ring_group("sales").unwrap();
+    assert_eq!(
+        (sales.strategy, sales.ring_seconds),
+        (Strategy::Simultaneous, RingGroup::DEFAULT_RING_SECONDS)
+    );
+    assert_eq!(
+        sales.describe(),
+        "simultaneous: 201, 202 (20 s), then ring group overflow"
+    );
+    let overflow = p.ring_group("overflow").unwrap();
+    assert_eq!(overflow.strategy, Strategy::RoundRobin);
+    assert_eq!(
+        overflow.fallback,
+        Some(Action::Reject {
+            code: 486,
+            reason: Some("Everybody is busy".into())
+        })
+    );
+    let names: Vec<&str> = p.ring_groups().iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, ["sales", "overflow"]);
+    let d = p.route("0", &caller("bob", None), Timestamp::UNIX_EPOCH);
+    assert_eq!(
+        d.action,
+        Action::RingGroup {
+            group: "sales".into()
+        }
+    );
+}
+
+#[test]
+fn ring_group_faults_name_file_line_and_key() {
+    let text = r#"[[rule]]
+exact = "0"
+action = "ring_group"
+group = "sales"
+
+[ring_group.a]
+strategy = "random"
+members = ["201", "201", "x y"]
+ring_seconds = 0
+colour = "red"
+
+[ring_group.b]
+members = []
+fallback = { action = "trunk", trunk = "carrier1" }
+
+[ring_group.c]
+members = ["201"]
+fallback = { action = "ring_group", group = "d" }
+
+[ring_group.d]
+members = ["202"]
+fallback = { action = "ring_group", group = "c" }
+
+[ring_group.e]
+fallback = { action = "voicemail" }
+
+[ring_group.f]
+members = ["203"]
+fallback = { action = "ring_group", group = "nope" }
+"#;
+    let errors = Plan::parse(text, "g.toml").unwrap_err();
+    let lines: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+    let expected = [
+        "g.toml:4: rule 1: group: no [ring_group.sales] in the plan (the plan's groups are a, b, c, d, e, f)",
+        "g.toml:7: ring_group.a.strategy: \"random\" is not a strategy: one of simultaneous, sequential, round_robin",
+        "g.toml:8: ring_group.a.members: 201 is listed twice",
+        "g.toml:8: ring_group.a.members: \"x y\" is not an extension or user name",
+        "g.toml:9: ring_group.a.ring_seconds: 0 is out of range: expected 1 to 600",
+        "g.toml:10: ring_group.a.colour: unknown key",
+        "g.toml:13: ring_group.b.members: the list is empty",
+        "g.toml:14: ring_group.b.fallback.action: a fallback cannot be a trunk",
+        "g.toml:18: ring_group.c.fallback.group: the fallbacks go round in a loop: c -> d -> c",
+        "g.toml:24: ring_group.e.members: a ring group needs members",
+        "g.toml:25: ring_group.e.fallback.mailbox: a fallback names its target: mailbox = \"200\"",
+        "g.toml:29: ring_group.f.fallback.group: no [ring_group.nope] in the plan",
+    ];
+    for want in expected {
+        assert!(
+            lines.iter().any(|l| l.starts_with(want)),
+            "missing {want:?} in:\n{errors}"
+        );
+    }
+    assert_eq!(lines.len(), expected.len(), "{errors}");
+    // A rule naming a group when the plan has none.
+    let e = Plan::parse(
+        "[[rule]]\nexact = \"0\"\naction = \"ring_group\"\ngroup = \"sales\"\n",
+        "n.toml",
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "n.toml:4: rule 1: group: no [ring_group.sales] in the plan (the plan has no ring groups)"
+    );
 }

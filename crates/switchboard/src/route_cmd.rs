@@ -4,7 +4,7 @@
 
 use crate::user_cmd::{Database, load_config};
 use clap::Args;
-use pbx::{Action, Caller, Decision, Plan};
+use pbx::{Action, Caller, Decision, Plan, RingGroup};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use store::UserStore;
@@ -92,6 +92,19 @@ fn route(args: &RouteArgs) -> Result<ExitCode, (u8, String)> {
         }),
         _ => None,
     };
+    let group = match &decision.action {
+        Action::RingGroup { group } => plan.ring_group(group),
+        _ => None,
+    };
+    // Each member as the database knows it: `201 (alice)`, `carol`, `209 (no such user)`.
+    let members: Vec<String> = group
+        .map(|g| {
+            g.members
+                .iter()
+                .map(|m| member_line(m, users.as_ref()))
+                .collect()
+        })
+        .unwrap_or_default();
     let served = served(&decision, reaches.as_ref());
     let zoned = now.to_zoned(plan.time_zone().clone());
     if args.json {
@@ -103,11 +116,33 @@ fn route(args: &RouteArgs) -> Result<ExitCode, (u8, String)> {
             if let Some(r) = &reaches {
                 o.insert("reaches_user".into(), r.clone().into());
             }
+            if let Some(g) = group {
+                let mut gv = serde_json::to_value(g).map_err(|e| fail(e.to_string()))?;
+                if let Some(go) = gv.as_object_mut() {
+                    go.insert("members_shown".into(), members.clone().into());
+                }
+                o.insert("ring_group".into(), gv);
+            }
             o.insert("serve".into(), served.clone().into());
         }
         println!("{v}");
     } else {
-        print_lines(&plan, &decision, &caller, &zoned, reaches.as_ref(), &served);
+        let group_line = group.map(|g| {
+            let shown = RingGroup {
+                members: members.clone(),
+                ..g.clone()
+            };
+            format!("{} {}", g.name, shown.describe())
+        });
+        print_lines(
+            &plan,
+            &decision,
+            &caller,
+            &zoned,
+            reaches.as_ref(),
+            group_line,
+            &served,
+        );
     }
     Ok(match decision.action {
         Action::Reject { .. } => ExitCode::from(3),
@@ -135,6 +170,21 @@ fn at(text: Option<&str>, plan: &Plan) -> Result<jiff::Timestamp, String> {
         })
 }
 
+/// A group member as people read it: with the user an extension belongs to, or a note
+/// when nobody has that extension or name.
+fn member_line(member: &str, users: Option<&store::SqliteUserStore>) -> String {
+    let Some(users) = users else {
+        return member.to_owned();
+    };
+    if let Ok(Some(u)) = users.by_extension(member) {
+        return format!("{member} ({})", u.name);
+    }
+    match users.get(member) {
+        Ok(Some(_)) => member.to_owned(),
+        _ => format!("{member} (no such user)"),
+    }
+}
+
 /// What `serve` does with the decision today.
 fn served(decision: &Decision, reaches: Option<&Option<String>>) -> String {
     match &decision.action {
@@ -157,6 +207,7 @@ fn print_lines(
     caller: &Caller,
     at: &jiff::Zoned,
     reaches: Option<&Option<String>>,
+    group: Option<String>,
     served: &str,
 ) {
     let ext = caller
@@ -189,7 +240,7 @@ fn print_lines(
     if let Some(Some(user)) = reaches {
         action.push_str(&format!(" (user {user})"));
     }
-    let lines = [
+    let mut lines = vec![
         ("dialled", d.dialled.clone()),
         (
             "caller",
@@ -199,12 +250,17 @@ fn print_lines(
         ("rule", rule),
         ("number", d.number.clone()),
         ("action", action),
+    ];
+    if let Some(g) = group {
+        lines.push(("group", g));
+    }
+    lines.extend([
         (
             "caller id",
             format!("\"{}\" <{}>", d.caller_id.name, d.caller_id.number),
         ),
         ("serve", served.to_owned()),
-    ];
+    ]);
     for (k, v) in lines {
         println!("{k:<10} {v}");
     }

@@ -37,9 +37,21 @@ action = "trunk"
 trunk = "carrier1"
 
 [[rule]]
+name = "reception"
+exact = "0"
+action = "ring_group"
+group = "reception"
+
+[[rule]]
 name = "names"
 pattern = "_!"
 action = "extension"
+
+[ring_group.reception]
+strategy = "sequential"
+members = ["201", "carol", "209"]
+ring_seconds = 15
+fallback = { action = "voicemail", mailbox = "201" }
 "#;
 
 /// A `switchboard phone` whose output goes to a file, killed when dropped.
@@ -376,6 +388,27 @@ fn route_prints_the_decision_with_exit_codes() {
     ] {
         assert!(out.contains(line), "{line}\n{out}");
     }
+    // A ring group: its strategy and members, each with the user it reaches.
+    let out = server.cli(&["user", "add", "carol", "--password", "pw"]);
+    assert!(out.status.success());
+    let (code, out, err) = route(&dir, &["0", "--from", "alice", "--config", &config]);
+    assert_eq!(code, 0, "{err}");
+    for line in [
+        "action     ring group reception",
+        "group      reception sequential: 201 (alice), carol, 209 (no such user) (15 s each), then voicemail of 201",
+    ] {
+        assert!(out.contains(line), "{line}\n{out}");
+    }
+    let (code, out, _) = route(
+        &dir,
+        &["0", "--from", "alice", "--config", &config, "--json"],
+    );
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ring_group"]["strategy"], "sequential");
+    assert_eq!(v["ring_group"]["members"][1], "carol");
+    assert_eq!(v["ring_group"]["fallback"]["kind"], "voicemail");
+
     let (code, out, _) = route(&dir, &["0044123", "--from", "alice", "--config", &config]);
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("action     reject 403 Not to the UK"), "{out}");
@@ -413,7 +446,7 @@ fn route_prints_the_decision_with_exit_codes() {
     // A plan with faults: every one, with file, line and key; exit 2; serve refuses it.
     std::fs::write(
         dir.join("bad.toml"),
-        "[[rule]]\npattern = \"_2X[\"\naction = \"extension\"\n\n[[rule]]\nexact = \"1\"\naction = \"ring_group\"\n",
+        "[[rule]]\npattern = \"_2X[\"\naction = \"extension\"\n\n[[rule]]\nexact = \"1\"\naction = \"ring_group\"\n\n[[rule]]\nexact = \"2\"\naction = \"ring_group\"\ngroup = \"sales\"\n",
     )
     .unwrap();
     let (code, _, err) = route(&dir, &["1", "--from", "alice", "--plan", "bad.toml"]);
@@ -424,6 +457,10 @@ fn route_prints_the_decision_with_exit_codes() {
     );
     assert!(
         err.contains("bad.toml:7: rule 2: group: action = \"ring_group\" needs group"),
+        "{err}"
+    );
+    assert!(
+        err.contains("bad.toml:12: rule 3: group: no [ring_group.sales] in the plan (the plan has no ring groups)"),
         "{err}"
     );
     let (code, _, err) = route(&dir, &["1", "--from", "alice", "--at", "soon"]);
