@@ -1,7 +1,9 @@
-//! `pbx`: the PBX's decisions, sans-IO. For now, the dial plan: what to do with a call
-//! to a dialled number from a caller at a time ([`Plan::route`], a pure function), read
-//! from a TOML file whose faults are all reported with file, line and key
-//! ([`Plan::load`]). The B2BUA that carries the calls out comes on `sip-ua`.
+//! `pbx`: the PBX's decisions, sans-IO. The dial plan: what to do with a call to a
+//! dialled number from a caller at a time ([`Plan::route`], a pure function), read from
+//! a TOML file whose faults are all reported with file, line and key ([`Plan::load`]),
+//! with its ring groups ([`RingGroup`]). And [`hunt`]: the engine a B2BUA runs per call
+//! to ring a user (following their forwarding) or a group (its strategy, then its
+//! fallback), one command at a time. The B2BUA that carries the calls out is on `sip-ua`.
 //!
 //! A plan is a list of `[[rule]]`s tried in order; the first that applies decides:
 //!
@@ -33,6 +35,7 @@
 //! assert_eq!(d.action, Action::Trunk { trunks: vec!["carrier1".into(), "carrier2".into()] });
 //! ```
 
+pub mod hunt;
 mod load;
 mod pattern;
 mod plan;
@@ -43,5 +46,7 @@ pub use plan::{
     Action, Caller, CallerClass, CallerId, Decision, MatchedRule, Plan, RingGroup, Strategy,
 };
 
+#[cfg(test)]
+mod hunt_tests;
 #[cfg(test)]
 mod tests;
