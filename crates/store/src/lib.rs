@@ -5,7 +5,8 @@
 //! - the **location service** ([`LocationStore`]): the registrar's bindings of an
 //!   address-of-record (AOR) to contact URIs, with their expiry, q-value, Call-ID/CSeq,
 //!   Path and outbound (RFC 5626) identity;
-//! - the **users** ([`UserStore`]): names with their digest HA1 hashes, never a password.
+//! - the **users** ([`UserStore`]): names with their digest HA1 hashes (never a
+//!   password), extension numbers and call [`Forwarding`].
 //!
 //! SQLite ([`SqliteLocationStore`], [`SqliteUserStore`]) is the embedded backend, and both
 //! kinds share one file. The traits leave room for PostgreSQL or Redis, which would let
@@ -70,7 +71,9 @@ pub use cache::{Batch, CachedStore, LocationReader};
 pub use memory::{MemoryLocationStore, MemoryUserStore};
 pub use sip_core::Transport;
 pub use sqlite::{Durability, SqliteLocationStore, SqliteUserStore};
-pub use user::{Ha1Set, ImportReport, User, check_extension, check_user_name};
+pub use user::{
+    Forwarding, Ha1Set, ImportReport, User, check_extension, check_forward_target, check_user_name,
+};
 pub use user_cache::CachedUsers;
 pub use writer::{BackgroundWriter, Committed};
 
@@ -229,6 +232,11 @@ pub trait UserStore: Send + 'static {
     /// unique, and may not be another user's name: [`StoreError::ExtensionTaken`].
     fn set_extension(&mut self, name: &str, extension: Option<&str>) -> Result<(), StoreError>;
 
+    /// Replaces a user's forwarding ([`Forwarding::check`]ed first);
+    /// [`StoreError::NoSuchUser`] if there is none by that name. A target naming the
+    /// user themself (by name or extension) is refused: their calls would come back.
+    fn set_forwarding(&mut self, name: &str, forwarding: &Forwarding) -> Result<(), StoreError>;
+
     /// The user whose extension this is.
     fn by_extension(&self, extension: &str) -> Result<Option<User>, StoreError> {
         Ok(self
@@ -265,6 +273,9 @@ impl<T: UserStore + ?Sized> UserStore for Box<T> {
     }
     fn set_extension(&mut self, name: &str, extension: Option<&str>) -> Result<(), StoreError> {
         (**self).set_extension(name, extension)
+    }
+    fn set_forwarding(&mut self, name: &str, forwarding: &Forwarding) -> Result<(), StoreError> {
+        (**self).set_forwarding(name, forwarding)
     }
     fn by_extension(&self, extension: &str) -> Result<Option<User>, StoreError> {
         (**self).by_extension(extension)
@@ -329,6 +340,14 @@ pub enum StoreError {
     InvalidExtension {
         /// The extension.
         extension: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// A forward target that cannot be one, or a no-answer time out of range.
+    #[error("invalid forwarding \"{target}\": {why}")]
+    InvalidForwarding {
+        /// The target.
+        target: String,
         /// What is wrong with it.
         why: &'static str,
     },

@@ -1,7 +1,9 @@
 //! In-memory stores: the map [`crate::CachedStore`] keeps in front of a backend, and the
 //! `memory:` backend (tests, throwaway runs) built on the same map.
 
-use crate::{Binding, Change, Ha1Set, ImportReport, LocationStore, StoreError, User, UserStore};
+use crate::{
+    Binding, Change, Forwarding, Ha1Set, ImportReport, LocationStore, StoreError, User, UserStore,
+};
 use std::collections::{BTreeMap, HashMap};
 
 /// Bindings by AOR, held compactly: each AOR's vector is kept at its exact length (a
@@ -231,6 +233,16 @@ impl UserStore for MemoryUserStore {
         if let Some(u) = self.users.get_mut(name) {
             u.extension = extension.map(str::to_owned);
         }
+        self.version += 1;
+        Ok(())
+    }
+    fn set_forwarding(&mut self, name: &str, forwarding: &Forwarding) -> Result<(), StoreError> {
+        let u = self
+            .users
+            .get_mut(name)
+            .ok_or_else(|| StoreError::NoSuchUser(name.to_owned()))?;
+        crate::user::check_forwarding_of(u, forwarding)?;
+        u.forwarding = forwarding.clone();
         self.version += 1;
         Ok(())
     }

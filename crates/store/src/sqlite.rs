@@ -16,7 +16,8 @@
 //! survives power loss too, at the disk's fsync latency per write.
 
 use crate::{
-    Binding, Change, Ha1Set, ImportReport, LocationStore, StoreError, Transport, User, UserStore,
+    Binding, Change, Forwarding, Ha1Set, ImportReport, LocationStore, StoreError, Transport, User,
+    UserStore,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 use std::net::SocketAddr;
@@ -35,8 +36,21 @@ const PAGE_SIZE: u32 = 1024;
 const SERVER_CACHE_KIB: u32 = 16 * 1024;
 
 /// The schema version in `PRAGMA user_version`: 1 had no extensions, 2 adds
-/// `users.extension` (see [`MIGRATE_TO_2`]).
-const SCHEMA_VERSION: i64 = 2;
+/// `users.extension` (see [`MIGRATE_TO_2`]), 3 the call records (issue 14, its own
+/// branch), 4 the users' call forwarding (see [`MIGRATE_TO_4`]). Each migration is
+/// applied when what it adds is missing, so a file of any earlier version reaches this
+/// one.
+const SCHEMA_VERSION: i64 = 4;
+
+/// From version 3 (or 2) to 4: users get call forwarding, one target column per kind,
+/// all empty for existing users (the no-answer time empty means the default).
+const MIGRATE_TO_4: &str = "
+ALTER TABLE users ADD COLUMN forward_always TEXT;
+ALTER TABLE users ADD COLUMN forward_busy TEXT;
+ALTER TABLE users ADD COLUMN forward_no_answer TEXT;
+ALTER TABLE users ADD COLUMN forward_no_answer_secs INTEGER;
+ALTER TABLE users ADD COLUMN forward_unreachable TEXT;
+";
 
 /// From version 1 (or a new file, made as version 1 by [`SCHEMA`]) to 2: users get an
 /// extension number, unique when set. Existing users have none.
@@ -167,6 +181,12 @@ fn open_connection(
             .exists([])?;
         if !has_extension {
             conn.execute_batch(MIGRATE_TO_2)?;
+        }
+        let has_forwarding: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('users') WHERE name = 'forward_always'")?
+            .exists([])?;
+        if !has_forwarding {
+            conn.execute_batch(MIGRATE_TO_4)?;
         }
         conn.execute_batch(&format!("PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"))?;
         Ok(None)
@@ -496,8 +516,14 @@ pub struct SqliteUserStore {
     conn: Connection,
 }
 
-const USER_COLUMNS: &str =
-    "name, realm, ha1_md5, ha1_sha256, ha1_sha512_256, created_at, extension";
+const USER_COLUMNS: &str = "name, realm, ha1_md5, ha1_sha256, ha1_sha512_256, created_at, \
+                            extension, forward_always, forward_busy, forward_no_answer, \
+                            forward_no_answer_secs, forward_unreachable";
+
+/// The no-answer time as stored: empty for the default.
+fn no_answer_secs_to_sql(secs: u32) -> Option<u32> {
+    (secs != Forwarding::DEFAULT_NO_ANSWER_SECS).then_some(secs)
+}
 
 fn user_from_row(r: &Row<'_>) -> rusqlite::Result<User> {
     Ok(User {
@@ -510,6 +536,16 @@ fn user_from_row(r: &Row<'_>) -> rusqlite::Result<User> {
         },
         created_at: from_sql_secs(r.get(5)?),
         extension: r.get(6)?,
+        forwarding: Forwarding {
+            always: r.get(7)?,
+            busy: r.get(8)?,
+            no_answer: r.get(9)?,
+            no_answer_secs: r
+                .get::<_, Option<i64>>(10)?
+                .and_then(|s| u32::try_from(s).ok())
+                .unwrap_or(Forwarding::DEFAULT_NO_ANSWER_SECS),
+            unreachable: r.get(11)?,
+        },
     })
 }
 
@@ -581,11 +617,14 @@ impl UserStore for SqliteUserStore {
             crate::check_extension(ext)?;
             self.taken("extension", ext, &user.name)?;
         }
+        crate::user::check_forwarding_of(user, &user.forwarding)?;
+        let f = &user.forwarding;
         let n = self
             .conn
             .execute(
                 &format!(
-                    "INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                    "INSERT INTO users ({USER_COLUMNS}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
                      ON CONFLICT (name) DO NOTHING"
                 ),
                 params![
@@ -596,6 +635,11 @@ impl UserStore for SqliteUserStore {
                     user.ha1.sha512_256,
                     to_sql_secs(user.created_at),
                     user.extension,
+                    f.always,
+                    f.busy,
+                    f.no_answer,
+                    no_answer_secs_to_sql(f.no_answer_secs),
+                    f.unreachable,
                 ],
             )
             .map_err(sql("adding a user"))?;
@@ -648,6 +692,30 @@ impl UserStore for SqliteUserStore {
         Ok(())
     }
 
+    fn set_forwarding(&mut self, name: &str, forwarding: &Forwarding) -> Result<(), StoreError> {
+        let user = self
+            .get(name)?
+            .ok_or_else(|| StoreError::NoSuchUser(name.to_owned()))?;
+        crate::user::check_forwarding_of(&user, forwarding)?;
+        let f = forwarding;
+        self.conn
+            .execute(
+                "UPDATE users SET forward_always = ?2, forward_busy = ?3, \
+                 forward_no_answer = ?4, forward_no_answer_secs = ?5, \
+                 forward_unreachable = ?6 WHERE name = ?1",
+                params![
+                    name,
+                    f.always,
+                    f.busy,
+                    f.no_answer,
+                    no_answer_secs_to_sql(f.no_answer_secs),
+                    f.unreachable
+                ],
+            )
+            .map_err(sql("setting call forwarding"))?;
+        Ok(())
+    }
+
     fn by_extension(&self, extension: &str) -> Result<Option<User>, StoreError> {
         self.conn
             .prepare_cached(&format!(
@@ -672,12 +740,13 @@ impl UserStore for SqliteUserStore {
                 .prepare("SELECT 1 FROM users WHERE name = ?1")
                 .map_err(sql(DOING))?;
             let mut upsert = tx
-                .prepare(&format!(
-                    "INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL) \
+                .prepare(
+                    "INSERT INTO users (name, realm, ha1_md5, ha1_sha256, ha1_sha512_256, \
+                     created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
                      ON CONFLICT (name) DO UPDATE SET realm = excluded.realm, \
                      ha1_md5 = excluded.ha1_md5, ha1_sha256 = excluded.ha1_sha256, \
-                     ha1_sha512_256 = excluded.ha1_sha512_256"
-                ))
+                     ha1_sha512_256 = excluded.ha1_sha512_256",
+                )
                 .map_err(sql(DOING))?;
             for u in users {
                 if exists.exists(params![u.name]).map_err(sql(DOING))? {
@@ -1016,6 +1085,109 @@ mod tests {
             .conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 2);
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn forwarding_is_stored_checked_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.db");
+        let mut users = SqliteUserStore::open(&path).unwrap();
+        let mut alice = User::new("alice", "r", "pw", 1).unwrap();
+        alice.extension = Some("201".into());
+        users.add(&alice).unwrap();
+        users.add(&User::new("bob", "r", "pw", 1).unwrap()).unwrap();
+        assert_eq!(
+            users.get("alice").unwrap().unwrap().forwarding,
+            Forwarding::default()
+        );
+        let f = Forwarding {
+            busy: Some("bob".into()),
+            no_answer: Some("+33612345678".into()),
+            no_answer_secs: 25,
+            unreachable: Some("*98#".into()),
+            ..Forwarding::default()
+        };
+        users.set_forwarding("alice", &f).unwrap();
+        // A password change (import) and an extension change keep it.
+        users
+            .import(&[User::new("alice", "r", "new", 1).unwrap()])
+            .unwrap();
+        users.set_extension("alice", Some("209")).unwrap();
+        drop(users);
+        let mut users = SqliteUserStore::open_existing(&path).unwrap();
+        assert_eq!(users.get("alice").unwrap().unwrap().forwarding, f);
+        assert_eq!(users.by_extension("209").unwrap().unwrap().forwarding, f);
+        // Faults: no user, a bad target, oneself, a time out of range.
+        let e = users.set_forwarding("zed", &f).unwrap_err();
+        assert_eq!(e.to_string(), "no user \"zed\"");
+        for (target, why) in [
+            (
+                "bob@example.test",
+                "use an extension, a user name or a number",
+            ),
+            ("", "it is empty"),
+            ("alice", "that is the user themself"),
+            ("209", "that is the user themself"),
+        ] {
+            let bad = Forwarding {
+                always: Some(target.into()),
+                ..Forwarding::default()
+            };
+            let e = users.set_forwarding("alice", &bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{target}: {e}");
+        }
+        let e = users
+            .set_forwarding(
+                "alice",
+                &Forwarding {
+                    no_answer: Some("bob".into()),
+                    no_answer_secs: 0,
+                    ..Forwarding::default()
+                },
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("1 to 600 seconds"), "{e}");
+        assert_eq!(
+            users.get("alice").unwrap().unwrap().forwarding,
+            f,
+            "unchanged"
+        );
+        users
+            .set_forwarding("alice", &Forwarding::default())
+            .unwrap();
+        assert!(users.get("alice").unwrap().unwrap().forwarding.is_empty());
+    }
+
+    #[test]
+    fn a_version_2_database_gets_forwarding_and_keeps_its_users() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.db");
+        {
+            // The file as version 2 made it: users with extensions, no forwarding.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&format!(
+                "{SCHEMA} {MIGRATE_TO_2} PRAGMA user_version=2; \
+                 INSERT INTO users VALUES ('alice', 'r', 'a', 'b', 'c', 7, '201');"
+            ))
+            .unwrap();
+        }
+        let mut users = SqliteUserStore::open_existing(&path).unwrap();
+        let alice = users.get("alice").unwrap().unwrap();
+        assert_eq!(alice.extension.as_deref(), Some("201"));
+        assert!(alice.forwarding.is_empty());
+        let f = Forwarding {
+            always: Some("202".into()),
+            ..Forwarding::default()
+        };
+        users.set_forwarding("alice", &f).unwrap();
+        drop(users);
+        let users = SqliteUserStore::open_existing(&path).unwrap();
+        assert_eq!(users.get("alice").unwrap().unwrap().forwarding, f);
+        let version: i64 = users
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 4);
     }
 }

@@ -19,6 +19,123 @@ pub struct User {
     /// The user's extension number (`201`), which callers may dial instead of the
     /// name; see [`check_extension`].
     pub extension: Option<String>,
+    /// Where the user's calls are forwarded, and when.
+    pub forwarding: Forwarding,
+}
+
+/// A user's call forwarding, as stored. Each target is an extension number, a user
+/// name, or a number the dial plan routes (see [`check_forward_target`]); the PBX
+/// follows them (`pbx::hunt`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forwarding {
+    /// Every call, without ringing the user's phones.
+    pub always: Option<String>,
+    /// When the phones answer busy.
+    pub busy: Option<String>,
+    /// When nobody answers within `no_answer_secs`.
+    pub no_answer: Option<String>,
+    /// Seconds the phones ring before a no-answer forward: 1 to
+    /// [`Forwarding::MAX_NO_ANSWER_SECS`].
+    pub no_answer_secs: u32,
+    /// When no phone can be reached (none registered, or they do not respond).
+    pub unreachable: Option<String>,
+}
+
+impl Forwarding {
+    /// Seconds before a no-answer forward when not given.
+    pub const DEFAULT_NO_ANSWER_SECS: u32 = 20;
+    /// The longest a no-answer forward may wait.
+    pub const MAX_NO_ANSWER_SECS: u32 = 600;
+
+    /// Whether nothing is forwarded.
+    pub fn is_empty(&self) -> bool {
+        self.always.is_none()
+            && self.busy.is_none()
+            && self.no_answer.is_none()
+            && self.unreachable.is_none()
+    }
+
+    /// The targets that are set, each with its kind (`always`, `busy`, `no_answer`,
+    /// `unreachable`).
+    pub fn targets(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("always", &self.always),
+            ("busy", &self.busy),
+            ("no_answer", &self.no_answer),
+            ("unreachable", &self.unreachable),
+        ]
+        .into_iter()
+        .filter_map(|(kind, t)| Some((kind, t.as_deref()?)))
+    }
+
+    /// Checks every target's form and the no-answer time.
+    pub fn check(&self) -> Result<(), StoreError> {
+        for (_, target) in self.targets() {
+            check_forward_target(target)?;
+        }
+        if !(1..=Forwarding::MAX_NO_ANSWER_SECS).contains(&self.no_answer_secs) {
+            return Err(StoreError::InvalidForwarding {
+                target: self.no_answer.clone().unwrap_or_default(),
+                why: "the no-answer time must be 1 to 600 seconds",
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Default for Forwarding {
+    fn default() -> Forwarding {
+        Forwarding {
+            always: None,
+            busy: None,
+            no_answer: None,
+            no_answer_secs: Forwarding::DEFAULT_NO_ANSWER_SECS,
+            unreachable: None,
+        }
+    }
+}
+
+/// Checks `forwarding` for the user `user`: the form of each target, and that none is
+/// the user themself.
+pub(crate) fn check_forwarding_of(user: &User, forwarding: &Forwarding) -> Result<(), StoreError> {
+    forwarding.check()?;
+    for (_, target) in forwarding.targets() {
+        if target == user.name || Some(target) == user.extension.as_deref() {
+            return Err(StoreError::InvalidForwarding {
+                target: target.to_owned(),
+                why: "that is the user themself: their calls would come back to them",
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks a forward target's form: 1 to 64 characters that a phone can dial or a SIP
+/// URI's user part can hold as they are: letters, digits and `-_.!~*'()+&=$#`.
+/// Whether it reaches anybody is for the caller to check (the user store does not know
+/// the dial plan).
+pub fn check_forward_target(target: &str) -> Result<(), StoreError> {
+    let bad = |why| {
+        Err(StoreError::InvalidForwarding {
+            target: target.to_owned(),
+            why,
+        })
+    };
+    if target.is_empty() {
+        return bad("it is empty");
+    }
+    if target.len() > 64 {
+        return bad("it is longer than 64 characters");
+    }
+    if !target
+        .bytes()
+        .all(|c| c.is_ascii_alphanumeric() || b"-_.!~*'()+&=$#".contains(&c))
+    {
+        return bad(
+            "use an extension, a user name or a number (letters, digits and -_.!~*'()+&=$# only)",
+        );
+    }
+    Ok(())
 }
 
 impl User {
@@ -32,6 +149,7 @@ impl User {
             ha1: Ha1Set::compute(name, realm, password),
             created_at: now,
             extension: None,
+            forwarding: Forwarding::default(),
         })
     }
 }

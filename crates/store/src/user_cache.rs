@@ -20,7 +20,7 @@
 //! proxy's authentication): their reads revalidate by the wall clock, and changes made
 //! through it go to the backend and reload the copy.
 
-use crate::{Ha1Set, ImportReport, StoreError, User, UserStore};
+use crate::{Forwarding, Ha1Set, ImportReport, StoreError, User, UserStore};
 use std::cell::RefCell;
 use std::collections::HashMap;
 
@@ -153,6 +153,10 @@ impl<U: UserStore> UserStore for CachedUsers<U> {
     }
     fn set_extension(&mut self, name: &str, extension: Option<&str>) -> Result<(), StoreError> {
         self.backend.set_extension(name, extension)?;
+        self.changed()
+    }
+    fn set_forwarding(&mut self, name: &str, forwarding: &Forwarding) -> Result<(), StoreError> {
+        self.backend.set_forwarding(name, forwarding)?;
         self.changed()
     }
     fn by_extension(&self, extension: &str) -> Result<Option<User>, StoreError> {
@@ -292,5 +296,36 @@ mod tests {
         ));
         cache.set_extension("alice", None).unwrap();
         assert!(cache.by_extension("201").unwrap().is_none());
+    }
+
+    #[test]
+    fn forwarding_through_the_cache_and_the_memory_backend() {
+        let mut m = MemoryUserStore::default();
+        let mut alice = User::new("alice", "r", "pw", 1).unwrap();
+        alice.extension = Some("201".into());
+        m.add(&alice).unwrap();
+        m.add(&User::new("bob", "r", "pw", 1).unwrap()).unwrap();
+        let mut cache = CachedUsers::new(m, 100).unwrap();
+        let version = cache.version().unwrap();
+        let f = Forwarding {
+            no_answer: Some("bob".into()),
+            no_answer_secs: 30,
+            ..Forwarding::default()
+        };
+        cache.set_forwarding("alice", &f).unwrap();
+        assert!(
+            cache.version().unwrap() > version,
+            "a change like any other"
+        );
+        assert_eq!(cache.get_at("alice", 100).unwrap().unwrap().forwarding, f);
+        assert_eq!(cache.by_extension("201").unwrap().unwrap().forwarding, f);
+        for (name, target) in [("zed", "bob"), ("alice", "201"), ("alice", "a b")] {
+            let bad = Forwarding {
+                busy: Some(target.into()),
+                ..Forwarding::default()
+            };
+            assert!(cache.set_forwarding(name, &bad).is_err(), "{name} {target}");
+        }
+        assert_eq!(cache.backend().get("alice").unwrap().unwrap().forwarding, f);
     }
 }

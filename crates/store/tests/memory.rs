@@ -96,6 +96,7 @@ fn a_cached_user_costs_under_1_kb() {
             ha1: Ha1Set::compute(&format!("user{i}"), "example.test", "pw"),
             created_at: 10_000,
             extension: None,
+            forwarding: store::Forwarding::default(),
         })
         .collect();
     backend.import(&users).unwrap();
