@@ -81,7 +81,8 @@ enum Command {
         #[arg(long)]
         compact: bool,
     },
-    /// Manage the users who may register: add, list, passwd, remove, import.
+    /// Manage the users who may register: add, list, show, passwd, remove, import,
+    /// extension, forward (call forwarding).
     ///
     /// Works on the database `serve` uses (`[storage] database`), whether `serve` is
     /// running or not. Passwords are stored only as digest hashes for the realm

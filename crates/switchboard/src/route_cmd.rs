@@ -92,6 +92,15 @@ fn route(args: &RouteArgs) -> Result<ExitCode, (u8, String)> {
         }),
         _ => None,
     };
+    // The callee's forwarding, which the B2BUA follows.
+    let forwarding = match (&reaches, users.as_ref()) {
+        (Some(Some(name)), Some(u)) => u
+            .get(name)
+            .ok()
+            .flatten()
+            .and_then(|u| crate::user_cmd::hunt_forwarding(&u.forwarding).describe()),
+        _ => None,
+    };
     let group = match &decision.action {
         Action::RingGroup { group } => plan.ring_group(group),
         _ => None,
@@ -116,6 +125,9 @@ fn route(args: &RouteArgs) -> Result<ExitCode, (u8, String)> {
             if let Some(r) = &reaches {
                 o.insert("reaches_user".into(), r.clone().into());
             }
+            if let Some(f) = &forwarding {
+                o.insert("forwarded".into(), f.clone().into());
+            }
             if let Some(g) = group {
                 let mut gv = serde_json::to_value(g).map_err(|e| fail(e.to_string()))?;
                 if let Some(go) = gv.as_object_mut() {
@@ -139,7 +151,7 @@ fn route(args: &RouteArgs) -> Result<ExitCode, (u8, String)> {
             &decision,
             &caller,
             &zoned,
-            reaches.as_ref(),
+            (reaches.as_ref(), forwarding.as_deref()),
             group_line,
             &served,
         );
@@ -206,7 +218,7 @@ fn print_lines(
     d: &Decision,
     caller: &Caller,
     at: &jiff::Zoned,
-    reaches: Option<&Option<String>>,
+    (reaches, forwarding): (Option<&Option<String>>, Option<&str>),
     group: Option<String>,
     served: &str,
 ) {
@@ -239,6 +251,9 @@ fn print_lines(
     let mut action = d.action.describe();
     if let Some(Some(user)) = reaches {
         action.push_str(&format!(" (user {user})"));
+    }
+    if let Some(f) = forwarding {
+        action.push_str(&format!(", forwarded {f}"));
     }
     let mut lines = vec![
         ("dialled", d.dialled.clone()),

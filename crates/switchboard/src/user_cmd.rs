@@ -17,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use store::{
     Backend, Binding, Durability, LocationStore, SqliteLocationStore, SqliteUserStore, StoreError,
 };
-use store::{Ha1Set, User, UserStore};
+use store::{Forwarding, Ha1Set, User, UserStore};
 
 /// What `switchboard user` does.
 #[derive(Subcommand, Debug)]
@@ -48,7 +48,64 @@ pub enum UserAction {
         #[arg(long)]
         remove: bool,
     },
-    /// List the users (name, realm, when added).
+    /// Forward a user's calls: always, when busy, when not answered in time, or when
+    /// their phones cannot be reached. Options combine; each replaces that kind only.
+    ///
+    /// A TARGET is an extension number, a user name, or a number the dial plan routes
+    /// as if the user dialled it (an outside number through a trunk, voicemail, a ring
+    /// group's number). It is checked now: a target nobody has and the plan does not
+    /// route, or the user themself, is refused. The B2BUA follows forwarding, several
+    /// hops if need be; a loop (alice to bob to alice) ends the call with 482. `user show
+    /// NAME` shows it.
+    #[command(after_help = "Examples:
+  switchboard user forward alice --no-answer 202 --after 15   ring 15 s, then 202
+  switchboard user forward alice --busy bob --unreachable 0612345678
+  switchboard user forward alice --always 200    every call to 200, no ringing
+  switchboard user forward alice --off busy      stop forwarding on busy
+  switchboard user forward alice --off           stop all forwarding")]
+    #[command(group(
+        clap::ArgGroup::new("forwarding")
+            .required(true)
+            .multiple(true)
+            .args(["always", "busy", "no_answer", "unreachable", "off"])
+    ))]
+    Forward {
+        /// The user name.
+        name: String,
+        /// Forward every call, without ringing the user's phones.
+        #[arg(long, value_name = "TARGET")]
+        always: Option<String>,
+        /// Forward when the phones answer busy (486, 600).
+        #[arg(long, value_name = "TARGET")]
+        busy: Option<String>,
+        /// Forward when nobody answers within --after seconds.
+        #[arg(long, value_name = "TARGET")]
+        no_answer: Option<String>,
+        /// Seconds the phones ring before --no-answer forwards (1 to 600; 20 by default).
+        #[arg(long, value_name = "SECS", requires = "no_answer")]
+        after: Option<u32>,
+        /// Forward when no phone can be reached (none registered, or no response).
+        #[arg(long, value_name = "TARGET")]
+        unreachable: Option<String>,
+        /// Stop forwarding: every kind, or only KIND.
+        #[arg(
+            long,
+            value_name = "KIND",
+            num_args = 0..=1,
+            default_missing_value = "all",
+            conflicts_with_all = ["always", "busy", "no_answer", "unreachable"]
+        )]
+        off: Option<ForwardOff>,
+    },
+    /// Show one user: address, extension, realm, when added, and call forwarding.
+    Show {
+        /// The user name.
+        name: String,
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the users (name, extension, forwarding, realm, when added).
     List {
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -73,6 +130,21 @@ pub enum UserAction {
         /// The file, or `-` for standard input.
         file: PathBuf,
     },
+}
+
+/// Which forwarding `user forward --off` stops.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardOff {
+    /// Every kind.
+    All,
+    /// Unconditional forwarding.
+    Always,
+    /// Forwarding on busy.
+    Busy,
+    /// Forwarding on no answer.
+    NoAnswer,
+    /// Forwarding on unreachable.
+    Unreachable,
 }
 
 /// Where the password comes from: exactly one of the two.
@@ -250,6 +322,89 @@ fn user(config_path: Option<&Path>, action: UserAction) -> Result<(), String> {
                 None => emit(format_args!("{name} has no extension now")),
             }
         }
+        UserAction::Forward {
+            name,
+            always,
+            busy,
+            no_answer,
+            after,
+            unreachable,
+            off,
+        } => {
+            let user = users
+                .get(&name)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("no user \"{name}\" in {file}"))?;
+            let mut f = user.forwarding.clone();
+            match off {
+                Some(ForwardOff::All) => f = Forwarding::default(),
+                Some(ForwardOff::Always) => f.always = None,
+                Some(ForwardOff::Busy) => f.busy = None,
+                Some(ForwardOff::NoAnswer) => {
+                    f.no_answer = None;
+                    f.no_answer_secs = Forwarding::DEFAULT_NO_ANSWER_SECS;
+                }
+                Some(ForwardOff::Unreachable) => f.unreachable = None,
+                None => {}
+            }
+            let plan = forward_plan(&config)?;
+            for (target, set) in [
+                (always, &mut f.always),
+                (busy, &mut f.busy),
+                (no_answer, &mut f.no_answer),
+                (unreachable, &mut f.unreachable),
+            ] {
+                if let Some(target) = target {
+                    check_target(&users, &plan, &user, &target)?;
+                    *set = Some(target);
+                }
+            }
+            if let Some(secs) = after {
+                f.no_answer_secs = secs;
+            }
+            users.set_forwarding(&name, &f).map_err(|e| e.to_string())?;
+            match hunt_forwarding(&f).describe() {
+                Some(d) => emit(format_args!("{name}: forwarded {d}")),
+                None => emit(format_args!("{name}: no forwarding")),
+            }
+        }
+        UserAction::Show { name, json } => {
+            let user = users
+                .get(&name)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("no user \"{name}\" in {file}"))?;
+            if json {
+                emit(user_json(&user));
+            } else {
+                let f = &user.forwarding;
+                let secs = format!("after {} s", f.no_answer_secs);
+                let lines = [
+                    ("name", user.name.clone()),
+                    ("address", format!("sip:{}@{realm}", user.name)),
+                    (
+                        "extension",
+                        user.extension.clone().unwrap_or_else(|| "-".into()),
+                    ),
+                    ("realm", user.realm.clone()),
+                    ("created", http_date(user.created_at)),
+                    ("always", f.always.clone().unwrap_or_else(|| "-".into())),
+                    ("busy", f.busy.clone().unwrap_or_else(|| "-".into())),
+                    (
+                        "no answer",
+                        f.no_answer
+                            .as_ref()
+                            .map_or_else(|| "-".into(), |t| format!("{t} ({secs})")),
+                    ),
+                    (
+                        "unreachable",
+                        f.unreachable.clone().unwrap_or_else(|| "-".into()),
+                    ),
+                ];
+                for (k, v) in lines {
+                    emit(format_args!("{k:<12} {v}"));
+                }
+            }
+        }
         UserAction::List { json } => {
             let list = users.list().map_err(|e| e.to_string())?;
             if list.is_empty() && !json {
@@ -335,23 +490,90 @@ fn read_import(file: &Path, realm: &str, now: u64) -> Result<Vec<User>, String> 
     Ok(users)
 }
 
+/// The dial plan forward targets are checked against: the configured one, or the
+/// built-in plan.
+fn forward_plan(config: &Config) -> Result<pbx::Plan, String> {
+    match &config.pbx.dial_plan {
+        Some(path) => pbx::Plan::load(path).map_err(|errors| {
+            format!("the dial plan cannot be used to check the target:\n{errors}")
+        }),
+        None => Ok(pbx::Plan::builtin()),
+    }
+}
+
+/// Refuses a forward target that leads nowhere: not a user's extension or name, and
+/// not a number the dial plan routes when `user` dials it (now).
+fn check_target(
+    users: &SqliteUserStore,
+    plan: &pbx::Plan,
+    user: &User,
+    target: &str,
+) -> Result<(), String> {
+    store::check_forward_target(target).map_err(|e| e.to_string())?;
+    let known = |t: &str| -> Result<bool, String> {
+        Ok(users.by_extension(t).map_err(|e| e.to_string())?.is_some()
+            || users.get(t).map_err(|e| e.to_string())?.is_some())
+    };
+    if known(target)? {
+        return Ok(());
+    }
+    let caller = pbx::Caller {
+        name: user.name.clone(),
+        extension: user.extension.clone(),
+    };
+    let decision = plan.route(target, &caller, jiff::Timestamp::now());
+    match &decision.action {
+        pbx::Action::Extension { target: t } if !known(t)? => Err(format!(
+            "cannot forward to \"{target}\": no user has that extension or name, and the dial plan ({}) sends it to extension {t}, which nobody has",
+            plan.source()
+        )),
+        pbx::Action::Reject { code, reason } => Err(format!(
+            "cannot forward to \"{target}\": it is no user's extension or name, and the dial plan ({}) refuses it when {} dials it: {code}{}",
+            plan.source(),
+            user.name,
+            reason
+                .as_ref()
+                .map_or_else(String::new, |r| format!(" {r}"))
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The stored forwarding as the PBX's engine takes it.
+pub(crate) fn hunt_forwarding(f: &Forwarding) -> pbx::hunt::Forwarding {
+    pbx::hunt::Forwarding {
+        always: f.always.clone(),
+        busy: f.busy.clone(),
+        no_answer: f.no_answer.clone(),
+        no_answer_secs: f.no_answer_secs,
+        unreachable: f.unreachable.clone(),
+    }
+}
+
+fn user_json(u: &User) -> serde_json::Value {
+    let f = &u.forwarding;
+    serde_json::json!({
+        "name": u.name,
+        "extension": u.extension,
+        "realm": u.realm,
+        "created_at": u.created_at,
+        "forwarding": {
+            "always": f.always,
+            "busy": f.busy,
+            "no_answer": f.no_answer,
+            "no_answer_secs": f.no_answer_secs,
+            "unreachable": f.unreachable,
+        },
+    })
+}
+
 fn print_users(list: &[User], realm: &str, json: bool) {
     if json {
-        let v: Vec<serde_json::Value> = list
-            .iter()
-            .map(|u| {
-                serde_json::json!({
-                    "name": u.name,
-                    "extension": u.extension,
-                    "realm": u.realm,
-                    "created_at": u.created_at,
-                })
-            })
-            .collect();
+        let v: Vec<serde_json::Value> = list.iter().map(user_json).collect();
         emit(format_args!("{}", serde_json::Value::Array(v)));
         return;
     }
-    let rows: Vec<[String; 4]> = list
+    let rows: Vec<[String; 5]> = list
         .iter()
         .map(|u| {
             let mut r = u.realm.clone();
@@ -362,12 +584,32 @@ fn print_users(list: &[User], realm: &str, json: bool) {
             [
                 u.name.clone(),
                 u.extension.clone().unwrap_or_else(|| "-".into()),
+                short_forwarding(&u.forwarding),
                 r,
                 http_date(u.created_at),
             ]
         })
         .collect();
-    print_table(&["NAME", "EXTENSION", "REALM", "CREATED"], &rows);
+    print_table(
+        &["NAME", "EXTENSION", "FORWARDING", "REALM", "CREATED"],
+        &rows,
+    );
+}
+
+/// Forwarding in a table cell: `busy>bob no_answer(15s)>202`, or `-`.
+fn short_forwarding(f: &Forwarding) -> String {
+    let parts: Vec<String> = f
+        .targets()
+        .map(|(kind, target)| match kind {
+            "no_answer" => format!("no_answer({}s)>{target}", f.no_answer_secs),
+            _ => format!("{kind}>{target}"),
+        })
+        .collect();
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(" ")
+    }
 }
 
 /// Runs `switchboard location`.

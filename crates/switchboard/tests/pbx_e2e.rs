@@ -399,6 +399,29 @@ fn route_prints_the_decision_with_exit_codes() {
     ] {
         assert!(out.contains(line), "{line}\n{out}");
     }
+    // The callee's forwarding, which the B2BUA follows.
+    // (in the server's folder: the plan's path is relative to it, as for `route`)
+    let out = Command::new(binary())
+        .args([
+            "user",
+            "forward",
+            "alice",
+            "--no-answer",
+            "carol",
+            "--busy",
+            "0033612",
+        ])
+        .args(["--config", &config])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (code, out, err) = route(&dir, &["201", "--from", "bob", "--config", &config]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("action     extension 201 (user alice), forwarded on busy to 0033612, on no answer after 20 s to carol\n"),
+        "{out}"
+    );
     let (code, out, _) = route(
         &dir,
         &["0", "--from", "alice", "--config", &config, "--json"],

@@ -113,11 +113,11 @@ fn add_list_passwd_remove() {
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 3, "{table}");
     assert!(
-        lines[0].starts_with("NAME   EXTENSION  REALM         CREATED"),
+        lines[0].starts_with("NAME   EXTENSION  FORWARDING  REALM         CREATED"),
         "{table}"
     );
     assert!(
-        lines[1].starts_with("alice  -          example.test  "),
+        lines[1].starts_with("alice  -          -           example.test  "),
         "{table}"
     );
     assert_eq!(env.names(), ["alice", "bob"]);
@@ -362,4 +362,161 @@ fn extensions_are_set_changed_removed_and_never_shared() {
         serde_json::from_str(&env.ok(&["user", "list", "--json"], None)).unwrap();
     assert_eq!(v[0]["extension"], serde_json::Value::Null);
     assert_eq!(v[1]["extension"], "202");
+}
+
+#[test]
+fn forwarding_is_set_shown_checked_and_turned_off() {
+    let env = Env::new();
+    // A plan that routes 9… out through a trunk and refuses 00….
+    std::fs::write(
+        env.dir.path().join("plan.toml"),
+        "[[rule]]\nprefix = \"9\"\naction = \"trunk\"\ntrunk = \"carrier1\"\n\n\
+         [[rule]]\nprefix = \"00\"\naction = \"reject\"\ncode = 403\nreason = \"Not abroad\"\n\n\
+         [[rule]]\npattern = \"_!\"\naction = \"extension\"\n",
+    )
+    .unwrap();
+    let mut config = std::fs::read_to_string(&env.config).unwrap();
+    config.push_str("[pbx]\ndial_plan = \"plan.toml\"\n");
+    std::fs::write(&env.config, config).unwrap();
+    env.ok(
+        &[
+            "user",
+            "add",
+            "alice",
+            "--password",
+            "pw",
+            "--extension",
+            "201",
+        ],
+        None,
+    );
+    env.ok(
+        &[
+            "user",
+            "add",
+            "bob",
+            "--password",
+            "pw",
+            "--extension",
+            "202",
+        ],
+        None,
+    );
+
+    let out = env.ok(
+        &[
+            "user",
+            "forward",
+            "alice",
+            "--busy",
+            "bob",
+            "--no-answer",
+            "202",
+            "--after",
+            "15",
+            "--unreachable",
+            "90612345678",
+        ],
+        None,
+    );
+    assert_eq!(
+        out.trim(),
+        "alice: forwarded on busy to bob, on no answer after 15 s to 202, on unreachable to 90612345678"
+    );
+    let show = env.ok(&["user", "show", "alice"], None);
+    for line in [
+        "extension    201",
+        "always       -",
+        "busy         bob",
+        "no answer    202 (after 15 s)",
+        "unreachable  90612345678",
+    ] {
+        assert!(show.contains(line), "{line}\n{show}");
+    }
+    let table = env.ok(&["user", "list"], None);
+    assert!(
+        table.contains("busy>bob no_answer(15s)>202 unreachable>90612345678"),
+        "{table}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&env.ok(&["user", "show", "alice", "--json"], None)).unwrap();
+    assert_eq!(v["forwarding"]["no_answer"], "202");
+    assert_eq!(v["forwarding"]["no_answer_secs"], 15);
+    assert!(v["forwarding"]["always"].is_null());
+
+    // Faults, each said plainly; nothing changes.
+    for (args, want) in [
+        (
+            vec!["user", "forward", "zed", "--busy", "bob"],
+            "error: no user \"zed\"",
+        ),
+        (
+            vec!["user", "forward", "alice", "--busy", "carol"],
+            "error: cannot forward to \"carol\": no user has that extension or name, and the dial plan (plan.toml) sends it to extension carol, which nobody has",
+        ),
+        (
+            vec!["user", "forward", "alice", "--always", "0044207"],
+            "error: cannot forward to \"0044207\": it is no user's extension or name, and the dial plan (plan.toml) refuses it when alice dials it: 403 Not abroad",
+        ),
+        (
+            vec!["user", "forward", "alice", "--always", "201"],
+            "error: invalid forwarding \"201\": that is the user themself",
+        ),
+        (
+            vec!["user", "forward", "alice", "--busy", "bob@example.test"],
+            "error: invalid forwarding \"bob@example.test\"",
+        ),
+        (
+            vec![
+                "user",
+                "forward",
+                "alice",
+                "--no-answer",
+                "bob",
+                "--after",
+                "0",
+            ],
+            "error: invalid forwarding \"bob\": the no-answer time must be 1 to 600 seconds",
+        ),
+    ] {
+        let (code, _, err) = env.run(&args, None);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(err.starts_with(want), "{args:?}:\n{err}");
+    }
+    // clap refuses what makes no sense, with exit code 2.
+    for args in [
+        vec!["user", "forward", "alice"],
+        vec!["user", "forward", "alice", "--after", "10"],
+        vec!["user", "forward", "alice", "--off", "--busy", "bob"],
+    ] {
+        let (code, _, err) = env.run(&args, None);
+        assert_eq!(code, 2, "{args:?}: {err}");
+    }
+    let (_, help, _) = env.run(&["user", "forward", "--help"], None);
+    assert!(
+        help.contains("switchboard user forward alice --no-answer 202 --after 15"),
+        "{help}"
+    );
+    assert!(
+        help.contains("- no-answer:   Forwarding on no answer"),
+        "{help}"
+    );
+
+    let out = env.ok(&["user", "forward", "alice", "--off", "busy"], None);
+    assert_eq!(
+        out.trim(),
+        "alice: forwarded on no answer after 15 s to 202, on unreachable to 90612345678"
+    );
+    let out = env.ok(&["user", "forward", "alice", "--always", "bob"], None);
+    assert!(
+        out.trim()
+            .starts_with("alice: forwarded always to bob, on no answer"),
+        "{out}"
+    );
+    let out = env.ok(&["user", "forward", "alice", "--off"], None);
+    assert_eq!(out.trim(), "alice: no forwarding");
+    let v: serde_json::Value =
+        serde_json::from_str(&env.ok(&["user", "list", "--json"], None)).unwrap();
+    assert!(v[0]["forwarding"]["no_answer"].is_null());
+    assert_eq!(v[0]["forwarding"]["no_answer_secs"], 20);
 }
