@@ -15,6 +15,8 @@
 //!    (from the user store), ring groups by name ([`crate::Plan::ring_group`]), the plan
 //!    itself for forward targets that are numbers ([`Directory::route`]), and the
 //!    round-robin [`Rotation`] it keeps across calls ([`Directory::last_answered`]).
+//!    In Switchboard that is `PbxDirectory` (`crates/switchboard/src/pbx_directory.rs`)
+//!    over the plan in force, the server's `CachedUsers` and the B2BUA's `Rotation`.
 //!    Every action can be given: an extension, a group, a trunk, and also voicemail, IVR
 //!    or a rejection, which end the hunt at once ([`Command::Divert`],
 //!    [`Command::GiveUp`]).

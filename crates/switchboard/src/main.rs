@@ -16,6 +16,7 @@ mod config;
 mod dial_plan;
 mod myself;
 mod parse_cmd;
+mod pbx_directory;
 mod phone;
 mod proxy;
 mod registrar;

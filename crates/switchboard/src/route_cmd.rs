@@ -2,8 +2,10 @@
 //! without placing it: the rule that applies (and its line), the rewritten number, the
 //! action, the caller ID, and what `serve` does with it today.
 
+use crate::pbx_directory::PbxDirectory;
 use crate::user_cmd::{Database, load_config};
 use clap::Args;
+use pbx::hunt::Directory;
 use pbx::{Action, Caller, Decision, Plan, RingGroup};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -92,13 +94,17 @@ fn route(args: &RouteArgs) -> Result<ExitCode, (u8, String)> {
         }),
         _ => None,
     };
-    // The callee's forwarding, which the B2BUA follows.
+    // The callee's forwarding, which the B2BUA follows, as its engine reads it.
     let forwarding = match (&reaches, users.as_ref()) {
-        (Some(Some(name)), Some(u)) => u
-            .get(name)
-            .ok()
-            .flatten()
-            .and_then(|u| crate::user_cmd::hunt_forwarding(&u.forwarding).describe()),
+        (Some(Some(name)), Some(u)) => {
+            let directory = PbxDirectory {
+                plan: &plan,
+                users: u,
+                rotation: None,
+                now,
+            };
+            directory.user(name).and_then(|u| u.forwarding.describe())
+        }
         _ => None,
     };
     let group = match &decision.action {

@@ -363,7 +363,7 @@ fn user(config_path: Option<&Path>, action: UserAction) -> Result<(), String> {
                 f.no_answer_secs = secs;
             }
             users.set_forwarding(&name, &f).map_err(|e| e.to_string())?;
-            match hunt_forwarding(&f).describe() {
+            match crate::pbx_directory::hunt_forwarding(&f).describe() {
                 Some(d) => emit(format_args!("{name}: forwarded {d}")),
                 None => emit(format_args!("{name}: no forwarding")),
             }
@@ -536,17 +536,6 @@ fn check_target(
                 .map_or_else(String::new, |r| format!(" {r}"))
         )),
         _ => Ok(()),
-    }
-}
-
-/// The stored forwarding as the PBX's engine takes it.
-pub(crate) fn hunt_forwarding(f: &Forwarding) -> pbx::hunt::Forwarding {
-    pbx::hunt::Forwarding {
-        always: f.always.clone(),
-        busy: f.busy.clone(),
-        no_answer: f.no_answer.clone(),
-        no_answer_secs: f.no_answer_secs,
-        unreachable: f.unreachable.clone(),
     }
 }
 
