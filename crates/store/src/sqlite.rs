@@ -113,13 +113,13 @@ pub enum Durability {
     Power,
 }
 
-fn sql(doing: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+pub(crate) fn sql(doing: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     move |source| StoreError::Sqlite { doing, source }
 }
 
 /// Whether opening may make a new database file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Create {
+pub(crate) enum Create {
     /// Make the file when it is not there (the server, and commands that add users).
     IfMissing,
     /// Refuse with [`StoreError::Missing`]: a command that only reads must not leave an
@@ -129,7 +129,7 @@ enum Create {
 
 /// Opens the database file with the settings every connection needs, and makes sure the
 /// tables exist.
-fn open_connection(
+pub(crate) fn open_connection(
     path: &Path,
     durability: Durability,
     create: Create,

@@ -81,6 +81,8 @@ pub struct Router {
     batch: Option<store::Batch>,
     next_sweep: Instant,
     proxy_log: proxy::StatsLog,
+    /// Requests and responses counted for the admin API's metrics (`router/admin_input.rs`).
+    counts: admin_input::SipCounts,
 }
 
 impl Router {
@@ -112,6 +114,7 @@ impl Router {
             batch: None,
             next_sweep: now.instant + SWEEP_EVERY,
             proxy_log: proxy::StatsLog::new(Duration::from_secs(60)),
+            counts: admin_input::SipCounts::default(),
         }
     }
 
@@ -128,6 +131,7 @@ impl Router {
             }
             return;
         }
+        self.counts.request(msg.method());
         // A request that fails validation is answered statelessly: it may lack what a
         // transaction is keyed by.
         if let Err(e) = msg.validate() {
@@ -307,15 +311,19 @@ impl Router {
 
     /// The next message to send: stateless answers first, then the transaction layer's.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        if let Some(t) = self.stateless.pop_front() {
-            return Some(t);
-        }
-        let t = self.transactions.poll_transmit()?;
-        Some(Transmit {
-            flow: t.flow,
-            bytes: t.bytes,
-            token: t.key.map_or(NO_TOKEN, TransactionKey::to_token),
-        })
+        let t = match self.stateless.pop_front() {
+            Some(t) => t,
+            None => {
+                let t = self.transactions.poll_transmit()?;
+                Transmit {
+                    flow: t.flow,
+                    bytes: t.bytes,
+                    token: t.key.map_or(NO_TOKEN, TransactionKey::to_token),
+                }
+            }
+        };
+        self.counts.sent(&t.bytes);
+        Some(t)
     }
 
     /// The next URI the proxy needs located, with the token of its transaction.
@@ -562,7 +570,7 @@ impl Router {
 }
 
 impl Machine for Router {
-    type Side = store::Committed;
+    type Side = RouterInput;
     type Effect = store::Batch;
 
     fn handle_incoming(&mut self, now: Now, incoming: Incoming) {
@@ -590,8 +598,8 @@ impl Machine for Router {
         Router::handle_resolved(self, now, token, &targets);
     }
 
-    fn handle_side(&mut self, now: Now, committed: store::Committed) {
-        self.handle_committed(now, committed);
+    fn handle_side(&mut self, now: Now, input: RouterInput) {
+        self.handle_input(now, input);
     }
 
     fn process(&mut self, now: Now) -> bool {
@@ -622,6 +630,9 @@ impl Machine for Router {
         Router::is_settled(self)
     }
 }
+
+mod admin_input;
+pub use admin_input::{AdminRequest, RouterInput};
 
 #[cfg(test)]
 pub(crate) mod sim_node;
