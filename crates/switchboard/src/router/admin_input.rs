@@ -26,6 +26,8 @@ pub enum RouterInput {
 pub enum AdminRequest {
     /// The counters now.
     Figures(SyncSender<admin::SipFigures>),
+    /// Users were added, changed or removed: authentication uses the change at once.
+    UsersChanged,
     /// Remove one registration: it goes with the next storage batch, and readers stop
     /// seeing it once that batch is stored. Answers whether it was there.
     RemoveBinding {
@@ -157,6 +159,7 @@ impl Router {
             AdminRequest::Figures(reply) => {
                 let _ = reply.try_send(self.figures());
             }
+            AdminRequest::UsersChanged => self.registrar.users_changed(now.unix_secs),
             AdminRequest::RemoveBinding { aor, contact, done } => {
                 let there = self
                     .location
