@@ -23,7 +23,38 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// `[pbx]`: the dial plan.
     pub pbx: PbxConfig,
+    /// `[cdr]`: call detail records.
+    pub cdr: CdrConfig,
 }
+
+/// `[cdr]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CdrConfig {
+    /// Keep a record of every call in the database.
+    pub enabled: bool,
+    /// Records of calls older than this many days are deleted (0: kept for ever).
+    pub keep_days: u32,
+    /// Calls followed at once at most; calls beyond go unrecorded (and are counted).
+    pub max_calls: usize,
+    /// An answered call with no BYE after this many seconds is closed as ended by the
+    /// system (a phone that vanished, a BYE that went another way).
+    pub max_call_secs: u64,
+}
+
+impl Default for CdrConfig {
+    fn default() -> Self {
+        CdrConfig {
+            enabled: true,
+            keep_days: 365,
+            max_calls: 100_000,
+            max_call_secs: 12 * 3600,
+        }
+    }
+}
+
+/// The most `[cdr] keep_days` may be: a hundred years.
+const MAX_KEEP_DAYS: u32 = 36_500;
 
 /// `[pbx]`.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -304,6 +335,19 @@ impl Config {
                 format!("must be at most {MAX_RECURSIONS}"),
             ));
         }
+        let cdr = &self.cdr;
+        if cdr.keep_days > MAX_KEEP_DAYS {
+            return Err((
+                "keep_days",
+                format!("must be at most {MAX_KEEP_DAYS} (0 keeps records for ever)"),
+            ));
+        }
+        if cdr.max_calls == 0 {
+            return Err(("max_calls", "must be at least 1".into()));
+        }
+        if cdr.max_call_secs < 60 {
+            return Err(("max_call_secs", "must be at least 60".into()));
+        }
         if self.tls.certificate.is_some() != self.tls.private_key.is_some() {
             return Err((
                 "certificate",
@@ -507,6 +551,39 @@ mod tests {
             e,
             "sb.toml:3: trusted_networks: \"10.0.0.0/33\" is not a network like 10.0.0.0/8"
         );
+    }
+
+    #[test]
+    fn cdr_section() {
+        let c = parse("").unwrap();
+        assert!(c.cdr.enabled);
+        assert_eq!(
+            (c.cdr.keep_days, c.cdr.max_calls, c.cdr.max_call_secs),
+            (365, 100_000, 43_200)
+        );
+        let c =
+            parse("[cdr]\nenabled = false\nkeep_days = 0\nmax_calls = 10\nmax_call_secs = 60\n")
+                .unwrap();
+        assert!(!c.cdr.enabled);
+        assert_eq!((c.cdr.keep_days, c.cdr.max_calls), (0, 10));
+        assert_eq!(
+            parse("[cdr]\n\nmax_call_secs = 59\n").unwrap_err(),
+            "sb.toml:3: max_call_secs: must be at least 60"
+        );
+        assert_eq!(
+            parse("[cdr]\nmax_calls = 0\n").unwrap_err(),
+            "sb.toml:2: max_calls: must be at least 1"
+        );
+        assert_eq!(
+            parse("[cdr]\nkeep_days = 40000\n").unwrap_err(),
+            "sb.toml:2: keep_days: must be at most 36500 (0 keeps records for ever)"
+        );
+        assert_eq!(
+            parse("[cdr]\nenabled = \"yes\"\n").unwrap_err(),
+            "sb.toml:2: enabled: invalid type: string \"yes\", expected true or false"
+        );
+        let e = parse("[cdr]\nkeep = 3\n").unwrap_err();
+        assert!(e.starts_with("sb.toml:2: unknown field `keep`"), "{e}");
     }
 
     #[test]

@@ -219,6 +219,7 @@ impl Router {
     /// Expired bindings are removed, and statistics logged.
     pub fn handle_sweep(&mut self, now: Now) {
         self.next_sweep = now.instant + SWEEP_EVERY;
+        self.proxy.sweep_calls(now.instant, now.unix_secs);
         match self.registrar.sweep(now.unix_secs) {
             Ok(n) if n > 0 => tracing::debug!(removed = n, "expired bindings swept"),
             Ok(_) => {}
@@ -238,6 +239,7 @@ impl Router {
             challenges = p.challenges,
             contexts = p.contexts,
             transactions = self.transactions.len(),
+            calls = ?self.proxy.call_stats(),
             "proxy"
         );
         if let Some(line) = self.proxy_log.due(now.instant, &p, self.transactions.len()) {
@@ -347,6 +349,9 @@ impl Router {
     /// Stopping: what is staged is committed at once, and its answers sent.
     pub fn begin_stop(&mut self, now: Now) {
         self.stopping = true;
+        // The calls still up are recorded now: the records go out with the writer's
+        // last batch.
+        self.proxy.close_calls(now.instant, "server stopped");
         self.commit_due = Some(now.instant);
     }
 
@@ -374,6 +379,18 @@ impl Router {
     #[cfg(test)]
     pub fn proxy_contexts(&self) -> usize {
         self.proxy.stats().contexts
+    }
+
+    /// The proxy (for tests that give it call records).
+    #[cfg(test)]
+    pub fn proxy_mut(&mut self) -> &mut Proxy {
+        &mut self.proxy
+    }
+
+    /// The counters of the proxy's call records (for tests).
+    #[cfg(test)]
+    pub fn call_stats(&self) -> Option<proxy::CallStats> {
+        self.proxy.call_stats()
     }
 
     /// Hands the proxy what is its: every request but REGISTER and those addressed to

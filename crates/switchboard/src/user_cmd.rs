@@ -168,7 +168,7 @@ fn now() -> u64 {
 
 /// Writes to standard output, ignoring a closed pipe (`switchboard user list | head`):
 /// the reader has what it wanted, and that is no reason to panic.
-fn emit(text: impl std::fmt::Display) {
+pub(crate) fn emit(text: impl std::fmt::Display) {
     use std::io::Write as _;
     let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
@@ -233,6 +233,14 @@ impl Database {
             self.path.display(),
             self.origin
         )
+    }
+
+    /// Opens the call records of an existing database only.
+    pub(crate) fn existing_cdrs(&self) -> Result<store::CdrStore, String> {
+        store::CdrStore::open_existing(&self.path).map_err(|e| match e {
+            StoreError::Missing { .. } => self.missing(),
+            e => e.to_string(),
+        })
     }
 
     /// Opens the users of an existing database only.
@@ -683,7 +691,7 @@ fn print_bindings(bindings: &[Binding], now: u64, json: bool) {
 }
 
 /// Left-aligned columns, two spaces apart, the last one unpadded.
-fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
+pub(crate) fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
     let mut width = header.map(|h| h.chars().count());
     for r in rows {
         for (w, cell) in width.iter_mut().zip(r) {
