@@ -10,8 +10,8 @@
 //! What is one leg's own business is done here: its dialog (the dialog layer's ACKs,
 //! 2xx retransmissions, CSeq and route set), RFC 4028 session timers per leg (asked for
 //! in the INVITEs we place, honoured in those we answer, refreshed with the leg's own
-//! SDP unchanged), refreshes from the far end (an offer with the session version it
-//! already sent, or a body-less UPDATE) answered without bothering the other leg, and
+//! SDP unchanged), refreshes from the far end (the very SDP it already sent, or none)
+//! answered without bothering the other leg, and
 //! 491 to an offer while another is outstanding on the same leg.
 //!
 //! Like the rest of the crate it is sans-IO: fed messages and the time, polled for what
@@ -959,7 +959,10 @@ impl Relay {
         }
         let offer = has_sdp(request).then(|| body_text(request));
         let unchanged = match (&offer, &l.remote_sdp) {
-            (Some(new), Some(old)) => origin_line(new) == origin_line(old),
+            // The same session description again: a refresh. Anything else is relayed,
+            // even with the same version (phones that change the direction without
+            // bumping it exist).
+            (Some(new), Some(old)) => new == old,
             (None, _) => true,
             _ => false,
         };
@@ -1255,12 +1258,6 @@ impl Relay {
 /// The body of a message as text (SDP is text; anything else is replaced).
 fn body_text(msg: &Message) -> String {
     String::from_utf8_lossy(msg.body()).into_owned()
-}
-
-/// The `o=` line of an SDP: unchanged, it is the same session version (RFC 3264 §8), a
-/// refresh rather than a new offer.
-fn origin_line(sdp: &str) -> Option<&str> {
-    sdp.lines().map(str::trim).find(|l| l.starts_with("o="))
 }
 
 #[cfg(test)]

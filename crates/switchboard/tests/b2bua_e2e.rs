@@ -2,8 +2,8 @@
 //! a call by extension through a `pbx = true` rule (hold and resume carried across), a
 //! simultaneous ring group where one phone answers and the other two see the CANCEL, a
 //! sequential group whose first member does not answer in time, forwarding on no
-//! answer, a dial plan reload while a call is up, audio between the phones, and baresip
-//! calling an extension through the PBX.
+//! answer, a dial plan reload while a call is up, audio between the phones, baresip
+//! calling an extension through the PBX, and SIPp on both ends (as the bench runs it).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -12,7 +12,7 @@ mod common;
 mod media_common;
 
 use common::baresip;
-use common::{Server, ServerOptions, binary, free_port};
+use common::{Server, ServerOptions, binary, free_port, sipp};
 use media_common::{assert_recording_matches, write_test_wav};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -412,4 +412,108 @@ fn baresip_dials_an_extension_through_the_b2bua() {
         "the call did not go through the B2BUA:\n{}",
         log()
     );
+}
+
+fn sipp_scenario(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sipp")
+        .join(name)
+}
+
+/// SIPp on both ends, as the bench runs it: bob's SIPp registers and answers, alice's
+/// SIPp dials 201 (alice authenticates with 407, re-INVITEs without SDP, hangs up); the
+/// B2BUA carries it across through a `pbx = true` rule.
+#[test]
+fn sipp_calls_sipp_through_the_b2bua() {
+    let mut server = Server::start_stopped(ServerOptions {
+        // SIPp answers only the first challenge, and only MD5.
+        extra_toml: "[registrar]\ndigest_algorithms = [\"MD5\"]\n".into(),
+        ..ServerOptions::default()
+    });
+    let path = server.dir.path().join("dialplan.toml");
+    std::fs::write(
+        &path,
+        "[[rule]]\npattern = \"_!\"\naction = \"extension\"\npbx = true\n",
+    )
+    .unwrap();
+    let config = server.config();
+    let mut toml = std::fs::read_to_string(&config).unwrap();
+    toml.push_str(&format!("[pbx]\ndial_plan = \"{}\"\n", path.display()));
+    std::fs::write(&config, toml).unwrap();
+    for (name, ext) in [("alice", "200"), ("bob", "201")] {
+        let pw = format!("{name}-pw");
+        let out = server.cli(&["user", "add", name, "--password", &pw, "--extension", ext]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    server.spawn();
+    let timeout = Duration::from_secs(15);
+    let port = server.port;
+    let bob = free_port();
+    let contact = format!("sip:bob@127.0.0.1:{bob}");
+    let bob_port = bob.to_string();
+    let (code, out) = sipp(
+        &sipp_scenario("proxy_register.xml"),
+        port,
+        &[
+            "-m",
+            "1",
+            "-p",
+            &bob_port,
+            "-t",
+            "u1",
+            "-key",
+            "user",
+            "bob",
+            "-au",
+            "bob",
+            "-ap",
+            "bob-pw",
+            "-key",
+            "contact",
+            &contact,
+            "-key",
+            "q",
+            "1.0",
+            "-auth_uri",
+            "example.test",
+        ],
+        timeout,
+    );
+    assert_eq!(code, 0, "bob's REGISTER: {out}\n{}", server.log());
+    let uas = sipp_scenario("b2bua_uas_answer.xml");
+    let callee =
+        std::thread::spawn(move || sipp(&uas, port, &["-m", "1", "-p", &bob_port], timeout));
+    std::thread::sleep(Duration::from_millis(400));
+    // alice's proxy call scenario: its Record-Route check becomes a Contact check (a
+    // B2BUA records no route; the dialog goes to its Contact).
+    let uac_text = std::fs::read_to_string(sipp_scenario("proxy_uac_call.xml"))
+        .unwrap()
+        .replace("@RR@", "Contact: &lt;sip:pbx@127\\.0\\.0\\.1:[0-9]+");
+    let uac = server.dir.path().join("uac.xml");
+    std::fs::write(&uac, uac_text).unwrap();
+    let alice_port = free_port().to_string();
+    let (code, out) = sipp(
+        &uac,
+        port,
+        &[
+            "-m",
+            "1",
+            "-p",
+            &alice_port,
+            "-key",
+            "callee",
+            "201",
+            "-au",
+            "alice",
+            "-ap",
+            "alice-pw",
+            "-auth_uri",
+            "201@example.test",
+        ],
+        timeout,
+    );
+    assert_eq!(code, 0, "alice's call: {out}\n{}", server.log());
+    let (code, out) = callee.join().unwrap();
+    assert_eq!(code, 0, "bob's SIPp: {out}\n{}", server.log());
+    assert!(server.log().contains("B2BUA: call from alice to 201"));
 }
