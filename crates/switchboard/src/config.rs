@@ -57,13 +57,31 @@ impl Default for CdrConfig {
 const MAX_KEEP_DAYS: u32 = 36_500;
 
 /// `[pbx]`.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PbxConfig {
     /// The dial plan file (TOML, relative to the working directory); without one, every
     /// number or name dialled reaches the user with that extension or name.
     pub dial_plan: Option<PathBuf>,
+    /// How long a B2BUA leg rings before it counts as not answered, seconds.
+    pub ring_timeout_secs: u64,
+    /// The RFC 4028 Session-Expires the B2BUA asks for on the legs it places, seconds
+    /// (0: none); at least 90 (the Min-SE floor).
+    pub session_expires: u32,
 }
+
+impl Default for PbxConfig {
+    fn default() -> Self {
+        PbxConfig {
+            dial_plan: None,
+            ring_timeout_secs: 30,
+            session_expires: 1800,
+        }
+    }
+}
+
+/// The longest `ring_timeout_secs`: an hour of ringing is a mistake.
+const MAX_RING_TIMEOUT_SECS: u64 = 3600;
 
 /// `[sip]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -348,6 +366,19 @@ impl Config {
         if cdr.max_call_secs < 60 {
             return Err(("max_call_secs", "must be at least 60".into()));
         }
+        let pbx = &self.pbx;
+        if pbx.ring_timeout_secs == 0 || pbx.ring_timeout_secs > MAX_RING_TIMEOUT_SECS {
+            return Err((
+                "ring_timeout_secs",
+                format!("must be 1 to {MAX_RING_TIMEOUT_SECS}"),
+            ));
+        }
+        if pbx.session_expires != 0 && pbx.session_expires < 90 {
+            return Err((
+                "session_expires",
+                "must be 0 (none) or at least 90 (RFC 4028's Min-SE)".into(),
+            ));
+        }
         if self.tls.certificate.is_some() != self.tls.private_key.is_some() {
             return Err((
                 "certificate",
@@ -595,6 +626,17 @@ mod tests {
     #[test]
     fn pbx_section_and_the_example_configuration() {
         assert!(parse("").unwrap().pbx.dial_plan.is_none());
+        assert_eq!(parse("").unwrap().pbx.ring_timeout_secs, 30);
+        let c = parse("[pbx]\nring_timeout_secs = 12\nsession_expires = 0\n").unwrap();
+        assert_eq!((c.pbx.ring_timeout_secs, c.pbx.session_expires), (12, 0));
+        let e = parse("[pbx]\n\nring_timeout_secs = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(":3") && e.contains("ring_timeout_secs"), "{e}");
+        let e = parse("[pbx]\nsession_expires = 30\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(":2") && e.contains("session_expires"), "{e}");
         let c = parse("[pbx]\ndial_plan = \"plan.toml\"\n").unwrap();
         assert_eq!(c.pbx.dial_plan.as_deref(), Some(Path::new("plan.toml")));
         let e = parse("[pbx]\ndialplan = \"plan.toml\"\n").unwrap_err();

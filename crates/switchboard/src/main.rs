@@ -12,6 +12,7 @@
 //! ```
 
 mod authenticator;
+mod b2bua;
 mod cdr_cmd;
 mod config;
 mod dial_plan;

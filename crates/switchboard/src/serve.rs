@@ -4,6 +4,7 @@
 //! `sip_net::Driver` until SIGINT or SIGTERM; then the last staged REGISTERs are stored
 //! and answered within a grace period.
 
+use crate::b2bua::{B2bua, B2buaSettings};
 use crate::config::Config;
 use crate::myself::{self, Myself};
 use crate::proxy::{CallTracker, CallTrackerSettings, Interface, Proxy, ProxySettings, WallClock};
@@ -13,6 +14,8 @@ use crate::tls_setup;
 use sip_core::ids::IdGenerator;
 use sip_core::transaction::TimerConfig;
 use sip_net::{Driver, Ended, Endpoint, EndpointConfig, ListenSpec, Now};
+use sip_ua::LocalAddrs;
+use sip_ua::relay::RelaySettings;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -208,6 +211,7 @@ async fn serve(config: Config, plan: crate::dial_plan::DialPlan) -> Result<(), S
     } else {
         Commits::InPlace
     };
+    let b2bua = open_b2bua(&config, &listeners, &host_addrs, timers)?;
     let router = Router::new(
         Now::from_clocks(),
         timers,
@@ -216,7 +220,8 @@ async fn serve(config: Config, plan: crate::dial_plan::DialPlan) -> Result<(), S
         config.sip.server_name.clone(),
         id_generator()?,
         commits,
-    );
+    )
+    .with_b2bua(b2bua);
     let stop = stop_signal()?;
     // Each batch goes to the writer thread; one it cannot take is reported failed at
     // once (its REGISTERs are answered 500).
@@ -354,6 +359,54 @@ fn open_registrar(config: &Config) -> Result<BoxedRegistrar, String> {
         unix_now(),
     )
     .map_err(|e| format!("registrar: {e}"))
+}
+
+/// The B2BUA for the dial plan's PBX calls, signalling from our listening addresses
+/// (for a wildcard listener, the host's first address that is not a loopback one).
+fn open_b2bua(
+    config: &Config,
+    listeners: &[(sip_core::Transport, std::net::SocketAddr)],
+    host_addrs: &[std::net::IpAddr],
+    timers: TimerConfig,
+) -> Result<B2bua, String> {
+    let concrete = |addr: std::net::SocketAddr| {
+        if !addr.ip().is_unspecified() {
+            return addr;
+        }
+        let ip = host_addrs
+            .iter()
+            .find(|ip| !ip.is_loopback() && ip.is_ipv4() == addr.is_ipv4())
+            .copied()
+            .unwrap_or(if addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        std::net::SocketAddr::new(ip, addr.port())
+    };
+    let listener = |t: sip_core::Transport| {
+        listeners
+            .iter()
+            .find(|(lt, _)| *lt == t)
+            .map(|(_, a)| concrete(*a))
+    };
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| format!("no randomness for the B2BUA: {e}"))?;
+    let pbx = &config.pbx;
+    let settings = B2buaSettings {
+        ring_timeout: Duration::from_secs(pbx.ring_timeout_secs),
+        relay: RelaySettings {
+            local: LocalAddrs {
+                udp: listener(sip_core::Transport::Udp),
+                tcp: listener(sip_core::Transport::Tcp),
+            },
+            contact_user: "pbx".into(),
+            user_agent: config.sip.server_name.clone(),
+            session_expires: (pbx.session_expires > 0).then_some(pbx.session_expires),
+            timers,
+        },
+    };
+    Ok(B2bua::new(settings, seed))
 }
 
 /// A source of tags and branches keyed by 128 fresh random bits (RFC 3261 §19.3).
