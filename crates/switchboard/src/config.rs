@@ -25,6 +25,46 @@ pub struct Config {
     pub pbx: PbxConfig,
     /// `[cdr]`: call detail records.
     pub cdr: CdrConfig,
+    /// `[admin]`: the HTTP admin API and metrics.
+    pub admin: AdminConfig,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Whether `serve` runs the admin API.
+    pub enabled: bool,
+    /// Its address and port (loopback by default: put a reverse proxy or TLS in front
+    /// before opening it wider).
+    pub listen: String,
+    /// PEM certificate chain: HTTPS when set (with `private_key`).
+    pub certificate: Option<PathBuf>,
+    /// PEM private key.
+    pub private_key: Option<PathBuf>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: true,
+            listen: "127.0.0.1:8080".into(),
+            certificate: None,
+            private_key: None,
+        }
+    }
+}
+
+impl AdminConfig {
+    /// The listen address.
+    pub fn listen_addr(&self) -> Result<std::net::SocketAddr, String> {
+        self.listen.parse().map_err(|_| {
+            format!(
+                "\"{}\" is not an address:port, like 127.0.0.1:8080 (IPv6 as [::1]:8080)",
+                self.listen
+            )
+        })
+    }
 }
 
 /// `[cdr]`.
@@ -379,6 +419,15 @@ impl Config {
                 "must be 0 (none) or at least 90 (RFC 4028's Min-SE)".into(),
             ));
         }
+        self.admin
+            .listen_addr()
+            .map_err(|m| ("listen", format!("[admin] {m}")))?;
+        if self.admin.certificate.is_some() != self.admin.private_key.is_some() {
+            return Err((
+                "private_key",
+                "[admin] certificate and private_key go together".into(),
+            ));
+        }
         if self.tls.certificate.is_some() != self.tls.private_key.is_some() {
             return Err((
                 "certificate",
@@ -615,6 +664,28 @@ mod tests {
         );
         let e = parse("[cdr]\nkeep = 3\n").unwrap_err();
         assert!(e.starts_with("sb.toml:2: unknown field `keep`"), "{e}");
+    }
+
+    #[test]
+    fn admin_section() {
+        let c = parse("").unwrap();
+        assert!(c.admin.enabled);
+        assert_eq!(c.admin.listen_addr().unwrap().to_string(), "127.0.0.1:8080");
+        let c = parse("[admin]\nenabled = false\nlisten = \"[::1]:9090\"\n").unwrap();
+        assert!(!c.admin.enabled);
+        assert_eq!(c.admin.listen_addr().unwrap().port(), 9090);
+        let e = parse("[admin]\nlisten = \"localhost\"\n").unwrap_err();
+        assert!(
+            e.contains("listen: [admin] \"localhost\" is not an address:port"),
+            "{e}"
+        );
+        let e = parse("[admin]\ncertificate = \"c.pem\"\n").unwrap_err();
+        assert!(
+            e.ends_with("[admin] certificate and private_key go together"),
+            "{e}"
+        );
+        let e = parse("[admin]\nport = 1\n").unwrap_err();
+        assert!(e.starts_with("sb.toml:2: unknown field `port`"), "{e}");
     }
 
     #[test]
