@@ -36,10 +36,11 @@ const PAGE_SIZE: u32 = 1024;
 const SERVER_CACHE_KIB: u32 = 16 * 1024;
 
 /// The schema version in `PRAGMA user_version`: 1 had no extensions, 2 adds
-/// `users.extension` (see [`MIGRATE_TO_2`]), 3 the call records (issue 14, its own
-/// branch), 4 the users' call forwarding (see [`MIGRATE_TO_4`]). Each migration is
-/// applied when what it adds is missing, so a file of any earlier version reaches this
-/// one.
+/// `users.extension` (see [`MIGRATE_TO_2`]), 3 was set aside for the call records,
+/// 4 the users' call forwarding (see [`MIGRATE_TO_4`]). Each migration is applied when
+/// what it adds is missing, so a file of any earlier version reaches this one. Tables
+/// that stand alone (the call records, `records.rs`) are created when missing, with no
+/// version of their own.
 const SCHEMA_VERSION: i64 = 4;
 
 /// From version 3 (or 2) to 4: users get call forwarding, one target column per kind,

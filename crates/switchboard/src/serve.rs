@@ -4,19 +4,22 @@
 //! `sip_net::Driver` until SIGINT or SIGTERM; then the last staged REGISTERs are stored
 //! and answered within a grace period.
 
+use crate::b2bua::{B2bua, B2buaSettings};
 use crate::config::Config;
 use crate::myself::{self, Myself};
-use crate::proxy::{Interface, Proxy, ProxySettings};
+use crate::proxy::{CallTracker, CallTrackerSettings, Interface, Proxy, ProxySettings, WallClock};
 use crate::registrar::{Registrar, RegistrarSettings};
 use crate::router::{BoxedRegistrar, Commits, Router, RouterInput};
 use crate::tls_setup;
 use sip_core::ids::IdGenerator;
 use sip_core::transaction::TimerConfig;
 use sip_net::{Driver, Ended, Endpoint, EndpointConfig, ListenSpec, Now};
+use sip_ua::LocalAddrs;
+use sip_ua::relay::RelaySettings;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use store::{Backend, Durability};
 use tokio::sync::mpsc;
 
@@ -142,6 +145,12 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 async fn serve(config: Config, plan: crate::dial_plan::DialPlan) -> Result<(), String> {
     // Reloaded on SIGHUP and when the file changes; without a file, SIGHUP is ignored
     // (its default action would stop the server).
@@ -171,6 +180,7 @@ async fn serve(config: Config, plan: crate::dial_plan::DialPlan) -> Result<(), S
         ),
         None => None,
     };
+    let cdr_writer = open_cdr_writer(&config);
     let mut endpoint_config = EndpointConfig::new(specs.clone());
     endpoint_config.limits.max_message = config.limits.max_message_bytes;
     endpoint_config.limits.max_connections = config.limits.max_connections;
@@ -225,7 +235,17 @@ async fn serve(config: Config, plan: crate::dial_plan::DialPlan) -> Result<(), S
         &host_addrs,
     );
     let registrar = registrar.with_myself(me.clone());
-    let proxy = open_proxy(&config, &endpoint, me)?.with_dial_plan(plan);
+    let mut proxy = open_proxy(&config, &endpoint, me)?.with_dial_plan(plan);
+    if let Some(writer) = &cdr_writer {
+        proxy = proxy.with_call_records(CallTracker::new(
+            CallTrackerSettings {
+                max_calls: config.cdr.max_calls,
+                max_call: Duration::from_secs(config.cdr.max_call_secs),
+            },
+            WallClock::new(Instant::now(), unix_now_ms()),
+            Box::new(writer.sender()),
+        ));
+    }
     let timers = TimerConfig {
         timer_c: Some(Duration::from_secs(config.proxy.timer_c_secs)),
         ..TimerConfig::default()
@@ -235,6 +255,7 @@ async fn serve(config: Config, plan: crate::dial_plan::DialPlan) -> Result<(), S
     } else {
         Commits::InPlace
     };
+    let b2bua = open_b2bua(&config, &listeners, &host_addrs, timers)?;
     let router = Router::new(
         Now::from_clocks(),
         timers,
@@ -243,7 +264,8 @@ async fn serve(config: Config, plan: crate::dial_plan::DialPlan) -> Result<(), S
         config.sip.server_name.clone(),
         id_generator()?,
         commits,
-    );
+    )
+    .with_b2bua(b2bua);
     let stop = stop_signal()?;
     // Each batch goes to the writer thread; one it cannot take is reported failed at
     // once (its REGISTERs are answered 500).
@@ -276,7 +298,73 @@ async fn serve(config: Config, plan: crate::dial_plan::DialPlan) -> Result<(), S
     }
     endpoint.shutdown();
     reloader.abort();
+    // The records of the calls closed on the way out are stored before the exit.
+    drop(driver);
+    if let Some(writer) = cdr_writer {
+        let (written, dropped) = (writer.written(), writer.dropped());
+        drop(writer);
+        if dropped > 0 {
+            tracing::warn!("call records: {written} stored, {dropped} lost while running");
+        }
+    }
     result
+}
+
+/// The writer thread of the call records, unless `[cdr] enabled = false`. Records that
+/// cannot be opened are logged and the server runs without them: calls matter more.
+fn open_cdr_writer(config: &Config) -> Option<store::CdrWriter> {
+    if !config.cdr.enabled {
+        return None;
+    }
+    let store = match Backend::parse(&config.storage.database).and_then(|b| b.open_cdrs()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("call records are off: {e}");
+            return None;
+        }
+    };
+    let keep = (config.cdr.keep_days > 0)
+        .then(|| Duration::from_secs(u64::from(config.cdr.keep_days) * 86_400));
+    let settings = store::CdrWriterSettings {
+        keep,
+        ..store::CdrWriterSettings::default()
+    };
+    let mut log = TroubleLog::default();
+    match store::CdrWriter::spawn(store, settings, unix_now_ms, move |t| log.report(&t)) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::error!("call records are off: cannot start their writer thread: {e}");
+            None
+        }
+    }
+}
+
+/// Logs the call records' troubles (a full disk fails every batch) once a minute at
+/// most, with the count of those not logged.
+#[derive(Default)]
+struct TroubleLog {
+    last: Option<Instant>,
+    unsaid: u64,
+}
+
+impl TroubleLog {
+    fn report(&mut self, trouble: &store::CdrTrouble) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|at| now.duration_since(at) < Duration::from_secs(60))
+        {
+            self.unsaid += 1;
+            return;
+        }
+        self.last = Some(now);
+        match std::mem::take(&mut self.unsaid) {
+            0 => tracing::error!("call records: {trouble}"),
+            n => {
+                tracing::error!("call records: {trouble} ({n} more problems since the last report)")
+            }
+        }
+    }
 }
 
 /// How long stopping may wait for the last batch's responses to be sent.
@@ -317,6 +405,54 @@ fn open_registrar(config: &Config) -> Result<BoxedRegistrar, String> {
         unix_now(),
     )
     .map_err(|e| format!("registrar: {e}"))
+}
+
+/// The B2BUA for the dial plan's PBX calls, signalling from our listening addresses
+/// (for a wildcard listener, the host's first address that is not a loopback one).
+fn open_b2bua(
+    config: &Config,
+    listeners: &[(sip_core::Transport, std::net::SocketAddr)],
+    host_addrs: &[std::net::IpAddr],
+    timers: TimerConfig,
+) -> Result<B2bua, String> {
+    let concrete = |addr: std::net::SocketAddr| {
+        if !addr.ip().is_unspecified() {
+            return addr;
+        }
+        let ip = host_addrs
+            .iter()
+            .find(|ip| !ip.is_loopback() && ip.is_ipv4() == addr.is_ipv4())
+            .copied()
+            .unwrap_or(if addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        std::net::SocketAddr::new(ip, addr.port())
+    };
+    let listener = |t: sip_core::Transport| {
+        listeners
+            .iter()
+            .find(|(lt, _)| *lt == t)
+            .map(|(_, a)| concrete(*a))
+    };
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| format!("no randomness for the B2BUA: {e}"))?;
+    let pbx = &config.pbx;
+    let settings = B2buaSettings {
+        ring_timeout: Duration::from_secs(pbx.ring_timeout_secs),
+        relay: RelaySettings {
+            local: LocalAddrs {
+                udp: listener(sip_core::Transport::Udp),
+                tcp: listener(sip_core::Transport::Tcp),
+            },
+            contact_user: "pbx".into(),
+            user_agent: config.sip.server_name.clone(),
+            session_expires: (pbx.session_expires > 0).then_some(pbx.session_expires),
+            timers,
+        },
+    };
+    Ok(B2bua::new(settings, seed))
 }
 
 /// A source of tags and branches keyed by 128 fresh random bits (RFC 3261 §19.3).

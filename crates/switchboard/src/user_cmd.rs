@@ -236,6 +236,14 @@ impl Database {
         )
     }
 
+    /// Opens the call records of an existing database only.
+    pub(crate) fn existing_cdrs(&self) -> Result<store::CdrStore, String> {
+        store::CdrStore::open_existing(&self.path).map_err(|e| match e {
+            StoreError::Missing { .. } => self.missing(),
+            e => e.to_string(),
+        })
+    }
+
     /// Opens the users of an existing database only.
     pub(crate) fn existing_users(&self) -> Result<SqliteUserStore, String> {
         SqliteUserStore::open_existing(&self.path).map_err(|e| match e {
