@@ -562,6 +562,8 @@ fn metrics_are_valid_prometheus_text() {
         "switchboard_auth_bans_total 0",
         "switchboard_sip_transactions ",
         "switchboard_calls_in_progress 0",
+        "switchboard_pbx_calls_in_progress 0",
+        "switchboard_pbx_calls_total 0",
         "process_resident_memory_bytes ",
         "process_cpu_seconds_total ",
     ] {

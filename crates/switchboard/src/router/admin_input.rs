@@ -193,6 +193,8 @@ impl Router {
             calls_routed: p.calls_routed,
             calls_in_progress: p.contexts as u64,
             requests_forwarded: p.requests_forwarded,
+            pbx_calls_in_progress: self.b2bua.as_ref().map_or(0, |b| b.calls() as u64),
+            pbx_calls_started: self.b2bua.as_ref().map_or(0, |b| b.counts().0),
             register_requests: r.requests,
             challenges: r.challenges + p.challenges,
             auth_failures: r.auth_failures,
