@@ -3,7 +3,7 @@
 //! 3892) or attended (a consult call to carol first, then REFER with Replaces, RFC
 //! 3891). Alice ends up in a call with carol, bob's calls end, the NOTIFYs tell bob how
 //! it went, and once the timers have run out nothing is left in any table. A refused
-//! transfer leaves the first call up.
+//! transfer leaves the first call up, and a refused consult call resumes it.
 
 #![allow(clippy::unwrap_used)]
 
@@ -398,4 +398,34 @@ fn transfers_complete_on_a_lossy_network() {
         assert_eq!(net.node(carol).calls_with("answered").len(), 1);
         assert_idle(&mut net, &ids);
     }
+}
+
+#[test]
+fn a_consult_call_refused_resumes_the_held_call() {
+    let script = TransferScript {
+        consult: Some(format!("sip:carol@{CAROL}")),
+        consult_after: 1.0,
+        after: Some(2.0),
+        ..TransferScript::default()
+    };
+    let (mut net, ids) = run(17, NetConfig::lan(), script, answer(Some(486), None));
+    let [alice, bob, _] = ids;
+
+    let b = net.node(bob);
+    let names: Vec<&str> = b.events.iter().map(|(_, n, _)| *n).collect();
+    let at = |name: &str| names.iter().position(|n| *n == name);
+    assert!(
+        at("held") < at("ended") && at("ended") < at("resumed"),
+        "{names:?}"
+    );
+    assert!(!b.has("transferring"), "{:?}", b.events);
+    let bob_call = b.calls_with("answered")[0];
+    assert_eq!(b.ended(bob_call).as_deref(), Some("bye (remote)"));
+    assert_eq!(b.ua.finished(), Some(sip_ua::exit::OK));
+
+    let a = net.node(alice);
+    assert!(a.has("held") && a.has("resumed"), "{:?}", a.events);
+    assert_eq!(a.calls_with("answered").len(), 1);
+
+    assert_idle(&mut net, &ids);
 }

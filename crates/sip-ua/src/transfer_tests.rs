@@ -323,3 +323,32 @@ fn an_invite_with_replaces_takes_over_the_call_it_names() {
     assert_eq!(p.core.calls(), 1);
     assert_eq!(p.core.finished(), None);
 }
+
+#[test]
+fn enter_transfers_the_call_up_to_the_transfer_target() {
+    let mut p = Phone::new(false, Task::Answer(answer_task()));
+    p.core.set_transfer_script(TransferScript {
+        to: Some("sip:carol@example.test".into()),
+        ..TransferScript::default()
+    });
+    let invite = bob_request(Method::Invite, None, 1, "call-1@bob")
+        .body("application/sdp", sdp(41000, "sendrecv"))
+        .build()
+        .unwrap();
+    p.receive(invite);
+    let _ = p.sent_response(200);
+    // No --transfer-after: nothing happens by itself.
+    p.advance(Duration::from_secs(10));
+    assert!(
+        p.take_sent()
+            .iter()
+            .all(|m| m.method() != Some(&Method::Refer))
+    );
+    p.core.on_enter(p.now);
+    p.drain();
+    let refer = p.sent_request(Method::Refer);
+    assert_eq!(
+        refer.get(HeaderName::ReferTo),
+        Some("<sip:carol@example.test>")
+    );
+}
