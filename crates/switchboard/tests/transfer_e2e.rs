@@ -486,3 +486,27 @@ fn alice_is_transferred_to_baresip() {
     carol.type_keys(&["/quit\n"]);
     eprintln!("--- baresip:\n{}", carol.printed());
 }
+
+#[test]
+fn transfer_options_are_checked_before_anything_is_sent() {
+    let run = |args: &[&str]| {
+        Command::new(binary())
+            .arg("phone")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["call", "sip:bob@127.0.0.1:9", "--transfer-after", "1"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--transfer-after needs --transfer-to or --consult"),
+        "{err}"
+    );
+    let out = run(&["answer", "--transfer-to", "carol", "--consult", "dave"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(&["answer", "--consult-after", "1"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--consult"), "{err}");
+}
