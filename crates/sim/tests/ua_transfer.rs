@@ -262,7 +262,11 @@ fn blind_transfer_puts_alice_through_to_carol_and_ends_bobs_call() {
     assert!(a.has("transfer requested"), "{:?}", a.events);
     let answered = a.calls_with("answered");
     assert_eq!(answered.len(), 2, "{:?}", a.events);
-    assert!(a.ended(answered[0]).is_some());
+    assert_eq!(a.ended(answered[0]).as_deref(), Some("transferred"));
+    assert_eq!(
+        a.detail("transferred").as_deref(),
+        Some(format!("to sip:carol@{CAROL}").as_str())
+    );
     // The call to carol lasts until alice's script hangs it up.
     assert_eq!(a.ended(answered[1]).as_deref(), Some("bye (local)"));
     assert_eq!(a.ua.finished(), Some(sip_ua::exit::OK));

@@ -280,7 +280,13 @@ impl UserAgent {
         match method {
             Method::Bye => {
                 self.respond(key, request, 200, &[], None, now);
-                self.end_call(cid, "bye (remote)", exit::OK);
+                // A call transferred away ends as such, whoever hangs it up.
+                let reason = self
+                    .call(cid)
+                    .and_then(|c| c.cancelled)
+                    .filter(|(why, _)| *why == "transferred")
+                    .map_or("bye (remote)", |(why, _)| why);
+                self.end_call(cid, reason, exit::OK);
             }
             Method::Invite | Method::Update => self.on_remote_offer(cid, key, method, request, now),
             Method::Info => {

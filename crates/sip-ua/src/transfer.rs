@@ -587,7 +587,17 @@ impl UserAgent {
             if let Some(c) = self.call_mut(origin) {
                 c.cancelled = Some(("transferred", exit::OK));
             }
-            self.out.call_event(origin, "transferred", None, &[]);
+            let target = self
+                .call(cid)
+                .and_then(|c| c.script.as_ref())
+                .map(|t| t.target.clone())
+                .unwrap_or_default();
+            self.out.call_event(
+                origin,
+                "transferred",
+                Some(&format!("to {target}")),
+                &[("target", json!(target))],
+            );
             self.arm_call(
                 origin,
                 now + TRANSFEREE_HANG_UP_AFTER,

@@ -221,7 +221,8 @@ fn blind_transfer_puts_alice_through_to_carol() {
         &[
             "transfer requested: to sip:carol@example.test by <sip:bob@example.test>",
             "calling: sip:carol@example.test",
-            "transferred",
+            "transferred: to sip:carol@example.test",
+            "ended: transferred",
             "ended: bye (local)",
         ],
     );
@@ -291,7 +292,12 @@ fn attended_transfer_joins_alice_and_carol() {
     assert_lines(
         "alice",
         &mut alice,
-        &["held: remote", "transferred", "ended: bye (local)"],
+        &[
+            "held: remote",
+            "transferred: to sip:carol@example.test",
+            "ended: transferred",
+            "ended: bye (local)",
+        ],
     );
     assert_lines(
         "carol",
@@ -472,7 +478,8 @@ fn alice_is_transferred_to_baresip() {
         &mut alice,
         &[
             "transfer requested: to sip:carol@example.test by <sip:bob@example.test>",
-            "transferred",
+            "transferred: to sip:carol@example.test",
+            "ended: transferred",
             "ended: bye (remote)",
         ],
     );
