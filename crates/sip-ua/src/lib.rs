@@ -329,6 +329,13 @@ enum Pending {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CallId(u64);
 
+impl CallId {
+    /// Its number (1 for a user agent's first call, then 2...), for output.
+    pub fn number(self) -> u64 {
+        self.0
+    }
+}
+
 impl std::fmt::Display for CallId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "call {}", self.0)

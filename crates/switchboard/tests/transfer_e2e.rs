@@ -517,3 +517,32 @@ fn transfer_options_are_checked_before_anything_is_sent() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--consult"), "{err}");
 }
+
+/// With `--json`, each event about a call carries its number: a transfer's two calls
+/// are told apart.
+#[test]
+fn json_events_name_their_call() {
+    let port = common::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut cmd = Command::new(binary());
+    cmd.args([
+        "phone", "--json", "--user", "bob", "--listen", &listen, "answer", "--auto", "--calls", "1",
+    ]);
+    let mut bob = Proc::spawn(cmd);
+    bob.expect("waiting for calls", WAIT);
+    let mut cmd = Command::new(binary());
+    let target = format!("sip:bob@{listen}");
+    cmd.args(["phone", "--json", "call", &target, "--hangup-after", "0.5"]);
+    let mut alice = Proc::spawn(cmd);
+    assert_eq!(alice.wait(WAIT), 0, "{}", alice.printed());
+    assert_eq!(bob.wait(WAIT), 0, "{}", bob.printed());
+    for (who, p) in [("alice", &mut alice), ("bob", &mut bob)] {
+        let printed = p.printed();
+        let answered: serde_json::Value = printed
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .find(|v: &serde_json::Value| v["event"] == "answered")
+            .unwrap_or_else(|| panic!("{who}: no answered event in:\n{printed}"));
+        assert_eq!(answered["call"], 1, "{who}: {answered}");
+    }
+}
