@@ -113,7 +113,7 @@ impl UserAgent {
         let mut headers = vec![
             ("Contact", format!("<{}>", self.contact_uri(flow.transport))),
             ("Allow", ALLOW.to_owned()),
-            ("Supported", "timer, 100rel".to_owned()),
+            ("Supported", "timer, 100rel, replaces".to_owned()),
         ];
         if let Some(se) = self.s.session_expires {
             headers.push(("Session-Expires", format!("{se};refresher=uac")));

@@ -101,7 +101,7 @@ impl UserAgent {
                 let headers = [
                     ("Allow", ALLOW.to_owned()),
                     ("Accept", "application/sdp, text/plain".to_owned()),
-                    ("Supported", "timer".to_owned()),
+                    ("Supported", "timer, replaces".to_owned()),
                 ];
                 self.respond(key, &request, 200, &headers, None, now);
             }

@@ -62,6 +62,12 @@ fn a_refer_is_accepted_notified_and_followed_with_referred_by() {
         new_invite.get(HeaderName::ReferredBy),
         Some("<sip:bob@example.test>")
     );
+    // RFC 3891 §6.1: we say we take Replaces.
+    assert!(
+        new_invite
+            .tokens(HeaderName::Supported)
+            .any(|t| t.is_ok_and(|t| t == "replaces"))
+    );
     // A second call has its own media session.
     assert!(body_text(&new_invite).contains(&format!("m=audio {} ", RTP_PORT + 2)));
     let names = p.event_names();
