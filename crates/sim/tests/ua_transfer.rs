@@ -433,3 +433,61 @@ fn a_consult_call_refused_resumes_the_held_call() {
 
     assert_idle(&mut net, &ids);
 }
+
+#[test]
+fn the_caller_transfers_and_the_callee_answering_is_the_transferee() {
+    let mut net = SimNet::new(18, NetConfig::lan());
+    let start = net.now();
+    let (a, b, c): (SocketAddr, SocketAddr, SocketAddr) = (
+        ALICE.parse().unwrap(),
+        BOB.parse().unwrap(),
+        CAROL.parse().unwrap(),
+    );
+    let call = CallTask {
+        target: format!("sip:bob@{b}"),
+        play: None,
+        record: None,
+        dtmf: None,
+        dtmf_after: 0.0,
+        hold_after: None,
+        resume_after: None,
+        hold_with_update: false,
+        hangup_after: None,
+        hold_inactive: false,
+        change_codec: None,
+        answer_timeout: 30.0,
+    };
+    let mut alice = UaNode::new(a, start, "alice", Task::Call(call), 1);
+    alice.ua.set_transfer_script(TransferScript {
+        to: Some(format!("sip:carol@{c}")),
+        after: Some(1.0),
+        ..TransferScript::default()
+    });
+    // Bob answers one call and is sent to carol, who hangs up after 5 s.
+    let bob = UaNode::new(b, start, "bob", answer(None, None), 2);
+    let carol = UaNode::new(c, start, "carol", answer(None, Some(5.0)), 3);
+    let ids = [net.add(a, alice), net.add(b, bob), net.add(c, carol)];
+    net.run_for(Duration::from_secs(120));
+    let [alice, bob, carol] = ids;
+
+    let a = net.node(alice);
+    assert_eq!(a.detail("transferred").as_deref(), Some("SIP/2.0 200 OK"));
+    assert_eq!(a.ua.finished(), Some(sip_ua::exit::OK));
+    let b = net.node(bob);
+    let answered = b.calls_with("answered");
+    assert_eq!(answered.len(), 2, "{:?}", b.events);
+    assert_eq!(b.ended(answered[0]).as_deref(), Some("transferred"));
+    assert_eq!(b.ended(answered[1]).as_deref(), Some("bye (remote)"));
+    // Its task (one call) is over once both calls are.
+    assert_eq!(b.ua.finished(), Some(sip_ua::exit::OK));
+    let c = net.node(carol);
+    assert!(
+        c.first_request(Method::Invite)
+            .unwrap()
+            .from()
+            .unwrap()
+            .uri_text
+            .contains("bob")
+    );
+    assert_idle(&mut net, &ids);
+}
