@@ -85,6 +85,8 @@ pub struct Router {
     /// The calls the dial plan gives the PBX, when there is one: every message whose
     /// Call-ID is one of its legs' goes to it, past our transaction layer.
     b2bua: Option<B2bua>,
+    /// Requests and responses counted for the admin API's metrics (`router/admin_input.rs`).
+    counts: admin_input::SipCounts,
 }
 
 impl Router {
@@ -117,6 +119,7 @@ impl Router {
             next_sweep: now.instant + SWEEP_EVERY,
             proxy_log: proxy::StatsLog::new(Duration::from_secs(60)),
             b2bua: None,
+            counts: admin_input::SipCounts::default(),
         }
     }
 
@@ -165,6 +168,7 @@ impl Router {
             }
             return;
         }
+        self.counts.request(msg.method());
         // A request that fails validation is answered statelessly: it may lack what a
         // transaction is keyed by.
         if let Err(e) = msg.validate() {
@@ -286,6 +290,7 @@ impl Router {
     /// Expired bindings are removed, and statistics logged.
     pub fn handle_sweep(&mut self, now: Now) {
         self.next_sweep = now.instant + SWEEP_EVERY;
+        self.proxy.sweep_calls(now.instant, now.unix_secs);
         match self.registrar.sweep(now.unix_secs) {
             Ok(n) if n > 0 => tracing::debug!(removed = n, "expired bindings swept"),
             Ok(_) => {}
@@ -305,6 +310,7 @@ impl Router {
             challenges = p.challenges,
             contexts = p.contexts,
             transactions = self.transactions.len(),
+            calls = ?self.proxy.call_stats(),
             "proxy"
         );
         if let Some(line) = self.proxy_log.due(now.instant, &p, self.transactions.len()) {
@@ -379,17 +385,19 @@ impl Router {
     /// The next message to send: stateless answers first, then the transaction layer's,
     /// then the B2BUA's.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        if let Some(t) = self.stateless.pop_front() {
-            return Some(t);
-        }
-        let Some(t) = self.transactions.poll_transmit() else {
-            return self.b2bua.as_mut()?.poll_transmit();
+        let t = match self.stateless.pop_front() {
+            Some(t) => t,
+            None => match self.transactions.poll_transmit() {
+                Some(t) => Transmit {
+                    flow: t.flow,
+                    bytes: t.bytes,
+                    token: t.key.map_or(NO_TOKEN, TransactionKey::to_token),
+                },
+                None => self.b2bua.as_mut()?.poll_transmit()?,
+            },
         };
-        Some(Transmit {
-            flow: t.flow,
-            bytes: t.bytes,
-            token: t.key.map_or(NO_TOKEN, TransactionKey::to_token),
-        })
+        self.counts.sent(&t.bytes);
+        Some(t)
     }
 
     /// The next URI the proxy needs located, with the token of its transaction.
@@ -424,6 +432,9 @@ impl Router {
     /// Stopping: what is staged is committed at once, and its answers sent.
     pub fn begin_stop(&mut self, now: Now) {
         self.stopping = true;
+        // The calls still up are recorded now: the records go out with the writer's
+        // last batch.
+        self.proxy.close_calls(now.instant, "server stopped");
         self.commit_due = Some(now.instant);
     }
 
@@ -451,6 +462,18 @@ impl Router {
     #[cfg(test)]
     pub fn proxy_contexts(&self) -> usize {
         self.proxy.stats().contexts
+    }
+
+    /// The proxy (for tests that give it call records).
+    #[cfg(test)]
+    pub fn proxy_mut(&mut self) -> &mut Proxy {
+        &mut self.proxy
+    }
+
+    /// The counters of the proxy's call records (for tests).
+    #[cfg(test)]
+    pub fn call_stats(&self) -> Option<proxy::CallStats> {
+        self.proxy.call_stats()
     }
 
     /// The B2BUA, if any (for tests).
@@ -664,7 +687,7 @@ impl Router {
 }
 
 impl Machine for Router {
-    type Side = store::Committed;
+    type Side = RouterInput;
     type Effect = store::Batch;
 
     fn handle_incoming(&mut self, now: Now, incoming: Incoming) {
@@ -692,8 +715,8 @@ impl Machine for Router {
         Router::handle_resolved(self, now, token, &targets);
     }
 
-    fn handle_side(&mut self, now: Now, committed: store::Committed) {
-        self.handle_committed(now, committed);
+    fn handle_side(&mut self, now: Now, input: RouterInput) {
+        self.handle_input(now, input);
     }
 
     fn process(&mut self, now: Now) -> bool {
@@ -724,6 +747,9 @@ impl Machine for Router {
         Router::is_settled(self)
     }
 }
+
+mod admin_input;
+pub use admin_input::{AdminRequest, RouterInput};
 
 #[cfg(test)]
 pub(crate) mod sim_node;

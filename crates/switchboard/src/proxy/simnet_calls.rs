@@ -8,7 +8,8 @@
 //! Callers authenticate (407, digest) as real phones do; callees are bound in the
 //! location service as a registrar would have bound them. The number of calls is
 //! `SIMNET_CALLS` (10,000 by default), started 4 ms apart so that a few hundred are up at
-//! any moment.
+//! any moment. The proxy keeps call records: each call leaves exactly one, and those
+//! answered and hung up by the caller bill the 2 s the caller talked.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use super::*;
@@ -227,7 +228,18 @@ fn calls_through_a_lossy_network_complete_or_fail_and_leave_nothing_behind() {
         );
         pairs.push((caller, callee));
     }
-    let proxy = net.add(proxy_addr(), RouterNode::new(&spec, start));
+    let records: std::sync::Arc<std::sync::Mutex<Vec<cdr::CallRecord>>> = Default::default();
+    let mut node = RouterNode::new(&spec, start);
+    node.router.proxy_mut().set_call_records(CallTracker::new(
+        CallTrackerSettings {
+            max_calls: calls,
+            // Calls whose BYE never came are closed within the run, and counted.
+            max_call: Duration::from_secs(100),
+        },
+        WallClock::new(start, UNIX * 1000),
+        Box::new(records.clone()),
+    ));
+    let proxy = net.add(proxy_addr(), node);
 
     // Every call has long ended, and every timer (Timer C, 64·T1 lingering, the 2xx
     // retransmissions) has run out.
@@ -262,6 +274,34 @@ fn calls_through_a_lossy_network_complete_or_fail_and_leave_nothing_behind() {
     let p = net.node(proxy);
     assert_eq!(p.router.transactions(), 0, "proxy transactions left");
     assert_eq!(p.router.proxy_contexts(), 0, "proxy contexts left");
+    // One record per call, none left open.
+    let records = records.lock().unwrap();
+    assert_eq!(records.len(), calls, "one record per call");
+    let mut ids: Vec<&str> = records.iter().map(|r| r.call_ids[0].as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), calls, "no call recorded twice");
+    let call_stats = p.router.call_stats().unwrap();
+    assert_eq!(call_stats.in_progress, 0, "calls still followed");
+    let by_caller = records
+        .iter()
+        .filter(|r| {
+            r.disposition == cdr::Disposition::Answered && r.hangup_by == cdr::HangupBy::Caller
+        })
+        .inspect(|r| {
+            let talked = r.end_ms - r.answer_ms.unwrap_or(r.end_ms);
+            // 2 s after the caller saw the 200, which the proxy relayed earlier: a
+            // hop before, or retransmissions (up to 64·T1) before when it was lost.
+            assert!(
+                (1_900..=40_000).contains(&talked),
+                "talked {talked} ms: {r:?}"
+            );
+        })
+        .count();
+    assert!(
+        by_caller * 100 >= calls * 99,
+        "only {by_caller} of {calls} recorded as answered and hung up by the caller"
+    );
     eprintln!(
         "{calls} calls: {completed} completed, {failed} failed with a final response; network {stats:?}, {:?} virtual",
         net.elapsed()
