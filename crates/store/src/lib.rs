@@ -1,12 +1,14 @@
 //! `store`: what Switchboard keeps across restarts, behind traits.
 //!
-//! Two kinds of records live here:
+//! Three kinds of records live here:
 //!
 //! - the **location service** ([`LocationStore`]): the registrar's bindings of an
 //!   address-of-record (AOR) to contact URIs, with their expiry, q-value, Call-ID/CSeq,
 //!   Path and outbound (RFC 5626) identity;
 //! - the **users** ([`UserStore`]): names with their digest HA1 hashes (never a
-//!   password), extension numbers and call [`Forwarding`].
+//!   password), extension numbers and call [`Forwarding`];
+//! - the **call detail records** ([`CdrStore`]), written in batches by a thread of
+//!   their own ([`CdrWriter`]) from the records the services hand its [`CdrSender`].
 //!
 //! SQLite ([`SqliteLocationStore`], [`SqliteUserStore`]) is the embedded backend, and both
 //! kinds share one file. The traits leave room for PostgreSQL or Redis, which would let
@@ -57,8 +59,10 @@
 
 #![deny(missing_docs)]
 
+mod admin;
 mod cache;
 mod memory;
+mod records;
 mod sqlite;
 mod user;
 mod user_cache;
@@ -67,8 +71,12 @@ mod writer;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+pub use admin::{AdminAccount, SqliteAdminStore};
 pub use cache::{Batch, CachedStore, LocationReader};
 pub use memory::{MemoryLocationStore, MemoryUserStore};
+pub use records::{
+    CdrQuery, CdrSender, CdrStore, CdrTrouble, CdrWriter, CdrWriterSettings, StoredCdr,
+};
 pub use sip_core::Transport;
 pub use sqlite::{Durability, SqliteLocationStore, SqliteUserStore};
 pub use user::{
@@ -354,6 +362,12 @@ pub enum StoreError {
     /// `set_ha1` or `remove` of a name that does not exist.
     #[error("no user \"{0}\"")]
     NoSuchUser(String),
+    /// An administrator account that is not there.
+    #[error("no administrator \"{0}\"")]
+    NoSuchAdmin(String),
+    /// Adding an administrator whose name is taken.
+    #[error("administrator \"{0}\" already exists")]
+    AdminExists(String),
     /// A user name that cannot be the user part of a SIP URI as it is.
     #[error("invalid user name \"{name}\": {why}")]
     InvalidUserName {
@@ -443,6 +457,15 @@ impl Backend {
             )?),
             Backend::Memory => Box::new(MemoryLocationStore::default()),
         })
+    }
+
+    /// Opens the call records of this backend, making the file and the table when
+    /// missing (`memory:` keeps them in memory, for this process only).
+    pub fn open_cdrs(&self) -> Result<CdrStore, StoreError> {
+        match self {
+            Backend::Sqlite(p) => CdrStore::open(p),
+            Backend::Memory => CdrStore::in_memory(),
+        }
     }
 
     /// Opens the user store of this backend.

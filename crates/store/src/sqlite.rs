@@ -36,10 +36,11 @@ const PAGE_SIZE: u32 = 1024;
 const SERVER_CACHE_KIB: u32 = 16 * 1024;
 
 /// The schema version in `PRAGMA user_version`: 1 had no extensions, 2 adds
-/// `users.extension` (see [`MIGRATE_TO_2`]), 3 the call records (issue 14, its own
-/// branch), 4 the users' call forwarding (see [`MIGRATE_TO_4`]). Each migration is
-/// applied when what it adds is missing, so a file of any earlier version reaches this
-/// one.
+/// `users.extension` (see [`MIGRATE_TO_2`]), 3 was set aside for the call records,
+/// 4 the users' call forwarding (see [`MIGRATE_TO_4`]). Each migration is applied when
+/// what it adds is missing, so a file of any earlier version reaches this one. Tables
+/// that stand alone (the call records, `records.rs`) are created when missing, with no
+/// version of their own.
 const SCHEMA_VERSION: i64 = 4;
 
 /// From version 3 (or 2) to 4: users get call forwarding, one target column per kind,
@@ -113,13 +114,13 @@ pub enum Durability {
     Power,
 }
 
-fn sql(doing: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+pub(crate) fn sql(doing: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     move |source| StoreError::Sqlite { doing, source }
 }
 
 /// Whether opening may make a new database file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Create {
+pub(crate) enum Create {
     /// Make the file when it is not there (the server, and commands that add users).
     IfMissing,
     /// Refuse with [`StoreError::Missing`]: a command that only reads must not leave an
@@ -129,7 +130,7 @@ enum Create {
 
 /// Opens the database file with the settings every connection needs, and makes sure the
 /// tables exist.
-fn open_connection(
+pub(crate) fn open_connection(
     path: &Path,
     durability: Durability,
     create: Create,

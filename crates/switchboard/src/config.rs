@@ -23,16 +23,105 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// `[pbx]`: the dial plan.
     pub pbx: PbxConfig,
+    /// `[cdr]`: call detail records.
+    pub cdr: CdrConfig,
+    /// `[admin]`: the HTTP admin API and metrics.
+    pub admin: AdminConfig,
 }
 
+/// `[admin]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Whether `serve` runs the admin API.
+    pub enabled: bool,
+    /// Its address and port (loopback by default: put a reverse proxy or TLS in front
+    /// before opening it wider).
+    pub listen: String,
+    /// PEM certificate chain: HTTPS when set (with `private_key`).
+    pub certificate: Option<PathBuf>,
+    /// PEM private key.
+    pub private_key: Option<PathBuf>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: true,
+            listen: "127.0.0.1:8080".into(),
+            certificate: None,
+            private_key: None,
+        }
+    }
+}
+
+impl AdminConfig {
+    /// The listen address.
+    pub fn listen_addr(&self) -> Result<std::net::SocketAddr, String> {
+        self.listen.parse().map_err(|_| {
+            format!(
+                "\"{}\" is not an address:port, like 127.0.0.1:8080 (IPv6 as [::1]:8080)",
+                self.listen
+            )
+        })
+    }
+}
+
+/// `[cdr]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CdrConfig {
+    /// Keep a record of every call in the database.
+    pub enabled: bool,
+    /// Records of calls older than this many days are deleted (0: kept for ever).
+    pub keep_days: u32,
+    /// Calls followed at once at most; calls beyond go unrecorded (and are counted).
+    pub max_calls: usize,
+    /// An answered call with no BYE after this many seconds is closed as ended by the
+    /// system (a phone that vanished, a BYE that went another way).
+    pub max_call_secs: u64,
+}
+
+impl Default for CdrConfig {
+    fn default() -> Self {
+        CdrConfig {
+            enabled: true,
+            keep_days: 365,
+            max_calls: 100_000,
+            max_call_secs: 12 * 3600,
+        }
+    }
+}
+
+/// The most `[cdr] keep_days` may be: a hundred years.
+const MAX_KEEP_DAYS: u32 = 36_500;
+
 /// `[pbx]`.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PbxConfig {
     /// The dial plan file (TOML, relative to the working directory); without one, every
     /// number or name dialled reaches the user with that extension or name.
     pub dial_plan: Option<PathBuf>,
+    /// How long a B2BUA leg rings before it counts as not answered, seconds.
+    pub ring_timeout_secs: u64,
+    /// The RFC 4028 Session-Expires the B2BUA asks for on the legs it places, seconds
+    /// (0: none); at least 90 (the Min-SE floor).
+    pub session_expires: u32,
 }
+
+impl Default for PbxConfig {
+    fn default() -> Self {
+        PbxConfig {
+            dial_plan: None,
+            ring_timeout_secs: 30,
+            session_expires: 1800,
+        }
+    }
+}
+
+/// The longest `ring_timeout_secs`: an hour of ringing is a mistake.
+const MAX_RING_TIMEOUT_SECS: u64 = 3600;
 
 /// `[sip]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -304,6 +393,41 @@ impl Config {
                 format!("must be at most {MAX_RECURSIONS}"),
             ));
         }
+        let cdr = &self.cdr;
+        if cdr.keep_days > MAX_KEEP_DAYS {
+            return Err((
+                "keep_days",
+                format!("must be at most {MAX_KEEP_DAYS} (0 keeps records for ever)"),
+            ));
+        }
+        if cdr.max_calls == 0 {
+            return Err(("max_calls", "must be at least 1".into()));
+        }
+        if cdr.max_call_secs < 60 {
+            return Err(("max_call_secs", "must be at least 60".into()));
+        }
+        let pbx = &self.pbx;
+        if pbx.ring_timeout_secs == 0 || pbx.ring_timeout_secs > MAX_RING_TIMEOUT_SECS {
+            return Err((
+                "ring_timeout_secs",
+                format!("must be 1 to {MAX_RING_TIMEOUT_SECS}"),
+            ));
+        }
+        if pbx.session_expires != 0 && pbx.session_expires < 90 {
+            return Err((
+                "session_expires",
+                "must be 0 (none) or at least 90 (RFC 4028's Min-SE)".into(),
+            ));
+        }
+        self.admin
+            .listen_addr()
+            .map_err(|m| ("listen", format!("[admin] {m}")))?;
+        if self.admin.certificate.is_some() != self.admin.private_key.is_some() {
+            return Err((
+                "private_key",
+                "[admin] certificate and private_key go together".into(),
+            ));
+        }
         if self.tls.certificate.is_some() != self.tls.private_key.is_some() {
             return Err((
                 "certificate",
@@ -510,6 +634,61 @@ mod tests {
     }
 
     #[test]
+    fn cdr_section() {
+        let c = parse("").unwrap();
+        assert!(c.cdr.enabled);
+        assert_eq!(
+            (c.cdr.keep_days, c.cdr.max_calls, c.cdr.max_call_secs),
+            (365, 100_000, 43_200)
+        );
+        let c =
+            parse("[cdr]\nenabled = false\nkeep_days = 0\nmax_calls = 10\nmax_call_secs = 60\n")
+                .unwrap();
+        assert!(!c.cdr.enabled);
+        assert_eq!((c.cdr.keep_days, c.cdr.max_calls), (0, 10));
+        assert_eq!(
+            parse("[cdr]\n\nmax_call_secs = 59\n").unwrap_err(),
+            "sb.toml:3: max_call_secs: must be at least 60"
+        );
+        assert_eq!(
+            parse("[cdr]\nmax_calls = 0\n").unwrap_err(),
+            "sb.toml:2: max_calls: must be at least 1"
+        );
+        assert_eq!(
+            parse("[cdr]\nkeep_days = 40000\n").unwrap_err(),
+            "sb.toml:2: keep_days: must be at most 36500 (0 keeps records for ever)"
+        );
+        assert_eq!(
+            parse("[cdr]\nenabled = \"yes\"\n").unwrap_err(),
+            "sb.toml:2: enabled: invalid type: string \"yes\", expected true or false"
+        );
+        let e = parse("[cdr]\nkeep = 3\n").unwrap_err();
+        assert!(e.starts_with("sb.toml:2: unknown field `keep`"), "{e}");
+    }
+
+    #[test]
+    fn admin_section() {
+        let c = parse("").unwrap();
+        assert!(c.admin.enabled);
+        assert_eq!(c.admin.listen_addr().unwrap().to_string(), "127.0.0.1:8080");
+        let c = parse("[admin]\nenabled = false\nlisten = \"[::1]:9090\"\n").unwrap();
+        assert!(!c.admin.enabled);
+        assert_eq!(c.admin.listen_addr().unwrap().port(), 9090);
+        let e = parse("[admin]\nlisten = \"localhost\"\n").unwrap_err();
+        assert!(
+            e.contains("listen: [admin] \"localhost\" is not an address:port"),
+            "{e}"
+        );
+        let e = parse("[admin]\ncertificate = \"c.pem\"\n").unwrap_err();
+        assert!(
+            e.ends_with("[admin] certificate and private_key go together"),
+            "{e}"
+        );
+        let e = parse("[admin]\nport = 1\n").unwrap_err();
+        assert!(e.starts_with("sb.toml:2: unknown field `port`"), "{e}");
+    }
+
+    #[test]
     fn syntax_error_has_a_line() {
         let e = parse("[sip]\ndomain = \n").unwrap_err();
         assert!(e.starts_with("sb.toml:2: "), "{e}");
@@ -518,6 +697,17 @@ mod tests {
     #[test]
     fn pbx_section_and_the_example_configuration() {
         assert!(parse("").unwrap().pbx.dial_plan.is_none());
+        assert_eq!(parse("").unwrap().pbx.ring_timeout_secs, 30);
+        let c = parse("[pbx]\nring_timeout_secs = 12\nsession_expires = 0\n").unwrap();
+        assert_eq!((c.pbx.ring_timeout_secs, c.pbx.session_expires), (12, 0));
+        let e = parse("[pbx]\n\nring_timeout_secs = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(":3") && e.contains("ring_timeout_secs"), "{e}");
+        let e = parse("[pbx]\nsession_expires = 30\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(":2") && e.contains("session_expires"), "{e}");
         let c = parse("[pbx]\ndial_plan = \"plan.toml\"\n").unwrap();
         assert_eq!(c.pbx.dial_plan.as_deref(), Some(Path::new("plan.toml")));
         let e = parse("[pbx]\ndialplan = \"plan.toml\"\n").unwrap_err();

@@ -4,19 +4,22 @@
 //! `sip_net::Driver` until SIGINT or SIGTERM; then the last staged REGISTERs are stored
 //! and answered within a grace period.
 
+use crate::b2bua::{B2bua, B2buaSettings};
 use crate::config::Config;
 use crate::myself::{self, Myself};
-use crate::proxy::{Interface, Proxy, ProxySettings};
+use crate::proxy::{CallTracker, CallTrackerSettings, Interface, Proxy, ProxySettings, WallClock};
 use crate::registrar::{Registrar, RegistrarSettings};
-use crate::router::{BoxedRegistrar, Commits, Router};
+use crate::router::{BoxedRegistrar, Commits, Router, RouterInput};
 use crate::tls_setup;
 use sip_core::ids::IdGenerator;
 use sip_core::transaction::TimerConfig;
 use sip_net::{Driver, Ended, Endpoint, EndpointConfig, ListenSpec, Now};
+use sip_ua::LocalAddrs;
+use sip_ua::relay::RelaySettings;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use store::{Backend, Durability};
 use tokio::sync::mpsc;
 
@@ -86,21 +89,66 @@ pub(crate) fn single_thread_runtime() -> Option<tokio::runtime::Runtime> {
     }
 }
 
-/// Logs to standard error, filtered by RUST_LOG, else by `default_filter`.
+/// Logs to standard error, filtered by RUST_LOG, else by `default_filter`. Under
+/// systemd (standard error going to the journal, `JOURNAL_STREAM` set) each line goes
+/// without a time of its own, which the journal adds, and starts with its level as a
+/// syslog priority (`<4>` for a warning), which the journal reads: `journalctl -p
+/// warning` then shows the warnings and errors.
 pub(crate) fn init_logging(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        let format = tracing_subscriber::fmt::format().without_time();
+        let _ = builder
+            .with_ansi(false)
+            .event_format(JournalPriority(format))
+            .try_init();
+    } else {
+        let _ = builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init();
+    }
+}
+
+/// A log line format with the level as a syslog priority in front, for the journal.
+struct JournalPriority<F>(F);
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for JournalPriority<F>
+where
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let priority = match *event.metadata().level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            _ => 7,
+        };
+        write!(writer, "<{priority}>")?;
+        self.0.format_event(ctx, writer, event)
+    }
 }
 
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 async fn serve(config: Config, plan: crate::dial_plan::DialPlan) -> Result<(), String> {
@@ -119,16 +167,20 @@ async fn serve(config: Config, plan: crate::dial_plan::DialPlan) -> Result<(), S
     let mut registrar = open_registrar(&config)?;
     // SQLite commits run on a thread of their own: the protocol loop stages a batch,
     // hands it over and goes on; the outcome comes back on `committed`.
+    // The admin API's requests come on the same channel.
     let (committed_tx, committed_rx) = mpsc::channel(64);
+    let admin_tx = committed_tx.clone();
+    let location = registrar.reader();
     let writer = match registrar.detach_location_backend() {
         Some(backend) => Some(
             store::BackgroundWriter::spawn(backend, move |c| {
-                let _ = committed_tx.blocking_send(c);
+                let _ = committed_tx.blocking_send(RouterInput::Committed(c));
             })
             .map_err(|e| format!("cannot start the storage writer: {e}"))?,
         ),
         None => None,
     };
+    let cdr_writer = open_cdr_writer(&config);
     let mut endpoint_config = EndpointConfig::new(specs.clone());
     endpoint_config.limits.max_message = config.limits.max_message_bytes;
     endpoint_config.limits.max_connections = config.limits.max_connections;
@@ -152,6 +204,8 @@ async fn serve(config: Config, plan: crate::dial_plan::DialPlan) -> Result<(), S
         .iter()
         .map(|s| s.to_string())
         .collect();
+    // Before "ready": whoever waits for that line may use the API at once.
+    let admin_server = crate::admin_ops::start(&config, location, admin_tx);
     tracing::info!(
         listen = %bound.join(", "),
         domain = %config.sip.domain,
@@ -181,7 +235,17 @@ async fn serve(config: Config, plan: crate::dial_plan::DialPlan) -> Result<(), S
         &host_addrs,
     );
     let registrar = registrar.with_myself(me.clone());
-    let proxy = open_proxy(&config, &endpoint, me)?.with_dial_plan(plan);
+    let mut proxy = open_proxy(&config, &endpoint, me)?.with_dial_plan(plan);
+    if let Some(writer) = &cdr_writer {
+        proxy = proxy.with_call_records(CallTracker::new(
+            CallTrackerSettings {
+                max_calls: config.cdr.max_calls,
+                max_call: Duration::from_secs(config.cdr.max_call_secs),
+            },
+            WallClock::new(Instant::now(), unix_now_ms()),
+            Box::new(writer.sender()),
+        ));
+    }
     let timers = TimerConfig {
         timer_c: Some(Duration::from_secs(config.proxy.timer_c_secs)),
         ..TimerConfig::default()
@@ -191,6 +255,7 @@ async fn serve(config: Config, plan: crate::dial_plan::DialPlan) -> Result<(), S
     } else {
         Commits::InPlace
     };
+    let b2bua = open_b2bua(&config, &listeners, &host_addrs, timers)?;
     let router = Router::new(
         Now::from_clocks(),
         timers,
@@ -199,7 +264,8 @@ async fn serve(config: Config, plan: crate::dial_plan::DialPlan) -> Result<(), S
         config.sip.server_name.clone(),
         id_generator()?,
         commits,
-    );
+    )
+    .with_b2bua(b2bua);
     let stop = stop_signal()?;
     // Each batch goes to the writer thread; one it cannot take is reported failed at
     // once (its REGISTERs are answered 500).
@@ -209,7 +275,7 @@ async fn serve(config: Config, plan: crate::dial_plan::DialPlan) -> Result<(), S
         writer
             .submit(batch)
             .err()
-            .map(|e| store::Committed { id, result: Err(e) })
+            .map(|e| RouterInput::Committed(store::Committed { id, result: Err(e) }))
     };
     let mut driver = Driver::new(router, endpoint.clone(), incoming, committed_rx, submit);
     // Sends never wait (a connection is opened beside the loop), so the signal is
@@ -223,6 +289,8 @@ async fn serve(config: Config, plan: crate::dial_plan::DialPlan) -> Result<(), S
         Ok(Ended::Done) => Ok(()),
         Err(e) => Err(e.to_string()),
     };
+    // The HTTP port is freed at once; the SIP side settles below.
+    drop(admin_server);
     // REGISTERs of the last batch whose bindings are staged are stored and answered, for
     // as long as `STOP_GRACE` allows (a phone left unanswered sends its REGISTER again).
     if !driver.settle(STOP_GRACE).await {
@@ -230,7 +298,73 @@ async fn serve(config: Config, plan: crate::dial_plan::DialPlan) -> Result<(), S
     }
     endpoint.shutdown();
     reloader.abort();
+    // The records of the calls closed on the way out are stored before the exit.
+    drop(driver);
+    if let Some(writer) = cdr_writer {
+        let (written, dropped) = (writer.written(), writer.dropped());
+        drop(writer);
+        if dropped > 0 {
+            tracing::warn!("call records: {written} stored, {dropped} lost while running");
+        }
+    }
     result
+}
+
+/// The writer thread of the call records, unless `[cdr] enabled = false`. Records that
+/// cannot be opened are logged and the server runs without them: calls matter more.
+fn open_cdr_writer(config: &Config) -> Option<store::CdrWriter> {
+    if !config.cdr.enabled {
+        return None;
+    }
+    let store = match Backend::parse(&config.storage.database).and_then(|b| b.open_cdrs()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("call records are off: {e}");
+            return None;
+        }
+    };
+    let keep = (config.cdr.keep_days > 0)
+        .then(|| Duration::from_secs(u64::from(config.cdr.keep_days) * 86_400));
+    let settings = store::CdrWriterSettings {
+        keep,
+        ..store::CdrWriterSettings::default()
+    };
+    let mut log = TroubleLog::default();
+    match store::CdrWriter::spawn(store, settings, unix_now_ms, move |t| log.report(&t)) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::error!("call records are off: cannot start their writer thread: {e}");
+            None
+        }
+    }
+}
+
+/// Logs the call records' troubles (a full disk fails every batch) once a minute at
+/// most, with the count of those not logged.
+#[derive(Default)]
+struct TroubleLog {
+    last: Option<Instant>,
+    unsaid: u64,
+}
+
+impl TroubleLog {
+    fn report(&mut self, trouble: &store::CdrTrouble) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|at| now.duration_since(at) < Duration::from_secs(60))
+        {
+            self.unsaid += 1;
+            return;
+        }
+        self.last = Some(now);
+        match std::mem::take(&mut self.unsaid) {
+            0 => tracing::error!("call records: {trouble}"),
+            n => {
+                tracing::error!("call records: {trouble} ({n} more problems since the last report)")
+            }
+        }
+    }
 }
 
 /// How long stopping may wait for the last batch's responses to be sent.
@@ -271,6 +405,54 @@ fn open_registrar(config: &Config) -> Result<BoxedRegistrar, String> {
         unix_now(),
     )
     .map_err(|e| format!("registrar: {e}"))
+}
+
+/// The B2BUA for the dial plan's PBX calls, signalling from our listening addresses
+/// (for a wildcard listener, the host's first address that is not a loopback one).
+fn open_b2bua(
+    config: &Config,
+    listeners: &[(sip_core::Transport, std::net::SocketAddr)],
+    host_addrs: &[std::net::IpAddr],
+    timers: TimerConfig,
+) -> Result<B2bua, String> {
+    let concrete = |addr: std::net::SocketAddr| {
+        if !addr.ip().is_unspecified() {
+            return addr;
+        }
+        let ip = host_addrs
+            .iter()
+            .find(|ip| !ip.is_loopback() && ip.is_ipv4() == addr.is_ipv4())
+            .copied()
+            .unwrap_or(if addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        std::net::SocketAddr::new(ip, addr.port())
+    };
+    let listener = |t: sip_core::Transport| {
+        listeners
+            .iter()
+            .find(|(lt, _)| *lt == t)
+            .map(|(_, a)| concrete(*a))
+    };
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| format!("no randomness for the B2BUA: {e}"))?;
+    let pbx = &config.pbx;
+    let settings = B2buaSettings {
+        ring_timeout: Duration::from_secs(pbx.ring_timeout_secs),
+        relay: RelaySettings {
+            local: LocalAddrs {
+                udp: listener(sip_core::Transport::Udp),
+                tcp: listener(sip_core::Transport::Tcp),
+            },
+            contact_user: "pbx".into(),
+            user_agent: config.sip.server_name.clone(),
+            session_expires: (pbx.session_expires > 0).then_some(pbx.session_expires),
+            timers,
+        },
+    };
+    Ok(B2bua::new(settings, seed))
 }
 
 /// A source of tags and branches keyed by 128 fresh random bits (RFC 3261 §19.3).

@@ -52,6 +52,7 @@
 //! names are resolved only for foreign domains, which are off by default, so routing a
 //! call never waits for DNS.
 
+mod calls;
 mod route;
 
 use crate::authenticator::{AuthCheck, Authenticator};
@@ -66,9 +67,11 @@ use sip_core::transaction::{Timer, TransactionKey, TransactionLayer};
 use sip_core::{Flow, HeaderName, Message, Method, Transport, Uri};
 use std::collections::{HashMap, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
 use std::time::Instant;
 use store::{Binding, LocationReader, UserStore};
 
+pub use calls::{CallStats, CallTracker, CallTrackerSettings, WallClock};
 pub use route::Interface;
 
 /// What the proxy is configured to do.
@@ -177,6 +180,30 @@ pub enum Handled {
     /// The request goes to another domain whose name must be resolved (RFC 3263):
     /// locate this URI and hand the targets to [`Proxy::on_resolved`].
     Resolve(String),
+    /// An INVITE the dial plan gives the B2BUA (a ring group, a callee who forwards, a
+    /// rule with `pbx = true`), from a caller who authenticated: the server transaction
+    /// is not the proxy's any more; hand the request to the B2BUA.
+    Pbx(Box<PbxCall>),
+}
+
+/// A call for the B2BUA, as the proxy decided it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PbxCall {
+    /// The caller (the From user, authenticated or trusted).
+    pub caller: String,
+    /// What the dial plan decided.
+    pub decision: pbx::Decision,
+}
+
+/// Where a B2BUA leg to a local user goes: one registered contact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegTarget {
+    /// The Request-URI (the contact).
+    pub uri: String,
+    /// The Route set (the binding's Path).
+    pub routes: Vec<String>,
+    /// Where to send.
+    pub flow: Flow,
 }
 
 /// What the proxy needs from its surroundings for one request.
@@ -254,12 +281,17 @@ pub struct Proxy {
     /// The dial plan, swapped by `serve`'s reloader; read once per call.
     dial_plan: crate::dial_plan::DialPlan,
     interfaces: Interfaces,
+    /// Whether a B2BUA takes the calls that need one ([`Handled::Pbx`]); without, they
+    /// are answered 480.
+    b2bua: bool,
     /// Our To tags and the tokens of our Record-Route values.
     ids: IdGenerator,
     contexts: HashMap<TransactionKey, Context>,
     /// Client transaction to (server transaction, branch index).
     branches: HashMap<TransactionKey, (TransactionKey, usize)>,
     stats: ProxyStats,
+    /// The calls followed for their call detail records, when they are kept.
+    calls: Option<CallTracker>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -292,10 +324,42 @@ impl Proxy {
             interfaces: Interfaces::new(interfaces, settings.myself.clone()),
             settings,
             dial_plan: crate::dial_plan::DialPlan::default(),
+            b2bua: false,
             ids,
             contexts: HashMap::new(),
             branches: HashMap::new(),
             stats: ProxyStats::default(),
+            calls: None,
+        }
+    }
+
+    /// Keeps a call detail record of every call relayed, through `tracker`.
+    pub fn with_call_records(mut self, tracker: CallTracker) -> Proxy {
+        self.set_call_records(tracker);
+        self
+    }
+
+    /// [`Proxy::with_call_records`] on a proxy already in place.
+    pub fn set_call_records(&mut self, tracker: CallTracker) {
+        self.calls = Some(tracker);
+    }
+
+    /// The call records' counters, when they are kept.
+    pub fn call_stats(&self) -> Option<CallStats> {
+        self.calls.as_ref().map(CallTracker::stats)
+    }
+
+    /// Closes the calls whose BYE is long overdue (see [`CallTracker::sweep`]).
+    pub fn sweep_calls(&mut self, now: Instant, unix: u64) {
+        if let Some(calls) = self.calls.as_mut() {
+            calls.sweep(now, unix);
+        }
+    }
+
+    /// Records every call in progress as ended by the system for `reason`.
+    pub fn close_calls(&mut self, now: Instant, reason: &str) {
+        if let Some(calls) = self.calls.as_mut() {
+            calls.close_all(now, reason);
         }
     }
 
@@ -303,6 +367,63 @@ impl Proxy {
     pub fn with_dial_plan(mut self, plan: crate::dial_plan::DialPlan) -> Proxy {
         self.dial_plan = plan;
         self
+    }
+
+    /// Routes calls with `plan` from now on.
+    #[cfg(test)]
+    pub fn set_dial_plan(&mut self, plan: crate::dial_plan::DialPlan) {
+        self.dial_plan = plan;
+    }
+
+    /// Hands the calls that need a B2BUA to the router's ([`Handled::Pbx`]).
+    pub fn enable_b2bua(&mut self) {
+        self.b2bua = true;
+    }
+
+    /// The dial plan in force.
+    pub fn dial_plan(&self) -> Arc<pbx::Plan> {
+        self.dial_plan.current()
+    }
+
+    /// Our domain.
+    pub fn domain(&self) -> &str {
+        self.settings.myself.domain()
+    }
+
+    /// Where a B2BUA leg to local user `user` goes: their registered contacts, best
+    /// first (empty when none is registered or reachable).
+    pub fn leg_targets(&self, location: &LocationReader, unix: u64, user: &str) -> Vec<LegTarget> {
+        let aor = format!("sip:{user}@{}", self.settings.myself.domain());
+        let mut bindings = location.lookup(&aor, unix);
+        bindings.sort_by(Binding::priority_cmp);
+        self.interfaces
+            .hops_for_bindings(&bindings)
+            .into_iter()
+            .flatten()
+            .map(|hop| LegTarget {
+                uri: hop.request_uri.unwrap_or_else(|| aor.clone()),
+                routes: hop.routes.unwrap_or_default(),
+                flow: hop.flow,
+            })
+            .collect()
+    }
+
+    /// Whether a call the plan decided needs the B2BUA: a ring group, a rule with
+    /// `pbx = true`, or a callee with call forwarding.
+    fn needs_b2bua(env: &Env<'_>, decision: &pbx::Decision) -> bool {
+        match &decision.action {
+            pbx::Action::RingGroup { .. } => true,
+            pbx::Action::Extension { target } => {
+                decision.pbx
+                    || env
+                        .users
+                        .get(&Self::directory(env, target))
+                        .ok()
+                        .flatten()
+                        .is_some_and(|u| !u.forwarding.is_empty())
+            }
+            _ => false,
+        }
     }
 
     /// The local user a user part names: the user with that extension, else the name
@@ -362,6 +483,13 @@ impl Proxy {
             || "no rule".to_owned(),
             |r| format!("rule {} \"{}\"", r.index, r.name),
         );
+        if self.b2bua && req.method == Method::Invite && Self::needs_b2bua(env, &decision) {
+            tracing::debug!(caller = %caller.name, dialled, %rule, "dial plan: to the B2BUA");
+            return Err(Handled::Pbx(Box::new(PbxCall {
+                caller: caller.name,
+                decision,
+            })));
+        }
         match decision.action {
             pbx::Action::Extension { target } => {
                 tracing::debug!(caller = %caller.name, dialled, %rule, %target, "dial plan: extension");
@@ -504,6 +632,20 @@ impl Proxy {
             Ok(authenticated) => authenticated,
             Err(handled) => return handled,
         };
+        // A call: from here on whatever answers it ends its record. Strangers (never
+        // authenticated) leave none.
+        if authenticated
+            && !req.to_tag
+            && req.method == Method::Invite
+            && let Some(calls) = self.calls.as_mut()
+        {
+            let dialled = req
+                .ruri_sip
+                .filter(|_| req.ruri_is_ours)
+                .and_then(Self::local_user)
+                .unwrap_or_else(|| req.ruri_text.to_owned());
+            calls.invite(env.now, env.unix, request, &dialled);
+        }
         let (groups, resolve) = match self.choose_targets(env, txl, &req, authenticated) {
             Ok(targets) => targets,
             Err(handled) => return handled,
@@ -659,6 +801,9 @@ impl Proxy {
                 return Err(Handled::ForUs);
             };
             let user = self.local_target(env, txl, req, &dialled)?;
+            if let Some(calls) = self.calls.as_mut() {
+                calls.routed_to(request, &user);
+            }
             let aor = format!("sip:{user}@{}", self.settings.myself.domain());
             let mut bindings = env.location.lookup(&aor, env.unix);
             if bindings.is_empty() && *method == Method::Options {
@@ -738,6 +883,11 @@ impl Proxy {
         let is_invite = req.method == Method::Invite;
         if is_invite && out_of_dialog {
             self.stats.calls_routed += 1;
+        }
+        if req.method == Method::Bye
+            && let Some(calls) = self.calls.as_mut()
+        {
+            calls.bye(env.now, req.request);
         }
         let mut targets: Vec<String> = vec![req.ruri_text.to_owned()];
         for hop in groups.iter().flatten() {
@@ -1102,6 +1252,11 @@ impl Proxy {
             return;
         };
         let code = response.status().unwrap_or(500);
+        if ctx.is_invite
+            && let Some(calls) = self.calls.as_mut()
+        {
+            calls.leg_response(now, &ctx.request, key, code);
+        }
         if code < 200 {
             let branch = &mut ctx.branches[index];
             branch.proceeding = true;
@@ -1164,10 +1319,10 @@ impl Proxy {
         if timer == Timer::C && branch.proceeding && !branch.done {
             branch.timed_out = true;
             if txl.cancel(now, key).is_err() {
-                self.fail_branch(&mut ctx, index, 408);
+                self.fail_branch(now, &mut ctx, index, 408);
             }
         } else if matches!(timer, Timer::B | Timer::C | Timer::F) {
-            self.fail_branch(&mut ctx, index, 408);
+            self.fail_branch(now, &mut ctx, index, 408);
         }
         self.advance(now, txl, server, ctx);
     }
@@ -1193,9 +1348,12 @@ impl Proxy {
                     "the binding's connection is gone: trying its Contact address"
                 );
                 ctx.branches[index].done = true;
+                if let Some(calls) = self.calls.as_mut() {
+                    calls.leg_response(now, &ctx.request, key, 503);
+                }
                 self.start_group(now, txl, server, &mut ctx, vec![hop]);
             }
-            None => self.fail_branch(&mut ctx, index, 503),
+            None => self.fail_branch(now, &mut ctx, index, 503),
         }
         self.advance(now, txl, server, ctx);
     }
@@ -1206,7 +1364,7 @@ impl Proxy {
         if let Some((server, index)) = self.branches.remove(&key) {
             if let Some(mut ctx) = self.contexts.remove(&server) {
                 if !ctx.branches[index].done {
-                    self.fail_branch(&mut ctx, index, 408);
+                    self.fail_branch(now, &mut ctx, index, 408);
                 }
                 self.advance(now, txl, server, ctx);
             }
@@ -1261,12 +1419,17 @@ impl Proxy {
         Some((server, index, ctx))
     }
 
-    fn fail_branch(&mut self, ctx: &mut Context, index: usize, code: u16) {
+    fn fail_branch(&mut self, now: Instant, ctx: &mut Context, index: usize, code: u16) {
         let branch = &mut ctx.branches[index];
         if branch.done {
             return;
         }
         branch.done = true;
+        if ctx.is_invite
+            && let Some(calls) = self.calls.as_mut()
+        {
+            calls.leg_response(now, &ctx.request, branch.key, code);
+        }
         if let Some(r) = build_response(
             &ctx.request,
             code,
@@ -1460,6 +1623,16 @@ impl Proxy {
             });
             let code = match self.forward(now, txl, ctx, &hop, index) {
                 Ok(key) => {
+                    if ctx.is_invite
+                        && let Some(calls) = self.calls.as_mut()
+                    {
+                        let target = hop
+                            .request_uri
+                            .as_deref()
+                            .or(ctx.request.request_uri_str())
+                            .unwrap_or("");
+                        calls.leg_started(now, &ctx.request, key, target);
+                    }
                     self.branches.insert(key, (server, index));
                     ctx.branches.push(Branch {
                         key,
@@ -1556,6 +1729,9 @@ impl Proxy {
         msg: Message,
     ) {
         let code = msg.status().unwrap_or(0);
+        if let Some(calls) = self.calls.as_mut() {
+            calls.response_sent(now, &msg);
+        }
         match txl.send_response(now, server, msg) {
             Ok(()) => self.count_response(code),
             Err(e) => tracing::debug!(code, "response not relayed: {e}"),

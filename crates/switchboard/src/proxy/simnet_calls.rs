@@ -8,7 +8,8 @@
 //! Callers authenticate (407, digest) as real phones do; callees are bound in the
 //! location service as a registrar would have bound them. The number of calls is
 //! `SIMNET_CALLS` (10,000 by default), started 4 ms apart so that a few hundred are up at
-//! any moment.
+//! any moment. The proxy keeps call records: each call leaves exactly one, and those
+//! answered and hung up by the caller bill the 2 s the caller talked.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use super::*;
@@ -227,7 +228,18 @@ fn calls_through_a_lossy_network_complete_or_fail_and_leave_nothing_behind() {
         );
         pairs.push((caller, callee));
     }
-    let proxy = net.add(proxy_addr(), RouterNode::new(&spec, start));
+    let records: std::sync::Arc<std::sync::Mutex<Vec<cdr::CallRecord>>> = Default::default();
+    let mut node = RouterNode::new(&spec, start);
+    node.router.proxy_mut().set_call_records(CallTracker::new(
+        CallTrackerSettings {
+            max_calls: calls,
+            // Calls whose BYE never came are closed within the run, and counted.
+            max_call: Duration::from_secs(100),
+        },
+        WallClock::new(start, UNIX * 1000),
+        Box::new(records.clone()),
+    ));
+    let proxy = net.add(proxy_addr(), node);
 
     // Every call has long ended, and every timer (Timer C, 64·T1 lingering, the 2xx
     // retransmissions) has run out.
@@ -262,11 +274,167 @@ fn calls_through_a_lossy_network_complete_or_fail_and_leave_nothing_behind() {
     let p = net.node(proxy);
     assert_eq!(p.router.transactions(), 0, "proxy transactions left");
     assert_eq!(p.router.proxy_contexts(), 0, "proxy contexts left");
+    // One record per call, none left open.
+    let records = records.lock().unwrap();
+    assert_eq!(records.len(), calls, "one record per call");
+    let mut ids: Vec<&str> = records.iter().map(|r| r.call_ids[0].as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), calls, "no call recorded twice");
+    let call_stats = p.router.call_stats().unwrap();
+    assert_eq!(call_stats.in_progress, 0, "calls still followed");
+    let by_caller = records
+        .iter()
+        .filter(|r| {
+            r.disposition == cdr::Disposition::Answered && r.hangup_by == cdr::HangupBy::Caller
+        })
+        .inspect(|r| {
+            let talked = r.end_ms - r.answer_ms.unwrap_or(r.end_ms);
+            // 2 s after the caller saw the 200, which the proxy relayed earlier: a
+            // hop before, or retransmissions (up to 64·T1) before when it was lost.
+            assert!(
+                (1_900..=40_000).contains(&talked),
+                "talked {talked} ms: {r:?}"
+            );
+        })
+        .count();
+    assert!(
+        by_caller * 100 >= calls * 99,
+        "only {by_caller} of {calls} recorded as answered and hung up by the caller"
+    );
     eprintln!(
         "{calls} calls: {completed} completed, {failed} failed with a final response; network {stats:?}, {:?} virtual",
         net.elapsed()
     );
     // 10% faults each way are survived by retransmission nearly always.
+    assert!(
+        completed * 100 >= calls * 99,
+        "only {completed} of {calls} completed"
+    );
+}
+
+/// Issue 14: the same through the B2BUA. A dial plan rule with `pbx = true` gives every
+/// call to the B2BUA, which answers the caller as a UAS and places its own INVITE to
+/// the callee, relaying the SDP; the caller hangs up after 2 s and the B2BUA carries
+/// the BYE across. Every call completes or fails with a final response, and once the
+/// timers have run out the B2BUA holds no call, leg, transaction or dialog, and the
+/// router's transaction layer nothing either. `SIMNET_B2BUA_CALLS` calls (10,000 by
+/// default).
+#[test]
+fn b2bua_calls_through_a_lossy_network_complete_or_fail_and_leave_nothing_behind() {
+    let calls: usize = std::env::var("SIMNET_B2BUA_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let mut net = SimNet::new(2027, NetConfig::lossy(0.1));
+    let start = net.now();
+    let names = 50;
+    let mut spec = RouterSpec::new(proxy_addr(), &[]);
+    spec.proxy_auth = true;
+    spec.timers = TimerConfig {
+        timer_c: Some(Duration::from_secs(180)),
+        ..TimerConfig::default()
+    };
+    spec.pbx = Some(
+        pbx::Plan::parse(
+            "[[rule]]\nname = \"pbx\"\nprefix = \"b\"\naction = \"extension\"\npbx = true\n",
+            "plan.toml",
+        )
+        .unwrap(),
+    );
+    for i in 0..names {
+        spec.users.push(format!("caller{i}"));
+    }
+    let mut pairs: Vec<(NodeId<PhoneNode>, NodeId<PhoneNode>)> = Vec::with_capacity(calls);
+    for i in 0..calls {
+        let at = start + Duration::from_millis(4 * i as u64);
+        // Each callee is a user of its own (the B2BUA rings users), bound once.
+        let callee_user = format!("bcallee{i}");
+        spec.users.push(callee_user.clone());
+        spec.bindings.push(binding(&callee_user, addr(2, i)));
+        let callee = net.add(
+            addr(2, i),
+            PhoneNode::new(
+                addr(2, i),
+                at,
+                &callee_user,
+                Task::Answer(AnswerTask {
+                    auto: true,
+                    play: None,
+                    record: None,
+                    reject: None,
+                    hangup_after: None,
+                    calls: Some(1),
+                }),
+                i as u64 * 2 + 1,
+            ),
+        );
+        let caller = net.add(
+            addr(1, i),
+            PhoneNode::new(
+                addr(1, i),
+                at + Duration::from_millis(1),
+                &format!("caller{}", i % names),
+                Task::Call(CallTask {
+                    target: format!("sip:{callee_user}@{}", proxy_addr()),
+                    play: None,
+                    record: None,
+                    dtmf: None,
+                    dtmf_after: 0.0,
+                    hold_after: None,
+                    resume_after: None,
+                    hold_with_update: false,
+                    hangup_after: Some(2.0),
+                    hold_inactive: false,
+                    change_codec: None,
+                    answer_timeout: 60.0,
+                }),
+                i as u64 * 2 + 2,
+            ),
+        );
+        pairs.push((caller, callee));
+    }
+    let proxy = net.add(proxy_addr(), RouterNode::new(&spec, start));
+
+    let last_start = Duration::from_millis(4 * calls as u64);
+    net.run_for(last_start + Duration::from_secs(240));
+
+    let stats = net.stats();
+    let (mut completed, mut failed) = (0, 0);
+    for (i, (caller, callee)) in pairs.iter().enumerate() {
+        let c = net.node(*caller);
+        let answered = c.saw("answered", None);
+        if answered && c.saw("ended", Some("bye (local)")) {
+            completed += 1;
+        } else {
+            assert!(
+                c.saw("ended", None) && !answered && c.ua.finished().is_some(),
+                "call {i} neither completed nor failed with a final response: {:?}",
+                c.events
+            );
+            failed += 1;
+        }
+        assert!(c.ua.is_idle(), "call {i}: the caller still holds state");
+        let b = net.node(*callee);
+        if answered {
+            assert!(
+                b.saw("answered", None) && b.saw("ended", None),
+                "call {i}: the callee did not take part: {:?}",
+                b.events
+            );
+        }
+        assert!(b.ua.is_idle(), "call {i}: the callee still holds state");
+    }
+    let p = net.node(proxy);
+    assert_eq!(p.router.transactions(), 0, "router transactions left");
+    assert_eq!(p.router.proxy_contexts(), 0, "proxy contexts left");
+    let b2bua = p.router.b2bua().unwrap();
+    assert_eq!(b2bua.calls(), 0, "B2BUA calls left");
+    assert!(b2bua.is_idle(), "the B2BUA still holds state");
+    eprintln!(
+        "{calls} B2BUA calls: {completed} completed, {failed} failed with a final response; network {stats:?}, {:?} virtual",
+        net.elapsed()
+    );
     assert!(
         completed * 100 >= calls * 99,
         "only {completed} of {calls} completed"
