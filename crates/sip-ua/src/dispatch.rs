@@ -99,9 +99,9 @@ impl UserAgent {
             Method::Message => self.on_incoming_message(key, &request, now),
             Method::Options => {
                 let headers = [
-                    ("Allow", ALLOW.to_owned()),
+                    ("Allow", UA_ALLOW.to_owned()),
                     ("Accept", "application/sdp, text/plain".to_owned()),
-                    ("Supported", "timer".to_owned()),
+                    ("Supported", "timer, replaces".to_owned()),
                 ];
                 self.respond(key, &request, 200, &headers, None, now);
             }
@@ -125,7 +125,14 @@ impl UserAgent {
         if matches!(method, Method::Extension(_)) {
             self.respond(key, request, 501, &[], None, now);
         } else {
-            self.respond(key, request, 405, &[("Allow", ALLOW.to_owned())], None, now);
+            self.respond(
+                key,
+                request,
+                405,
+                &[("Allow", UA_ALLOW.to_owned())],
+                None,
+                now,
+            );
         }
     }
 
@@ -171,6 +178,12 @@ impl UserAgent {
                 direction,
                 refresh,
             } => self.on_modify_response(call, key, &method, direction, refresh, &response, now),
+            Pending::Refer(cid) => {
+                if fin {
+                    self.pending.remove(&key);
+                }
+                self.on_refer_response(cid, &response, now);
+            }
             Pending::Other => {}
         }
     }
@@ -225,6 +238,7 @@ impl UserAgent {
                 }
                 self.out.warn("the far end did not answer a session change");
             }
+            Pending::Refer(cid) => self.on_refer_failed(cid, no_response, now),
             Pending::Other => {}
         }
     }
