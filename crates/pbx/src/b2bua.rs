@@ -110,6 +110,15 @@ pub enum B2bCommand {
         /// The answer.
         sdp: Option<Sdp>,
     },
+    /// ACK the 2xx of this leg with the caller's answer: the caller sent no offer,
+    /// so the leg offered in its 2xx (given to the caller in ours) and the caller
+    /// answered in its ACK.
+    Ack {
+        /// The leg.
+        leg: LegId,
+        /// The caller's answer.
+        sdp: Option<Sdp>,
+    },
     /// Answer the caller with this final failure.
     Reject {
         /// 400 to 699.
@@ -515,6 +524,17 @@ impl B2bCall {
                 }
                 self.end(Some(side), 200, reason.name().to_owned(), now);
             }
+        }
+    }
+
+    /// The caller ACKed our 2xx with `sdp`: where its INVITE had no offer, that is the
+    /// answer to the connected leg's offer, and goes in that leg's ACK.
+    pub fn on_caller_ack(&mut self, sdp: Option<Sdp>) {
+        if self.offer.is_some() || self.caller != CallerState::Connected {
+            return;
+        }
+        if let Some(leg) = self.connected {
+            self.commands.push_back(B2bCommand::Ack { leg, sdp });
         }
     }
 

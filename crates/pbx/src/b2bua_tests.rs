@@ -505,3 +505,49 @@ fn offers_before_the_answer_are_refused() {
         }]
     );
 }
+
+#[test]
+fn late_offer_the_callers_ack_answers_the_leg() {
+    let dir = Dir::with_users();
+    let t0 = Instant::now();
+    let mut start = start();
+    start.offer = None;
+    let mut call = B2bCall::new(
+        start,
+        decision(ext("201")),
+        Duration::from_secs(30),
+        t0,
+        &dir,
+    );
+    let cmds = commands(&mut call);
+    let leg = match &cmds[..] {
+        [B2bCommand::Place { leg, sdp: None, .. }] => *leg,
+        _ => panic!("{cmds:?}"),
+    };
+    // The leg's 2xx offers; the offer goes to the caller in our 200.
+    call.on_answered(leg, Some("offer-b".into()), t0, &dir);
+    assert_eq!(
+        commands(&mut call),
+        [B2bCommand::Answer {
+            sdp: Some("offer-b".into())
+        }]
+    );
+    // The caller's ACK answers: the answer goes in the leg's ACK.
+    call.on_caller_ack(Some("answer-a".into()));
+    assert_eq!(
+        commands(&mut call),
+        [B2bCommand::Ack {
+            leg,
+            sdp: Some("answer-a".into())
+        }]
+    );
+}
+
+#[test]
+fn an_ack_after_an_offered_invite_is_no_answer() {
+    let dir = Dir::with_users();
+    let t0 = Instant::now();
+    let (mut call, _) = answered_call(&dir, t0);
+    call.on_caller_ack(Some("whatever".into()));
+    assert!(commands(&mut call).is_empty());
+}

@@ -107,7 +107,9 @@ pub enum RelayEvent {
         /// Its early answer, if it carried SDP.
         sdp: Option<String>,
     },
-    /// A leg we placed answered (its 2xx is ACKed).
+    /// A leg we placed answered. Its 2xx is ACKed, unless the leg was placed without an
+    /// offer: then `sdp` is the far end's offer and the ACK waits for the answer
+    /// ([`Relay::ack`]).
     Answered {
         /// The leg.
         leg: LegKey,
@@ -126,6 +128,14 @@ pub enum RelayEvent {
     Cancelled {
         /// The leg.
         leg: LegKey,
+    },
+    /// The ACK to our 2xx on an incoming leg whose INVITE had no offer (so our 2xx
+    /// did): `sdp` is the caller's answer, if the ACK carried one.
+    AckAnswer {
+        /// The leg.
+        leg: LegKey,
+        /// The answer.
+        sdp: Option<String>,
     },
     /// The far end of an answered leg made an offer: answer it with
     /// [`Relay::answer_offer`] or refuse it with [`Relay::refuse_offer`].
@@ -170,6 +180,7 @@ impl RelayEvent {
             | RelayEvent::Answered { leg, .. }
             | RelayEvent::Failed { leg, .. }
             | RelayEvent::Cancelled { leg }
+            | RelayEvent::AckAnswer { leg, .. }
             | RelayEvent::Offer { leg, .. }
             | RelayEvent::OfferAnswered { leg, .. }
             | RelayEvent::OfferRefused { leg, .. }
@@ -207,6 +218,10 @@ struct Leg {
     offer_in: Option<(TransactionKey, Message, OfferKind)>,
     /// UAC: a CANCEL asked for before any provisional (sent with the first one).
     cancel_wanted: bool,
+    /// UAC, placed without an offer: the 2xx's ACK waits for [`Relay::ack`].
+    ack_held: bool,
+    /// UAS, INVITE without an offer: our 2xx offered, the answer comes in the ACK.
+    answer_in_ack: bool,
 }
 
 /// What a client transaction of the relay is for.
@@ -397,6 +412,10 @@ impl Relay {
         self.dialogs
             .invite_sent(&invite, local)
             .map_err(|e| format!("the INVITE forms no dialog: {e}"))?;
+        if p.sdp.is_none() {
+            // The callee offers in its 2xx; the answer (the caller's) goes in the ACK.
+            self.dialogs.hold_first_ack(&call_id, &local_tag);
+        }
         let key = match self.txl.send_request(now, invite, p.flow) {
             Ok(k) => k,
             Err(e) => {
@@ -407,6 +426,7 @@ impl Relay {
         let leg = self.new_leg(Role::Uac, call_id, local_tag, p.flow);
         if let Some(l) = self.legs.get_mut(&leg) {
             l.invite_key = Some(key);
+            l.ack_held = p.sdp.is_none();
             l.local_sdp = p.sdp;
         }
         self.pending.insert(key, RelayPending::Invite(leg));
@@ -486,7 +506,31 @@ impl Relay {
             l.state = LegState::Answered;
             l.local_sdp = sdp;
             l.remote_sdp = has_sdp(&req).then(|| body_text(&req));
+            l.answer_in_ack = l.remote_sdp.is_none();
             l.request = None;
+        }
+        self.send_dialog_transmits(now);
+    }
+
+    /// ACKs the 2xx of a leg placed without an offer ([`RelayEvent::Answered`] gave
+    /// the far end's offer), with `sdp` as the answer (the other leg's).
+    pub fn ack(&mut self, leg: LegKey, sdp: Option<String>, now: Instant) {
+        let Some(l) = self.legs.get_mut(&leg) else {
+            return;
+        };
+        if !l.ack_held || l.state != LegState::Answered {
+            return;
+        }
+        l.ack_held = false;
+        let Some(id) = l.dialog.clone() else {
+            return;
+        };
+        if sdp.is_some() {
+            l.local_sdp = sdp.clone();
+        }
+        let body = sdp.map(|sdp| ("application/sdp", Bytes::from(sdp.into_bytes())));
+        if let Err(e) = self.dialogs.send_held_ack(&id, body) {
+            tracing::debug!("relay: ACK not sent: {e}");
         }
         self.send_dialog_transmits(now);
     }
@@ -522,6 +566,15 @@ impl Relay {
         match (l.state, l.role) {
             (LegState::Answered, _) => {
                 let id = l.dialog.clone();
+                if l.ack_held {
+                    // Its 2xx is ACKed before the BYE, with no answer to have.
+                    l.ack_held = false;
+                    if let Some(id) = &id
+                        && let Err(e) = self.dialogs.send_held_ack(id, None)
+                    {
+                        tracing::debug!("relay: ACK not sent: {e}");
+                    }
+                }
                 if let Some(id) = id {
                     match self.dialogs.end(&id) {
                         Ok((bye, flow)) => match self.txl.send_request(now, bye, flow) {
@@ -640,6 +693,8 @@ impl Relay {
                 offer_out: None,
                 offer_in: None,
                 cancel_wanted: false,
+                ack_held: false,
+                answer_in_ack: false,
             },
         );
         leg
@@ -727,9 +782,11 @@ impl Relay {
             Event::Request { key, request, flow } => self.on_request(key, request, flow, now),
             Event::Response { key, response } => self.on_response(key, &response, now),
             Event::Ack { request, .. } => {
-                // Stops our 2xx; an answer in it (to an offer in our 2xx) is not
-                // relayed: we only offer in a 2xx the SDP the far end already has.
+                // Stops our 2xx. An answer in it matters only where our 2xx offered (the
+                // INVITE had none); elsewhere we only offer in a 2xx the SDP the far
+                // end already has.
                 let _ = self.dialogs.handle_request(now, &request);
+                self.on_ack(&request);
             }
             Event::Timeout { key, .. } => self.on_failed(key, 408, now),
             Event::TransportError { key } => self.on_failed(key, 503, now),
@@ -738,6 +795,31 @@ impl Relay {
             }
             _ => {}
         }
+    }
+
+    /// The ACK to a 2xx of ours: the caller's answer, where our 2xx to its INVITE
+    /// offered.
+    fn on_ack(&mut self, ack: &Message) {
+        let Some(leg) = ack
+            .call_id()
+            .ok()
+            .and_then(|c| self.by_call_id.get(c))
+            .copied()
+        else {
+            return;
+        };
+        let Some(l) = self.legs.get_mut(&leg) else {
+            return;
+        };
+        if !l.answer_in_ack || l.state != LegState::Answered {
+            return;
+        }
+        l.answer_in_ack = false;
+        let sdp = has_sdp(ack).then(|| body_text(ack));
+        if sdp.is_some() {
+            l.remote_sdp = sdp.clone();
+        }
+        self.events.push_back(RelayEvent::AckAnswer { leg, sdp });
     }
 
     /// A client transaction got no final response.

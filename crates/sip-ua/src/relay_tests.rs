@@ -288,3 +288,67 @@ fn no_response_fails_with_408() {
     );
     assert!(x.is_idle());
 }
+
+#[test]
+fn late_offer_the_ack_carries_the_answer_given_later() {
+    let mut x = relay(X, 11);
+    let mut y = relay(Y, 12);
+    let t0 = Instant::now();
+    let xl = place(&mut x, None, t0);
+    pump(&mut x, &mut y, t0);
+    let evs = events(&mut y);
+    let RelayEvent::Incoming {
+        leg: yl, invite, ..
+    } = &evs[0]
+    else {
+        panic!("{evs:?}");
+    };
+    let yl = *yl;
+    assert!(invite.body().is_empty());
+    // Y's 2xx offers; X reports the offer and does not ACK yet.
+    y.answer(yl, Some(sdp(7, "sendrecv")), t0);
+    pump(&mut x, &mut y, t0);
+    let evs = events(&mut x);
+    match &evs[..] {
+        [RelayEvent::Answered { leg, sdp: Some(s) }] => {
+            assert_eq!(*leg, xl);
+            assert_eq!(*s, sdp(7, "sendrecv"));
+        }
+        _ => panic!("{evs:?}"),
+    }
+    assert!(events(&mut y).is_empty(), "no ACK before the answer exists");
+    // The 2xx is retransmitted meanwhile; still no ACK.
+    let t1 = run(&mut x, &mut y, t0, 2);
+    assert!(events(&mut y).is_empty());
+    // The answer arrives (from the other leg): the ACK carries it.
+    x.ack(xl, Some(sdp(3, "sendrecv")), t1);
+    pump(&mut x, &mut y, t1);
+    let evs = events(&mut y);
+    match &evs[..] {
+        [RelayEvent::AckAnswer { leg, sdp: Some(s) }] => {
+            assert_eq!(*leg, yl);
+            assert_eq!(*s, sdp(3, "sendrecv"));
+        }
+        _ => panic!("{evs:?}"),
+    }
+    // The call stays up (no missing-ACK BYE), retransmitted 2xx or not.
+    let t2 = run(&mut x, &mut y, t1, 40);
+    assert!(events(&mut x).is_empty());
+    assert!(events(&mut y).is_empty());
+    x.hang_up(xl, t2);
+    pump(&mut x, &mut y, t2);
+    let evs = events(&mut y);
+    assert!(
+        matches!(
+            evs[..],
+            [RelayEvent::Ended {
+                why: LegEnd::Bye,
+                ..
+            }]
+        ),
+        "{evs:?}"
+    );
+    run(&mut x, &mut y, t2, 40);
+    assert!(x.is_idle(), "x left something");
+    assert!(y.is_idle(), "y left something");
+}

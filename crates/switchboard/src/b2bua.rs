@@ -320,6 +320,7 @@ impl B2bua {
                     m.on_failed(l, status, now, &dir);
                 }
                 (RelayEvent::Cancelled { .. }, Side::A) => m.on_caller_cancel(now),
+                (RelayEvent::AckAnswer { sdp, .. }, Side::A) => m.on_caller_ack(sdp),
                 (RelayEvent::Offer { sdp, kind, .. }, side) => {
                     let method = match kind {
                         OfferKind::Invite => OfferMethod::Invite,
@@ -504,6 +505,11 @@ impl B2bua {
                     self.relay.progress(call.a, status, sdp, now);
                 }
                 B2bCommand::Answer { sdp } => self.relay.answer(call.a, sdp, now),
+                B2bCommand::Ack { leg, sdp } => {
+                    if let Some(k) = leg_of(&call, Side::B(leg)) {
+                        self.relay.ack(k, sdp, now);
+                    }
+                }
                 B2bCommand::Reject { code, reason } => {
                     self.relay.reject(call.a, code, &reason, now);
                     self.legs.remove(&call.a);

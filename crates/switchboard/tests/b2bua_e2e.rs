@@ -455,6 +455,25 @@ fn sipp_scenario(name: &str) -> PathBuf {
 /// B2BUA carries it across through a `pbx = true` rule.
 #[test]
 fn sipp_calls_sipp_through_the_b2bua() {
+    // alice's proxy call scenario: its Record-Route check becomes a Contact check (a
+    // B2BUA records no route; the dialog goes to its Contact).
+    let uac = std::fs::read_to_string(sipp_scenario("proxy_uac_call.xml"))
+        .unwrap()
+        .replace("@RR@", "Contact: &lt;sip:pbx@127\\.0\\.0\\.1:[0-9]+");
+    sipp_call_through_the_b2bua("b2bua_uas_answer.xml", &uac);
+}
+
+/// A late offer: alice's INVITE has no SDP, bob's 200 offers, alice answers in her ACK
+/// and bob's ACK carries that answer (each SIPp checks what it gets).
+#[test]
+fn late_offer_through_the_b2bua() {
+    let uac = std::fs::read_to_string(sipp_scenario("b2bua_uac_late_offer.xml")).unwrap();
+    sipp_call_through_the_b2bua("b2bua_uas_late_offer.xml", &uac);
+}
+
+/// bob's SIPp (registered) runs `uas`, alice's runs the scenario text `uac_text`, calling
+/// 201 through a `pbx = true` rule.
+fn sipp_call_through_the_b2bua(uas: &str, uac_text: &str) {
     let mut server = Server::start_stopped(ServerOptions {
         // SIPp answers only the first challenge, and only MD5.
         extra_toml: "[registrar]\ndigest_algorithms = [\"MD5\"]\n".into(),
@@ -510,15 +529,10 @@ fn sipp_calls_sipp_through_the_b2bua() {
         timeout,
     );
     assert_eq!(code, 0, "bob's REGISTER: {out}\n{}", server.log());
-    let uas = sipp_scenario("b2bua_uas_answer.xml");
+    let uas = sipp_scenario(uas);
     let callee =
         std::thread::spawn(move || sipp(&uas, port, &["-m", "1", "-p", &bob_port], timeout));
     std::thread::sleep(Duration::from_millis(400));
-    // alice's proxy call scenario: its Record-Route check becomes a Contact check (a
-    // B2BUA records no route; the dialog goes to its Contact).
-    let uac_text = std::fs::read_to_string(sipp_scenario("proxy_uac_call.xml"))
-        .unwrap()
-        .replace("@RR@", "Contact: &lt;sip:pbx@127\\.0\\.0\\.1:[0-9]+");
     let uac = server.dir.path().join("uac.xml");
     std::fs::write(&uac, uac_text).unwrap();
     let alice_port = free_port().to_string();

@@ -146,6 +146,8 @@ struct Entry {
     /// UAC: the last ACK we sent to a 2xx (CSeq and bytes), sent again for a
     /// retransmitted 2xx.
     ack: Option<(u32, Bytes)>,
+    /// UAC: the CSeq of the INVITE whose 2xx awaits [`DialogLayer::send_held_ack`].
+    held_ack: Option<u32>,
     session: Option<SessionTimer>,
 }
 
@@ -165,6 +167,8 @@ struct UacInvite {
     /// 64·T1 after the first 2xx: the early dialogs left are ended and this record
     /// forgotten (the INVITE transaction passes on no 2xx after that, RFC 6026 Timer M).
     expires: Option<Instant>,
+    /// The first 2xx is not ACKed until [`DialogLayer::send_held_ack`].
+    hold_ack: bool,
 }
 
 /// (Call-ID, local tag): an INVITE we sent and every dialog it creates share them.
@@ -380,10 +384,45 @@ impl DialogLayer {
                         confirmed: None,
                         ended_forks: Vec::new(),
                         expires: None,
+                        hold_ack: false,
                     },
                 );
             }
         }
+        Ok(())
+    }
+
+    /// The first 2xx to the INVITE told of with [`DialogLayer::invite_sent`] (Call-ID,
+    /// our tag) is not ACKed here but by [`DialogLayer::send_held_ack`]: the INVITE
+    /// offered nothing, so the ACK carries the answer to the 2xx's offer, which comes
+    /// from elsewhere (a B2BUA's other leg). Its retransmissions are ignored until then.
+    pub fn hold_first_ack(&mut self, call_id: &str, local_tag: &str) {
+        let key = (call_id.to_owned(), local_tag.to_owned());
+        if let Some(u) = self.invites.get_mut(&key) {
+            u.hold_ack = true;
+        }
+    }
+
+    /// Sends the ACK held for dialog `id`'s 2xx ([`DialogLayer::hold_first_ack`]), with
+    /// this body (content type, bytes) if any; it is also sent again for any
+    /// retransmitted 2xx. `Err` when the dialog is gone or no ACK is held.
+    pub fn send_held_ack(
+        &mut self,
+        id: &DialogId,
+        body: Option<(&str, Bytes)>,
+    ) -> Result<(), DialogError> {
+        let branch = self.ids.branch();
+        let entry = self.dialogs.get_mut(id).ok_or(DialogError::NoDialog)?;
+        let seq = entry.held_ack.take().ok_or(DialogError::NoDialog)?;
+        let via = format!("{};branch={branch};rport", entry.local.via);
+        let mut b = entry.dialog.ack(seq, &via);
+        if let Some((content_type, bytes)) = body {
+            b = b.body(content_type, bytes);
+        }
+        let ack = b.into_bytes()?;
+        entry.ack = Some((seq, ack.clone()));
+        let flow = entry.flow;
+        self.stateless(flow, ack);
         Ok(())
     }
 
@@ -496,6 +535,7 @@ impl DialogLayer {
             return ResponseOutcome::Unknown;
         };
         let invite_seq = u.cseq;
+        let u_hold_ack = u.hold_ack;
         if let Some((_, ack, flow)) = u.ended_forks.iter().find(|(t, _, _)| *t == remote_tag) {
             let (ack, flow) = (ack.clone(), *flow);
             self.stateless(flow, ack);
@@ -521,6 +561,16 @@ impl DialogLayer {
         let via = format!("{};branch={};rport", entry.local.via, self.ids.branch());
         entry.flow = route_flow(&entry.dialog, &entry.local);
         let flow = entry.flow;
+        if first && u_hold_ack {
+            entry.held_ack = Some(invite_seq);
+            let expires = now + self.config.t1x64();
+            if let Some(u) = self.invites.get_mut(&key) {
+                u.confirmed = Some(remote_tag);
+                u.expires = Some(expires);
+            }
+            self.arm(expires, Target::Invite(key));
+            return ResponseOutcome::Confirmed(id);
+        }
         let ack = match entry.dialog.ack(invite_seq, &via).into_bytes() {
             Ok(ack) => ack,
             Err(_) => return ResponseOutcome::Unknown,
@@ -567,6 +617,7 @@ impl DialogLayer {
             dialog,
             ok: None,
             ack: None,
+            held_ack: None,
             session: None,
         };
         self.dialogs.insert(entry.dialog.id.clone(), entry);
@@ -623,6 +674,7 @@ impl DialogLayer {
                 flow,
                 ok: None,
                 ack: None,
+                held_ack: None,
                 session: None,
             },
         );
