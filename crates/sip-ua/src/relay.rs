@@ -25,6 +25,9 @@ use super::*;
 pub struct RelaySettings {
     /// Our listening addresses (Via, Contact).
     pub local: LocalAddrs,
+    /// Our listeners on other transports (TLS, WebSocket...): a leg on one of these
+    /// has its address in Via and Contact, not `local`'s TCP one.
+    pub listeners: Vec<(Transport, SocketAddr)>,
     /// The user part of our Contact.
     pub contact_user: String,
     /// The User-Agent of the requests we place.
@@ -377,7 +380,7 @@ impl Relay {
         let via = format!(
             "SIP/2.0/{} {};branch={};rport",
             transport.via_token(),
-            self.s.local.for_transport(transport),
+            self.addr_for(transport),
             self.ids.branch()
         );
         let cseq = (self.rng.next_u32() >> 2).max(1);
@@ -720,8 +723,18 @@ impl Relay {
         self.linger_order.push_back((until, l.call_id));
     }
 
+    /// Our address on `transport`: its own listener's, else `local`'s.
+    fn addr_for(&self, transport: Transport) -> SocketAddr {
+        self.s
+            .listeners
+            .iter()
+            .find(|(t, _)| *t == transport)
+            .map(|(_, a)| *a)
+            .unwrap_or_else(|| self.s.local.for_transport(transport))
+    }
+
     fn contact(&self, transport: Transport) -> String {
-        let addr = self.s.local.for_transport(transport);
+        let addr = self.addr_for(transport);
         match transport {
             Transport::Udp => format!("sip:{}@{addr}", self.s.contact_user),
             t => format!(
@@ -739,7 +752,7 @@ impl Relay {
             via: format!(
                 "SIP/2.0/{} {}",
                 transport.via_token(),
-                self.s.local.for_transport(transport)
+                self.addr_for(transport)
             ),
             fallback,
             transport,

@@ -23,6 +23,7 @@ fn relay(addr: &str, seed: u8) -> Relay {
                 udp: Some(addr.parse().unwrap()),
                 tcp: None,
             },
+            listeners: Vec::new(),
             contact_user: "b2bua".into(),
             user_agent: "test".into(),
             session_expires: Some(90),
@@ -351,4 +352,64 @@ fn late_offer_the_ack_carries_the_answer_given_later() {
     run(&mut x, &mut y, t2, 40);
     assert!(x.is_idle(), "x left something");
     assert!(y.is_idle(), "y left something");
+}
+
+#[test]
+fn a_leg_on_tls_or_ws_is_signed_with_that_listener() {
+    let mut x = Relay::new(
+        RelaySettings {
+            local: LocalAddrs {
+                udp: Some(X.parse().unwrap()),
+                tcp: Some("10.0.0.1:5060".parse().unwrap()),
+            },
+            listeners: vec![
+                (Transport::Tls, "10.0.0.1:5061".parse().unwrap()),
+                (Transport::Ws, "10.0.0.1:8080".parse().unwrap()),
+            ],
+            contact_user: "b2bua".into(),
+            user_agent: "test".into(),
+            session_expires: None,
+            timers: TimerConfig::default(),
+        },
+        [21; 32],
+    );
+    let now = Instant::now();
+    for (transport, via, contact) in [
+        (
+            Transport::Tls,
+            "SIP/2.0/TLS 10.0.0.1:5061;",
+            "<sip:b2bua@10.0.0.1:5061;transport=tls>",
+        ),
+        (
+            Transport::Ws,
+            "SIP/2.0/WS 10.0.0.1:8080;",
+            "<sip:b2bua@10.0.0.1:8080;transport=ws>",
+        ),
+        (
+            Transport::Tcp,
+            "SIP/2.0/TCP 10.0.0.1:5060;",
+            "<sip:b2bua@10.0.0.1:5060;transport=tcp>",
+        ),
+    ] {
+        x.place(
+            Placement {
+                uri: format!("sip:alice@{Y}"),
+                to: "<sip:201@test>".into(),
+                from: "<sip:dave@test>".into(),
+                routes: Vec::new(),
+                flow: Flow {
+                    transport,
+                    ..udp(Y)
+                },
+                sdp: Some(sdp(1, "sendrecv")),
+                headers: Vec::new(),
+            },
+            now,
+        )
+        .unwrap();
+        let invite = Message::parse(x.poll_transmit().unwrap().bytes).unwrap();
+        let got_via = invite.get_by_name("Via").unwrap();
+        assert!(got_via.starts_with(via), "{got_via}");
+        assert_eq!(invite.get_by_name("Contact"), Some(contact));
+    }
 }

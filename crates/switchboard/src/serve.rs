@@ -446,6 +446,14 @@ fn open_b2bua(
                 udp: listener(sip_core::Transport::Udp),
                 tcp: listener(sip_core::Transport::Tcp),
             },
+            listeners: [
+                sip_core::Transport::Tls,
+                sip_core::Transport::Ws,
+                sip_core::Transport::Wss,
+            ]
+            .into_iter()
+            .filter_map(|t| Some((t, listener(t)?)))
+            .collect(),
             contact_user: "pbx".into(),
             user_agent: config.sip.server_name.clone(),
             session_expires: (pbx.session_expires > 0).then_some(pbx.session_expires),

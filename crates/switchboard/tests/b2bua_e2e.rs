@@ -146,7 +146,12 @@ fn account<'a>(server: &'a str, user: &'a str) -> [&'a str; 8] {
 /// A server with [`PLAN`], alice (201), carol (202), dave (203) and bob; `setup` runs
 /// CLI commands (forwarding) before it starts.
 fn server(setup: &[&[&str]]) -> (Server, PathBuf) {
-    let mut server = Server::start_stopped(ServerOptions::default());
+    server_with(ServerOptions::default(), setup)
+}
+
+/// [`server`] with these options (more transports).
+fn server_with(options: ServerOptions, setup: &[&[&str]]) -> (Server, PathBuf) {
+    let mut server = Server::start_stopped(options);
     let path = server.dir.path().join("dialplan.toml");
     std::fs::write(&path, PLAN).unwrap();
     let config = server.config();
@@ -245,6 +250,77 @@ fn extension_through_the_b2bua_with_hold_and_resume() {
         "the call did not go through the B2BUA:\n{log}"
     );
     assert!(log.contains("B2BUA: call ended by caller"), "{log}");
+}
+
+/// bob calls over TLS, alice answers over WebSocket: each leg goes out on its phone's
+/// connection, with the B2BUA's Via and Contact of that transport's listener, and the
+/// hold, resume and BYE reach the other phone.
+#[test]
+fn tls_caller_to_a_websocket_callee_through_the_b2bua() {
+    let dir = tempfile::tempdir().unwrap();
+    let ss = sip_net::tls::self_signed(&["localhost", "127.0.0.1"]).unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, &ss.cert_pem).unwrap();
+    std::fs::write(&key, &ss.key_pem).unwrap();
+    let (server, _) = server_with(
+        ServerOptions {
+            extra_transports: vec!["tls", "ws"],
+            extra_toml: format!(
+                "[tls]\ncertificate = \"{}\"\nprivate_key = \"{}\"\n",
+                cert.display(),
+                key.display()
+            ),
+            ..ServerOptions::default()
+        },
+        &[],
+    );
+    let port_of = |t: &str| server.extra.iter().find(|(x, _)| x == t).unwrap().1;
+    let tls = format!("127.0.0.1:{}", port_of("tls"));
+    let ws = format!("127.0.0.1:{}", port_of("ws"));
+    let log = || server.log();
+    let alice = Phone::start(
+        &[
+            &account(&ws, "alice")[..],
+            &["--transport", "ws", "answer", "--auto"],
+        ]
+        .concat(),
+    );
+    alice.expect("registered: sip:alice@example.test", log);
+    let cert = cert.to_str().unwrap();
+    let args = [
+        &account(&tls, "bob")[..],
+        &[
+            "--transport",
+            "tls",
+            "--ca",
+            cert,
+            "call",
+            "sip:201@example.test",
+            "--hold-after",
+            "0.5",
+            "--resume-after",
+            "1.5",
+            "--hangup-after",
+            "2.5",
+        ],
+    ]
+    .concat();
+    let mut bob = Phone::start(&args);
+    assert_eq!(bob.exit_code(log), 0, "bob:\n{}\n{}", bob.printed(), log());
+    let printed = bob.printed();
+    for what in [
+        "answered",
+        "held: local",
+        "resumed: local",
+        "ended: bye (local)",
+    ] {
+        assert!(printed.contains(what), "bob: {what}\n{printed}");
+    }
+    alice.expect("held: remote", log);
+    alice.expect("resumed: remote", log);
+    alice.expect("ended: bye (remote)", log);
+    assert!(log().contains("B2BUA: call from bob to 201"), "{}", log());
 }
 
 /// The same with UPDATE (RFC 3311): the B2BUA relays it as an UPDATE.

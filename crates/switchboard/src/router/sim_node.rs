@@ -118,6 +118,7 @@ impl RouterSpec {
                             udp: Some(self.addr),
                             tcp: None,
                         },
+                        listeners: Vec::new(),
                         contact_user: "pbx".into(),
                         user_agent: "Switchboard/sim".into(),
                         session_expires: Some(1800),
