@@ -592,6 +592,12 @@ impl B2bCall {
     }
 
     /// The far side of `side` in the connected call.
+    /// The side `side` is connected to, while the call is up: where its INFO and
+    /// MESSAGE go.
+    pub fn peer(&self, side: Side) -> Option<Side> {
+        self.other_side(side)
+    }
+
     fn other_side(&self, side: Side) -> Option<Side> {
         let leg = self.connected?;
         if self.caller != CallerState::Connected {

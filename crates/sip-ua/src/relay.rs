@@ -4,8 +4,9 @@
 //! comes from outside (the other leg's), and everything the far end does that the
 //! other leg must hear of is reported as a [`RelayEvent`]: provisional responses and
 //! early media, the answer, a failure, the caller's CANCEL, an offer in a re-INVITE or
-//! UPDATE (hold, resume, a new codec) and its answer or refusal, and the end of the
-//! call (BYE, an expired session, a missing ACK).
+//! UPDATE (hold, resume, a new codec) and its answer or refusal, an INFO (DTMF) or
+//! MESSAGE for the other leg and its final response, and the end of the call (BYE, an
+//! expired session, a missing ACK).
 //!
 //! What is one leg's own business is done here: its dialog (the dialog layer's ACKs,
 //! 2xx retransmissions, CSeq and route set), RFC 4028 session timers per leg (asked for
@@ -67,6 +68,20 @@ pub struct Placement {
     /// More headers (Diversion, History-Info...).
     pub headers: Vec<(String, String)>,
 }
+
+/// An in-dialog request the far end of a leg sent for the other leg (INFO, MESSAGE),
+/// awaiting its final response ([`Relay::answer_request`]); or one we relayed
+/// ([`Relay::relay_request`]), named in its [`RelayEvent::RequestAnswered`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RequestId(u64);
+
+/// The headers of an INFO or MESSAGE carried to the other leg with the body.
+const RELAYED_HEADERS: [&str; 4] = [
+    "Content-Type",
+    "Content-Disposition",
+    "Info-Package",
+    "Content-Language",
+];
 
 /// How an offer arrived or is to be sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +155,27 @@ pub enum RelayEvent {
         /// The answer.
         sdp: Option<String>,
     },
+    /// The far end of an answered leg sent INFO (DTMF, say) or MESSAGE: carry it to the
+    /// other leg ([`Relay::relay_request`]) and its final response back with
+    /// [`Relay::answer_request`].
+    Request {
+        /// The leg.
+        leg: LegKey,
+        /// What to answer.
+        id: RequestId,
+        /// The request.
+        request: Message,
+    },
+    /// A request sent with [`Relay::relay_request`] got its final response (408 for
+    /// none, 503 when it could not be sent).
+    RequestAnswered {
+        /// The leg.
+        leg: LegKey,
+        /// Which.
+        id: RequestId,
+        /// The status.
+        status: u16,
+    },
     /// The far end of an answered leg made an offer: answer it with
     /// [`Relay::answer_offer`] or refuse it with [`Relay::refuse_offer`].
     Offer {
@@ -184,6 +220,8 @@ impl RelayEvent {
             | RelayEvent::Failed { leg, .. }
             | RelayEvent::Cancelled { leg }
             | RelayEvent::AckAnswer { leg, .. }
+            | RelayEvent::Request { leg, .. }
+            | RelayEvent::RequestAnswered { leg, .. }
             | RelayEvent::Offer { leg, .. }
             | RelayEvent::OfferAnswered { leg, .. }
             | RelayEvent::OfferRefused { leg, .. }
@@ -236,6 +274,11 @@ enum RelayPending {
         leg: LegKey,
         refresh: bool,
     },
+    /// An INFO or MESSAGE carried from the other leg.
+    Relayed {
+        leg: LegKey,
+        id: RequestId,
+    },
     Other,
 }
 
@@ -256,6 +299,10 @@ pub struct Relay {
     linger_order: VecDeque<(Instant, String)>,
     events: VecDeque<RelayEvent>,
     next_leg: u64,
+    /// INFO and MESSAGE received, awaiting the other leg's answer: their server
+    /// transactions and requests.
+    requests_in: HashMap<RequestId, (TransactionKey, Message)>,
+    next_request: u64,
 }
 
 impl Relay {
@@ -282,6 +329,8 @@ impl Relay {
             linger_order: VecDeque::new(),
             events: VecDeque::new(),
             next_leg: 1,
+            requests_in: HashMap::new(),
+            next_request: 1,
         }
     }
 
@@ -357,6 +406,7 @@ impl Relay {
             && self.lingering.is_empty()
             && self.linger_order.is_empty()
             && self.by_call_id.is_empty()
+            && self.requests_in.is_empty()
     }
 
     /// The legs up.
@@ -536,6 +586,59 @@ impl Relay {
             tracing::debug!("relay: ACK not sent: {e}");
         }
         self.send_dialog_transmits(now);
+    }
+
+    /// Sends the far end of answered leg `leg` a request like `request` (an INFO or
+    /// MESSAGE from the other leg: its method, body and content headers). Its final
+    /// response comes as [`RelayEvent::RequestAnswered`] with the id returned; `None`
+    /// when the leg has no dialog to send it in.
+    pub fn relay_request(
+        &mut self,
+        leg: LegKey,
+        request: &Message,
+        now: Instant,
+    ) -> Option<RequestId> {
+        let method = request.method()?.clone();
+        let id = self.legs.get(&leg)?.dialog.clone()?;
+        let (mut b, flow) = self.dialogs.request(&id, &method).ok()?;
+        for name in RELAYED_HEADERS {
+            if let Some(v) = request.get_by_name(name) {
+                b.push(name, v);
+            }
+        }
+        if !request.body().is_empty() {
+            let content_type = request
+                .get_by_name("Content-Type")
+                .unwrap_or("application/octet-stream")
+                .to_owned();
+            b = b.body(&content_type, request.body_bytes());
+        }
+        let msg = b.build().ok()?;
+        let rid = RequestId(self.next_request);
+        self.next_request += 1;
+        match self.txl.send_request(now, msg, flow) {
+            Ok(key) => {
+                self.pending
+                    .insert(key, RelayPending::Relayed { leg, id: rid });
+            }
+            Err(e) => {
+                tracing::debug!("relay: {method} not sent: {e}");
+                self.events.push_back(RelayEvent::RequestAnswered {
+                    leg,
+                    id: rid,
+                    status: 503,
+                });
+            }
+        }
+        Some(rid)
+    }
+
+    /// Answers the INFO or MESSAGE of a [`RelayEvent::Request`] with `status` (the
+    /// other leg's response).
+    pub fn answer_request(&mut self, id: RequestId, status: u16, now: Instant) {
+        if let Some((key, request)) = self.requests_in.remove(&id) {
+            self.send_response(key, response_to(&request, status, None), now);
+        }
     }
 
     /// Refuses an incoming leg with a final failure; the leg is gone.
@@ -718,6 +821,16 @@ impl Relay {
         if self.by_call_id.get(&l.call_id) == Some(&leg) {
             self.by_call_id.remove(&l.call_id);
         }
+        // Its INFO and MESSAGE still waiting for the other leg: 481, the dialog is over.
+        let orphans: Vec<RequestId> = self
+            .requests_in
+            .iter()
+            .filter(|(_, (_, r))| r.call_id().ok() == Some(l.call_id.as_str()))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in orphans {
+            self.answer_request(id, 481, now);
+        }
         let until = now + self.s.timers.t1 * 64;
         self.lingering.insert(l.call_id.clone(), until);
         self.linger_order.push_back((until, l.call_id));
@@ -870,6 +983,11 @@ impl Relay {
                         .push_back(RelayEvent::OfferRefused { leg, status });
                 }
             }
+            RelayPending::Relayed { leg, id } => {
+                self.pending.remove(&key);
+                self.events
+                    .push_back(RelayEvent::RequestAnswered { leg, id, status });
+            }
             RelayPending::Other => {
                 self.pending.remove(&key);
             }
@@ -994,8 +1112,19 @@ impl Relay {
                 });
             }
             Method::Invite | Method::Update => self.on_remote_offer(leg, key, method, request, now),
-            Method::Options | Method::Info => {
+            Method::Options => {
                 self.send_response(key, response_to(request, 200, None), now);
+            }
+            // For the other leg's phone to answer.
+            Method::Info | Method::Message => {
+                let id = RequestId(self.next_request);
+                self.next_request += 1;
+                self.requests_in.insert(id, (key, request.clone()));
+                self.events.push_back(RelayEvent::Request {
+                    leg,
+                    id,
+                    request: request.clone(),
+                });
             }
             Method::Prack => self.respond(key, request, 481, now),
             Method::Extension(_) => self.respond(key, request, 501, now),
@@ -1213,6 +1342,13 @@ impl Relay {
                 } else if !refresh {
                     self.events
                         .push_back(RelayEvent::OfferRefused { leg, status });
+                }
+            }
+            RelayPending::Relayed { leg, id } => {
+                if status >= 200 {
+                    self.pending.remove(&key);
+                    self.events
+                        .push_back(RelayEvent::RequestAnswered { leg, id, status });
                 }
             }
             RelayPending::Other => {}

@@ -413,3 +413,73 @@ fn a_leg_on_tls_or_ws_is_signed_with_that_listener() {
         assert_eq!(invite.get_by_name("Contact"), Some(contact));
     }
 }
+
+#[test]
+fn info_and_message_go_to_the_app_and_their_answers_come_back() {
+    let mut x = relay(X, 31);
+    let mut y = relay(Y, 32);
+    let t0 = Instant::now();
+    let (xl, yl) = connected(&mut x, &mut y, t0);
+    // x relays an INFO (from its other leg, here made up) to y's far end.
+    let dtmf = Message::parse(Bytes::from_static(
+        b"INFO sip:b2bua@10.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.9;branch=z9hG4bKx\r\n\
+          From: <sip:a@test>;tag=1\r\nTo: <sip:b@test>;tag=2\r\nCall-ID: other\r\n\
+          CSeq: 5 INFO\r\nContent-Type: application/dtmf-relay\r\nContent-Length: 24\r\n\r\n\
+          Signal=5\r\nDuration=160\r\n",
+    ))
+    .unwrap();
+    let rid = x.relay_request(xl, &dtmf, t0).unwrap();
+    pump(&mut x, &mut y, t0);
+    let evs = events(&mut y);
+    let (id, request) = match &evs[..] {
+        [RelayEvent::Request { leg, id, request }] => {
+            assert_eq!(*leg, yl);
+            (*id, request.clone())
+        }
+        _ => panic!("{evs:?}"),
+    };
+    assert_eq!(request.method(), Some(&Method::Info));
+    assert_eq!(
+        request.get_by_name("Content-Type"),
+        Some("application/dtmf-relay")
+    );
+    assert_eq!(request.body(), b"Signal=5\r\nDuration=160\r\n");
+    // Nothing answered until the app says so; then its status goes back.
+    assert!(events(&mut x).is_empty());
+    y.answer_request(id, 415, t0);
+    pump(&mut x, &mut y, t0);
+    let evs = events(&mut x);
+    match &evs[..] {
+        [RelayEvent::RequestAnswered { leg, id, status }] => {
+            assert_eq!((*leg, *id, *status), (xl, rid, 415));
+        }
+        _ => panic!("{evs:?}"),
+    }
+    // A MESSAGE the other way, left unanswered until the leg ends: 481.
+    let text = Message::parse(Bytes::from_static(
+        b"MESSAGE sip:b2bua@10.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.9;branch=z9hG4bKy\r\n\
+          From: <sip:a@test>;tag=1\r\nTo: <sip:b@test>;tag=2\r\nCall-ID: other\r\n\
+          CSeq: 6 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi",
+    ))
+    .unwrap();
+    let rid = y.relay_request(yl, &text, t0).unwrap();
+    pump(&mut x, &mut y, t0);
+    let evs = events(&mut x);
+    assert!(
+        matches!(&evs[..], [RelayEvent::Request { request, .. }] if request.body() == b"hi"),
+        "{evs:?}"
+    );
+    x.hang_up(xl, t0);
+    pump(&mut x, &mut y, t0);
+    let evs = events(&mut y);
+    assert!(
+        evs.iter().any(|e| matches!(
+            e,
+            RelayEvent::RequestAnswered { id, status: 481, .. } if *id == rid
+        )),
+        "{evs:?}"
+    );
+    run(&mut x, &mut y, t0, 40);
+    assert!(x.is_idle(), "x left something");
+    assert!(y.is_idle(), "y left something");
+}

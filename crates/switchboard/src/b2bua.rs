@@ -18,7 +18,9 @@ use pbx::b2bua::{B2bCall, B2bCommand, B2bEvent, CallStart, HangupReason, OfferMe
 use pbx::hunt::{LegId, Ring, Rotation};
 use sip_core::transaction::TransactionKey;
 use sip_core::{Flow, Message};
-use sip_ua::relay::{LegEnd, LegKey, OfferKind, Placement, Relay, RelayEvent, RelaySettings};
+use sip_ua::relay::{
+    LegEnd, LegKey, OfferKind, Placement, Relay, RelayEvent, RelaySettings, RequestId,
+};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -134,6 +136,9 @@ pub struct B2bua {
     rotation: Rotation,
     /// When each call's machine wants the time (stale entries are skipped).
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// INFO and MESSAGE carried to the other leg: the one sent, and the one received
+    /// that its final response answers.
+    relayed: HashMap<RequestId, RequestId>,
     next_call: u64,
     /// Events for call records, when asked for ([`B2bua::record_events`]).
     events: Option<VecDeque<CallEvent>>,
@@ -153,6 +158,7 @@ impl B2bua {
             waiting: HashMap::new(),
             rotation: Rotation::default(),
             timers: BinaryHeap::new(),
+            relayed: HashMap::new(),
             next_call: 1,
             events: None,
             started: 0,
@@ -289,6 +295,13 @@ impl B2bua {
             self.start_call(env, *leg, invite);
             return;
         }
+        if let RelayEvent::RequestAnswered { id, status, .. } = &event {
+            // The other leg's answer to an INFO or MESSAGE goes back to its sender.
+            if let Some(incoming) = self.relayed.remove(id) {
+                self.relay.answer_request(incoming, *status, now);
+            }
+            return;
+        }
         let leg = event.leg();
         let Some(&(cid, side)) = self.legs.get(&leg) else {
             // A leg whose call is over (its CANCEL's 487, say): nothing to carry; one
@@ -321,6 +334,20 @@ impl B2bua {
                 }
                 (RelayEvent::Cancelled { .. }, Side::A) => m.on_caller_cancel(now),
                 (RelayEvent::AckAnswer { sdp, .. }, Side::A) => m.on_caller_ack(sdp),
+                (RelayEvent::Request { id, request, .. }, side) => {
+                    // INFO (DTMF) or MESSAGE: to the phone on the other side, whose
+                    // final response comes back; none while the call is not up.
+                    let sent = m
+                        .peer(side)
+                        .and_then(|peer| leg_of(&call, peer))
+                        .and_then(|to| self.relay.relay_request(to, &request, now));
+                    match sent {
+                        Some(out) => {
+                            self.relayed.insert(out, id);
+                        }
+                        None => self.relay.answer_request(id, 481, now),
+                    }
+                }
                 (RelayEvent::Offer { sdp, kind, .. }, side) => {
                     let method = match kind {
                         OfferKind::Invite => OfferMethod::Invite,
@@ -373,6 +400,7 @@ impl B2bua {
                     forks.live.retain(|k| *k != key);
                 }
                 RelayEvent::Offer { .. } => self.relay.refuse_offer(key, 491, now),
+                RelayEvent::Request { id, .. } => self.relay.answer_request(id, 481, now),
                 _ => {}
             }
             return None;
@@ -411,6 +439,7 @@ impl B2bua {
     /// refused.
     fn orphan(&mut self, leg: LegKey, event: &RelayEvent, now: Instant) {
         match event {
+            RelayEvent::Request { id, .. } => self.relay.answer_request(*id, 481, now),
             RelayEvent::Answered { .. } => self.relay.hang_up(leg, now),
             RelayEvent::Offer { .. } => self.relay.refuse_offer(leg, 491, now),
             _ => {}

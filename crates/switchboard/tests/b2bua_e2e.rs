@@ -547,6 +547,14 @@ fn late_offer_through_the_b2bua() {
     sipp_call_through_the_b2bua("b2bua_uas_late_offer.xml", &uac);
 }
 
+/// alice's INFO (DTMF) and MESSAGE in the call reach bob's SIPp, and bob's answers (200,
+/// 415) come back to her: relayed, not answered by the B2BUA.
+#[test]
+fn info_and_message_through_the_b2bua() {
+    let uac = std::fs::read_to_string(sipp_scenario("b2bua_uac_info.xml")).unwrap();
+    sipp_call_through_the_b2bua("b2bua_uas_info.xml", &uac);
+}
+
 /// bob's SIPp (registered) runs `uas`, alice's runs the scenario text `uac_text`, calling
 /// 201 through a `pbx = true` rule.
 fn sipp_call_through_the_b2bua(uas: &str, uac_text: &str) {
