@@ -101,6 +101,7 @@ fn decision(number: &str, action: Action, caller: &str) -> Decision {
             number: caller.into(),
             name: caller.into(),
         },
+        pbx: false,
     }
 }
 

@@ -3,7 +3,9 @@
 //! a TOML file whose faults are all reported with file, line and key ([`Plan::load`]),
 //! with its ring groups ([`RingGroup`]). And [`hunt`]: the engine a B2BUA runs per call
 //! to ring a user (following their forwarding) or a group (its strategy, then its
-//! fallback), one command at a time. The B2BUA that carries the calls out is on `sip-ua`.
+//! fallback), one command at a time; and [`b2bua`], the call machine of one call through
+//! the B2BUA (caller leg, the legs the hunt rings, offers relayed both ways), which the
+//! server carries out on `sip-ua`'s signalling-only legs.
 //!
 //! A plan is a list of `[[rule]]`s tried in order; the first that applies decides:
 //!
@@ -35,6 +37,7 @@
 //! assert_eq!(d.action, Action::Trunk { trunks: vec!["carrier1".into(), "carrier2".into()] });
 //! ```
 
+pub mod b2bua;
 pub mod hunt;
 mod load;
 mod pattern;

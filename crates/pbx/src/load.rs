@@ -102,6 +102,7 @@ const RULE_KEYS: &[&str] = &[
     "menu",
     "code",
     "reason",
+    "pbx",
 ];
 const PATTERN_KEYS: &[&str] = &["exact", "prefix", "pattern", "regex"];
 const ACTIONS: &[&str] = &[
@@ -122,6 +123,7 @@ const ACTION_KEYS: &[(&str, &str)] = &[
     ("menu", "ivr"),
     ("code", "reject"),
     ("reason", "reject"),
+    ("pbx", "extension"),
 ];
 
 type Table<'i> = DeTable<'i>;
@@ -216,6 +218,20 @@ impl Checker<'_> {
             return None;
         }
         ok.then_some(out)
+    }
+
+    fn boolean(&mut self, v: &Value<'_>, key: &str) -> Option<bool> {
+        match v.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            other => {
+                self.fault(
+                    v.span(),
+                    key,
+                    format!("expected true or false, found {}", other.type_str()),
+                );
+                None
+            }
+        }
     }
 
     fn integer(&mut self, v: &Value<'_>, key: &str, range: Range<i64>) -> Option<i64> {
@@ -625,6 +641,11 @@ fn read_rule(
         }
     }
 
+    // The B2BUA for a plain extension call: ring groups and forwarding take it anyway.
+    let pbx = match t.get("pbx") {
+        Some(v) => c.boolean(v, &key("pbx")).unwrap_or(false),
+        None => false,
+    };
     let action = read_action(c, t, &place, header, groups);
     if c.errors.len() > errors_before {
         return None;
@@ -640,6 +661,7 @@ fn read_rule(
         prepend,
         caller_id,
         action: action?,
+        pbx,
     })
 }
 

@@ -207,6 +207,8 @@ pub(crate) struct Rule {
     pub prepend: String,
     pub caller_id: CallerIdRule,
     pub action: ActionTemplate,
+    /// `pbx = true`: the B2BUA carries the call even when the proxy could.
+    pub pbx: bool,
 }
 
 /// The caller ID to present on the call.
@@ -246,6 +248,10 @@ pub struct Decision {
     pub action: Action,
     /// The caller ID to present.
     pub caller_id: CallerId,
+    /// The rule says `pbx = true`: the B2BUA carries the call even when the proxy
+    /// could (an extension whose user has no forwarding). Ring groups and forwarding
+    /// always need it.
+    pub pbx: bool,
 }
 
 /// How a ring group rings its members.
@@ -380,6 +386,7 @@ impl Plan {
                 prepend: String::new(),
                 caller_id: CallerIdRule::default(),
                 action: ActionTemplate::Extension(None),
+                pbx: false,
             }],
             groups: Vec::new(),
         }
@@ -487,6 +494,7 @@ impl Plan {
                 action: rule.action.for_number(&number),
                 number,
                 caller_id,
+                pbx: rule.pbx,
             };
         }
         Decision {
@@ -499,6 +507,7 @@ impl Plan {
                 reason: Some("no dial plan rule for this number".into()),
             },
             caller_id: plain_caller_id,
+            pbx: false,
         }
     }
 }

@@ -1019,3 +1019,25 @@ fn burst_of_100k_transactions_leaves_nothing_behind() {
     );
     assert_eq!(layer.poll_timeout(), None);
 }
+
+/// `forget` drops an INVITE server transaction silently: no event, no timer, and a
+/// retransmission of the INVITE starts a new transaction (for the layer it was handed
+/// to, in a B2BUA, the same happens there).
+#[test]
+fn forget_drops_a_server_transaction_silently() {
+    let mut layer = TransactionLayer::new(TimerConfig::default());
+    let t0 = Instant::now();
+    let invite = request("INVITE", "z9hG4bKfg1", 1, "");
+    layer.handle_message(t0, invite.clone(), udp()).unwrap();
+    let key = match &events(&mut layer)[..] {
+        [Event::Request { key, .. }] => *key,
+        other => panic!("{other:?}"),
+    };
+    assert!(layer.forget(key));
+    assert!(!layer.forget(key), "a dead key");
+    assert!(layer.is_empty());
+    assert!(layer.poll_timeout().is_none());
+    assert!(events(&mut layer).is_empty(), "no Terminated");
+    layer.handle_message(t0 + ms(500), invite, udp()).unwrap();
+    assert!(matches!(events(&mut layer)[..], [Event::Request { .. }]));
+}

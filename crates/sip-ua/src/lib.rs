@@ -93,6 +93,7 @@ mod dispatch;
 pub mod media;
 mod message;
 mod registration;
+pub mod relay;
 #[cfg(test)]
 mod tests;
 

@@ -59,6 +59,7 @@
 
 #![deny(missing_docs)]
 
+mod admin;
 mod cache;
 mod memory;
 mod records;
@@ -70,6 +71,7 @@ mod writer;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+pub use admin::{AdminAccount, SqliteAdminStore};
 pub use cache::{Batch, CachedStore, LocationReader};
 pub use memory::{MemoryLocationStore, MemoryUserStore};
 pub use records::{
@@ -360,6 +362,12 @@ pub enum StoreError {
     /// `set_ha1` or `remove` of a name that does not exist.
     #[error("no user \"{0}\"")]
     NoSuchUser(String),
+    /// An administrator account that is not there.
+    #[error("no administrator \"{0}\"")]
+    NoSuchAdmin(String),
+    /// Adding an administrator whose name is taken.
+    #[error("administrator \"{0}\" already exists")]
+    AdminExists(String),
     /// A user name that cannot be the user part of a SIP URI as it is.
     #[error("invalid user name \"{name}\": {why}")]
     InvalidUserName {

@@ -25,6 +25,46 @@ pub struct Config {
     pub pbx: PbxConfig,
     /// `[cdr]`: call detail records.
     pub cdr: CdrConfig,
+    /// `[admin]`: the HTTP admin API and metrics.
+    pub admin: AdminConfig,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Whether `serve` runs the admin API.
+    pub enabled: bool,
+    /// Its address and port (loopback by default: put a reverse proxy or TLS in front
+    /// before opening it wider).
+    pub listen: String,
+    /// PEM certificate chain: HTTPS when set (with `private_key`).
+    pub certificate: Option<PathBuf>,
+    /// PEM private key.
+    pub private_key: Option<PathBuf>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: true,
+            listen: "127.0.0.1:8080".into(),
+            certificate: None,
+            private_key: None,
+        }
+    }
+}
+
+impl AdminConfig {
+    /// The listen address.
+    pub fn listen_addr(&self) -> Result<std::net::SocketAddr, String> {
+        self.listen.parse().map_err(|_| {
+            format!(
+                "\"{}\" is not an address:port, like 127.0.0.1:8080 (IPv6 as [::1]:8080)",
+                self.listen
+            )
+        })
+    }
 }
 
 /// `[cdr]`.
@@ -57,13 +97,31 @@ impl Default for CdrConfig {
 const MAX_KEEP_DAYS: u32 = 36_500;
 
 /// `[pbx]`.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PbxConfig {
     /// The dial plan file (TOML, relative to the working directory); without one, every
     /// number or name dialled reaches the user with that extension or name.
     pub dial_plan: Option<PathBuf>,
+    /// How long a B2BUA leg rings before it counts as not answered, seconds.
+    pub ring_timeout_secs: u64,
+    /// The RFC 4028 Session-Expires the B2BUA asks for on the legs it places, seconds
+    /// (0: none); at least 90 (the Min-SE floor).
+    pub session_expires: u32,
 }
+
+impl Default for PbxConfig {
+    fn default() -> Self {
+        PbxConfig {
+            dial_plan: None,
+            ring_timeout_secs: 30,
+            session_expires: 1800,
+        }
+    }
+}
+
+/// The longest `ring_timeout_secs`: an hour of ringing is a mistake.
+const MAX_RING_TIMEOUT_SECS: u64 = 3600;
 
 /// `[sip]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -348,6 +406,28 @@ impl Config {
         if cdr.max_call_secs < 60 {
             return Err(("max_call_secs", "must be at least 60".into()));
         }
+        let pbx = &self.pbx;
+        if pbx.ring_timeout_secs == 0 || pbx.ring_timeout_secs > MAX_RING_TIMEOUT_SECS {
+            return Err((
+                "ring_timeout_secs",
+                format!("must be 1 to {MAX_RING_TIMEOUT_SECS}"),
+            ));
+        }
+        if pbx.session_expires != 0 && pbx.session_expires < 90 {
+            return Err((
+                "session_expires",
+                "must be 0 (none) or at least 90 (RFC 4028's Min-SE)".into(),
+            ));
+        }
+        self.admin
+            .listen_addr()
+            .map_err(|m| ("listen", format!("[admin] {m}")))?;
+        if self.admin.certificate.is_some() != self.admin.private_key.is_some() {
+            return Err((
+                "private_key",
+                "[admin] certificate and private_key go together".into(),
+            ));
+        }
         if self.tls.certificate.is_some() != self.tls.private_key.is_some() {
             return Err((
                 "certificate",
@@ -587,6 +667,28 @@ mod tests {
     }
 
     #[test]
+    fn admin_section() {
+        let c = parse("").unwrap();
+        assert!(c.admin.enabled);
+        assert_eq!(c.admin.listen_addr().unwrap().to_string(), "127.0.0.1:8080");
+        let c = parse("[admin]\nenabled = false\nlisten = \"[::1]:9090\"\n").unwrap();
+        assert!(!c.admin.enabled);
+        assert_eq!(c.admin.listen_addr().unwrap().port(), 9090);
+        let e = parse("[admin]\nlisten = \"localhost\"\n").unwrap_err();
+        assert!(
+            e.contains("listen: [admin] \"localhost\" is not an address:port"),
+            "{e}"
+        );
+        let e = parse("[admin]\ncertificate = \"c.pem\"\n").unwrap_err();
+        assert!(
+            e.ends_with("[admin] certificate and private_key go together"),
+            "{e}"
+        );
+        let e = parse("[admin]\nport = 1\n").unwrap_err();
+        assert!(e.starts_with("sb.toml:2: unknown field `port`"), "{e}");
+    }
+
+    #[test]
     fn syntax_error_has_a_line() {
         let e = parse("[sip]\ndomain = \n").unwrap_err();
         assert!(e.starts_with("sb.toml:2: "), "{e}");
@@ -595,6 +697,17 @@ mod tests {
     #[test]
     fn pbx_section_and_the_example_configuration() {
         assert!(parse("").unwrap().pbx.dial_plan.is_none());
+        assert_eq!(parse("").unwrap().pbx.ring_timeout_secs, 30);
+        let c = parse("[pbx]\nring_timeout_secs = 12\nsession_expires = 0\n").unwrap();
+        assert_eq!((c.pbx.ring_timeout_secs, c.pbx.session_expires), (12, 0));
+        let e = parse("[pbx]\n\nring_timeout_secs = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(":3") && e.contains("ring_timeout_secs"), "{e}");
+        let e = parse("[pbx]\nsession_expires = 30\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(":2") && e.contains("session_expires"), "{e}");
         let c = parse("[pbx]\ndial_plan = \"plan.toml\"\n").unwrap();
         assert_eq!(c.pbx.dial_plan.as_deref(), Some(Path::new("plan.toml")));
         let e = parse("[pbx]\ndialplan = \"plan.toml\"\n").unwrap_err();

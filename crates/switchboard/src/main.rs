@@ -11,7 +11,10 @@
 //! switchboard phone --user alice --password s3cret --server 127.0.0.1:5060 call sip:bob@example.test
 //! ```
 
+mod admin_cmd;
+mod admin_ops;
 mod authenticator;
+mod b2bua;
 mod cdr_cmd;
 mod config;
 mod dial_plan;
@@ -27,6 +30,7 @@ mod serve;
 mod service;
 mod tls_setup;
 mod user_cmd;
+mod user_ops;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -49,6 +53,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
     switchboard location                show who is registered where\n  \
     switchboard route 201 --from alice  what the dial plan does with a call\n  \
     switchboard cdr --since 1h          the calls of the last hour\n  \
+    switchboard admin add ops --password-stdin   an administrator of the HTTP API\n  \
     switchboard phone --user alice --password s3cret --server 127.0.0.1:5060 call sip:bob@example.test")]
 struct Cli {
     #[command(subcommand)]
@@ -120,6 +125,17 @@ enum Command {
     /// ended and who hung up. Filter by time (--since, --until), user and count; JSON
     /// and CSV for reports.
     Cdr(cdr_cmd::CdrArgs),
+    /// Manage the administrators of the HTTP admin API (`[admin]`, on 127.0.0.1:8080 by
+    /// default): add, passwd, list, remove, and token (an API token for scripts).
+    ///
+    /// Works on the database `serve` uses, whether `serve` is running or not.
+    Admin {
+        /// The configuration file, the same as `serve`'s (the defaults when not given).
+        #[arg(long, global = true, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: admin_cmd::AdminAction,
+    },
 }
 
 fn main() -> ExitCode {
@@ -132,5 +148,6 @@ fn main() -> ExitCode {
         Command::Phone(args) => phone::run(*args),
         Command::Route(args) => route_cmd::run(args),
         Command::Cdr(args) => cdr_cmd::run(args),
+        Command::Admin { config, action } => admin_cmd::run(config.as_deref(), action),
     }
 }

@@ -207,11 +207,17 @@ fn member_line(member: &str, users: Option<&store::SqliteUserStore>) -> String {
 fn served(decision: &Decision, reaches: Option<&Option<String>>) -> String {
     match &decision.action {
         Action::Extension { target } => match reaches {
+            Some(Some(user)) if decision.pbx => {
+                format!("the B2BUA rings the phone {user} registered (pbx = true)")
+            }
             Some(Some(user)) => format!("rings the phones {user} registered"),
             Some(None) => format!("404: no user has extension or name \"{target}\""),
             None => "rings the user with that extension or name".into(),
         },
         Action::Reject { code, .. } => format!("answers {code}"),
+        Action::RingGroup { group } => {
+            format!("the B2BUA rings ring group {group} (calls; messages answer 480)")
+        }
         other => format!(
             "answers 480: {} is not served yet (it needs the B2BUA)",
             other.describe()

@@ -13,6 +13,7 @@
 //! go out as one batch (one SQLite transaction) after at most [`COMMIT_DELAY`], and the
 //! 200s are sent only when the batch is reported stored ([`Router::handle_committed`]).
 
+use crate::b2bua::{B2BUA_TOKEN, B2bEnv, B2bua};
 use crate::proxy::{self, Handled, Proxy};
 use crate::registrar::{RegisterOutcome, Registrar};
 use crate::service::{self, Answer};
@@ -81,6 +82,11 @@ pub struct Router {
     batch: Option<store::Batch>,
     next_sweep: Instant,
     proxy_log: proxy::StatsLog,
+    /// The calls the dial plan gives the PBX, when there is one: every message whose
+    /// Call-ID is one of its legs' goes to it, past our transaction layer.
+    b2bua: Option<B2bua>,
+    /// Requests and responses counted for the admin API's metrics (`router/admin_input.rs`).
+    counts: admin_input::SipCounts,
 }
 
 impl Router {
@@ -112,7 +118,38 @@ impl Router {
             batch: None,
             next_sweep: now.instant + SWEEP_EVERY,
             proxy_log: proxy::StatsLog::new(Duration::from_secs(60)),
+            b2bua: None,
+            counts: admin_input::SipCounts::default(),
         }
+    }
+
+    /// Runs the PBX's calls (ring groups, forwarding, `pbx = true` rules) on `b2bua`;
+    /// without one the proxy answers them 480.
+    pub fn with_b2bua(mut self, b2bua: B2bua) -> Router {
+        self.proxy.enable_b2bua();
+        self.b2bua = Some(b2bua);
+        self
+    }
+
+    /// Hands `msg` to the B2BUA when its Call-ID is one of the B2BUA's legs'; gives it
+    /// back otherwise.
+    fn pass_to_b2bua(&mut self, now: Now, msg: Message, flow: Flow) -> Option<(Message, Flow)> {
+        let Some(b2bua) = self.b2bua.as_mut() else {
+            return Some((msg, flow));
+        };
+        if !msg.call_id().is_ok_and(|c| b2bua.owns(c)) {
+            return Some((msg, flow));
+        }
+        let (users, _) = self.registrar.users_and_auth();
+        let env = B2bEnv {
+            now: now.instant,
+            unix: now.unix_secs,
+            users,
+            location: &self.location,
+            proxy: &self.proxy,
+        };
+        b2bua.on_message(&env, msg, flow);
+        None
     }
 
     /// A message received over `flow`.
@@ -123,11 +160,15 @@ impl Router {
             return;
         }
         if !msg.is_request() {
+            let Some((msg, flow)) = self.pass_to_b2bua(now, msg, flow) else {
+                return;
+            };
             if let Err(e) = self.transactions.handle_message(now.instant, msg, flow) {
                 tracing::debug!(remote = %flow.remote, "response dropped: {e}");
             }
             return;
         }
+        self.counts.request(msg.method());
         // A request that fails validation is answered statelessly: it may lack what a
         // transaction is keyed by.
         if let Err(e) = msg.validate() {
@@ -146,6 +187,9 @@ impl Router {
             self.send_stateless(target, resp);
             return;
         }
+        let Some((msg, _)) = self.pass_to_b2bua(now, msg, flow) else {
+            return;
+        };
         // §16.10: a CANCEL that matches no INVITE of ours is forwarded statelessly,
         // without a transaction of its own.
         if msg.method() == Some(&Method::Cancel) && self.transactions.find_cancelled(&msg).is_none()
@@ -197,6 +241,20 @@ impl Router {
         if token == NO_TOKEN {
             return;
         }
+        if token & B2BUA_TOKEN != 0 {
+            if let Some(b2bua) = self.b2bua.as_mut() {
+                let (users, _) = self.registrar.users_and_auth();
+                let env = B2bEnv {
+                    now: now.instant,
+                    unix: now.unix_secs,
+                    users,
+                    location: &self.location,
+                    proxy: &self.proxy,
+                };
+                b2bua.on_send_failed(&env, token & !B2BUA_TOKEN);
+            }
+            return;
+        }
         let key = TransactionKey::from_token(token);
         let _ = self.transactions.handle_transport_error(now.instant, key);
     }
@@ -209,6 +267,19 @@ impl Router {
             .is_some_and(|t| t <= now.instant)
         {
             self.transactions.handle_timeout(now.instant);
+        }
+        if let Some(b2bua) = self.b2bua.as_mut()
+            && b2bua.poll_timeout().is_some_and(|t| t <= now.instant)
+        {
+            let (users, _) = self.registrar.users_and_auth();
+            let env = B2bEnv {
+                now: now.instant,
+                unix: now.unix_secs,
+                users,
+                location: &self.location,
+                proxy: &self.proxy,
+            };
+            b2bua.on_timeout(&env);
         }
         // The commit deadline is looked at by `process`.
         if now.instant >= self.next_sweep {
@@ -244,6 +315,10 @@ impl Router {
         );
         if let Some(line) = self.proxy_log.due(now.instant, &p, self.transactions.len()) {
             tracing::info!("proxy: {line}");
+        }
+        if let Some(b) = &self.b2bua {
+            let (started, ended) = b.counts();
+            tracing::debug!(calls = b.calls(), started, ended, "b2bua");
         }
     }
 
@@ -307,17 +382,22 @@ impl Router {
         progressed
     }
 
-    /// The next message to send: stateless answers first, then the transaction layer's.
+    /// The next message to send: stateless answers first, then the transaction layer's,
+    /// then the B2BUA's.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        if let Some(t) = self.stateless.pop_front() {
-            return Some(t);
-        }
-        let t = self.transactions.poll_transmit()?;
-        Some(Transmit {
-            flow: t.flow,
-            bytes: t.bytes,
-            token: t.key.map_or(NO_TOKEN, TransactionKey::to_token),
-        })
+        let t = match self.stateless.pop_front() {
+            Some(t) => t,
+            None => match self.transactions.poll_transmit() {
+                Some(t) => Transmit {
+                    flow: t.flow,
+                    bytes: t.bytes,
+                    token: t.key.map_or(NO_TOKEN, TransactionKey::to_token),
+                },
+                None => self.b2bua.as_mut()?.poll_transmit()?,
+            },
+        };
+        self.counts.sent(&t.bytes);
+        Some(t)
     }
 
     /// The next URI the proxy needs located, with the token of its transaction.
@@ -334,6 +414,9 @@ impl Router {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut t = self.next_sweep;
         if let Some(x) = self.transactions.poll_timeout() {
+            t = t.min(x);
+        }
+        if let Some(x) = self.b2bua.as_ref().and_then(B2bua::poll_timeout) {
             t = t.min(x);
         }
         // While a batch is out, the next waits for its report (which sets the deadline
@@ -393,6 +476,12 @@ impl Router {
         self.proxy.call_stats()
     }
 
+    /// The B2BUA, if any (for tests).
+    #[cfg(test)]
+    pub fn b2bua(&self) -> Option<&B2bua> {
+        self.b2bua.as_ref()
+    }
+
     /// Hands the proxy what is its: every request but REGISTER and those addressed to
     /// us, and the client-side events. Returns the event when it is not the proxy's.
     fn proxy_event(&mut self, now: Now, event: Event) -> Option<Event> {
@@ -415,6 +504,25 @@ impl Router {
                     Handled::ForUs => Some(Event::Request { key, request, flow }),
                     Handled::Resolve(uri) => {
                         self.to_resolve.push_back((key.to_token(), uri));
+                        None
+                    }
+                    Handled::Pbx(call) => {
+                        // The B2BUA's own transaction takes the INVITE (and its
+                        // retransmissions, by Call-ID) from here.
+                        match self.b2bua.as_mut() {
+                            Some(b2bua) => {
+                                txl.forget(key);
+                                let b2b_env = B2bEnv {
+                                    now: at,
+                                    unix: now.unix_secs,
+                                    users: env.users,
+                                    location: &self.location,
+                                    proxy: &self.proxy,
+                                };
+                                b2bua.take_invite(&b2b_env, request, flow, *call);
+                            }
+                            None => tracing::error!("a call for the B2BUA, and none runs"),
+                        }
                         None
                     }
                 }
@@ -579,7 +687,7 @@ impl Router {
 }
 
 impl Machine for Router {
-    type Side = store::Committed;
+    type Side = RouterInput;
     type Effect = store::Batch;
 
     fn handle_incoming(&mut self, now: Now, incoming: Incoming) {
@@ -607,8 +715,8 @@ impl Machine for Router {
         Router::handle_resolved(self, now, token, &targets);
     }
 
-    fn handle_side(&mut self, now: Now, committed: store::Committed) {
-        self.handle_committed(now, committed);
+    fn handle_side(&mut self, now: Now, input: RouterInput) {
+        self.handle_input(now, input);
     }
 
     fn process(&mut self, now: Now) -> bool {
@@ -639,6 +747,9 @@ impl Machine for Router {
         Router::is_settled(self)
     }
 }
+
+mod admin_input;
+pub use admin_input::{AdminRequest, RouterInput};
 
 #[cfg(test)]
 pub(crate) mod sim_node;

@@ -4,15 +4,18 @@
 //! `sip_net::Driver` until SIGINT or SIGTERM; then the last staged REGISTERs are stored
 //! and answered within a grace period.
 
+use crate::b2bua::{B2bua, B2buaSettings};
 use crate::config::Config;
 use crate::myself::{self, Myself};
 use crate::proxy::{CallTracker, CallTrackerSettings, Interface, Proxy, ProxySettings, WallClock};
 use crate::registrar::{Registrar, RegistrarSettings};
-use crate::router::{BoxedRegistrar, Commits, Router};
+use crate::router::{BoxedRegistrar, Commits, Router, RouterInput};
 use crate::tls_setup;
 use sip_core::ids::IdGenerator;
 use sip_core::transaction::TimerConfig;
 use sip_net::{Driver, Ended, Endpoint, EndpointConfig, ListenSpec, Now};
+use sip_ua::LocalAddrs;
+use sip_ua::relay::RelaySettings;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -86,15 +89,54 @@ pub(crate) fn single_thread_runtime() -> Option<tokio::runtime::Runtime> {
     }
 }
 
-/// Logs to standard error, filtered by RUST_LOG, else by `default_filter`.
+/// Logs to standard error, filtered by RUST_LOG, else by `default_filter`. Under
+/// systemd (standard error going to the journal, `JOURNAL_STREAM` set) each line goes
+/// without a time of its own, which the journal adds, and starts with its level as a
+/// syslog priority (`<4>` for a warning), which the journal reads: `journalctl -p
+/// warning` then shows the warnings and errors.
 pub(crate) fn init_logging(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        let format = tracing_subscriber::fmt::format().without_time();
+        let _ = builder
+            .with_ansi(false)
+            .event_format(JournalPriority(format))
+            .try_init();
+    } else {
+        let _ = builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init();
+    }
+}
+
+/// A log line format with the level as a syslog priority in front, for the journal.
+struct JournalPriority<F>(F);
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for JournalPriority<F>
+where
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let priority = match *event.metadata().level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            _ => 7,
+        };
+        write!(writer, "<{priority}>")?;
+        self.0.format_event(ctx, writer, event)
+    }
 }
 
 fn unix_now() -> u64 {
@@ -125,11 +167,14 @@ async fn serve(config: Config, plan: crate::dial_plan::DialPlan) -> Result<(), S
     let mut registrar = open_registrar(&config)?;
     // SQLite commits run on a thread of their own: the protocol loop stages a batch,
     // hands it over and goes on; the outcome comes back on `committed`.
+    // The admin API's requests come on the same channel.
     let (committed_tx, committed_rx) = mpsc::channel(64);
+    let admin_tx = committed_tx.clone();
+    let location = registrar.reader();
     let writer = match registrar.detach_location_backend() {
         Some(backend) => Some(
             store::BackgroundWriter::spawn(backend, move |c| {
-                let _ = committed_tx.blocking_send(c);
+                let _ = committed_tx.blocking_send(RouterInput::Committed(c));
             })
             .map_err(|e| format!("cannot start the storage writer: {e}"))?,
         ),
@@ -159,6 +204,8 @@ async fn serve(config: Config, plan: crate::dial_plan::DialPlan) -> Result<(), S
         .iter()
         .map(|s| s.to_string())
         .collect();
+    // Before "ready": whoever waits for that line may use the API at once.
+    let admin_server = crate::admin_ops::start(&config, location, admin_tx);
     tracing::info!(
         listen = %bound.join(", "),
         domain = %config.sip.domain,
@@ -208,6 +255,7 @@ async fn serve(config: Config, plan: crate::dial_plan::DialPlan) -> Result<(), S
     } else {
         Commits::InPlace
     };
+    let b2bua = open_b2bua(&config, &listeners, &host_addrs, timers)?;
     let router = Router::new(
         Now::from_clocks(),
         timers,
@@ -216,7 +264,8 @@ async fn serve(config: Config, plan: crate::dial_plan::DialPlan) -> Result<(), S
         config.sip.server_name.clone(),
         id_generator()?,
         commits,
-    );
+    )
+    .with_b2bua(b2bua);
     let stop = stop_signal()?;
     // Each batch goes to the writer thread; one it cannot take is reported failed at
     // once (its REGISTERs are answered 500).
@@ -226,7 +275,7 @@ async fn serve(config: Config, plan: crate::dial_plan::DialPlan) -> Result<(), S
         writer
             .submit(batch)
             .err()
-            .map(|e| store::Committed { id, result: Err(e) })
+            .map(|e| RouterInput::Committed(store::Committed { id, result: Err(e) }))
     };
     let mut driver = Driver::new(router, endpoint.clone(), incoming, committed_rx, submit);
     // Sends never wait (a connection is opened beside the loop), so the signal is
@@ -240,6 +289,8 @@ async fn serve(config: Config, plan: crate::dial_plan::DialPlan) -> Result<(), S
         Ok(Ended::Done) => Ok(()),
         Err(e) => Err(e.to_string()),
     };
+    // The HTTP port is freed at once; the SIP side settles below.
+    drop(admin_server);
     // REGISTERs of the last batch whose bindings are staged are stored and answered, for
     // as long as `STOP_GRACE` allows (a phone left unanswered sends its REGISTER again).
     if !driver.settle(STOP_GRACE).await {
@@ -354,6 +405,54 @@ fn open_registrar(config: &Config) -> Result<BoxedRegistrar, String> {
         unix_now(),
     )
     .map_err(|e| format!("registrar: {e}"))
+}
+
+/// The B2BUA for the dial plan's PBX calls, signalling from our listening addresses
+/// (for a wildcard listener, the host's first address that is not a loopback one).
+fn open_b2bua(
+    config: &Config,
+    listeners: &[(sip_core::Transport, std::net::SocketAddr)],
+    host_addrs: &[std::net::IpAddr],
+    timers: TimerConfig,
+) -> Result<B2bua, String> {
+    let concrete = |addr: std::net::SocketAddr| {
+        if !addr.ip().is_unspecified() {
+            return addr;
+        }
+        let ip = host_addrs
+            .iter()
+            .find(|ip| !ip.is_loopback() && ip.is_ipv4() == addr.is_ipv4())
+            .copied()
+            .unwrap_or(if addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        std::net::SocketAddr::new(ip, addr.port())
+    };
+    let listener = |t: sip_core::Transport| {
+        listeners
+            .iter()
+            .find(|(lt, _)| *lt == t)
+            .map(|(_, a)| concrete(*a))
+    };
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| format!("no randomness for the B2BUA: {e}"))?;
+    let pbx = &config.pbx;
+    let settings = B2buaSettings {
+        ring_timeout: Duration::from_secs(pbx.ring_timeout_secs),
+        relay: RelaySettings {
+            local: LocalAddrs {
+                udp: listener(sip_core::Transport::Udp),
+                tcp: listener(sip_core::Transport::Tcp),
+            },
+            contact_user: "pbx".into(),
+            user_agent: config.sip.server_name.clone(),
+            session_expires: (pbx.session_expires > 0).then_some(pbx.session_expires),
+            timers,
+        },
+    };
+    Ok(B2bua::new(settings, seed))
 }
 
 /// A source of tags and branches keyed by 128 fresh random bits (RFC 3261 §19.3).

@@ -9,6 +9,7 @@
 
 use crate::config::Config;
 use crate::registrar::http_date;
+use crate::user_ops;
 use clap::{Args, Subcommand};
 use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
@@ -17,7 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use store::{
     Backend, Binding, Durability, LocationStore, SqliteLocationStore, SqliteUserStore, StoreError,
 };
-use store::{Forwarding, Ha1Set, User, UserStore};
+use store::{Forwarding, User, UserStore};
 
 /// What `switchboard user` does.
 #[derive(Subcommand, Debug)]
@@ -160,7 +161,7 @@ pub struct PasswordArgs {
     password_stdin: bool,
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -174,7 +175,7 @@ pub(crate) fn emit(text: impl std::fmt::Display) {
 }
 
 /// Prints `error: …` and returns exit code 1.
-fn fail(message: impl std::fmt::Display) -> ExitCode {
+pub(crate) fn fail(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::FAILURE
 }
@@ -191,9 +192,9 @@ pub(crate) fn load_config(path: Option<&Path>) -> Result<Config, String> {
 /// meant.
 pub(crate) struct Database {
     /// The file, absolute.
-    path: PathBuf,
+    pub(crate) path: PathBuf,
     /// Where the setting came from, for messages.
-    origin: String,
+    pub(crate) origin: String,
 }
 
 impl Database {
@@ -226,7 +227,7 @@ impl Database {
     }
 
     /// Says that the file is not there, and how to name the right one.
-    fn missing(&self) -> String {
+    pub(crate) fn missing(&self) -> String {
         format!(
             "no database at {} ({}); run this in the folder `serve` runs in, or pass the \
              configuration `serve` uses with --config FILE",
@@ -252,7 +253,7 @@ impl Database {
     }
 }
 
-fn read_password(args: &PasswordArgs) -> Result<String, String> {
+pub(crate) fn read_password(args: &PasswordArgs) -> Result<String, String> {
     let pw = match &args.password {
         Some(p) => p.clone(),
         None => {
@@ -307,9 +308,8 @@ fn user(config_path: Option<&Path>, action: UserAction) -> Result<(), String> {
             extension,
         } => {
             let pw = read_password(&password)?;
-            let mut u = User::new(&name, realm, &pw, now()).map_err(|e| e.to_string())?;
-            u.extension = extension.clone();
-            users.add(&u).map_err(|e| e.to_string())?;
+            user_ops::add(&mut users, realm, &name, &pw, extension.as_deref(), now())
+                .map_err(|e| e.message)?;
             match extension {
                 Some(ext) => emit(format_args!(
                     "added user {name} (sip:{name}@{realm}, extension {ext}) to {file}"
@@ -320,9 +320,7 @@ fn user(config_path: Option<&Path>, action: UserAction) -> Result<(), String> {
             }
         }
         UserAction::Extension { name, number, .. } => {
-            users
-                .set_extension(&name, number.as_deref())
-                .map_err(|e| e.to_string())?;
+            user_ops::set_extension(&mut users, &name, number.as_deref()).map_err(|e| e.message)?;
             match number {
                 Some(ext) => emit(format_args!(
                     "{name} has extension {ext} (sip:{ext}@{realm})"
@@ -422,14 +420,12 @@ fn user(config_path: Option<&Path>, action: UserAction) -> Result<(), String> {
             }
         }
         UserAction::Remove { name } => {
-            users.remove(&name).map_err(|e| e.to_string())?;
+            user_ops::remove(&mut users, &name).map_err(|e| e.message)?;
             emit(format_args!("removed user {name}"));
         }
         UserAction::Passwd { name, password } => {
             let pw = read_password(&password)?;
-            users
-                .set_ha1(&name, realm, &Ha1Set::compute(&name, realm, &pw))
-                .map_err(|e| e.to_string())?;
+            user_ops::set_password(&mut users, realm, &name, &pw).map_err(|e| e.message)?;
             emit(format_args!("changed the password of {name}"));
         }
         UserAction::Import { file: source } => {

@@ -613,6 +613,20 @@ impl TransactionLayer {
         }
     }
 
+    /// Drops a transaction without a word: no response, no event, no timer left. For a
+    /// TU that hands the request of a server transaction to another transaction layer
+    /// (a proxy passing an INVITE to its B2BUA), which answers it from then on: its
+    /// retransmissions must reach that layer, not be absorbed here. `false` when the
+    /// key is dead.
+    pub fn forget(&mut self, key: TransactionKey) -> bool {
+        let Some(tx) = self.slots.remove(key) else {
+            return false;
+        };
+        self.index.remove(&tx.match_key);
+        self.prune();
+        true
+    }
+
     fn remove(&mut self, key: TransactionKey) {
         let Some(tx) = self.slots.remove(key) else {
             return;

@@ -67,6 +67,7 @@ use sip_core::transaction::{Timer, TransactionKey, TransactionLayer};
 use sip_core::{Flow, HeaderName, Message, Method, Transport, Uri};
 use std::collections::{HashMap, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
 use std::time::Instant;
 use store::{Binding, LocationReader, UserStore};
 
@@ -179,6 +180,30 @@ pub enum Handled {
     /// The request goes to another domain whose name must be resolved (RFC 3263):
     /// locate this URI and hand the targets to [`Proxy::on_resolved`].
     Resolve(String),
+    /// An INVITE the dial plan gives the B2BUA (a ring group, a callee who forwards, a
+    /// rule with `pbx = true`), from a caller who authenticated: the server transaction
+    /// is not the proxy's any more; hand the request to the B2BUA.
+    Pbx(Box<PbxCall>),
+}
+
+/// A call for the B2BUA, as the proxy decided it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PbxCall {
+    /// The caller (the From user, authenticated or trusted).
+    pub caller: String,
+    /// What the dial plan decided.
+    pub decision: pbx::Decision,
+}
+
+/// Where a B2BUA leg to a local user goes: one registered contact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegTarget {
+    /// The Request-URI (the contact).
+    pub uri: String,
+    /// The Route set (the binding's Path).
+    pub routes: Vec<String>,
+    /// Where to send.
+    pub flow: Flow,
 }
 
 /// What the proxy needs from its surroundings for one request.
@@ -256,6 +281,9 @@ pub struct Proxy {
     /// The dial plan, swapped by `serve`'s reloader; read once per call.
     dial_plan: crate::dial_plan::DialPlan,
     interfaces: Interfaces,
+    /// Whether a B2BUA takes the calls that need one ([`Handled::Pbx`]); without, they
+    /// are answered 480.
+    b2bua: bool,
     /// Our To tags and the tokens of our Record-Route values.
     ids: IdGenerator,
     contexts: HashMap<TransactionKey, Context>,
@@ -296,6 +324,7 @@ impl Proxy {
             interfaces: Interfaces::new(interfaces, settings.myself.clone()),
             settings,
             dial_plan: crate::dial_plan::DialPlan::default(),
+            b2bua: false,
             ids,
             contexts: HashMap::new(),
             branches: HashMap::new(),
@@ -338,6 +367,63 @@ impl Proxy {
     pub fn with_dial_plan(mut self, plan: crate::dial_plan::DialPlan) -> Proxy {
         self.dial_plan = plan;
         self
+    }
+
+    /// Routes calls with `plan` from now on.
+    #[cfg(test)]
+    pub fn set_dial_plan(&mut self, plan: crate::dial_plan::DialPlan) {
+        self.dial_plan = plan;
+    }
+
+    /// Hands the calls that need a B2BUA to the router's ([`Handled::Pbx`]).
+    pub fn enable_b2bua(&mut self) {
+        self.b2bua = true;
+    }
+
+    /// The dial plan in force.
+    pub fn dial_plan(&self) -> Arc<pbx::Plan> {
+        self.dial_plan.current()
+    }
+
+    /// Our domain.
+    pub fn domain(&self) -> &str {
+        self.settings.myself.domain()
+    }
+
+    /// Where a B2BUA leg to local user `user` goes: their registered contacts, best
+    /// first (empty when none is registered or reachable).
+    pub fn leg_targets(&self, location: &LocationReader, unix: u64, user: &str) -> Vec<LegTarget> {
+        let aor = format!("sip:{user}@{}", self.settings.myself.domain());
+        let mut bindings = location.lookup(&aor, unix);
+        bindings.sort_by(Binding::priority_cmp);
+        self.interfaces
+            .hops_for_bindings(&bindings)
+            .into_iter()
+            .flatten()
+            .map(|hop| LegTarget {
+                uri: hop.request_uri.unwrap_or_else(|| aor.clone()),
+                routes: hop.routes.unwrap_or_default(),
+                flow: hop.flow,
+            })
+            .collect()
+    }
+
+    /// Whether a call the plan decided needs the B2BUA: a ring group, a rule with
+    /// `pbx = true`, or a callee with call forwarding.
+    fn needs_b2bua(env: &Env<'_>, decision: &pbx::Decision) -> bool {
+        match &decision.action {
+            pbx::Action::RingGroup { .. } => true,
+            pbx::Action::Extension { target } => {
+                decision.pbx
+                    || env
+                        .users
+                        .get(&Self::directory(env, target))
+                        .ok()
+                        .flatten()
+                        .is_some_and(|u| !u.forwarding.is_empty())
+            }
+            _ => false,
+        }
     }
 
     /// The local user a user part names: the user with that extension, else the name
@@ -397,6 +483,13 @@ impl Proxy {
             || "no rule".to_owned(),
             |r| format!("rule {} \"{}\"", r.index, r.name),
         );
+        if self.b2bua && req.method == Method::Invite && Self::needs_b2bua(env, &decision) {
+            tracing::debug!(caller = %caller.name, dialled, %rule, "dial plan: to the B2BUA");
+            return Err(Handled::Pbx(Box::new(PbxCall {
+                caller: caller.name,
+                decision,
+            })));
+        }
         match decision.action {
             pbx::Action::Extension { target } => {
                 tracing::debug!(caller = %caller.name, dialled, %rule, %target, "dial plan: extension");

@@ -312,3 +312,131 @@ fn calls_through_a_lossy_network_complete_or_fail_and_leave_nothing_behind() {
         "only {completed} of {calls} completed"
     );
 }
+
+/// Issue 14: the same through the B2BUA. A dial plan rule with `pbx = true` gives every
+/// call to the B2BUA, which answers the caller as a UAS and places its own INVITE to
+/// the callee, relaying the SDP; the caller hangs up after 2 s and the B2BUA carries
+/// the BYE across. Every call completes or fails with a final response, and once the
+/// timers have run out the B2BUA holds no call, leg, transaction or dialog, and the
+/// router's transaction layer nothing either. `SIMNET_B2BUA_CALLS` calls (10,000 by
+/// default).
+#[test]
+fn b2bua_calls_through_a_lossy_network_complete_or_fail_and_leave_nothing_behind() {
+    let calls: usize = std::env::var("SIMNET_B2BUA_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let mut net = SimNet::new(2027, NetConfig::lossy(0.1));
+    let start = net.now();
+    let names = 50;
+    let mut spec = RouterSpec::new(proxy_addr(), &[]);
+    spec.proxy_auth = true;
+    spec.timers = TimerConfig {
+        timer_c: Some(Duration::from_secs(180)),
+        ..TimerConfig::default()
+    };
+    spec.pbx = Some(
+        pbx::Plan::parse(
+            "[[rule]]\nname = \"pbx\"\nprefix = \"b\"\naction = \"extension\"\npbx = true\n",
+            "plan.toml",
+        )
+        .unwrap(),
+    );
+    for i in 0..names {
+        spec.users.push(format!("caller{i}"));
+    }
+    let mut pairs: Vec<(NodeId<PhoneNode>, NodeId<PhoneNode>)> = Vec::with_capacity(calls);
+    for i in 0..calls {
+        let at = start + Duration::from_millis(4 * i as u64);
+        // Each callee is a user of its own (the B2BUA rings users), bound once.
+        let callee_user = format!("bcallee{i}");
+        spec.users.push(callee_user.clone());
+        spec.bindings.push(binding(&callee_user, addr(2, i)));
+        let callee = net.add(
+            addr(2, i),
+            PhoneNode::new(
+                addr(2, i),
+                at,
+                &callee_user,
+                Task::Answer(AnswerTask {
+                    auto: true,
+                    play: None,
+                    record: None,
+                    reject: None,
+                    hangup_after: None,
+                    calls: Some(1),
+                }),
+                i as u64 * 2 + 1,
+            ),
+        );
+        let caller = net.add(
+            addr(1, i),
+            PhoneNode::new(
+                addr(1, i),
+                at + Duration::from_millis(1),
+                &format!("caller{}", i % names),
+                Task::Call(CallTask {
+                    target: format!("sip:{callee_user}@{}", proxy_addr()),
+                    play: None,
+                    record: None,
+                    dtmf: None,
+                    dtmf_after: 0.0,
+                    hold_after: None,
+                    resume_after: None,
+                    hold_with_update: false,
+                    hangup_after: Some(2.0),
+                    hold_inactive: false,
+                    change_codec: None,
+                    answer_timeout: 60.0,
+                }),
+                i as u64 * 2 + 2,
+            ),
+        );
+        pairs.push((caller, callee));
+    }
+    let proxy = net.add(proxy_addr(), RouterNode::new(&spec, start));
+
+    let last_start = Duration::from_millis(4 * calls as u64);
+    net.run_for(last_start + Duration::from_secs(240));
+
+    let stats = net.stats();
+    let (mut completed, mut failed) = (0, 0);
+    for (i, (caller, callee)) in pairs.iter().enumerate() {
+        let c = net.node(*caller);
+        let answered = c.saw("answered", None);
+        if answered && c.saw("ended", Some("bye (local)")) {
+            completed += 1;
+        } else {
+            assert!(
+                c.saw("ended", None) && !answered && c.ua.finished().is_some(),
+                "call {i} neither completed nor failed with a final response: {:?}",
+                c.events
+            );
+            failed += 1;
+        }
+        assert!(c.ua.is_idle(), "call {i}: the caller still holds state");
+        let b = net.node(*callee);
+        if answered {
+            assert!(
+                b.saw("answered", None) && b.saw("ended", None),
+                "call {i}: the callee did not take part: {:?}",
+                b.events
+            );
+        }
+        assert!(b.ua.is_idle(), "call {i}: the callee still holds state");
+    }
+    let p = net.node(proxy);
+    assert_eq!(p.router.transactions(), 0, "router transactions left");
+    assert_eq!(p.router.proxy_contexts(), 0, "proxy contexts left");
+    let b2bua = p.router.b2bua().unwrap();
+    assert_eq!(b2bua.calls(), 0, "B2BUA calls left");
+    assert!(b2bua.is_idle(), "the B2BUA still holds state");
+    eprintln!(
+        "{calls} B2BUA calls: {completed} completed, {failed} failed with a final response; network {stats:?}, {:?} virtual",
+        net.elapsed()
+    );
+    assert!(
+        completed * 100 >= calls * 99,
+        "only {completed} of {calls} completed"
+    );
+}

@@ -170,6 +170,7 @@ impl Harness {
                             Handled::Answered | Handled::Forwarded => {}
                             Handled::Resolve(uri) => self.resolve.push((key, uri)),
                             Handled::ForUs => self.for_us.push(request),
+                            Handled::Pbx(call) => panic!("no B2BUA here: {call:?}"),
                         }
                     }
                     Event::Ack { request, flow, .. } => {

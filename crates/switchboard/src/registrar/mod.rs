@@ -418,6 +418,12 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
         }
     }
 
+    /// Stages changes decided elsewhere (an administrator removing a registration):
+    /// they are stored with the next batch, as a REGISTER's are.
+    pub fn stage_changes(&mut self, changes: Vec<store::Change>) {
+        self.location.stage(changes);
+    }
+
     /// Stores every change staged by [`Registrar::stage_register`] since the last
     /// commit, in one transaction. On an error nothing is stored, and every outcome
     /// that awaited this commit must be answered with [`Registrar::failed_commit`].

@@ -33,6 +33,8 @@ pub(crate) struct RouterSpec {
     pub proxy_auth: bool,
     /// The transaction layer's timers.
     pub timers: TimerConfig,
+    /// A dial plan, and with it a B2BUA for the calls it gives the PBX.
+    pub pbx: Option<pbx::Plan>,
 }
 
 impl RouterSpec {
@@ -44,6 +46,7 @@ impl RouterSpec {
             bindings: Vec::new(),
             proxy_auth: false,
             timers: TimerConfig::default(),
+            pbx: None,
         }
     }
 
@@ -89,7 +92,7 @@ impl RouterSpec {
             vec![Interface::new(Transport::Udp, self.addr, DOMAIN)],
             IdGenerator::new(&[9u8; 16]).unwrap(),
         );
-        Router::new(
+        let router = Router::new(
             Now {
                 instant,
                 unix_secs: unix,
@@ -100,7 +103,30 @@ impl RouterSpec {
             "Switchboard/sim".into(),
             IdGenerator::new(&[5u8; 16]).unwrap(),
             Commits::Background,
-        )
+        );
+        match &self.pbx {
+            None => router,
+            Some(plan) => {
+                let mut router = router;
+                router
+                    .proxy
+                    .set_dial_plan(crate::dial_plan::DialPlan::new(plan.clone()));
+                let settings = crate::b2bua::B2buaSettings {
+                    ring_timeout: Duration::from_secs(30),
+                    relay: sip_ua::relay::RelaySettings {
+                        local: sip_ua::LocalAddrs {
+                            udp: Some(self.addr),
+                            tcp: None,
+                        },
+                        contact_user: "pbx".into(),
+                        user_agent: "Switchboard/sim".into(),
+                        session_expires: Some(1800),
+                        timers: self.timers,
+                    },
+                };
+                router.with_b2bua(crate::b2bua::B2bua::new(settings, [11u8; 32]))
+            }
+        }
     }
 }
 

@@ -89,8 +89,14 @@ impl Server {
             listen.push(format!("\"{t}:127.0.0.1:{p}\""));
             extra.push((t.to_string(), p));
         }
+        // The admin API's default port is fixed (8080): tests that want it say where.
+        let admin = if opts.extra_toml.contains("[admin]") {
+            ""
+        } else {
+            "[admin]\nenabled = false\n"
+        };
         let config = format!(
-            "[sip]\nlisten = [{}]\ndomain = \"example.test\"\n[storage]\ndatabase = \"{}\"\n{}\n",
+            "[sip]\nlisten = [{}]\ndomain = \"example.test\"\n[storage]\ndatabase = \"{}\"\n{admin}{}\n",
             listen.join(", "),
             dir.path().join("sb.db").display(),
             opts.extra_toml
