@@ -12,14 +12,25 @@ impl UserAgent {
         flow: Flow,
         now: Instant,
     ) {
-        let answer = match &self.task {
-            Task::Answer(a) => a.clone(),
+        // An INVITE with Replaces (RFC 3891) takes over a call of ours, whatever the
+        // task and the room for calls.
+        let replaced = match self.replaced_call(&request) {
+            Ok(r) => r,
+            Err(code) => {
+                self.respond(key, &request, code, &[], None, now);
+                return;
+            }
+        };
+        let answer = match (&self.task, replaced) {
+            (Task::Answer(a), _) => a.clone(),
+            (_, Some(old)) => self.answer_task_replacing(old),
             _ => {
                 self.respond(key, &request, 486, &[], None, now);
                 return;
             }
         };
-        if self.calls.len() >= self.max_calls || self.call_of(&request).is_some() {
+        let busy = self.calls.len() >= self.max_calls && replaced.is_none();
+        if busy || self.call_of(&request).is_some() {
             self.respond(key, &request, 486, &[], None, now);
             return;
         }
@@ -59,7 +70,9 @@ impl UserAgent {
         call.request = Some(request.clone());
         call.play = answer.play.clone();
         call.record = answer.record.as_ref().map(|p| {
-            let n = (self.calls_done + 1).to_string();
+            // Numbered among the calls up too: two at once (a transfer) never share a
+            // file.
+            let n = (self.calls_done as usize + self.calls.len() + 1).to_string();
             PathBuf::from(p.to_string_lossy().replace("{n}", &n))
         });
         let cid = self.insert_call(call);
@@ -83,6 +96,10 @@ impl UserAgent {
                 self.end_call(cid, "rejected (488 no common codec)", exit::REJECTED);
                 return;
             }
+        }
+        if let Some(old) = replaced {
+            self.answer_replacing(cid, old, now);
+            return;
         }
         let headers = [("Contact", format!("<{contact}>"))];
         self.respond(key, &request, 180, &headers, None, now);
@@ -263,7 +280,13 @@ impl UserAgent {
         match method {
             Method::Bye => {
                 self.respond(key, request, 200, &[], None, now);
-                self.end_call(cid, "bye (remote)", exit::OK);
+                // A call transferred away ends as such, whoever hangs it up.
+                let reason = self
+                    .call(cid)
+                    .and_then(|c| c.cancelled)
+                    .filter(|(why, _)| *why == "transferred")
+                    .map_or("bye (remote)", |(why, _)| why);
+                self.end_call(cid, reason, exit::OK);
             }
             Method::Invite | Method::Update => self.on_remote_offer(cid, key, method, request, now),
             Method::Info => {
@@ -290,6 +313,8 @@ impl UserAgent {
             // none can match, whatever its RAck says or whether it has one.
             Method::Prack => self.respond(key, request, 481, &[], None, now),
             Method::Message => self.on_incoming_message(key, request, now),
+            Method::Refer => self.on_refer(cid, key, request, now),
+            Method::Notify => self.on_notify(cid, key, request, now),
             other => self.refuse_method(key, other, request, now),
         }
     }

@@ -52,6 +52,7 @@ impl UserAgent {
             rseq_acked: None,
             ringing_printed: false,
             script: None,
+            last_status: None,
         }
     }
 
@@ -73,6 +74,17 @@ impl UserAgent {
     /// `ended: failed (...)`). A [`Task::Call`] places one at start; a user agent with
     /// room for more ([`UserAgent::set_max_calls`]) may place more.
     pub fn place_call(&mut self, task: CallTask, now: Instant) -> Option<CallId> {
+        self.place_call_with(task, Vec::new(), now)
+    }
+
+    /// [`UserAgent::place_call`] with `extra` headers in the INVITE (a transfer's
+    /// Referred-By and Replaces).
+    pub(super) fn place_call_with(
+        &mut self,
+        task: CallTask,
+        extra: Vec<(&'static str, String)>,
+        now: Instant,
+    ) -> Option<CallId> {
         let flow = match self.flow_for(&task.target) {
             Ok(f) => f,
             Err(e) => {
@@ -101,12 +113,13 @@ impl UserAgent {
         let mut headers = vec![
             ("Contact", format!("<{}>", self.contact_uri(flow.transport))),
             ("Allow", ALLOW.to_owned()),
-            ("Supported", "timer, 100rel".to_owned()),
+            ("Supported", "timer, 100rel, replaces".to_owned()),
         ];
         if let Some(se) = self.s.session_expires {
             headers.push(("Session-Expires", format!("{se};refresher=uac")));
             headers.push(("Min-SE", "90".to_owned()));
         }
+        headers.extend(extra);
         let o = Outgoing {
             method: Method::Invite,
             uri: task.target.clone(),
@@ -176,6 +189,7 @@ impl UserAgent {
         else {
             return;
         };
+        self.transfer_progress(cid, response, now);
         // The dialog layer forms, confirms and ACKs the dialogs; the call follows.
         let outcome = self.dialogs.handle_response(now, response);
         self.send_dialog_transmits(now);
@@ -367,8 +381,9 @@ impl UserAgent {
             ptime_ms: stream.ptime.unwrap_or(20),
         };
         let previous = call.remote.replace(stream.clone());
+        let port = call.media_port;
         if call.media_started {
-            self.media(MediaCommand::Update(params));
+            self.media(port, MediaCommand::Update(params));
             if previous.is_some_and(|p| p.codec.encoding != stream.codec.encoding) {
                 let codec = stream.codec.encoding.clone();
                 self.out.call_event(
@@ -386,11 +401,14 @@ impl UserAgent {
                 .map(AudioSource::Wav)
                 .unwrap_or(AudioSource::Silence);
             let record = call.record.clone();
-            self.media(MediaCommand::Start {
-                params,
-                source,
-                record,
-            });
+            self.media(
+                port,
+                MediaCommand::Start {
+                    params,
+                    source,
+                    record,
+                },
+            );
         }
         Some(stream)
     }
@@ -439,6 +457,7 @@ impl UserAgent {
             }
             _ => {}
         }
+        self.transfer_on_answer(cid, now);
     }
 
     pub(super) fn disarm_call(&mut self, cid: CallId, timer: CallTimer) {
@@ -452,8 +471,8 @@ impl UserAgent {
                     .script(cid)
                     .and_then(|t| t.dtmf.clone())
                     .unwrap_or_default();
-                if self.calls.contains_key(&cid) {
-                    self.media(MediaCommand::SendDtmf(digits.clone()));
+                if let Some(port) = self.call(cid).map(|c| c.media_port) {
+                    self.media(port, MediaCommand::SendDtmf(digits.clone()));
                     for d in digits.chars() {
                         self.out.call_event(
                             cid,
@@ -498,6 +517,7 @@ impl UserAgent {
                 }
             }
             CallTimer::EndFallback => self.end_call(cid, "bye (local, no response)", exit::OK),
+            CallTimer::Transfer(step) => self.on_transfer_step(cid, step, now),
         }
     }
 
@@ -815,7 +835,8 @@ impl UserAgent {
             // Early dialogs of other forks, and a late 2xx: no call to give them to.
             self.dialogs.forget_invite(&call.call_id, &call.local_tag);
         }
-        self.media(MediaCommand::Stop);
+        self.media(call.media_port, MediaCommand::Stop);
+        self.transfer_call_ended(&call);
         self.timers
             .retain(|(_, t)| !matches!(t, Timer::Call(c, _) if *c == cid));
         if !call.digits.is_empty() {
@@ -828,16 +849,19 @@ impl UserAgent {
         }
         self.out
             .call_event(cid, "ended", Some(reason), &[("code", json!(code))]);
+        // A call that another replaces (a transfer) leaves the task running: it ends
+        // with the last call.
+        let last = self.calls.is_empty();
         match &self.task {
-            Task::Call(_) => self.finish(code),
+            Task::Call(_) if last => self.finish(code),
             Task::Answer(a) => {
                 self.calls_done += 1;
-                if self.interrupted || a.calls.is_some_and(|n| self.calls_done >= n) {
+                if last && (self.interrupted || a.calls.is_some_and(|n| self.calls_done >= n)) {
                     self.finish(code);
                 }
             }
             _ => {
-                if self.interrupted {
+                if last && self.interrupted {
                     self.finish(code);
                 }
             }

@@ -101,7 +101,7 @@ impl UserAgent {
                 let headers = [
                     ("Allow", ALLOW.to_owned()),
                     ("Accept", "application/sdp, text/plain".to_owned()),
-                    ("Supported", "timer".to_owned()),
+                    ("Supported", "timer, replaces".to_owned()),
                 ];
                 self.respond(key, &request, 200, &headers, None, now);
             }
@@ -171,6 +171,12 @@ impl UserAgent {
                 direction,
                 refresh,
             } => self.on_modify_response(call, key, &method, direction, refresh, &response, now),
+            Pending::Refer(cid) => {
+                if fin {
+                    self.pending.remove(&key);
+                }
+                self.on_refer_response(cid, &response, now);
+            }
             Pending::Other => {}
         }
     }
@@ -225,6 +231,7 @@ impl UserAgent {
                 }
                 self.out.warn("the far end did not answer a session change");
             }
+            Pending::Refer(cid) => self.on_refer_failed(cid, no_response, now),
             Pending::Other => {}
         }
     }

@@ -21,9 +21,16 @@
 //! [`UserAgent::place_call`] places one, [`UserAgent::answer_ringing_call`] and
 //! [`UserAgent::hang_up`] act on one. The default, 1, is the phone's: an INVITE while a
 //! call is up gets 486 Busy Here. An event about a call names it
-//! ([`PhoneEvent::call`]); media commands do not yet (the phone has one media session,
-//! and a B2BUA relays media its own way). We chose one type rather than a second one beside it, so that registration,
-//! challenges and the transaction layer stay shared by every call.
+//! ([`PhoneEvent::call`]), and a media command names the call's session by its RTP
+//! port ([`Output::Media`]; a B2BUA relays media its own way). We chose one type rather
+//! than a second one beside it, so that registration, challenges and the transaction
+//! layer stay shared by every call.
+//!
+//! # Transfer
+//!
+//! A call can be transferred (RFC 3515 REFER and its implicit subscription, RFC 3892
+//! Referred-By, RFC 3891 Replaces), both ways: see [`UserAgent::transfer`],
+//! [`UserAgent::set_transfer_script`] and the `transfer` module's docs.
 //!
 //! It is fed what
 //! arrives ([`UserAgent::on_message`]), the time ([`UserAgent::on_timeout`]), media events and
@@ -96,10 +103,12 @@ mod registration;
 pub mod relay;
 #[cfg(test)]
 mod tests;
+mod transfer;
 
 pub use media::{AudioSource, Codec, MediaEvent, StreamParams};
 #[cfg(test)]
 use registration::registration_refusal;
+pub use transfer::TransferScript;
 
 /// How the task ended, as a process exit code (`switchboard phone` exits with it).
 pub mod exit {
@@ -156,7 +165,8 @@ pub fn sdp_codecs(names: &[String]) -> Vec<SdpCodec> {
     list
 }
 
-const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, UPDATE, PRACK, INFO";
+const ALLOW: &str =
+    "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, UPDATE, PRACK, INFO, REFER, NOTIFY";
 
 /// Who the phone is and where it talks.
 #[derive(Debug, Clone)]
@@ -303,6 +313,8 @@ enum Pending {
     Message(Outgoing),
     Invite(CallId),
     Bye(CallId),
+    /// A REFER sent in the call's dialog (we transfer it).
+    Refer(CallId),
     /// A re-INVITE or UPDATE carrying our offer with this direction.
     Modify {
         call: CallId,
@@ -317,6 +329,13 @@ enum Pending {
 /// keyed by (a B2BUA keeps one per leg). Never reused within one [`UserAgent`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CallId(u64);
+
+impl CallId {
+    /// Its number (1 for a user agent's first call, then 2...), for output.
+    pub fn number(self) -> u64 {
+        self.0
+    }
+}
 
 impl std::fmt::Display for CallId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -363,6 +382,8 @@ struct Call {
     ringing_printed: bool,
     /// UAC: what to do once answered ([`UserAgent::place_call`]'s task).
     script: Option<CallTask>,
+    /// The last final or provisional status of our INVITE (for a transfer's NOTIFY).
+    last_status: Option<(u16, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -375,6 +396,8 @@ enum CallTimer {
     EndFallback,
     GlareRetry(Direction),
     ChangeCodec,
+    /// A step of a transfer (see `transfer.rs`).
+    Transfer(transfer::TransferStep),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -411,7 +434,8 @@ impl LocalAddrs {
     }
 }
 
-/// What the media session of the call must do. One call at a time, so one session.
+/// What the media session of a call must do. Each call has its own session, named in
+/// [`Output::Media`] by its RTP port.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MediaCommand {
     /// The new call takes the session bound ahead on `port` (see [`UserAgent::set_media_port`]).
@@ -443,8 +467,14 @@ pub enum Output {
     Event(PhoneEvent),
     /// A problem worth telling (standard error).
     Warning(String),
-    /// Something for the media session.
-    Media(MediaCommand),
+    /// Something for the media session of the call whose RTP port is `port` (a phone
+    /// has two calls during a transfer, each with its session).
+    Media {
+        /// The session's RTP port (see [`UserAgent::set_media_port`]).
+        port: u16,
+        /// What to do.
+        command: MediaCommand,
+    },
 }
 
 /// The queue of [`Output`]s, with the printer's vocabulary.
@@ -486,8 +516,8 @@ impl Outputs {
         self.0.push_back(Output::Warning(text.to_owned()));
     }
 
-    fn media(&mut self, command: MediaCommand) {
-        self.0.push_back(Output::Media(command));
+    fn media(&mut self, port: u16, command: MediaCommand) {
+        self.0.push_back(Output::Media { port, command });
     }
 }
 
@@ -540,6 +570,8 @@ pub struct UserAgent {
     /// Session ids, the first CSeq of a dialog and the glare wait, from the caller's
     /// seed.
     rng: ChaCha20Rng,
+    /// Transfers under way, both ways, and the person's transfer script.
+    transfers: transfer::Transfers,
 }
 
 /// The host and port of a SIP URI with a numeric host, with the transport it names
@@ -652,6 +684,7 @@ impl UserAgent {
             register_failures: 0,
             ids,
             rng,
+            transfers: transfer::Transfers::default(),
         }
     }
 
@@ -744,6 +777,7 @@ impl UserAgent {
                 self.on_event(event, now);
             }
             progressed |= self.pump_dialogs(now);
+            progressed |= self.pump_transfers(now);
             if !progressed {
                 return any;
             }
@@ -779,6 +813,7 @@ impl UserAgent {
             && self.calls.is_empty()
             && self.dialogs.is_empty()
             && self.pending.is_empty()
+            && self.transfers.is_idle()
     }
 
     /// How many calls may be up at once (default 1, the phone's: an INVITE while a call
@@ -822,15 +857,17 @@ impl UserAgent {
         }
     }
 
-    /// The user pressed Enter: answers the call ringing, if any.
+    /// The user pressed Enter: answers the call ringing, if any; else transfers the call
+    /// up when a transfer target was given ([`UserAgent::set_transfer_script`]).
     pub fn on_enter(&mut self, now: Instant) {
         let ringing = self
             .calls
             .values()
             .find(|c| c.role == Role::Uas && c.state == CallState::Setup)
             .map(|c| c.id);
-        if let Some(cid) = ringing {
-            self.answer_ringing_call(cid, now);
+        match ringing {
+            Some(cid) => self.answer_ringing_call(cid, now),
+            None => self.transfer_on_enter(now),
         }
     }
 
@@ -840,14 +877,14 @@ impl UserAgent {
         self.rng.next_u32()
     }
 
-    fn media(&mut self, command: MediaCommand) {
-        self.out.media(command);
+    fn media(&mut self, port: u16, command: MediaCommand) {
+        self.out.media(port, command);
     }
 
     /// The media session bound ahead, for a new call: its port (told to the driver).
     fn take_media(&mut self) -> Result<u16, String> {
         let port = std::mem::replace(&mut self.media_port, Err("no media session".into()))?;
-        self.media(MediaCommand::Bind { port });
+        self.media(port, MediaCommand::Bind { port });
         Ok(port)
     }
 

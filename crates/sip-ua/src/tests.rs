@@ -150,8 +150,13 @@ impl Phone {
             progressed |= self.core.handle_events(self.now);
             while let Some(o) = self.core.poll_output() {
                 progressed = true;
-                if let Output::Media(MediaCommand::Bind { .. }) = o {
-                    self.core.set_media_port(Ok(RTP_PORT + 2));
+                if let Output::Media {
+                    command: MediaCommand::Bind { port },
+                    ..
+                } = o
+                {
+                    // The next call's session, bound ahead (each call has its own).
+                    self.core.set_media_port(Ok(port + 2));
                 }
                 self.outputs.push(o);
             }
@@ -294,10 +299,10 @@ fn caller_invite_ringing_answer_ack_then_bye() {
     let mut p = Phone::new(false, Task::Call(task));
     let invite = p.sent_request(Method::Invite);
     assert!(body_text(&invite).contains(&format!("m=audio {RTP_PORT} ")));
-    assert!(
-        p.take_outputs()
-            .contains(&Output::Media(MediaCommand::Bind { port: RTP_PORT }))
-    );
+    assert!(p.take_outputs().contains(&Output::Media {
+        port: RTP_PORT,
+        command: MediaCommand::Bind { port: RTP_PORT }
+    }));
 
     p.receive(reply(&invite, 180, Some("b1")).build().unwrap());
     assert_eq!(p.event_names(), ["ringing"]);
@@ -307,7 +312,10 @@ fn caller_invite_ringing_answer_ack_then_bye() {
     assert_eq!(ack.to().unwrap().tag(), Some("b1"));
     let outputs = p.take_outputs();
     let start = outputs.iter().find_map(|o| match o {
-        Output::Media(MediaCommand::Start { params, source, .. }) => Some((params, source)),
+        Output::Media {
+            command: MediaCommand::Start { params, source, .. },
+            ..
+        } => Some((params, source)),
         _ => None,
     });
     let (params, source) = start.expect("media started");
@@ -332,7 +340,13 @@ fn caller_invite_ringing_answer_ack_then_bye() {
 
     p.receive(reply(&bye, 200, Some("b1")).build().unwrap());
     let outputs = p.take_outputs();
-    assert!(outputs.contains(&Output::Media(MediaCommand::Stop)));
+    assert!(outputs.iter().any(|o| matches!(
+        o,
+        Output::Media {
+            command: MediaCommand::Stop,
+            ..
+        }
+    )));
     assert!(outputs.iter().any(|o| matches!(o,
         Output::Event(e) if e.name == "ended" && e.detail.as_deref() == Some("bye (local)"))));
     assert_eq!(p.core.finished(), Some(exit::OK));
@@ -387,7 +401,7 @@ fn hold_by_reinvite_is_sendonly_and_resume_sendrecv() {
     assert_eq!(ack.cseq().unwrap().seq, hold.cseq().unwrap().seq);
     let outputs = p.take_outputs();
     assert!(outputs.iter().any(|o| matches!(o,
-        Output::Media(MediaCommand::Update(params)) if params.direction == Direction::SendOnly)));
+        Output::Media { command: MediaCommand::Update(params), .. } if params.direction == Direction::SendOnly)));
     assert!(outputs.iter().any(|o| matches!(o,
         Output::Event(e) if e.name == "held" && e.detail.as_deref() == Some("local"))));
 
@@ -398,7 +412,7 @@ fn hold_by_reinvite_is_sendonly_and_resume_sendrecv() {
     let _ = p.sent_request(Method::Ack);
     let outputs = p.take_outputs();
     assert!(outputs.iter().any(|o| matches!(o,
-        Output::Media(MediaCommand::Update(params)) if params.direction == Direction::SendRecv)));
+        Output::Media { command: MediaCommand::Update(params), .. } if params.direction == Direction::SendRecv)));
     assert!(outputs.iter().any(|o| matches!(o,
         Output::Event(e) if e.name == "resumed")));
 }
@@ -567,7 +581,13 @@ fn callee_answers_is_acked_and_hung_up_by_bye() {
     let ok = p.sent_response(200);
     assert_eq!(ok.cseq().unwrap().method, Method::Bye);
     let outputs = p.take_outputs();
-    assert!(outputs.contains(&Output::Media(MediaCommand::Stop)));
+    assert!(outputs.iter().any(|o| matches!(
+        o,
+        Output::Media {
+            command: MediaCommand::Stop,
+            ..
+        }
+    )));
     assert!(outputs.iter().any(|o| matches!(o,
         Output::Event(e) if e.name == "ended" && e.detail.as_deref() == Some("bye (remote)"))));
     assert_eq!(p.core.finished(), Some(exit::OK));
@@ -669,11 +689,13 @@ fn a_reliable_183_with_sdp_is_pracked_and_starts_early_media() {
     assert_eq!(prack.get(HeaderName::RAck), Some("7 1 INVITE"));
     assert_eq!(prack.to().unwrap().tag(), Some("b1"));
     let outputs = p.take_outputs();
-    assert!(
-        outputs
-            .iter()
-            .any(|o| matches!(o, Output::Media(MediaCommand::Start { .. })))
-    );
+    assert!(outputs.iter().any(|o| matches!(
+        o,
+        Output::Media {
+            command: MediaCommand::Start { .. },
+            ..
+        }
+    )));
     let names: Vec<_> = outputs
         .iter()
         .filter_map(|o| match o {
@@ -709,7 +731,7 @@ fn a_reinvite_to_sendonly_is_answered_recvonly_and_reported_held_by_them() {
     assert!(body_text(&ok).contains("a=recvonly"), "{}", body_text(&ok));
     let outputs = p.take_outputs();
     assert!(outputs.iter().any(|o| matches!(o,
-        Output::Media(MediaCommand::Update(params)) if params.direction == Direction::RecvOnly)));
+        Output::Media { command: MediaCommand::Update(params), .. } if params.direction == Direction::RecvOnly)));
     assert!(outputs.iter().any(|o| matches!(o,
         Output::Event(e) if e.name == "held" && e.detail.as_deref() == Some("remote"))));
 }
@@ -829,7 +851,7 @@ fn an_unknown_method_gets_501_and_a_known_one_we_do_not_serve_405_with_allow() {
     );
     p.sent_response(501);
     p.receive(
-        bob_request(Method::Refer, Some(&tag), 3, "call-1@bob")
+        bob_request(Method::Subscribe, Some(&tag), 3, "call-1@bob")
             .build()
             .unwrap(),
     );
@@ -869,7 +891,10 @@ fn an_ipv6_offer_is_answered_in_ipv6() {
         body_text(&ok)
     );
     let started = p.take_outputs().into_iter().find_map(|o| match o {
-        Output::Media(MediaCommand::Start { params, .. }) => Some(params),
+        Output::Media {
+            command: MediaCommand::Start { params, .. },
+            ..
+        } => Some(params),
         _ => None,
     });
     assert_eq!(
@@ -1102,3 +1127,8 @@ fn a_second_call_is_busy_for_the_phone_and_taken_with_room_for_two() {
     assert_eq!(answered.len(), 2);
     assert_ne!(answered[0], answered[1]);
 }
+
+// ----- transfer (REFER, NOTIFY, Replaces): in their own file -----
+
+#[path = "transfer_tests.rs"]
+mod transfer_tests;

@@ -4,8 +4,9 @@
 //! standard input, Ctrl-C or SIGTERM and the media session's events come in on the
 //! driver's side channel ([`PhoneInput`]). What the user agent asks for is carried out:
 //! messages sent without waiting on a connect (a failure comes back with its
-//! [`SendError`], told to the person), [`MediaCommand`]s on a real [`MediaSession`],
-//! events printed by the [`Printer`]. No decision is taken here.
+//! [`SendError`], told to the person), [`MediaCommand`]s on a real [`MediaSession`] per
+//! call (two during a transfer), events printed by the [`Printer`]. No decision is
+//! taken here.
 
 use crate::phone::exit;
 use crate::phone::print::Printer;
@@ -14,8 +15,8 @@ use sip_core::Transport;
 use sip_core::transaction::TransactionKey;
 use sip_net::driver::NO_TOKEN;
 use sip_net::{Driver, Endpoint, HandshakeFailure, Incoming, Machine, Now, SendError, Transmit};
-use sip_ua::{LocalAddrs, MediaCommand, Output, Settings, Task, UserAgent};
-use std::collections::VecDeque;
+use sip_ua::{LocalAddrs, MediaCommand, Output, Settings, Task, TransferScript, UserAgent};
+use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -91,7 +92,7 @@ fn ua_media_event(e: media::MediaEvent) -> sip_ua::MediaEvent {
 /// What reaches the phone besides the network and its timers.
 #[derive(Debug)]
 pub enum PhoneInput {
-    /// Enter on standard input (answers the call ringing).
+    /// Enter on standard input (answers the call ringing, or transfers the call up).
     Enter,
     /// Ctrl-C or SIGTERM.
     Interrupt,
@@ -119,6 +120,15 @@ pub enum PhoneEffect {
     StopMedia(MediaSession),
 }
 
+/// The media session of a call, with the number its events carry.
+struct CallMedia {
+    media: MediaSession,
+    /// The number of the session's events once started (0 before): events of an ended
+    /// session (still on their way) carry a number no live session has, and are
+    /// dropped.
+    session: u64,
+}
+
 /// `switchboard phone`'s user agent as a [`Machine`]: the [`UserAgent`], the printer and
 /// the media sessions it commands.
 pub struct Phone {
@@ -126,10 +136,9 @@ pub struct Phone {
     out: Printer,
     /// The media session bound ahead of the next call (its port is in the core).
     spare: Option<MediaSession>,
-    /// The media session of the call in progress.
-    active: Option<MediaSession>,
-    /// The number of the active session's events: events of an ended session (still
-    /// on their way) carry an older one and are dropped.
+    /// The media session of each call up, by its RTP port (as the core names it).
+    active: HashMap<u16, CallMedia>,
+    /// The last session number given.
     session: u64,
     effects: VecDeque<PhoneEffect>,
     /// [`UserAgent::begin_exit`] was called.
@@ -143,7 +152,7 @@ impl Phone {
             core,
             out,
             spare: None,
-            active: None,
+            active: HashMap::new(),
             session: 0,
             effects: VecDeque::new(),
             exit_begun: false,
@@ -164,11 +173,10 @@ impl Phone {
         self.core.set_media_port(result);
     }
 
-    /// Ends the active session: its events no longer count, and the loop stops it.
-    fn retire_active(&mut self) {
-        self.session += 1;
-        if let Some(old) = self.active.take() {
-            self.effects.push_back(PhoneEffect::StopMedia(old));
+    /// Ends the session on `port`: its events no longer count, and the loop stops it.
+    fn retire(&mut self, port: u16) {
+        if let Some(old) = self.active.remove(&port) {
+            self.effects.push_back(PhoneEffect::StopMedia(old.media));
         }
     }
 
@@ -176,16 +184,24 @@ impl Phone {
         match output {
             Output::Event(e) => self.out.print(&e),
             Output::Warning(w) => self.out.warn(&w),
-            Output::Media(command) => self.media(command),
+            Output::Media { port, command } => self.media(port, command),
         }
     }
 
-    fn media(&mut self, command: MediaCommand) {
+    fn media(&mut self, port: u16, command: MediaCommand) {
         match command {
             MediaCommand::Bind { port } => {
-                self.retire_active();
+                self.retire(port);
                 match self.spare.take() {
-                    Some(m) if m.local_rtp_port() == port => self.active = Some(m),
+                    Some(m) if m.local_rtp_port() == port => {
+                        self.active.insert(
+                            port,
+                            CallMedia {
+                                media: m,
+                                session: 0,
+                            },
+                        );
+                    }
                     other => {
                         self.spare = other;
                         tracing::warn!("no media session bound on port {port}");
@@ -208,7 +224,7 @@ impl Phone {
                     },
                     None => None,
                 };
-                let Some(media) = self.active.as_mut() else {
+                let Some(CallMedia { media, session }) = self.active.get_mut(&port) else {
                     self.core.on_media_start_failed();
                     return;
                 };
@@ -221,6 +237,7 @@ impl Phone {
                     self.core.on_media_start_failed();
                 } else {
                     self.session += 1;
+                    *session = self.session;
                     self.effects.push_back(PhoneEffect::WatchMedia {
                         session: self.session,
                         events: media.events(),
@@ -228,16 +245,16 @@ impl Phone {
                 }
             }
             MediaCommand::Update(params) => {
-                if let Some(media) = self.active.as_mut() {
-                    media.update(stream_params(params));
+                if let Some(m) = self.active.get_mut(&port) {
+                    m.media.update(stream_params(params));
                 }
             }
             MediaCommand::SendDtmf(digits) => {
-                if let Some(media) = self.active.as_mut() {
-                    media.send_dtmf(&digits);
+                if let Some(m) = self.active.get_mut(&port) {
+                    m.media.send_dtmf(&digits);
                 }
             }
-            MediaCommand::Stop => self.retire_active(),
+            MediaCommand::Stop => self.retire(port),
         }
     }
 }
@@ -269,7 +286,7 @@ impl Machine for Phone {
             PhoneInput::Enter => self.core.on_enter(now.instant),
             PhoneInput::Interrupt => self.core.interrupt(now.instant),
             PhoneInput::Media { session, event } => {
-                if session == self.session {
+                if self.active.values().any(|m| m.session == session) {
                     self.core.on_media(ua_media_event(event));
                 }
             }
@@ -366,19 +383,25 @@ pub async fn run(
     incoming: mpsc::Receiver<Incoming>,
     settings: Settings,
     task: Task,
+    transfer: Option<TransferScript>,
     out: Printer,
 ) -> u8 {
     let local = LocalAddrs {
         udp: endpoint.local_addr(Transport::Udp),
         tcp: endpoint.local_addr(Transport::Tcp),
     };
-    let reads_stdin = matches!(&task, Task::Answer(a) if !a.auto && a.reject.is_none());
+    // Enter answers a ringing call, or transfers the call up to --transfer-to.
+    let reads_stdin =
+        matches!(&task, Task::Answer(a) if !a.auto && a.reject.is_none()) || transfer.is_some();
     let (side_tx, side_rx) = mpsc::channel(SIDE_QUEUE);
     watch_signals(side_tx.clone());
     if reads_stdin {
         read_stdin(side_tx.clone());
     }
     let mut core = UserAgent::new(local, settings, task, seed());
+    if let Some(script) = transfer {
+        core.set_transfer_script(script);
+    }
     if let Some(flow) = core.connection_to_open() {
         // Its local address goes into Via and Contact, so it is opened before anything
         // is sent (and before the loop runs). When it fails, the first request fails

@@ -42,6 +42,8 @@ Examples:\n  \
     switchboard phone --user alice --password s3cret --server 127.0.0.1:5060 \\\n      \
     call sip:bob@example.test --play hello.wav --dtmf 12# --hangup-after 10\n  \
     switchboard phone --user bob --password pw --server 127.0.0.1:5060 answer --auto --record got.wav\n  \
+    switchboard phone --user bob --password pw --server 127.0.0.1:5060 answer --auto \\\n      \
+    --transfer-to carol --transfer-after 5     (blind transfer of each caller to carol)\n  \
     switchboard phone --listen 127.0.0.1:5070 answer --auto       (no server: called directly)\n  \
     switchboard phone call sip:bob@127.0.0.1:5070 --hangup-after 5  (no server: calls directly)\n  \
     switchboard phone --user alice --password s3cret --server 127.0.0.1:5060 message sip:bob@example.test \"hi\"")]
@@ -142,6 +144,8 @@ pub enum PhoneAction {
         /// Give up (CANCEL) when nobody answers within this many seconds.
         #[arg(long, default_value_t = 60.0, value_name = "SECS")]
         answer_timeout: f64,
+        #[command(flatten)]
+        transfer: TransferArgs,
     },
     /// Wait for calls and answer them, printing the caller, each DTMF digit as it
     /// arrives and, when a call ends, all its digits on one line (`dtmf: 159#`).
@@ -165,6 +169,46 @@ pub enum PhoneAction {
         #[arg(long, value_name = "N")]
         count: Option<u32>,
     },
+}
+
+/// Transferring the call (`phone call` and `phone answer`): blind with `--transfer-to`,
+/// attended with `--consult`.
+#[derive(Debug, Clone, Args)]
+pub struct TransferArgs {
+    /// Transfer the call to TARGET (blind: a REFER, RFC 3515): after --transfer-after
+    /// seconds, or when Enter is pressed. Our call ends once the far end reaches TARGET.
+    #[arg(long, value_name = "TARGET", conflicts_with = "consult")]
+    transfer_to: Option<String>,
+    /// Attended transfer: put the call on hold and call TARGET (after --consult-after
+    /// seconds); then, after --transfer-after seconds of that call (or on Enter), join
+    /// the two (a REFER with Replaces, RFC 3891).
+    #[arg(long, value_name = "TARGET")]
+    consult: Option<String>,
+    /// Seconds after the answer to hold the call and call the --consult target
+    /// (default 1).
+    #[arg(long, value_name = "SECS", requires = "consult")]
+    consult_after: Option<f64>,
+    /// Seconds after the answer (with --consult: the consult call's answer) to transfer.
+    #[arg(long, value_name = "SECS")]
+    transfer_after: Option<f64>,
+}
+
+impl TransferArgs {
+    /// The user agent's script, or `None` when no transfer was asked for.
+    fn script(self, domain: &str) -> Result<Option<sip_ua::TransferScript>, String> {
+        if self.transfer_to.is_none() && self.consult.is_none() {
+            if self.transfer_after.is_some() {
+                return Err("--transfer-after needs --transfer-to or --consult".into());
+            }
+            return Ok(None);
+        }
+        Ok(Some(sip_ua::TransferScript {
+            to: self.transfer_to.map(|t| sip_uri(t, domain)),
+            consult: self.consult.map(|t| sip_uri(t, domain)),
+            consult_after: self.consult_after.unwrap_or(1.0),
+            after: self.transfer_after,
+        }))
+    }
 }
 
 /// `phone answer`'s options (the field docs are its `--help`).
@@ -191,6 +235,8 @@ pub struct AnswerArgs {
     /// Exit after this many calls (with the last call's exit code).
     #[arg(long, value_name = "N")]
     calls: Option<u32>,
+    #[command(flatten)]
+    transfer: TransferArgs,
 }
 
 impl From<AnswerArgs> for sip_ua::AnswerTask {
@@ -383,6 +429,7 @@ async fn phone(args: PhoneArgs) -> Result<u8, (u8, String)> {
         codecs: sip_ua::sdp_codecs(&args.codec),
         timers: sip_core::transaction::TimerConfig::default(),
     };
+    let mut transfer_script = None;
     let task = match args.action {
         PhoneAction::Call {
             target,
@@ -398,7 +445,9 @@ async fn phone(args: PhoneArgs) -> Result<u8, (u8, String)> {
             change_codec_after,
             hangup_after,
             answer_timeout,
+            transfer,
         } => {
+            transfer_script = transfer.script(&settings.domain).map_err(usage)?;
             let target = sip_uri(target, &settings.domain);
             if let Some(d) = &dtmf
                 && let Some(bad) = d.chars().find(|c| !"0123456789*#ABCDabcd".contains(*c))
@@ -428,6 +477,11 @@ async fn phone(args: PhoneArgs) -> Result<u8, (u8, String)> {
         }
         PhoneAction::Answer(task) => {
             check_playable(task.play.as_deref())?;
+            transfer_script = task
+                .transfer
+                .clone()
+                .script(&settings.domain)
+                .map_err(usage)?;
             sip_ua::Task::Answer(task.into())
         }
         PhoneAction::Message { target, text } => {
@@ -439,7 +493,15 @@ async fn phone(args: PhoneArgs) -> Result<u8, (u8, String)> {
         },
         PhoneAction::Listen { count } => sip_ua::Task::Listen { count },
     };
-    let code = driver::run(endpoint.clone(), incoming, settings, task, out).await;
+    let code = driver::run(
+        endpoint.clone(),
+        incoming,
+        settings,
+        task,
+        transfer_script,
+        out,
+    )
+    .await;
     endpoint.shutdown();
     Ok(code)
 }

@@ -21,6 +21,11 @@ impl Printer {
     /// JSON `{"event": event, ...fields}`. `fields` are JSON-only extras; the text form
     /// shows `detail`.
     pub fn event(&self, event: &str, detail: Option<&str>, fields: &[(&str, Value)]) {
+        println!("{}", self.line(event, detail, fields));
+    }
+
+    /// The line [`Printer::event`] prints.
+    fn line(&self, event: &str, detail: Option<&str>, fields: &[(&str, Value)]) -> String {
         if self.json {
             let mut obj = Map::new();
             obj.insert("event".into(), json!(event));
@@ -30,22 +35,59 @@ impl Printer {
             for (k, v) in fields {
                 obj.insert((*k).to_owned(), v.clone());
             }
-            println!("{}", Value::Object(obj));
+            Value::Object(obj).to_string()
         } else {
             match detail {
-                Some(d) => println!("{event}: {d}"),
-                None => println!("{event}"),
+                Some(d) => format!("{event}: {d}"),
+                None => event.to_owned(),
             }
         }
     }
 
-    /// Prints a [`PhoneEvent`].
+    /// Prints a [`PhoneEvent`]; in JSON with the number of the call it is about
+    /// (`"call": 2`), which tells a transfer's two calls apart.
     pub fn print(&self, e: &PhoneEvent) {
-        self.event(e.name, e.detail.as_deref(), &e.fields);
+        println!("{}", self.event_line(e));
+    }
+
+    fn event_line(&self, e: &PhoneEvent) -> String {
+        let mut fields = e.fields.clone();
+        if let Some(call) = e.call {
+            fields.push(("call", json!(call.number())));
+        }
+        self.line(e.name, e.detail.as_deref(), &fields)
     }
 
     /// A problem worth telling but not an event of the call: always on standard error.
     pub fn warn(&self, text: &str) {
         eprintln!("warning: {text}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(call: Option<sip_ua::CallId>) -> PhoneEvent {
+        PhoneEvent {
+            name: "transferred",
+            detail: Some("to sip:carol@example.test".into()),
+            fields: vec![("target", json!("sip:carol@example.test"))],
+            call,
+        }
+    }
+
+    #[test]
+    fn json_lines_name_the_call_and_text_lines_do_not() {
+        let text = Printer::new(false);
+        assert_eq!(
+            text.event_line(&event(None)),
+            "transferred: to sip:carol@example.test"
+        );
+        let json = Printer::new(true);
+        let line: Value = serde_json::from_str(&json.event_line(&event(None))).unwrap_or_default();
+        assert_eq!(line["event"], "transferred");
+        assert_eq!(line["target"], "sip:carol@example.test");
+        assert!(line.get("call").is_none());
     }
 }
