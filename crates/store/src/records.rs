@@ -410,6 +410,18 @@ pub struct CdrSender {
     counters: Arc<Counters>,
 }
 
+impl CdrSender {
+    /// Records stored so far (by the writer this handle feeds).
+    pub fn written(&self) -> u64 {
+        self.counters.written.load(Ordering::Relaxed)
+    }
+
+    /// Records lost so far: in failed batches, or dropped on a full queue.
+    pub fn dropped(&self) -> u64 {
+        self.counters.failed.load(Ordering::Relaxed) + self.counters.refused.load(Ordering::Relaxed)
+    }
+}
+
 impl RecordSink for CdrSender {
     fn record(&mut self, record: CallRecord) {
         match self.queue.try_send(record) {
@@ -470,13 +482,12 @@ impl CdrWriter {
 
     /// Records stored so far.
     pub fn written(&self) -> u64 {
-        self.sender.counters.written.load(Ordering::Relaxed)
+        self.sender.written()
     }
 
     /// Records lost so far: in failed batches, or dropped on a full queue.
     pub fn dropped(&self) -> u64 {
-        let c = &self.sender.counters;
-        c.failed.load(Ordering::Relaxed) + c.refused.load(Ordering::Relaxed)
+        self.sender.dropped()
     }
 }
 

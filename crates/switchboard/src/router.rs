@@ -88,6 +88,8 @@ pub struct Router {
     b2bua: Option<B2bua>,
     /// The records of the B2BUA's calls, made from its events.
     pbx_records: Option<PbxRecorder>,
+    /// The call records' writer, for its counters (metrics).
+    cdr_counters: Option<store::CdrSender>,
     /// Requests and responses counted for the admin API's metrics (`router/admin_input.rs`).
     counts: admin_input::SipCounts,
 }
@@ -123,6 +125,7 @@ impl Router {
             proxy_log: proxy::StatsLog::new(Duration::from_secs(60)),
             b2bua: None,
             pbx_records: None,
+            cdr_counters: None,
             counts: admin_input::SipCounts::default(),
         }
     }
@@ -132,6 +135,12 @@ impl Router {
     pub fn with_b2bua(mut self, b2bua: B2bua) -> Router {
         self.proxy.enable_b2bua();
         self.b2bua = Some(b2bua);
+        self
+    }
+
+    /// Reports the call records' counters (stored, lost) of the writer `sender` feeds.
+    pub fn with_cdr_counters(mut self, sender: store::CdrSender) -> Router {
+        self.cdr_counters = Some(sender);
         self
     }
 

@@ -267,10 +267,12 @@ async fn serve(config: Config, plan: crate::dial_plan::DialPlan) -> Result<(), S
     )
     .with_b2bua(b2bua);
     if let Some(writer) = &cdr_writer {
-        router = router.with_pbx_records(crate::pbx_records::PbxRecorder::new(
-            WallClock::new(Instant::now(), unix_now_ms()),
-            Box::new(writer.sender()),
-        ));
+        router = router
+            .with_pbx_records(crate::pbx_records::PbxRecorder::new(
+                WallClock::new(Instant::now(), unix_now_ms()),
+                Box::new(writer.sender()),
+            ))
+            .with_cdr_counters(writer.sender());
     }
     let stop = stop_signal()?;
     // Each batch goes to the writer thread; one it cannot take is reported failed at
