@@ -363,6 +363,34 @@ fn sequential_group_moves_on_when_the_first_does_not_answer() {
     assert!(started.elapsed() >= Duration::from_secs(2));
     assert_eq!(bob.exit_code(log), 0, "bob:\n{}\n{}", bob.printed(), log());
     dave.expect("ended: bye (remote)", log);
+    // The record: carol's leg first, not answered in time, then dave's, answered.
+    let rows = cdr_rows(&server, 1);
+    let r = &rows[0];
+    assert_eq!(
+        (r["disposition"].as_str(), r["callee"].as_str()),
+        (Some("answered"), Some("dave")),
+        "{r:#}"
+    );
+    let legs: Vec<(&str, Option<i64>)> = r["legs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["target"].as_str().unwrap(), l["status"].as_i64()))
+        .collect();
+    assert_eq!(legs.len(), 2, "{r:#}");
+    assert_eq!(legs[0].0, "carol", "{r:#}");
+    assert!(legs[0].1.is_some_and(|s| s >= 400), "{r:#}");
+    assert_eq!(legs[1], ("dave", Some(200)), "{r:#}");
+    let ring = ms(&r["legs"][1]["start"]) - ms(&r["legs"][0]["start"]);
+    assert!(
+        (1_800..=4_000).contains(&ring),
+        "dave rang {ring} ms after carol: {r:#}"
+    );
+}
+
+fn ms(v: &serde_json::Value) -> i64 {
+    let t: jiff::Timestamp = v.as_str().unwrap().parse().unwrap();
+    t.as_millisecond()
 }
 
 #[test]
@@ -386,6 +414,23 @@ fn forward_on_no_answer() {
     dave.expect("answered", log);
     assert_eq!(bob.exit_code(log), 0, "bob:\n{}\n{}", bob.printed(), log());
     dave.expect("ended: bye (remote)", log);
+    // The record: for alice (whom bob called), answered on the forward to dave.
+    let rows = cdr_rows(&server, 1);
+    let r = &rows[0];
+    assert_eq!(
+        (r["dialled"].as_str(), r["callee"].as_str()),
+        (Some("201"), Some("alice")),
+        "{r:#}"
+    );
+    assert_eq!(r["disposition"], "answered", "{r:#}");
+    let targets: Vec<&str> = r["legs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(targets, ["alice", "dave"], "{r:#}");
+    assert_eq!(r["legs"][1]["status"], 200, "{r:#}");
 }
 
 /// Replaces the plan file as editors do: a new file renamed over the old one.
