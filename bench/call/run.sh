@@ -10,6 +10,8 @@
 # usage: bench/call/run.sh [RATES] [DURATION]      e.g. bench/call/run.sh "500 1000" 20
 # env:   MAXRATE=0 skips the max-rate searches; MEMORY=0 skips the memory runs;
 #        RATES="" with MAXRATE=0 runs the memory measurement alone.
+#        PBX=1 sends Switchboard's calls through its PBX (the B2BUA: a dial plan rule with
+#        pbx = true for every name) instead of its proxy; Kamailio still proxies them.
 # needs: a release build (cargo build --release), SIPp and Kamailio (../shared/bench/install.sh)
 set -euo pipefail
 # The whole run holds the machine-wide benchmark lock: the servers bind 15060 too.
@@ -30,11 +32,24 @@ WORK="$(mktemp -d /tmp/sb-call-XXXX)"
 SB="$ROOT/target/release/switchboard"
 export SIPBENCH_DIR="$WORK/sipbench"
 
+PBX="${PBX:-0}"
+if [ "$PBX" != 0 ]; then
+  # Every dialled name is an extension call carried by the B2BUA (media stays direct).
+  printf '[[rule]]\nname = "every user, through the PBX"\npattern = "_!"\naction = "extension"\npbx = true\n' \
+    >"$WORK/dialplan.toml"
+  pbx_section="[pbx]
+dial_plan = \"$WORK/dialplan.toml\""
+else
+  pbx_section=""
+fi
+SB_LABEL=switchboard
+[ "$PBX" = 0 ] || SB_LABEL=switchboard-pbx
 sb_config <<TOML
 [registrar]
 require_auth = false
 [proxy]
 require_auth = false
+$pbx_section
 TOML
 "$SB" user add uas --password benchpw --config "$WORK/sb.toml" >/dev/null
 
@@ -101,11 +116,11 @@ memory() {  # label pidfile: memory per call in progress
 # Memory is measured on a freshly started server: a heap that served the max-rate
 # search keeps its high-water mark, and the delta would read as nothing.
 if [ -n "$RATES" ] || [ "$MAXRATE" != 0 ]; then
-  sb_start; bench switchboard "$WORK/sb.pid"; sb_stop
+  sb_start; bench "$SB_LABEL" "$WORK/sb.pid"; sb_stop
   kam_start noauth; bench kamailio "$WORK/kam/kamailio.pid"; kam_stop
 fi
 if [ "$MEMORY" != 0 ]; then
-  sb_start; memory switchboard "$WORK/sb.pid"; sb_stop
+  sb_start; memory "$SB_LABEL" "$WORK/sb.pid"; sb_stop
   kam_start noauth; memory kamailio "$WORK/kam/kamailio.pid"; kam_stop
 fi
 echo "results in $WORK"

@@ -126,7 +126,7 @@ impl UserAgent {
         let contact = self.contact_uri(call.flow.transport);
         let mut headers = vec![
             ("Contact", format!("<{contact}>")),
-            ("Allow", ALLOW.to_owned()),
+            ("Allow", UA_ALLOW.to_owned()),
         ];
         // RFC 4028: a UAC that asked for a session timer gets one; it refreshes unless
         // it said otherwise.

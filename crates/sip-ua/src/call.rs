@@ -112,7 +112,7 @@ impl UserAgent {
         let sdp = Bytes::from(call.local_sdp.to_bytes());
         let mut headers = vec![
             ("Contact", format!("<{}>", self.contact_uri(flow.transport))),
-            ("Allow", ALLOW.to_owned()),
+            ("Allow", UA_ALLOW.to_owned()),
             ("Supported", "timer, 100rel, replaces".to_owned()),
         ];
         if let Some(se) = self.s.session_expires {

@@ -99,7 +99,7 @@ impl UserAgent {
             Method::Message => self.on_incoming_message(key, &request, now),
             Method::Options => {
                 let headers = [
-                    ("Allow", ALLOW.to_owned()),
+                    ("Allow", UA_ALLOW.to_owned()),
                     ("Accept", "application/sdp, text/plain".to_owned()),
                     ("Supported", "timer, replaces".to_owned()),
                 ];
@@ -125,7 +125,14 @@ impl UserAgent {
         if matches!(method, Method::Extension(_)) {
             self.respond(key, request, 501, &[], None, now);
         } else {
-            self.respond(key, request, 405, &[("Allow", ALLOW.to_owned())], None, now);
+            self.respond(
+                key,
+                request,
+                405,
+                &[("Allow", UA_ALLOW.to_owned())],
+                None,
+                now,
+            );
         }
     }
 

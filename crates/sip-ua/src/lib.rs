@@ -165,7 +165,12 @@ pub fn sdp_codecs(names: &[String]) -> Vec<SdpCodec> {
     list
 }
 
-const ALLOW: &str =
+/// The methods a relay leg serves (a B2BUA's, see [`relay`]).
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, UPDATE, PRACK, INFO";
+
+/// The methods the [`UserAgent`] serves: a relay leg's, and REFER with its NOTIFYs
+/// (its calls can be transferred).
+const UA_ALLOW: &str =
     "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, UPDATE, PRACK, INFO, REFER, NOTIFY";
 
 /// Who the phone is and where it talks.

@@ -60,7 +60,7 @@ impl UserAgent {
         o.headers = vec![
             ("Contact", format!("<{}>", self.contact_uri(transport))),
             ("Expires", expires.to_string()),
-            ("Allow", ALLOW.to_owned()),
+            ("Allow", UA_ALLOW.to_owned()),
         ];
         self.register_out = Some(o.clone());
         match self.send_outgoing(&o, now) {

@@ -840,7 +840,7 @@ fn an_unknown_method_gets_501_and_a_known_one_we_do_not_serve_405_with_allow() {
             .unwrap(),
     );
     let refusal = p.sent_response(405);
-    assert_eq!(refusal.get(HeaderName::Allow), Some(ALLOW));
+    assert_eq!(refusal.get(HeaderName::Allow), Some(UA_ALLOW));
 
     // The same inside a call.
     let (mut p, _, tag) = answered_callee(None);
@@ -856,7 +856,7 @@ fn an_unknown_method_gets_501_and_a_known_one_we_do_not_serve_405_with_allow() {
             .unwrap(),
     );
     let refusal = p.sent_response(405);
-    assert_eq!(refusal.get(HeaderName::Allow), Some(ALLOW));
+    assert_eq!(refusal.get(HeaderName::Allow), Some(UA_ALLOW));
 }
 
 #[test]

@@ -120,7 +120,7 @@ fn route(args: &RouteArgs) -> Result<ExitCode, (u8, String)> {
                 .collect()
         })
         .unwrap_or_default();
-    let served = served(&decision, reaches.as_ref());
+    let served = served(&decision, reaches.as_ref(), forwarding.is_some());
     let zoned = now.to_zoned(plan.time_zone().clone());
     if args.json {
         let mut v = serde_json::to_value(&decision).map_err(|e| fail(e.to_string()))?;
@@ -204,11 +204,14 @@ fn member_line(member: &str, users: Option<&store::SqliteUserStore>) -> String {
 }
 
 /// What `serve` does with the decision today.
-fn served(decision: &Decision, reaches: Option<&Option<String>>) -> String {
+fn served(decision: &Decision, reaches: Option<&Option<String>>, forwards: bool) -> String {
     match &decision.action {
         Action::Extension { target } => match reaches {
+            Some(Some(user)) if forwards => {
+                format!("the B2BUA rings the phones {user} registered, following the forwarding")
+            }
             Some(Some(user)) if decision.pbx => {
-                format!("the B2BUA rings the phone {user} registered (pbx = true)")
+                format!("the B2BUA rings the phones {user} registered (pbx = true)")
             }
             Some(Some(user)) => format!("rings the phones {user} registered"),
             Some(None) => format!("404: no user has extension or name \"{target}\""),

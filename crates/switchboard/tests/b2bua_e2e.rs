@@ -291,6 +291,36 @@ fn extension_through_the_b2bua_with_hold_and_resume() {
     );
 }
 
+/// The same with UPDATE (RFC 3311): the B2BUA relays it as an UPDATE.
+#[test]
+fn hold_and_resume_by_update_through_the_b2bua() {
+    let (server, _) = server(&[]);
+    let srv = format!("127.0.0.1:{}", server.port);
+    let log = || server.log();
+    let alice = callee(&srv, "alice", true);
+    let mut bob = bob_calls(
+        &srv,
+        "sip:201@example.test",
+        &[
+            "--hold-with-update",
+            "--hold-after",
+            "0.5",
+            "--resume-after",
+            "1.5",
+            "--hangup-after",
+            "2.5",
+        ],
+    );
+    assert_eq!(bob.exit_code(log), 0, "bob:\n{}\n{}", bob.printed(), log());
+    let printed = bob.printed();
+    for what in ["held: local", "resumed: local"] {
+        assert!(printed.contains(what), "bob: {what}\n{printed}");
+    }
+    alice.expect("held: remote", log);
+    alice.expect("resumed: remote", log);
+    alice.expect("ended: bye (remote)", log);
+}
+
 #[test]
 fn simultaneous_group_one_answers_two_see_cancel() {
     let (server, _) = server(&[]);

@@ -422,6 +422,12 @@ fn route_prints_the_decision_with_exit_codes() {
         out.contains("action     extension 201 (user alice), forwarded on busy to 0033612, on no answer after 20 s to carol\n"),
         "{out}"
     );
+    assert!(
+        out.contains(
+            "serve      the B2BUA rings the phones alice registered, following the forwarding"
+        ),
+        "{out}"
+    );
     let (code, out, _) = route(
         &dir,
         &["0", "--from", "alice", "--config", &config, "--json"],

@@ -440,3 +440,116 @@ fn b2bua_calls_through_a_lossy_network_complete_or_fail_and_leave_nothing_behind
         "only {completed} of {calls} completed"
     );
 }
+
+/// Issue 14: simultaneous ring groups through the B2BUA on the same lossy network. Each
+/// call rings a group of three phones: one answers at once, the other two ring until
+/// the B2BUA cancels them. Every call completes, both losers see their call cancelled,
+/// and nothing is left anywhere once the timers have run out. `SIMNET_GROUP_CALLS`
+/// calls (1,000 by default).
+#[test]
+fn b2bua_ring_groups_through_a_lossy_network_cancel_the_losers_and_leave_nothing() {
+    let calls: usize = std::env::var("SIMNET_GROUP_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000);
+    let mut net = SimNet::new(2028, NetConfig::lossy(0.1));
+    let start = net.now();
+    let mut spec = RouterSpec::new(proxy_addr(), &["caller".to_owned()]);
+    spec.proxy_auth = true;
+    let mut plan = String::new();
+    let mut groups = String::new();
+    for i in 0..calls {
+        plan.push_str(&format!(
+            "[[rule]]\nexact = \"grp{i}\"\naction = \"ring_group\"\ngroup = \"g{i}\"\n"
+        ));
+        groups.push_str(&format!(
+            "[ring_group.g{i}]\nstrategy = \"simultaneous\"\nmembers = [\"m{i}a\", \"m{i}b\", \"m{i}c\"]\nring_seconds = 20\n"
+        ));
+    }
+    plan.push_str(&groups);
+    spec.pbx = Some(pbx::Plan::parse(&plan, "plan.toml").unwrap());
+    let mut phones: Vec<(NodeId<PhoneNode>, [NodeId<PhoneNode>; 3])> = Vec::new();
+    for i in 0..calls {
+        let at = start + Duration::from_millis(20 * i as u64);
+        let mut members = Vec::new();
+        for (j, m) in ["a", "b", "c"].iter().enumerate() {
+            let user = format!("m{i}{m}");
+            let me = addr(2 + j as u8, i);
+            spec.users.push(user.clone());
+            spec.bindings.push(binding(&user, me));
+            members.push(net.add(
+                me,
+                PhoneNode::new(
+                    me,
+                    at,
+                    &user,
+                    Task::Answer(AnswerTask {
+                        // Only the first member picks up.
+                        auto: j == 0,
+                        play: None,
+                        record: None,
+                        reject: None,
+                        hangup_after: None,
+                        calls: Some(1),
+                    }),
+                    (i * 4 + j) as u64 + 1,
+                ),
+            ));
+        }
+        let caller = net.add(
+            addr(1, i),
+            PhoneNode::new(
+                addr(1, i),
+                at + Duration::from_millis(1),
+                "caller",
+                Task::Call(CallTask {
+                    target: format!("sip:grp{i}@{}", proxy_addr()),
+                    play: None,
+                    record: None,
+                    dtmf: None,
+                    dtmf_after: 0.0,
+                    hold_after: None,
+                    resume_after: None,
+                    hold_with_update: false,
+                    hangup_after: Some(2.0),
+                    hold_inactive: false,
+                    change_codec: None,
+                    answer_timeout: 60.0,
+                }),
+                (i * 4 + 3) as u64 + 1,
+            ),
+        );
+        phones.push((caller, [members[0], members[1], members[2]]));
+    }
+    let proxy = net.add(proxy_addr(), RouterNode::new(&spec, start));
+    net.run_for(Duration::from_millis(20 * calls as u64) + Duration::from_secs(240));
+
+    let mut completed = 0;
+    for (i, (caller, members)) in phones.iter().enumerate() {
+        let c = net.node(*caller);
+        if c.saw("answered", None) && c.saw("ended", Some("bye (local)")) {
+            completed += 1;
+        }
+        assert!(c.ua.is_idle(), "call {i}: the caller still holds state");
+        for (j, m) in members.iter().enumerate() {
+            let p = net.node(*m);
+            assert!(p.ua.is_idle(), "call {i}: member {j} still holds state");
+            if j > 0 && p.saw("incoming", None) {
+                assert!(
+                    p.saw("ended", Some("cancelled (by the caller)")),
+                    "call {i}: member {j} was not cancelled: {:?}",
+                    p.events
+                );
+            }
+        }
+    }
+    let p = net.node(proxy);
+    assert_eq!(p.router.transactions(), 0, "router transactions left");
+    let b2bua = p.router.b2bua().unwrap();
+    assert!(b2bua.is_idle(), "the B2BUA still holds state");
+    eprintln!("{calls} ring group calls: {completed} completed");
+    assert!(
+        completed * 100 >= calls * 99,
+        "only {completed} of {calls} completed"
+    );
+}
