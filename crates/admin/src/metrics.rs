@@ -91,6 +91,18 @@ pub(crate) fn render(sip: &SipFigures, admin_login_failures: u64) -> Result<Stri
         "Requests the proxy forwarded (every branch, in-dialog requests and ACKs).",
         sip.requests_forwarded,
     )?;
+    gauge(
+        &r,
+        "switchboard_pbx_calls_in_progress",
+        "Calls the PBX (back-to-back user agent) has under way.",
+        sip.pbx_calls_in_progress,
+    )?;
+    counter(
+        &r,
+        "switchboard_pbx_calls_total",
+        "Calls the PBX (back-to-back user agent) took since the start.",
+        sip.pbx_calls_started,
+    )?;
     counter(
         &r,
         "switchboard_register_requests_total",

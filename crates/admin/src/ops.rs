@@ -122,6 +122,10 @@ pub struct SipFigures {
     pub calls_in_progress: u64,
     /// Requests the proxy forwarded.
     pub requests_forwarded: u64,
+    /// Calls the PBX (B2BUA) has under way.
+    pub pbx_calls_in_progress: u64,
+    /// Calls the PBX (B2BUA) took since the start.
+    pub pbx_calls_started: u64,
     /// REGISTER requests handled.
     pub register_requests: u64,
     /// 401 and 407 challenges sent.

@@ -69,6 +69,13 @@ impl<U: UserStore> CachedUsers<U> {
         Ok(copy.users.get(name))
     }
 
+    /// Compares the backend's version now and reloads if it moved: for a change known to
+    /// have been made (through the admin API), which then counts without waiting for the
+    /// next second.
+    pub fn recheck(&mut self, now: u64) -> Result<(), StoreError> {
+        self.copy.get_mut().revalidate(&self.backend, now)
+    }
+
     /// How many users are held.
     pub fn len(&self) -> usize {
         self.copy.borrow().users.len()
@@ -230,6 +237,16 @@ mod tests {
             .unwrap();
         assert!(cache.get_at("dave", 102).unwrap().is_some());
         assert_eq!(cache.len(), 2);
+
+        // Told of a change, the cache has it within the same second.
+        other
+            .set_ha1("bob", "r", &Ha1Set::compute("bob", "r", "new"))
+            .unwrap();
+        cache.recheck(102).unwrap();
+        assert_eq!(
+            cache.get_at("bob", 102).unwrap().unwrap().ha1,
+            Ha1Set::compute("bob", "r", "new")
+        );
     }
 
     #[test]

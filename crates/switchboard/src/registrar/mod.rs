@@ -418,6 +418,13 @@ impl<L: LocationStore, U: UserStore> Registrar<L, U> {
         }
     }
 
+    /// Users were changed elsewhere (the admin API): the next request sees the change.
+    pub fn users_changed(&mut self, now: u64) {
+        if let Err(e) = self.users.recheck(now) {
+            tracing::warn!("reading the changed users failed: {e}");
+        }
+    }
+
     /// Stages changes decided elsewhere (an administrator removing a registration):
     /// they are stored with the next batch, as a REGISTER's are.
     pub fn stage_changes(&mut self, changes: Vec<store::Change>) {

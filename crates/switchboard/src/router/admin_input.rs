@@ -26,6 +26,8 @@ pub enum RouterInput {
 pub enum AdminRequest {
     /// The counters now.
     Figures(SyncSender<admin::SipFigures>),
+    /// Users were added, changed or removed: authentication uses the change at once.
+    UsersChanged,
     /// Remove one registration: it goes with the next storage batch, and readers stop
     /// seeing it once that batch is stored. Answers whether it was there.
     RemoveBinding {
@@ -157,6 +159,7 @@ impl Router {
             AdminRequest::Figures(reply) => {
                 let _ = reply.try_send(self.figures());
             }
+            AdminRequest::UsersChanged => self.registrar.users_changed(now.unix_secs),
             AdminRequest::RemoveBinding { aor, contact, done } => {
                 let there = self
                     .location
@@ -190,6 +193,8 @@ impl Router {
             calls_routed: p.calls_routed,
             calls_in_progress: p.contexts as u64,
             requests_forwarded: p.requests_forwarded,
+            pbx_calls_in_progress: self.b2bua.as_ref().map_or(0, |b| b.calls() as u64),
+            pbx_calls_started: self.b2bua.as_ref().map_or(0, |b| b.counts().0),
             register_requests: r.requests,
             challenges: r.challenges + p.challenges,
             auth_failures: r.auth_failures,
