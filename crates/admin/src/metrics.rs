@@ -141,6 +141,24 @@ pub(crate) fn render(sip: &SipFigures, admin_login_failures: u64) -> Result<Stri
     )?;
     counter(
         &r,
+        "switchboard_call_records_written_total",
+        "Call detail records stored.",
+        sip.call_records_written,
+    )?;
+    counter(
+        &r,
+        "switchboard_call_records_dropped_total",
+        "Call detail records lost: the database failed, or the writer's queue was full.",
+        sip.call_records_dropped,
+    )?;
+    counter(
+        &r,
+        "switchboard_calls_unrecorded_total",
+        "Calls left without a record because [cdr] max_calls were followed already.",
+        sip.calls_unrecorded,
+    )?;
+    counter(
+        &r,
         "switchboard_admin_auth_failures_total",
         "Failed admin API logins and unknown API tokens.",
         admin_login_failures,
@@ -168,6 +186,7 @@ mod tests {
             registrations: 3,
             requests_received: vec![("INVITE".into(), 7), ("REGISTER".into(), 9)],
             responses_sent: vec![(200, 5), (407, 2)],
+            call_records_dropped: 4,
             ..SipFigures::default()
         };
         let text = render(&sip, 1).unwrap();
@@ -176,6 +195,10 @@ mod tests {
         assert!(text.contains("switchboard_sip_responses_sent_total{code=\"407\"} 2\n"));
         assert!(text.contains("# TYPE switchboard_auth_failures_total counter\n"));
         assert!(text.contains("switchboard_admin_auth_failures_total 1\n"));
+        assert!(
+            text.contains("switchboard_call_records_dropped_total 4\n"),
+            "{text}"
+        );
         assert!(text.contains("process_cpu_seconds_total"), "{text}");
     }
 }

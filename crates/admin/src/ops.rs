@@ -138,6 +138,12 @@ pub struct SipFigures {
     pub refused_banned: u64,
     /// Storage failures (answered 500).
     pub store_errors: u64,
+    /// Call detail records stored.
+    pub call_records_written: u64,
+    /// Call detail records lost (a failed database, a full queue).
+    pub call_records_dropped: u64,
+    /// Calls left unrecorded because `[cdr] max_calls` were followed already.
+    pub calls_unrecorded: u64,
 }
 
 /// What kind of failure an [`OpError`] is: it picks the HTTP status.

@@ -5,9 +5,11 @@
 //! version: it stands alone (no other table refers to it), so a file made before call
 //! records existed gains it the first time `serve` opens it, and older Switchboards
 //! ignore it. A call's legs are kept in a column of its row, one line per leg, not in a
-//! table of their own: a record is written once and read whole, and one row per call
-//! is one B-tree insert instead of one per leg (`cargo bench -p store --bench cdr`
-//! compares the two).
+//! table of their own: a record is written once and read whole, so one row per call
+//! needs no join and no second index. Writing costs the same either way:
+//! `cargo bench -p store --bench cdr` stores 50 calls of two legs into 100,000 in
+//! 0.52-0.56 ms with the column and 0.48-0.69 ms with a legs table (two runs each on a
+//! loaded 2-core machine: equal within the noise, about 11 µs a call).
 //!
 //! A full disk or a broken database must not stop calls: the writer drops the batch
 //! it could not store, counts the records lost, reports it through its callback and
@@ -408,6 +410,18 @@ pub struct CdrSender {
     counters: Arc<Counters>,
 }
 
+impl CdrSender {
+    /// Records stored so far (by the writer this handle feeds).
+    pub fn written(&self) -> u64 {
+        self.counters.written.load(Ordering::Relaxed)
+    }
+
+    /// Records lost so far: in failed batches, or dropped on a full queue.
+    pub fn dropped(&self) -> u64 {
+        self.counters.failed.load(Ordering::Relaxed) + self.counters.refused.load(Ordering::Relaxed)
+    }
+}
+
 impl RecordSink for CdrSender {
     fn record(&mut self, record: CallRecord) {
         match self.queue.try_send(record) {
@@ -468,13 +482,12 @@ impl CdrWriter {
 
     /// Records stored so far.
     pub fn written(&self) -> u64 {
-        self.sender.counters.written.load(Ordering::Relaxed)
+        self.sender.written()
     }
 
     /// Records lost so far: in failed batches, or dropped on a full queue.
     pub fn dropped(&self) -> u64 {
-        let c = &self.sender.counters;
-        c.failed.load(Ordering::Relaxed) + c.refused.load(Ordering::Relaxed)
+        self.sender.dropped()
     }
 }
 

@@ -66,7 +66,6 @@ impl B2bEnv<'_> {
 /// the time, and the Call-ID it concerns (the caller's for `Started`, the leg's for
 /// `LegPlaced`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[allow(dead_code)] // read by the call records
 pub struct CallEvent {
     /// When.
     pub at: Instant,
@@ -167,13 +166,11 @@ impl B2bua {
     }
 
     /// Keeps what happens to each call for [`B2bua::poll_event`] (call records).
-    #[allow(dead_code)] // for the call records, which read them
     pub fn record_events(&mut self) {
         self.events.get_or_insert_with(VecDeque::new);
     }
 
     /// What happened to a call (its number and the time), when recorded.
-    #[allow(dead_code)] // for the call records, which read them
     pub fn poll_event(&mut self) -> Option<CallEvent> {
         self.events.as_mut()?.pop_front()
     }

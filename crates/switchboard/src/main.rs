@@ -21,6 +21,7 @@ mod dial_plan;
 mod myself;
 mod parse_cmd;
 mod pbx_directory;
+mod pbx_records;
 mod phone;
 mod proxy;
 mod registrar;

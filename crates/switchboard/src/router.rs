@@ -14,6 +14,7 @@
 //! 200s are sent only when the batch is reported stored ([`Router::handle_committed`]).
 
 use crate::b2bua::{B2BUA_TOKEN, B2bEnv, B2bua};
+use crate::pbx_records::PbxRecorder;
 use crate::proxy::{self, Handled, Proxy};
 use crate::registrar::{RegisterOutcome, Registrar};
 use crate::service::{self, Answer};
@@ -85,6 +86,10 @@ pub struct Router {
     /// The calls the dial plan gives the PBX, when there is one: every message whose
     /// Call-ID is one of its legs' goes to it, past our transaction layer.
     b2bua: Option<B2bua>,
+    /// The records of the B2BUA's calls, made from its events.
+    pbx_records: Option<PbxRecorder>,
+    /// The call records' writer, for its counters (metrics).
+    cdr_counters: Option<store::CdrSender>,
     /// Requests and responses counted for the admin API's metrics (`router/admin_input.rs`).
     counts: admin_input::SipCounts,
 }
@@ -119,6 +124,8 @@ impl Router {
             next_sweep: now.instant + SWEEP_EVERY,
             proxy_log: proxy::StatsLog::new(Duration::from_secs(60)),
             b2bua: None,
+            pbx_records: None,
+            cdr_counters: None,
             counts: admin_input::SipCounts::default(),
         }
     }
@@ -128,6 +135,21 @@ impl Router {
     pub fn with_b2bua(mut self, b2bua: B2bua) -> Router {
         self.proxy.enable_b2bua();
         self.b2bua = Some(b2bua);
+        self
+    }
+
+    /// Reports the call records' counters (stored, lost) of the writer `sender` feeds.
+    pub fn with_cdr_counters(mut self, sender: store::CdrSender) -> Router {
+        self.cdr_counters = Some(sender);
+        self
+    }
+
+    /// Records the B2BUA's calls with `recorder` (after [`Router::with_b2bua`]).
+    pub fn with_pbx_records(mut self, recorder: PbxRecorder) -> Router {
+        if let Some(b2bua) = self.b2bua.as_mut() {
+            b2bua.record_events();
+            self.pbx_records = Some(recorder);
+        }
         self
     }
 
@@ -291,6 +313,9 @@ impl Router {
     pub fn handle_sweep(&mut self, now: Now) {
         self.next_sweep = now.instant + SWEEP_EVERY;
         self.proxy.sweep_calls(now.instant, now.unix_secs);
+        if let Some(records) = self.pbx_records.as_mut() {
+            records.observe(now.instant, now.unix_secs);
+        }
         match self.registrar.sweep(now.unix_secs) {
             Ok(n) if n > 0 => tracing::debug!(removed = n, "expired bindings swept"),
             Ok(_) => {}
@@ -318,7 +343,8 @@ impl Router {
         }
         if let Some(b) = &self.b2bua {
             let (started, ended) = b.counts();
-            tracing::debug!(calls = b.calls(), started, ended, "b2bua");
+            let recording = self.pbx_records.as_ref().map(PbxRecorder::in_progress);
+            tracing::debug!(calls = b.calls(), started, ended, ?recording, "b2bua");
         }
     }
 
@@ -370,6 +396,11 @@ impl Router {
         while let Some(event) = self.transactions.poll_event() {
             progressed = true;
             self.handle_event(now, event);
+        }
+        if let (Some(b2bua), Some(records)) = (self.b2bua.as_mut(), self.pbx_records.as_mut()) {
+            while let Some(event) = b2bua.poll_event() {
+                records.on_event(event);
+            }
         }
         if !self.awaiting_commit.is_empty() || self.registrar.has_staged() {
             let due = *self.commit_due.get_or_insert(now.instant + COMMIT_DELAY);
@@ -435,6 +466,9 @@ impl Router {
         // The calls still up are recorded now: the records go out with the writer's
         // last batch.
         self.proxy.close_calls(now.instant, "server stopped");
+        if let Some(records) = self.pbx_records.as_mut() {
+            records.close_all(now.instant, "server stopped");
+        }
         self.commit_due = Some(now.instant);
     }
 

@@ -256,7 +256,7 @@ async fn serve(config: Config, plan: crate::dial_plan::DialPlan) -> Result<(), S
         Commits::InPlace
     };
     let b2bua = open_b2bua(&config, &listeners, &host_addrs, timers)?;
-    let router = Router::new(
+    let mut router = Router::new(
         Now::from_clocks(),
         timers,
         registrar,
@@ -266,6 +266,14 @@ async fn serve(config: Config, plan: crate::dial_plan::DialPlan) -> Result<(), S
         commits,
     )
     .with_b2bua(b2bua);
+    if let Some(writer) = &cdr_writer {
+        router = router
+            .with_pbx_records(crate::pbx_records::PbxRecorder::new(
+                WallClock::new(Instant::now(), unix_now_ms()),
+                Box::new(writer.sender()),
+            ))
+            .with_cdr_counters(writer.sender());
+    }
     let stop = stop_signal()?;
     // Each batch goes to the writer thread; one it cannot take is reported failed at
     // once (its REGISTERs are answered 500).

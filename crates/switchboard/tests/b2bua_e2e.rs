@@ -4,6 +4,8 @@
 //! sequential group whose first member does not answer in time, forwarding on no
 //! answer, a dial plan reload while a call is up, audio between the phones, baresip
 //! calling an extension through the PBX, and SIPp on both ends (as the bench runs it).
+//! The call records of the extension call and of the ring group call (one leg per
+//! member, who answered, who was cancelled) match what happened.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -181,6 +183,22 @@ fn server_with(options: ServerOptions, setup: &[&[&str]]) -> (Server, PathBuf) {
     (server, path)
 }
 
+/// The call records `switchboard cdr --json` prints, once there are `n` (the writer
+/// stores them in batches).
+fn cdr_rows(server: &Server, n: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = server.cli(&["cdr", "--json"]);
+        assert!(out.status.success(), "{out:?}");
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        if rows.len() >= n || Instant::now() > deadline {
+            assert_eq!(rows.len(), n, "{rows:#?}");
+            return rows;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// `user`'s phone, registered and waiting for calls (answering at once with `auto`,
 /// else ringing until cancelled).
 fn callee(srv: &str, user: &str, auto: bool) -> Phone {
@@ -250,6 +268,32 @@ fn extension_through_the_b2bua_with_hold_and_resume() {
         "the call did not go through the B2BUA:\n{log}"
     );
     assert!(log.contains("B2BUA: call ended by caller"), "{log}");
+    // One record, of the PBX: bob talked to alice for 2.5 s and hung up.
+    let rows = cdr_rows(&server, 1);
+    let r = &rows[0];
+    assert_eq!(r["kind"], "pbx", "{r:#}");
+    assert_eq!(
+        (r["caller"].as_str(), r["dialled"].as_str()),
+        (Some("bob"), Some("201")),
+        "{r:#}"
+    );
+    assert_eq!(r["callee"], "alice", "{r:#}");
+    assert_eq!(
+        (r["disposition"].as_str(), r["hangup_by"].as_str()),
+        (Some("answered"), Some("caller")),
+        "{r:#}"
+    );
+    assert!(
+        (2..=4).contains(&r["billable_secs"].as_u64().unwrap()),
+        "{r:#}"
+    );
+    assert_eq!(r["legs"].as_array().unwrap().len(), 1, "{r:#}");
+    assert_eq!(r["legs"][0]["status"], 200, "{r:#}");
+    assert_eq!(
+        r["call_ids"].as_array().unwrap().len(),
+        2,
+        "A and B legs: {r:#}"
+    );
 }
 
 /// bob calls over TLS, alice answers over WebSocket: each leg goes out on its phone's
@@ -368,6 +412,46 @@ fn simultaneous_group_one_answers_two_see_cancel() {
     alice.expect("ended: bye (remote)", log);
     carol.expect("ended: cancelled (by the caller)", log);
     dave.expect("ended: cancelled (by the caller)", log);
+    // The record: a leg per member, alice's answered, the others cancelled.
+    let rows = cdr_rows(&server, 1);
+    let r = &rows[0];
+    assert_eq!(
+        (r["kind"].as_str(), r["dialled"].as_str()),
+        (Some("pbx"), Some("600")),
+        "{r:#}"
+    );
+    assert_eq!(r["callee"], "alice", "the member who answered: {r:#}");
+    assert_eq!(
+        (r["disposition"].as_str(), r["hangup_by"].as_str()),
+        (Some("answered"), Some("caller")),
+        "{r:#}"
+    );
+    assert!(
+        (1..=3).contains(&r["billable_secs"].as_u64().unwrap()),
+        "{r:#}"
+    );
+    let mut legs: Vec<(String, i64)> = r["legs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["target"].as_str().unwrap().to_owned(),
+                l["status"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    legs.sort();
+    assert_eq!(
+        legs,
+        [
+            ("alice".to_owned(), 200),
+            ("carol".to_owned(), 487),
+            ("dave".to_owned(), 487)
+        ],
+        "{r:#}"
+    );
+    assert_eq!(r["call_ids"].as_array().unwrap().len(), 4, "{r:#}");
 }
 
 #[test]
@@ -385,6 +469,34 @@ fn sequential_group_moves_on_when_the_first_does_not_answer() {
     assert!(started.elapsed() >= Duration::from_secs(2));
     assert_eq!(bob.exit_code(log), 0, "bob:\n{}\n{}", bob.printed(), log());
     dave.expect("ended: bye (remote)", log);
+    // The record: carol's leg first, not answered in time, then dave's, answered.
+    let rows = cdr_rows(&server, 1);
+    let r = &rows[0];
+    assert_eq!(
+        (r["disposition"].as_str(), r["callee"].as_str()),
+        (Some("answered"), Some("dave")),
+        "{r:#}"
+    );
+    let legs: Vec<(&str, Option<i64>)> = r["legs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["target"].as_str().unwrap(), l["status"].as_i64()))
+        .collect();
+    assert_eq!(legs.len(), 2, "{r:#}");
+    assert_eq!(legs[0].0, "carol", "{r:#}");
+    assert!(legs[0].1.is_some_and(|s| s >= 400), "{r:#}");
+    assert_eq!(legs[1], ("dave", Some(200)), "{r:#}");
+    let ring = ms(&r["legs"][1]["start"]) - ms(&r["legs"][0]["start"]);
+    assert!(
+        (1_800..=4_000).contains(&ring),
+        "dave rang {ring} ms after carol: {r:#}"
+    );
+}
+
+fn ms(v: &serde_json::Value) -> i64 {
+    let t: jiff::Timestamp = v.as_str().unwrap().parse().unwrap();
+    t.as_millisecond()
 }
 
 #[test]
@@ -408,6 +520,23 @@ fn forward_on_no_answer() {
     dave.expect("answered", log);
     assert_eq!(bob.exit_code(log), 0, "bob:\n{}\n{}", bob.printed(), log());
     dave.expect("ended: bye (remote)", log);
+    // The record: for alice (whom bob called), answered on the forward to dave.
+    let rows = cdr_rows(&server, 1);
+    let r = &rows[0];
+    assert_eq!(
+        (r["dialled"].as_str(), r["callee"].as_str()),
+        (Some("201"), Some("alice")),
+        "{r:#}"
+    );
+    assert_eq!(r["disposition"], "answered", "{r:#}");
+    let targets: Vec<&str> = r["legs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(targets, ["alice", "dave"], "{r:#}");
+    assert_eq!(r["legs"][1]["status"], 200, "{r:#}");
 }
 
 /// Replaces the plan file as editors do: a new file renamed over the old one.

@@ -20,8 +20,13 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 
 /// Transactions per slab chunk: a chunk is allocated whole, so this bounds the work of
-/// one growth step (and the memory of a table with few transactions).
+/// one growth step.
 const CHUNK: usize = 1024;
+
+/// Slots of the first chunk when it is made: it doubles up to [`CHUNK`] before a second
+/// chunk is added, so a table with few transactions (a phone's, one of thousands of
+/// simulated user agents) holds a few kilobytes, not a whole chunk.
+const FIRST_CHUNK: usize = 8;
 
 /// One slot of the slab. The generation is bumped when the slot is freed, so a key
 /// that names an earlier occupant no longer matches.
@@ -35,7 +40,9 @@ struct Slot<T> {
 /// stay where they are once allocated. Freed slots are reused, last freed first.
 #[derive(Debug)]
 pub(crate) struct Slab<T> {
-    chunks: Vec<Box<[Slot<T>]>>,
+    /// Every chunk holds [`CHUNK`] slots but the first, which may hold fewer while it is
+    /// the only one.
+    chunks: Vec<Vec<Slot<T>>>,
     /// Slots handed out so far, in use or free.
     allocated: usize,
     free: Vec<u32>,
@@ -73,15 +80,7 @@ impl<T> Slab<T> {
         let index = match self.free.last() {
             Some(&i) => i,
             None => {
-                if self.allocated == self.chunks.len() * CHUNK {
-                    let chunk = (0..CHUNK)
-                        .map(|_| Slot {
-                            generation: 0,
-                            value: None,
-                        })
-                        .collect();
-                    self.chunks.push(chunk);
-                }
+                self.grow_if_full();
                 // More than 4 billion live transactions would exhaust memory long before.
                 let i = u32::try_from(self.allocated).unwrap_or(u32::MAX);
                 self.allocated += 1;
@@ -91,6 +90,32 @@ impl<T> Slab<T> {
         };
         let generation = self.slot(index).map_or(0, |s| s.generation);
         TransactionKey { index, generation }
+    }
+
+    /// Makes room for one more slot when every allocated slot is handed out: the first
+    /// chunk doubles until it is whole, then whole chunks are added.
+    fn grow_if_full(&mut self) {
+        let capacity = match self.chunks.last() {
+            None => 0,
+            Some(last) => (self.chunks.len() - 1) * CHUNK + last.len(),
+        };
+        if self.allocated < capacity {
+            return;
+        }
+        let empty = || Slot {
+            generation: 0,
+            value: None,
+        };
+        match self.chunks.as_mut_slice() {
+            [first] if first.len() < CHUNK => {
+                let more = first.len().min(CHUNK - first.len());
+                first.extend((0..more).map(|_| empty()));
+            }
+            [] => self
+                .chunks
+                .push((0..FIRST_CHUNK).map(|_| empty()).collect()),
+            _ => self.chunks.push((0..CHUNK).map(|_| empty()).collect()),
+        }
     }
 
     /// Stores `value` under `key`, which must come from the [`Slab::vacant_key`] call

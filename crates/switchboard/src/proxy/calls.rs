@@ -202,6 +202,14 @@ impl CallTracker {
         );
     }
 
+    /// The call of `request` is no longer the proxy's (the B2BUA took it, and records
+    /// it): dropped without a record.
+    pub fn forget(&mut self, request: &Message) {
+        if let Ok(call_id) = request.call_id() {
+            self.calls.remove(call_id);
+        }
+    }
+
     /// The dial plan routed the call of `request` to local user `callee`.
     pub fn routed_to(&mut self, request: &Message, callee: &str) {
         if let Some(t) = self.initial(request) {

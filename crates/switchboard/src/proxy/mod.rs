@@ -648,7 +648,15 @@ impl Proxy {
         }
         let (groups, resolve) = match self.choose_targets(env, txl, &req, authenticated) {
             Ok(targets) => targets,
-            Err(handled) => return handled,
+            Err(handled) => {
+                if matches!(handled, Handled::Pbx(_))
+                    && let Some(calls) = self.calls.as_mut()
+                {
+                    // The B2BUA carries the call, and records it.
+                    calls.forget(request);
+                }
+                return handled;
+            }
         };
         if req.maybe_for_us && self.refuse_proxy_require(env, txl, key, request) {
             return Handled::Answered;

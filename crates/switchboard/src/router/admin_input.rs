@@ -201,6 +201,9 @@ impl Router {
             bans: r.bans,
             refused_banned: r.refused_banned,
             store_errors: r.store_errors,
+            call_records_written: self.cdr_counters.as_ref().map_or(0, |c| c.written()),
+            call_records_dropped: self.cdr_counters.as_ref().map_or(0, |c| c.dropped()),
+            calls_unrecorded: self.proxy.call_stats().map_or(0, |s| s.untracked),
         }
     }
 }
