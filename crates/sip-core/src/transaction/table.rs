@@ -258,6 +258,37 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// Slots the slab holds, used or not.
+    fn slots<T>(slab: &Slab<T>) -> usize {
+        slab.chunks.iter().map(Vec::len).sum()
+    }
+
+    #[test]
+    fn a_small_slab_holds_few_slots_and_grows_to_whole_chunks() {
+        let mut slab = Slab::new();
+        let mut keys = Vec::new();
+        for i in 0..3 {
+            let k = slab.vacant_key();
+            slab.insert(k, i);
+            keys.push(k);
+        }
+        assert_eq!(slots(&slab), FIRST_CHUNK, "a few transactions, a few slots");
+        for i in 3..CHUNK + 1 {
+            let k = slab.vacant_key();
+            slab.insert(k, i);
+            keys.push(k);
+        }
+        assert_eq!(slab.chunks.len(), 2);
+        assert_eq!(slots(&slab), 2 * CHUNK, "the first chunk grew whole first");
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(
+                slab.get(*k),
+                Some(&i),
+                "every value stays where its key says"
+            );
+        }
+    }
+
     #[test]
     fn slab_keys_go_stale_when_their_slot_is_reused() {
         let mut slab = Slab::new();
